@@ -1,0 +1,2 @@
+//! `outpost-agent`: the check agent and `outpost check`, which embed CPython.
+fn main() {}

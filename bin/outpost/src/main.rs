@@ -1,0 +1,2 @@
+//! `outpost`: the fleet daemon and its command line.
+fn main() {}

@@ -1,0 +1,376 @@
+//! The LocalAPI's JSON bodies (`spec/localapi.md`), with the Datadog installer daemon's field
+//! names so that tooling written for that daemon works against outpost.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::names::{PackageName, Version};
+use crate::platform;
+use crate::source::{PackageSource, is_sha256_hex};
+
+/// One catalog entry, as posted and stored. Field names are the Datadog ones.
+///
+/// Fields the Datadog client sends with zero values (`"sha256": ""`, `"size": 0`) mean "absent".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// Package name.
+    pub package: String,
+    /// Exact version string.
+    pub version: String,
+    /// Where the package comes from (see [`PackageSource`]).
+    pub url: String,
+    /// Hex sha256 of the tarball; required for tarball URLs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+    /// Size of the tarball in bytes; checked when given (0 = unknown).
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_zero"
+    )]
+    pub size: u64,
+    /// `GOOS`-style platform (`linux`), empty for any.
+    #[serde(default)]
+    pub platform: String,
+    /// `GOARCH`-style architecture (`amd64`, `arm64`), empty for any.
+    #[serde(default)]
+    pub arch: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(Option::<u64>::deserialize(d)?.unwrap_or(0))
+}
+
+/// A catalog entry whose every field has been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedPackage {
+    /// Package name.
+    pub name: PackageName,
+    /// Version.
+    pub version: Version,
+    /// Parsed location.
+    pub source: PackageSource,
+    /// Expected sha256 (hex) of a tarball.
+    pub sha256: Option<String>,
+    /// Expected size of a tarball, when known.
+    pub size: Option<u64>,
+    /// The URL as given, for messages.
+    pub url: String,
+}
+
+impl CatalogEntry {
+    /// Checks every field and returns the typed form.
+    pub fn resolve(&self) -> Result<ResolvedPackage, String> {
+        let name = PackageName::new(self.package.clone()).map_err(|e| e.to_string())?;
+        let version = Version::new(self.version.clone()).map_err(|e| e.to_string())?;
+        let source = PackageSource::parse(&self.url).map_err(|e| e.to_string())?;
+        if !self.sha256.is_empty() && !is_sha256_hex(&self.sha256) {
+            return Err(format!(
+                "invalid sha256 {:?}: expected 64 lowercase hex digits",
+                self.sha256
+            ));
+        }
+        if source.is_tarball() && self.sha256.is_empty() {
+            return Err(format!(
+                "sha256 is required for the tarball url {:?}",
+                self.url
+            ));
+        }
+        for (field, value) in [("platform", &self.platform), ("arch", &self.arch)] {
+            if !value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                || value.len() > 32
+            {
+                return Err(format!("invalid {field} {value:?}"));
+            }
+        }
+        Ok(ResolvedPackage {
+            name,
+            version,
+            source,
+            sha256: (!self.sha256.is_empty()).then(|| self.sha256.clone()),
+            size: (self.size != 0).then_some(self.size),
+            url: self.url.clone(),
+        })
+    }
+
+    /// True when this entry's platform and arch admit the given host.
+    pub fn matches_host(&self, os: &str, arch: &str) -> bool {
+        platform::matches(&self.platform, os) && platform::matches(&self.arch, arch)
+    }
+}
+
+/// The catalog: `{"packages": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Entries, in the order given; lookup takes the first match.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub packages: Vec<CatalogEntry>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CatalogEntry>, D::Error> {
+    Ok(Option::<Vec<CatalogEntry>>::deserialize(d)?.unwrap_or_default())
+}
+
+impl Catalog {
+    /// Validates every entry; the error names the first invalid one by index, name and version.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, entry) in self.packages.iter().enumerate() {
+            entry.resolve().map_err(|reason| {
+                format!(
+                    "catalog entry {i} ({:?} {:?}): {reason}",
+                    entry.package, entry.version
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The first entry with this exact name and version whose platform and arch are empty or
+    /// match the given host. No semver, no "latest".
+    pub fn lookup(&self, name: &str, version: &str, os: &str, arch: &str) -> Option<&CatalogEntry> {
+        self.packages
+            .iter()
+            .find(|p| p.package == name && p.version == version && p.matches_host(os, arch))
+    }
+
+    /// [`Catalog::lookup`] for the host this process runs on.
+    pub fn lookup_host(&self, name: &str, version: &str) -> Option<&CatalogEntry> {
+        self.lookup(name, version, platform::host_os(), platform::host_arch())
+    }
+
+    /// The versions of `name` available to this host, in catalog order, without repeats.
+    pub fn host_versions(&self, name: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for p in &self.packages {
+            if p.package == name
+                && p.matches_host(platform::host_os(), platform::host_arch())
+                && !out.contains(&p.version.as_str())
+            {
+                out.push(&p.version);
+            }
+        }
+        out
+    }
+}
+
+/// Body of `install` and `experiment/start`. The Datadog daemon calls it `experimentTaskParams`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskParams {
+    /// The version to install or start.
+    #[serde(default)]
+    pub version: String,
+    /// Arguments passed through to the package's install hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_args: Option<Vec<String>>,
+}
+
+/// One package's links, with the Datadog daemon's capitalised keys. `""` means absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageState {
+    /// The version `stable` points at.
+    #[serde(rename = "Stable")]
+    pub stable: String,
+    /// The version `experiment` points at, or `""`.
+    #[serde(rename = "Experiment")]
+    pub experiment: String,
+}
+
+/// State of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskState {
+    /// Still running.
+    Running,
+    /// Finished successfully.
+    Done,
+    /// Finished with an error.
+    Error,
+}
+
+/// Phase of a running task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Bytes are arriving from the source.
+    Download,
+    /// Bytes are being written into the staging directory.
+    Unpack,
+    /// Links are being switched.
+    Switch,
+}
+
+/// Progress of a running task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Current phase.
+    pub phase: Phase,
+    /// Bytes processed so far.
+    pub bytes_done: u64,
+    /// Total bytes expected, when known.
+    pub bytes_total: Option<u64>,
+}
+
+/// The last task run for a package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Unique id.
+    pub id: String,
+    /// Operation: `install`, `start_experiment`, `stop_experiment`, `promote_experiment`, `remove`.
+    #[serde(default)]
+    pub operation: String,
+    /// Version the task was asked for, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// State.
+    pub state: TaskState,
+    /// The error of a failed task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+    /// Progress of a running task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// One entry of `remote_config_state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageStatus {
+    /// Package name.
+    pub package: String,
+    /// Stable version or `""`.
+    pub stable_version: String,
+    /// Experiment version or `""`.
+    pub experiment_version: String,
+    /// Last task, if any ran since the state was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
+}
+
+/// Body of `GET /status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// The daemon's version.
+    pub version: String,
+    /// Installed packages and their links.
+    pub packages: BTreeMap<String, PackageState>,
+    /// Per package: versions and last task.
+    #[serde(default)]
+    pub remote_config_state: Vec<PackageStatus>,
+}
+
+/// The empty success body `{}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "5e8848f8c1e7bd3a2b9a5ecb3dbb1bd9b3b3a5b0b2f1bd8e6fcd41ab2bfa42d8";
+
+    fn entry(url: &str, sha: &str) -> CatalogEntry {
+        CatalogEntry {
+            package: "test-package".into(),
+            version: "1.0.0".into(),
+            url: url.into(),
+            sha256: sha.into(),
+            size: 0,
+            platform: String::new(),
+            arch: String::new(),
+        }
+    }
+
+    #[test]
+    fn datadog_client_body_decodes() {
+        let body = r#"{"packages":[{"package":"p","version":"1","url":"oci://r.io/p:1","sha256":"","size":0,"platform":"","arch":"","extra":1}]}"#;
+        let c: Catalog = serde_json::from_str(body).unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.packages[0].size, 0);
+    }
+
+    #[test]
+    fn validation_names_the_entry() {
+        let c = Catalog {
+            packages: vec![entry("file:///a.tar.gz", "")],
+        };
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.contains("catalog entry 0") && e.contains("sha256 is required"),
+            "{e}"
+        );
+        let c = Catalog {
+            packages: vec![entry("file:///a.tar.gz", SHA)],
+        };
+        assert!(c.validate().is_ok());
+        let c = Catalog {
+            packages: vec![entry("ftp://a", "")],
+        };
+        assert!(c.validate().unwrap_err().contains("unsupported scheme"));
+    }
+
+    #[test]
+    fn lookup_first_match_for_host() {
+        let mut other = entry("oci://r.io/p:1", "");
+        other.arch = "notanarch".into();
+        let mut any = entry("oci://r.io/q:1", "");
+        any.arch = String::new();
+        let c = Catalog {
+            packages: vec![other, any],
+        };
+        assert_eq!(
+            c.lookup("test-package", "1.0.0", "linux", "amd64")
+                .unwrap()
+                .url,
+            "oci://r.io/q:1"
+        );
+        assert!(
+            c.lookup("test-package", "2.0.0", "linux", "amd64")
+                .is_none()
+        );
+        assert_eq!(
+            c.lookup("test-package", "1.0.0", "linux", "notanarch")
+                .unwrap()
+                .url,
+            "oci://r.io/p:1"
+        );
+    }
+
+    #[test]
+    fn status_shape() {
+        let mut s = StatusResponse {
+            version: "0.1.0".into(),
+            ..Default::default()
+        };
+        s.packages.insert(
+            "a".into(),
+            PackageState {
+                stable: "1".into(),
+                experiment: String::new(),
+            },
+        );
+        s.remote_config_state.push(PackageStatus {
+            package: "a".into(),
+            stable_version: "1".into(),
+            experiment_version: String::new(),
+            task: Some(Task {
+                id: "t1".into(),
+                operation: "install".into(),
+                version: Some("1".into()),
+                state: TaskState::Done,
+                error: None,
+                progress: None,
+            }),
+        });
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["packages"]["a"]["Stable"], "1");
+        assert_eq!(json["packages"]["a"]["Experiment"], "");
+        assert_eq!(json["remote_config_state"][0]["task"]["state"], "DONE");
+    }
+}
