@@ -1,2 +1,5 @@
 //! `outpost`: the fleet daemon and its command line.
-fn main() {}
+
+fn main() {
+    let _ = <cli::Cli as clap::Parser>::parse();
+}
