@@ -1,0 +1,479 @@
+//! The conventions every module gets: path checks, body limits and media types, module
+//! stop/start, authorisation, spans, request counting, JSON normalisation of responses.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Method, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, Limited};
+use outpost_types::ErrorCode;
+use tower::{Service, ServiceExt as _};
+use tracing::Instrument as _;
+use tracing::field::Empty;
+
+use crate::caller::{AccessPolicy, Caller, CallerCache, Peer};
+use crate::error::{ErrorResponse, error_response};
+use crate::json::{FinishedJson, is_json_content_type};
+use crate::module::{Access, Api, ModuleHandle, REQUESTS_METRIC};
+use crate::telemetry::{Counter, Telemetry};
+
+/// The largest request body accepted (1 MiB); larger ones are answered 413.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// State shared by every route of one [`Api`].
+pub(crate) struct Shared {
+    pub(crate) telemetry: Telemetry,
+    pub(crate) callers: CallerCache,
+    pub(crate) access: AccessPolicy,
+    pub(crate) modules: BTreeMap<String, ModuleHandle>,
+    pub(crate) unmatched: StatusCounters,
+}
+
+/// One method of one path.
+pub(crate) struct MethodRoute {
+    pub(crate) method: Method,
+    pub(crate) module: ModuleHandle,
+    pub(crate) access: Access,
+}
+
+/// Everything the per-path middleware needs, built once.
+pub(crate) struct PathInfo {
+    pub(crate) template: String,
+    pub(crate) routes: Vec<MethodRoute>,
+    /// The module answering for methods no route has (405) when they are stopped (503).
+    pub(crate) primary: ModuleHandle,
+    pub(crate) allow: HeaderValue,
+    pub(crate) counters: StatusCounters,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl PathInfo {
+    fn find(&self, method: &Method) -> Option<(usize, &MethodRoute)> {
+        let exact = self.routes.iter().position(|r| r.method == *method);
+        let index = exact.or_else(|| {
+            (*method == Method::HEAD)
+                .then(|| self.routes.iter().position(|r| r.method == Method::GET))
+                .flatten()
+        })?;
+        self.routes.get(index).map(|r| (index, r))
+    }
+}
+
+/// Marks a response already counted by the per-path middleware.
+#[derive(Debug, Clone, Copy)]
+struct Counted;
+
+/// Request counters for one route template, cached per (route, method, status).
+pub(crate) struct StatusCounters {
+    telemetry: Telemetry,
+    route: String,
+    cache: RwLock<HashMap<(usize, &'static str, u16), Counter>>,
+}
+
+/// The method as a metric label; unknown methods share one label so they cannot grow the
+/// number of series without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+impl StatusCounters {
+    pub(crate) fn new(telemetry: Telemetry, route: String) -> Self {
+        Self {
+            telemetry,
+            route,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn count(&self, slot: usize, module: &str, method: &Method, status: StatusCode) {
+        let method = method_label(method);
+        let key = (slot, method, status.as_u16());
+        if let Some(counter) = self
+            .cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            counter.inc();
+            return;
+        }
+        let status = status.as_str();
+        let labels = [
+            ("module", module),
+            ("route", self.route.as_str()),
+            ("method", method),
+            ("status", status),
+        ];
+        match self.telemetry.counter(REQUESTS_METRIC, &labels) {
+            Ok(counter) => {
+                counter.inc();
+                self.cache
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key, counter);
+            }
+            Err(error) => tracing::warn!(%error, "could not count a request"),
+        }
+    }
+}
+
+/// The middleware around every route: module state, 405, caller, authorisation, body checks,
+/// counting.
+pub(crate) async fn route_middleware(
+    State(info): State<Arc<PathInfo>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let found = info.find(&method);
+    let module = found.map_or(&info.primary, |(_, r)| &r.module);
+    let span = tracing::Span::current();
+    span.record("api.module", module.name());
+    span.record("http.route", info.template.as_str());
+    let mut response = route_inner(&info, module, found.map(|(_, r)| r), req, next).await;
+    let slot = found.map_or(usize::MAX, |(i, _)| i);
+    info.counters
+        .count(slot, module.name(), &method, response.status());
+    response.extensions_mut().insert(Counted);
+    response
+}
+
+async fn route_inner(
+    info: &PathInfo,
+    module: &ModuleHandle,
+    route: Option<&MethodRoute>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if !module.is_running() {
+        return error_response(ErrorCode::Unavailable, "module stopped");
+    }
+    let Some(route) = route else {
+        return ErrorResponse::method_not_allowed(req.method(), req.uri().path(), info.allow.clone())
+            .into_response();
+    };
+    let shared = &info.shared;
+    let caller = match req.extensions().get::<ConnectInfo<Peer>>() {
+        Some(ConnectInfo(peer)) => shared.access.caller(peer, &shared.callers),
+        // Driven in-process (no connection): a Caller put there by the embedding code.
+        None => req.extensions().get::<Caller>().cloned(),
+    };
+    if route.access == Access::Privileged {
+        if !shared.access.allows_mutation(caller.as_ref()) {
+            tracing::warn!(
+                caller.uid = caller.as_ref().map(|c| c.uid),
+                caller.pid = caller.as_ref().and_then(|c| c.pid),
+                "mutating request refused"
+            );
+            let who = caller
+                .as_ref()
+                .map_or_else(|| "a caller without credentials".to_owned(), |c| format!("uid {}", c.uid));
+            return error_response(
+                ErrorCode::Forbidden,
+                format!("{who} may not call {} {}", req.method(), info.template),
+            );
+        }
+        tracing::info!(
+            caller.uid = caller.as_ref().map(|c| c.uid),
+            caller.pid = caller.as_ref().and_then(|c| c.pid),
+            caller.container_id = caller.as_ref().and_then(|c| c.container_id.as_deref()),
+            "mutating request"
+        );
+    }
+    if let Some(caller) = caller {
+        req.extensions_mut().insert(caller);
+    }
+    let req = match buffer_body(req).await {
+        Ok(req) => req,
+        Err(response) => return response,
+    };
+    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!("request handler panicked");
+            error_response(ErrorCode::Internal, "internal error: the request handler panicked")
+        }
+    }
+}
+
+/// Enforces the body conventions and buffers the body (at most [`BODY_LIMIT`]).
+///
+/// No body (nothing to read, `Content-Length: 0`): passed on, no `Content-Type` needed.
+/// `Content-Length` over the limit: 413 without reading. A `Content-Type` other than
+/// `application/json` (parameters allowed): 415 without reading. A body of unknown length
+/// (chunked) is counted as it arrives and answered 413 once it passes the limit; the unread
+/// rest makes the server close the connection after the response.
+async fn buffer_body(req: Request) -> Result<Request, Response> {
+    let hint = req.body().size_hint();
+    if req.body().is_end_stream() || hint.exact() == Some(0) {
+        return Ok(req);
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| is_json_content_type(v.as_bytes()));
+    let unsupported = || {
+        error_response(
+            ErrorCode::UnsupportedMediaType,
+            "a request body must have Content-Type: application/json",
+        )
+    };
+    let too_large = || {
+        error_response(
+            ErrorCode::PayloadTooLarge,
+            format!("request body is larger than {BODY_LIMIT} bytes"),
+        )
+    };
+    if content_type == Some(false) || (content_type.is_none() && hint.exact().is_some()) {
+        return Err(unsupported());
+    }
+    if hint.lower() > BODY_LIMIT as u64 {
+        return Err(too_large());
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, BODY_LIMIT).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(e) => {
+            return Err(error_response(
+                ErrorCode::BadRequest,
+                format!("could not read the request body: {e}"),
+            ));
+        }
+    };
+    if bytes.is_empty() {
+        return Ok(Request::from_parts(parts, Body::empty()));
+    }
+    if content_type.is_none() {
+        return Err(unsupported());
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// The fallback: no route has this path.
+pub(crate) async fn not_found(method: Method, uri: Uri) -> ErrorResponse {
+    ErrorResponse::new(
+        ErrorCode::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+/// Decodes `%XX` escapes of one path segment.
+fn percent_decode(segment: &str) -> Vec<u8> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%'
+            && let Some(hex) = bytes.get(i + 1..i + 3)
+            && let Ok(text) = std::str::from_utf8(hex)
+            && let Ok(v) = u8::from_str_radix(text, 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
+}
+
+/// A `.` or `..` segment, literal or percent-encoded, is refused: such a path is never
+/// normalised into another route.
+fn dot_segment(path: &str) -> Option<String> {
+    path.split('/').find_map(|segment| {
+        if !segment.contains(['.', '%']) {
+            return None;
+        }
+        let decoded = percent_decode(segment);
+        matches!(decoded.as_slice(), b"." | b"..").then(|| segment.to_owned())
+    })
+}
+
+/// Maps a status some layer produced without a JSON body to the closest error code.
+fn code_for_status(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        400 => ErrorCode::BadRequest,
+        403 => ErrorCode::Forbidden,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        409 => ErrorCode::InvalidState,
+        413 => ErrorCode::PayloadTooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        503 => ErrorCode::Unavailable,
+        s if s < 500 => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// Makes a response follow the conventions when it did not come from [`crate::Json`] or
+/// [`ErrorResponse`]: JSON bodies get their trailing newline, error statuses with a non-JSON
+/// body (e.g. axum's `Path` rejections) become the JSON error with the text as message, an
+/// empty success without a `Content-Type` becomes `{}`. Non-JSON successes (the Prometheus
+/// exposition) are left alone.
+async fn normalise(response: Response, is_head: bool) -> Response {
+    if response.extensions().get::<FinishedJson>().is_some() || is_head {
+        return response;
+    }
+    let status = response.status();
+    if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return response;
+    }
+    let content_type = response.headers().get(header::CONTENT_TYPE);
+    let is_json = content_type.is_some_and(|v| is_json_content_type(v.as_bytes()));
+    let is_error = status.is_client_error() || status.is_server_error();
+    if is_json {
+        let (mut parts, body) = response.into_parts();
+        let mut bytes = match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(bytes) => Vec::from(bytes),
+            Err(e) => {
+                tracing::error!(error = %e, "could not read a response body");
+                return error_response(ErrorCode::Internal, "could not produce the response body");
+            }
+        };
+        if bytes.last() != Some(&b'\n') {
+            bytes.push(b'\n');
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    if is_error {
+        let (parts, body) = response.into_parts();
+        let text = match axum::body::to_bytes(body, 64 * 1024).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+            Err(_) => String::new(),
+        };
+        let message = if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            text
+        };
+        let mut converted = error_response(code_for_status(status), message);
+        *converted.status_mut() = status;
+        for (name, value) in &parts.headers {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                converted.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        return converted;
+    }
+    if content_type.is_none() && response.body().size_hint().exact() == Some(0) {
+        let (parts, _) = response.into_parts();
+        let mut filled = crate::json::finished_json(parts.status, Bytes::from_static(b"{}\n"));
+        for (name, value) in &parts.headers {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                filled.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        return filled;
+    }
+    response
+}
+
+async fn handle(router: Router, shared: Arc<Shared>, req: Request) -> Response {
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "api.request",
+        http.method = %method,
+        http.route = Empty,
+        api.module = Empty,
+        http.status = Empty,
+    );
+    async move {
+        let response = match dot_segment(req.uri().path()) {
+            Some(segment) => error_response(
+                ErrorCode::BadRequest,
+                format!("path segment {segment:?} is not allowed"),
+            ),
+            None => match router.oneshot(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+        };
+        let counted = response.extensions().get::<Counted>().is_some();
+        let response = normalise(response, method == Method::HEAD).await;
+        if !counted {
+            shared.unmatched.count(usize::MAX, "-", &method, response.status());
+        }
+        tracing::Span::current().record("http.status", response.status().as_u16());
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+impl<B> Service<http::Request<B>> for Api
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let router = self.router.clone();
+        let shared = Arc::clone(&self.shared);
+        Box::pin(handle(router, shared, req.map(Body::new)).map(Ok))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_in_every_spelling() {
+        for path in [
+            "/..",
+            "/a/../status",
+            "/./status",
+            "/a/.",
+            "/%2e%2e/install",
+            "/%2E%2E/install",
+            "/.%2e/x",
+            "/%2e./x",
+            "/%2e/x",
+        ] {
+            assert!(dot_segment(path).is_some(), "{path}");
+        }
+        for path in ["/", "/status", "/a.b/install", "/.../x", "/..a/x", "/%2e%2e%2e", "/%2x/x", "/v1.2.3"] {
+            assert_eq!(dot_segment(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_codes() {
+        assert_eq!(code_for_status(StatusCode::NOT_FOUND), ErrorCode::NotFound);
+        assert_eq!(code_for_status(StatusCode::UNPROCESSABLE_ENTITY), ErrorCode::BadRequest);
+        assert_eq!(code_for_status(StatusCode::BAD_GATEWAY), ErrorCode::Internal);
+        assert_eq!(code_for_status(StatusCode::SERVICE_UNAVAILABLE), ErrorCode::Unavailable);
+    }
+}

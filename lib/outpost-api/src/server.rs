@@ -1,0 +1,292 @@
+//! Serving an [`Api`] on a Unix socket (and optionally TCP), with graceful shutdown.
+//!
+//! # Binding the socket
+//! [`Server::bind_unix`] creates the parent directory, then looks at the socket path:
+//! * nothing there: bind;
+//! * a socket a live server answers on: refuse ([`Error::SocketInUse`], naming the path);
+//! * a socket nobody answers on (left by a crash): remove it, bind;
+//! * anything else (file, directory, symlink): refuse ([`Error::NotASocket`]), never remove.
+//!
+//! The socket is created with mode 0700 at bind time: the process umask is set to 077 around
+//! `bind(2)` and restored right after, so there is no window in which the socket is open to
+//! others and no chmod by path that a symlink could redirect. (The umask is process-wide:
+//! another thread creating a file in that instant gets stricter permissions, never looser.)
+//!
+//! # Shutdown
+//! When the shutdown future completes the server stops accepting, lets requests in flight
+//! finish (idle keep-alive connections are closed), then removes the socket file if it is
+//! still the one it created.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+use std::path::{Path, PathBuf};
+
+use axum::ServiceExt;
+use axum::extract::Request;
+use rustix::fs::Mode;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+
+use crate::caller::Peer;
+use crate::error::Error;
+use crate::module::Api;
+
+struct UnixBinding {
+    listener: UnixListener,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+/// An [`Api`] with its listeners. See the [module docs](self).
+pub struct Server {
+    api: Api,
+    unix: Option<UnixBinding>,
+    tcp: Option<TcpListener>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("unix", &self.unix_path())
+            .field("tcp", &self.tcp_local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    if ft.is_file() {
+        "a regular file"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else if ft.is_fifo() {
+        "a fifo"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else {
+        "not a socket"
+    }
+}
+
+/// Binds `path` with umask 077 so the socket is born 0700.
+fn bind_private(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    let previous = rustix::process::umask(Mode::from_bits_truncate(0o077));
+    let result = std::os::unix::net::UnixListener::bind(path);
+    rustix::process::umask(previous);
+    result
+}
+
+impl Server {
+    /// A server for `api` with no listener yet.
+    pub fn new(api: Api) -> Self {
+        Self {
+            api,
+            unix: None,
+            tcp: None,
+        }
+    }
+
+    /// Binds the Unix socket at `path` (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Error::SocketInUse`], [`Error::NotASocket`], [`Error::Io`] (creating the directory,
+    /// inspecting or removing a stale socket), [`Error::Bind`].
+    pub async fn bind_unix(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs_err::create_dir_all(parent).map_err(|source| Error::Io {
+                op: "create the socket directory",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        match fs_err::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                match tokio::net::UnixStream::connect(&path).await {
+                    Ok(_) => return Err(Error::SocketInUse { path }),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // The listener's backlog is full: it is alive.
+                        return Err(Error::SocketInUse { path });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        tracing::info!(socket.path = %path.display(), "removing a stale socket");
+                        fs_err::remove_file(&path).map_err(|source| Error::Io {
+                            op: "remove the stale socket",
+                            path: path.clone(),
+                            source,
+                        })?;
+                    }
+                    Err(source) => {
+                        return Err(Error::Io {
+                            op: "probe the existing socket",
+                            path,
+                            source,
+                        });
+                    }
+                }
+            }
+            Ok(meta) => {
+                return Err(Error::NotASocket {
+                    kind: file_kind(meta.file_type()),
+                    path,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "inspect the socket path",
+                    path,
+                    source,
+                });
+            }
+        }
+        let std_listener = bind_private(&path).map_err(|source| Error::Bind {
+            path: path.clone(),
+            source,
+        })?;
+        let meta = fs_err::symlink_metadata(&path).map_err(|source| Error::Io {
+            op: "inspect the new socket",
+            path: path.clone(),
+            source,
+        })?;
+        let listener = std_listener
+            .set_nonblocking(true)
+            .and_then(|()| UnixListener::from_std(std_listener))
+            .map_err(|source| Error::Bind {
+                path: path.clone(),
+                source,
+            })?;
+        tracing::info!(socket.path = %path.display(), "API listening");
+        self.unix = Some(UnixBinding {
+            listener,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            path,
+        });
+        Ok(self)
+    }
+
+    /// Adds a TCP listener, for tests and tools. TCP callers have no credentials: they may
+    /// use mutating routes only if the [`crate::AccessPolicy`] trusts TCP (the configuration
+    /// set `api.tcp`).
+    ///
+    /// # Errors
+    /// [`Error::BindTcp`].
+    pub async fn bind_tcp(mut self, addr: SocketAddr) -> Result<Self, Error> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::BindTcp { addr, source })?;
+        tracing::info!(tcp.addr = %addr, "API listening on TCP");
+        self.tcp = Some(listener);
+        Ok(self)
+    }
+
+    /// The Unix socket path, once bound.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.unix.as_ref().map(|u| u.path.as_path())
+    }
+
+    /// The TCP address actually bound (useful with port 0).
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|t| t.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then drains and cleans up (see the
+    /// [module docs](self)). Also sweeps the API's caller cache on its interval.
+    ///
+    /// # Errors
+    /// [`Error::NoListener`] if nothing was bound; [`Error::Io`] if the socket file could not
+    /// be removed at the end.
+    pub async fn serve<F>(self, shutdown: F) -> Result<(), Error>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Self { api, unix, tcp } = self;
+        if unix.is_none() && tcp.is_none() {
+            return Err(Error::NoListener);
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            // Nobody listening any more just means everything already stopped.
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            // An error means the sender is gone, which only happens after it sent `true`.
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let sweeper = {
+            let callers = api.caller_cache().clone();
+            let rx = stop_rx.clone();
+            async move { callers.run_sweeper(stopped(rx)).await }
+        };
+        let unix_path = unix.as_ref().map(|u| (u.path.clone(), u.dev, u.ino));
+        let unix_serve = {
+            let api = api.clone();
+            let rx = stop_rx.clone();
+            async move {
+                if let Some(binding) = unix {
+                    let make = <Api as ServiceExt<Request>>::into_make_service_with_connect_info::<Peer>(api);
+                    // axum's serve loop never returns an error (accept errors are retried).
+                    let _ = axum::serve(binding.listener, make)
+                        .with_graceful_shutdown(stopped(rx))
+                        .await;
+                }
+            }
+        };
+        let tcp_serve = {
+            let rx = stop_rx.clone();
+            async move {
+                if let Some(listener) = tcp {
+                    let make = <Api as ServiceExt<Request>>::into_make_service_with_connect_info::<Peer>(api);
+                    let _ = axum::serve(listener, make)
+                        .with_graceful_shutdown(stopped(rx))
+                        .await;
+                }
+            }
+        };
+        tokio::join!(unix_serve, tcp_serve, sweeper);
+        signal.abort();
+
+        if let Some((path, dev, ino)) = unix_path {
+            match fs_err::symlink_metadata(&path) {
+                Ok(meta) if meta.dev() == dev && meta.ino() == ino => {
+                    fs_err::remove_file(&path).map_err(|source| Error::Io {
+                        op: "remove the socket",
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+                Ok(_) => tracing::warn!(
+                    socket.path = %path.display(),
+                    "the socket path was replaced while serving; leaving it"
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        op: "inspect the socket",
+                        path,
+                        source,
+                    });
+                }
+            }
+            tracing::info!(socket.path = %path.display(), "API stopped");
+        }
+        Ok(())
+    }
+}
+
+/// Binds `path` and serves `api` until `shutdown` completes. Shorthand for
+/// `Server::new(api).bind_unix(path).await?.serve(shutdown).await`.
+///
+/// # Errors
+/// See [`Server::bind_unix`] and [`Server::serve`].
+pub async fn serve_unix<F>(path: impl AsRef<Path>, api: Api, shutdown: F) -> Result<(), Error>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    Server::new(api).bind_unix(path).await?.serve(shutdown).await
+}
