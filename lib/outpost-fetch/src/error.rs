@@ -1,0 +1,392 @@
+//! The crate's one error type, and the API error code each failure is reported with.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use outpost_types::ErrorCode;
+
+use crate::digest::Digest;
+
+/// Why fetching, unpacking or packing failed.
+///
+/// Every variant names what it concerns (the archive entry, the blob, the path); I/O causes are
+/// kept as `#[source]`. [`FetchError::code`] maps each variant to the API's error code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// An archive entry broke one of the safe-unpacking rules.
+    #[error("unsafe archive entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        /// The entry's path as the archive spells it (lossily decoded).
+        entry: String,
+        /// The rule it broke.
+        reason: UnsafeReason,
+    },
+    /// An archive entry went over one of the configured [`Limits`](crate::Limits).
+    #[error("archive entry {entry:?} goes over the {limit} limit of {max}")]
+    LimitExceeded {
+        /// The entry that went over.
+        entry: String,
+        /// Which limit.
+        limit: LimitKind,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// The archive or its compressed stream is malformed.
+    #[error("corrupt archive{}: {source}", AtEntry(entry.as_deref()))]
+    CorruptArchive {
+        /// The entry being read, when known.
+        entry: Option<String>,
+        /// What the decoder or tar reader reported.
+        #[source]
+        source: io::Error,
+    },
+    /// The content's sha256 is not the expected one.
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The tarball or blob.
+        what: String,
+        /// The digest that was asked for.
+        expected: Digest,
+        /// The digest of what was read.
+        actual: Digest,
+    },
+    /// The content's size is not the expected one.
+    #[error("{what}: size mismatch: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The tarball or blob.
+        what: String,
+        /// The size that was asked for.
+        expected: u64,
+        /// What was read.
+        actual: SizeSeen,
+    },
+    /// Reading the source failed.
+    #[error("reading {what}: {source}")]
+    Read {
+        /// The tarball or blob.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing into the destination failed.
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        /// The path being written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A filesystem operation failed (the error names its path).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The destination of an unpack is not an empty directory.
+    #[error("destination {} is not an empty directory", path.display())]
+    DestinationNotEmpty {
+        /// The destination.
+        path: PathBuf,
+    },
+    /// The operation was cancelled through its [`Cancel`](crate::Cancel) handle.
+    #[error("cancelled")]
+    Cancelled,
+    /// The internal hashing thread stopped before the end of the stream.
+    #[error("{what}: the hashing thread stopped unexpectedly")]
+    HashThread {
+        /// The tarball or blob.
+        what: String,
+    },
+    /// A digest string is malformed or not sha256.
+    #[error("invalid digest {value:?}: expected sha256:<64 hex digits>")]
+    InvalidDigest {
+        /// The string given.
+        value: String,
+    },
+    /// A directory is not an OCI image layout.
+    #[error("{} is not an OCI image layout: {reason}", path.display())]
+    NotALayout {
+        /// The directory.
+        path: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// A JSON document (index, manifest, `oci-layout`) does not parse.
+    #[error("{what}: invalid JSON: {source}")]
+    Json {
+        /// The document.
+        what: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An image document parses but breaks a rule (size, media type, annotation value).
+    #[error("{what}: {reason}")]
+    BadImage {
+        /// The document.
+        what: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// No manifest in the index is for the host platform.
+    #[error("no matching image found in the index of {origin} for {os}/{arch}")]
+    NoMatchingImage {
+        /// The layout or reference searched.
+        origin: String,
+        /// The host OS.
+        os: String,
+        /// The host architecture.
+        arch: String,
+    },
+    /// The manifest lacks a package annotation.
+    #[error(
+        "manifest {manifest} is missing the package {field} annotation \
+         (com.datadoghq.package.{field} or dev.outpost.package.{field})"
+    )]
+    MissingAnnotation {
+        /// The manifest's digest.
+        manifest: Digest,
+        /// `name` or `version`.
+        field: &'static str,
+    },
+    /// The image holds another package or version than the one asked for.
+    #[error(
+        "the image is {found_name} {found_version}, but {want_name} {want_version} was asked for"
+    )]
+    PackageMismatch {
+        /// The name asked for.
+        want_name: String,
+        /// The version asked for.
+        want_version: String,
+        /// The name in the manifest.
+        found_name: String,
+        /// The version in the manifest.
+        found_version: String,
+    },
+    /// A blob named by a descriptor is not in the layout.
+    #[error("blob {digest} is missing from {}: {source}", path.display())]
+    MissingBlob {
+        /// The blob's digest.
+        digest: Digest,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// The error opening it.
+        #[source]
+        source: io::Error,
+    },
+    /// The directory given to `pack` holds something that cannot be packed.
+    #[error("cannot pack {}: {reason}", path.display())]
+    PackInput {
+        /// The offending path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The output of `pack` exists and is not an empty directory.
+    #[error("output {} already exists and is not an empty directory", path.display())]
+    OutputExists {
+        /// The output path.
+        path: PathBuf,
+    },
+}
+
+impl FetchError {
+    /// The API error code for this failure.
+    ///
+    /// - [`ErrorCode::Integrity`]: digest or size mismatch, unsafe or corrupt archive, a limit
+    ///   exceeded.
+    /// - [`ErrorCode::DownloadFailed`]: the source could not be read, a blob is missing, no image
+    ///   for the host platform, the image holds another package.
+    /// - [`ErrorCode::BadRequest`]: a malformed digest, layout, image document or pack input.
+    /// - [`ErrorCode::NotEnoughDiskSpace`]: a write failed with `ENOSPC` or `EDQUOT`.
+    /// - [`ErrorCode::Filesystem`]: any other local I/O failure.
+    /// - [`ErrorCode::Unavailable`]: cancelled (the daemon is stopping the operation).
+    /// - [`ErrorCode::Internal`]: the hashing thread died.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnsafeEntry { .. }
+            | Self::LimitExceeded { .. }
+            | Self::CorruptArchive { .. }
+            | Self::DigestMismatch { .. }
+            | Self::SizeMismatch { .. } => ErrorCode::Integrity,
+            Self::Read { .. }
+            | Self::MissingBlob { .. }
+            | Self::NoMatchingImage { .. }
+            | Self::PackageMismatch { .. } => ErrorCode::DownloadFailed,
+            Self::Write { source, .. } | Self::Io(source) => io_code(source),
+            Self::DestinationNotEmpty { .. } => ErrorCode::Filesystem,
+            Self::Cancelled => ErrorCode::Unavailable,
+            Self::HashThread { .. } => ErrorCode::Internal,
+            Self::InvalidDigest { .. }
+            | Self::NotALayout { .. }
+            | Self::Json { .. }
+            | Self::BadImage { .. }
+            | Self::MissingAnnotation { .. }
+            | Self::PackInput { .. }
+            | Self::OutputExists { .. } => ErrorCode::BadRequest,
+        }
+    }
+
+    /// True when the failure says the content is not what was expected or not safe to install
+    /// (the [`ErrorCode::Integrity`] family).
+    pub fn is_integrity(&self) -> bool {
+        self.code() == ErrorCode::Integrity
+    }
+}
+
+fn io_code(e: &io::Error) -> ErrorCode {
+    match e.raw_os_error() {
+        Some(c) if c == rustix::io::Errno::NOSPC.raw_os_error() => ErrorCode::NotEnoughDiskSpace,
+        Some(c) if c == rustix::io::Errno::DQUOT.raw_os_error() => ErrorCode::NotEnoughDiskSpace,
+        _ => ErrorCode::Filesystem,
+    }
+}
+
+struct AtEntry<'a>(Option<&'a str>);
+
+impl fmt::Display for AtEntry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(e) => write!(f, " at entry {e:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How many bytes a source turned out to hold, in a [`FetchError::SizeMismatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeSeen {
+    /// The stream ended after exactly this many bytes.
+    Exactly(u64),
+    /// The stream went on past this many bytes; reading stopped there.
+    MoreThan(u64),
+}
+
+impl fmt::Display for SizeSeen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exactly(n) => write!(f, "{n}"),
+            Self::MoreThan(n) => write!(f, "more than {n}"),
+        }
+    }
+}
+
+/// Which of the [`Limits`](crate::Limits) an archive went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// `max_entries`.
+    Entries,
+    /// `max_file_bytes`.
+    FileBytes,
+    /// `max_total_bytes`.
+    TotalBytes,
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Entries => "entry count",
+            Self::FileBytes => "per-file size",
+            Self::TotalBytes => "total unpacked size",
+        })
+    }
+}
+
+/// The safe-unpacking rule an archive entry broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnsafeReason {
+    /// The path is empty (or only `.` components) for an entry that is not a directory.
+    EmptyPath,
+    /// The path starts with `/`.
+    AbsolutePath,
+    /// The path has a `..` component.
+    ParentComponent,
+    /// The path is not UTF-8.
+    NotUtf8,
+    /// The path holds a NUL byte or another control character.
+    ControlCharacter,
+    /// The path holds a backslash, which other systems read as a separator.
+    Backslash,
+    /// A component is over 255 bytes or the path over 4095.
+    TooLong,
+    /// A name field of the tar header has bytes after its terminating NUL.
+    NulInHeaderField,
+    /// The path was already created by an earlier entry or an earlier layer.
+    Duplicate,
+    /// A parent component of the path is not a directory (a file or a symlink).
+    BelowNonDirectory {
+        /// The component that is not a directory.
+        parent: String,
+    },
+    /// A symlink points to an absolute path.
+    SymlinkAbsolute {
+        /// The link's target.
+        target: String,
+    },
+    /// A symlink's target leaves the package directory.
+    SymlinkEscapes {
+        /// The link's target.
+        target: String,
+    },
+    /// A symlink's target uses `..` after a name, which only the filesystem (not the archive)
+    /// could resolve.
+    SymlinkInnerParent {
+        /// The link's target.
+        target: String,
+    },
+    /// A symlink's target is empty, not UTF-8, or holds control characters.
+    SymlinkBadTarget,
+    /// A hard link.
+    HardLink {
+        /// The link's target.
+        target: String,
+    },
+    /// An entry type that is never written (devices, fifos, sparse files, ...).
+    UnsupportedType {
+        /// What the entry is.
+        kind: String,
+    },
+    /// A PAX `size` record disagrees with the header's size.
+    PaxSizeMismatch,
+}
+
+impl fmt::Display for UnsafeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyPath => f.write_str("empty path"),
+            Self::AbsolutePath => f.write_str("absolute path"),
+            Self::ParentComponent => f.write_str("path has a `..` component"),
+            Self::NotUtf8 => f.write_str("path is not UTF-8"),
+            Self::ControlCharacter => f.write_str("path holds a NUL or control character"),
+            Self::Backslash => f.write_str("path holds a backslash"),
+            Self::TooLong => f.write_str("path or one of its components is too long"),
+            Self::NulInHeaderField => {
+                f.write_str("a name field of the header has data after its NUL terminator")
+            }
+            Self::Duplicate => f.write_str(
+                "duplicate entry: the path was already created by an earlier entry or layer",
+            ),
+            Self::BelowNonDirectory { parent } => {
+                write!(f, "entry below {parent:?}, which is not a directory")
+            }
+            Self::SymlinkAbsolute { target } => {
+                write!(f, "symlink to the absolute path {target:?}")
+            }
+            Self::SymlinkEscapes { target } => {
+                write!(f, "symlink target {target:?} leaves the package directory")
+            }
+            Self::SymlinkInnerParent { target } => write!(
+                f,
+                "symlink target {target:?} uses `..` after a name (only leading `..` are allowed)"
+            ),
+            Self::SymlinkBadTarget => {
+                f.write_str("symlink target is empty, not UTF-8, or holds control characters")
+            }
+            Self::HardLink { target } => write!(f, "hard link to {target:?}"),
+            Self::UnsupportedType { kind } => write!(f, "{kind} entries are not allowed"),
+            Self::PaxSizeMismatch => f.write_str("PAX size record disagrees with the header"),
+        }
+    }
+}
