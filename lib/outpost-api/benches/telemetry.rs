@@ -14,7 +14,11 @@ fn registry(series: usize) -> Telemetry {
         let name = format!("outpost.check.metric_{}", i % 50);
         t.set_gauge(
             &name,
-            &[("check", &check), ("instance", &instance), ("env", "prod \"eu\"")],
+            &[
+                ("check", &check),
+                ("instance", &instance),
+                ("env", "prod \"eu\""),
+            ],
             f64::from(u32::try_from(i).unwrap_or(u32::MAX)) * 0.5,
         )
         .expect("gauge");
@@ -33,7 +37,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             t.set_gauge(
                 "outpost.check.metric_7",
-                &[("check", "check_7"), ("instance", "instance-7"), ("env", "prod \"eu\"")],
+                &[
+                    ("check", "check_7"),
+                    ("instance", "instance-7"),
+                    ("env", "prod \"eu\""),
+                ],
                 black_box(1.0),
             )
             .expect("gauge");

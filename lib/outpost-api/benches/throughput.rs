@@ -55,13 +55,18 @@ fn fixture() -> Fixture {
         builder.mount(telemetry.module());
         builder.mount(DebugVars::new().module());
         let api = builder.build().expect("api");
-        let server = Server::new(api).bind_unix(&router_sock).await.expect("bind");
+        let server = Server::new(api)
+            .bind_unix(&router_sock)
+            .await
+            .expect("bind");
         tokio::spawn(server.serve(std::future::pending()));
 
         let listener = tokio::net::UnixListener::bind(&bare_sock).expect("bind bare");
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     let service = service_fn(|_req| async {
                         let response = hyper::Response::builder()
@@ -101,10 +106,18 @@ fn bench(c: &mut Criterion, f: &Fixture) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(8));
     group.bench_function("router", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| load(&f.rt, &f.router_sock, REQUESTS_PER_ITER).elapsed).sum());
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| load(&f.rt, &f.router_sock, REQUESTS_PER_ITER).elapsed)
+                .sum()
+        });
     });
     group.bench_function("bare_hyper", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| load(&f.rt, &f.bare_sock, REQUESTS_PER_ITER).elapsed).sum());
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| load(&f.rt, &f.bare_sock, REQUESTS_PER_ITER).elapsed)
+                .sum()
+        });
     });
     group.finish();
 }
@@ -132,7 +145,9 @@ fn summary(f: &Fixture) {
         bare_last = Some(b);
     }
     let (r, b) = (median(router), median(bare));
-    println!("\nsummary: GET /status, 32 keep-alive connections, {ROUNDS} alternating rounds of {REQUESTS} requests (medians)");
+    println!(
+        "\nsummary: GET /status, 32 keep-alive connections, {ROUNDS} alternating rounds of {REQUESTS} requests (medians)"
+    );
     println!("  router (full stack): {r:>10.0} req/s");
     println!("  bare hyper:          {b:>10.0} req/s");
     println!("  ratio router/bare:   {:>10.3}", r / b);

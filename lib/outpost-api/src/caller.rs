@@ -34,8 +34,8 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::serve::IncomingStream;
 use http::request::Parts;
 use moka::Expiry;
-use outpost_types::config::ApiConfig;
 use outpost_types::ErrorCode;
+use outpost_types::config::ApiConfig;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::time::Instant;
 
@@ -65,7 +65,10 @@ impl PeerCredentials {
         Ok(Self {
             uid: cred.uid(),
             gid: cred.gid(),
-            pid: cred.pid().and_then(|p| u32::try_from(p).ok()).filter(|p| *p != 0),
+            pid: cred
+                .pid()
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|p| *p != 0),
         })
     }
 }
@@ -189,6 +192,15 @@ impl AccessPolicy {
         }
     }
 
+    /// The same policy with another uid and gid standing for the server's own (for a server
+    /// that serves on behalf of another account, and for tests).
+    #[must_use]
+    pub fn with_server_identity(mut self, uid: u32, gid: u32) -> Self {
+        self.server_uid = uid;
+        self.server_gid = gid;
+        self
+    }
+
     /// The server's effective uid, as the policy sees it.
     pub fn server_uid(&self) -> u32 {
         self.server_uid
@@ -261,7 +273,10 @@ fn container_id_of_segment(segment: &str) -> Option<String> {
     .iter()
     .find_map(|prefix| seg.strip_prefix(prefix))
     .unwrap_or(seg);
-    let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let is_hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     if seg.len() == 64 && is_hex(seg) {
         return Some(seg.to_owned());
     }
@@ -421,7 +436,10 @@ impl CallerCache {
         }
         let path = self.config.proc_root.join(pid.to_string()).join("cgroup");
         let (resolution, ttl) = match fs_err::read_to_string(&path) {
-            Ok(text) => (Resolution::Resolved(parse_container_id(&text)), self.config.ttl),
+            Ok(text) => (
+                Resolution::Resolved(parse_container_id(&text)),
+                self.config.ttl,
+            ),
             Err(source) => (
                 Resolution::Failed(Arc::new(Error::CallerLookup { pid, source })),
                 self.config.failure_ttl,
@@ -479,5 +497,292 @@ impl CallerCache {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f4e8a7b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f";
+
+    #[test]
+    fn container_ids_from_realistic_cgroup_files() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            (
+                "docker, cgroup v1",
+                &format!(
+                    "12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n0::/system.slice/containerd.service\n"
+                ),
+                Some(ID),
+            ),
+            (
+                "docker with the systemd driver, cgroup v2",
+                &format!("0::/system.slice/docker-{ID}.scope\n"),
+                Some(ID),
+            ),
+            (
+                "kubepods, cgroup v1, cgroupfs driver",
+                &format!(
+                    "10:cpu,cpuacct:/kubepods/besteffort/pod9a4e7d3c-0d0b-4f5f-8a0e-5c3b2a1f0e9d/{ID}\n"
+                ),
+                Some(ID),
+            ),
+            (
+                "kubepods + containerd, cgroup v2, systemd driver",
+                &format!(
+                    "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod9a4e7d3c_0d0b_4f5f_8a0e_5c3b2a1f0e9d.slice/cri-containerd-{ID}.scope\n"
+                ),
+                Some(ID),
+            ),
+            (
+                "cri-o, cgroup v2",
+                &format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{ID}.scope\n"),
+                Some(ID),
+            ),
+            (
+                "cri-o conmon",
+                &format!("0::/machine.slice/crio-conmon-{ID}.scope\n"),
+                Some(ID),
+            ),
+            (
+                "podman rootful, cgroup v2",
+                &format!("0::/machine.slice/libpod-{ID}.scope/container\n"),
+                Some(ID),
+            ),
+            (
+                "podman rootless",
+                &format!(
+                    "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container\n"
+                ),
+                Some(ID),
+            ),
+            (
+                "containerd namespace",
+                &format!("0::/default/{ID}\n"),
+                Some(ID),
+            ),
+            (
+                "ECS Fargate",
+                "0::/ecs/8f0c1d2e3b4a59687766554433221100/8f0c1d2e3b4a59687766554433221100-1234567890\n",
+                Some("8f0c1d2e3b4a59687766554433221100-1234567890"),
+            ),
+            (
+                "host process, cgroup v2",
+                "0::/user.slice/user-0.slice/session-3.scope\n",
+                None,
+            ),
+            (
+                "host service, cgroup v1",
+                "12:pids:/system.slice/sshd.service\n1:name=systemd:/system.slice/sshd.service\n",
+                None,
+            ),
+            ("private cgroup namespace", "0::/\n", None),
+            (
+                "upper-case hex is not an id",
+                &format!("0::/docker/{}\n", ID.to_uppercase()),
+                None,
+            ),
+            ("63 hex digits", &format!("0::/docker/{}\n", &ID[1..]), None),
+            ("empty file", "", None),
+            ("garbage", "not a cgroup line\n::\n", None),
+        ];
+        for (name, text, expected) in cases {
+            assert_eq!(parse_container_id(text).as_deref(), *expected, "{name}");
+        }
+    }
+
+    fn proc_with(pid: u32, cgroup: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        write_cgroup(&dir, pid, cgroup);
+        dir
+    }
+
+    fn write_cgroup(dir: &tempfile::TempDir, pid: u32, cgroup: &str) {
+        let p = dir.path().join(pid.to_string());
+        fs_err::create_dir_all(&p).unwrap();
+        fs_err::write(p.join("cgroup"), cgroup).unwrap();
+    }
+
+    fn cache(proc_root: &std::path::Path) -> CallerCache {
+        CallerCache::new(CallerCacheConfig {
+            ttl: Duration::from_secs(10),
+            failure_ttl: Duration::from_secs(2),
+            sweep_interval: Duration::from_secs(30),
+            max_entries: 100,
+            proc_root: proc_root.to_path_buf(),
+        })
+    }
+
+    fn creds(pid: u32, uid: u32) -> PeerCredentials {
+        PeerCredentials {
+            uid,
+            gid: uid,
+            pid: Some(pid),
+        }
+    }
+
+    const OTHER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    #[tokio::test(start_paused = true)]
+    async fn resolved_identity_is_kept_for_its_ttl() {
+        let proc = proc_with(100, &format!("0::/docker/{ID}\n"));
+        let cache = cache(proc.path());
+        assert_eq!(
+            cache.resolve(creds(100, 0)).container_id.as_deref(),
+            Some(ID)
+        );
+        // The process changes (or the pid is reused): the cache still answers until the TTL.
+        write_cgroup(&proc, 100, &format!("0::/docker/{OTHER}\n"));
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert_eq!(
+            cache.resolve(creds(100, 0)).container_id.as_deref(),
+            Some(ID)
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            cache.resolve(creds(100, 0)).container_id.as_deref(),
+            Some(OTHER)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reused_pid_with_another_uid_gets_a_fresh_lookup() {
+        let proc = proc_with(100, &format!("0::/docker/{ID}\n"));
+        let cache = cache(proc.path());
+        assert_eq!(
+            cache.resolve(creds(100, 0)).container_id.as_deref(),
+            Some(ID)
+        );
+        write_cgroup(&proc, 100, "0::/user.slice\n");
+        let other = cache.resolve(creds(100, 1000));
+        assert_eq!(other.container_id, None);
+        assert_eq!((other.uid, other.pid), (1000, Some(100)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_cached_for_their_own_ttl() {
+        let proc = tempfile::tempdir().unwrap();
+        let cache = cache(proc.path());
+        let Resolution::Failed(error) = cache.lookup(200, 0, 0) else {
+            panic!("no cgroup file")
+        };
+        assert!(matches!(
+            error.as_ref(),
+            Error::CallerLookup { pid: 200, .. }
+        ));
+        // The caller keeps its kernel credentials, without a container.
+        let caller = cache.resolve(creds(200, 0));
+        assert_eq!(
+            (caller.uid, caller.pid, caller.container_id),
+            (0, Some(200), None)
+        );
+        // The process shows up: the failure is still remembered until failure_ttl.
+        write_cgroup(&proc, 200, &format!("0::/docker/{ID}\n"));
+        tokio::time::advance(Duration::from_millis(1_999)).await;
+        assert!(matches!(cache.lookup(200, 0, 0), Resolution::Failed(_)));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(matches!(cache.lookup(200, 0, 0), Resolution::Resolved(Some(ref id)) if id == ID));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweep_removes_only_expired_entries() {
+        let proc = proc_with(1, "0::/\n");
+        write_cgroup(&proc, 2, "0::/\n");
+        let cache = cache(proc.path());
+        cache.resolve(creds(1, 0)); // ttl 10 s
+        cache.lookup(3, 0, 0); // failure, 2 s
+        tokio::time::advance(Duration::from_secs(5)).await;
+        cache.resolve(creds(2, 0)); // expires at 15 s
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.sweep(), 1, "the failure expired");
+        assert_eq!(cache.len(), 2);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(cache.sweep(), 1, "pid 1 expired at 10 s");
+        assert_eq!(cache.len(), 1);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(cache.sweep(), 1);
+        assert!(cache.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweeper_runs_on_its_interval_until_shutdown() {
+        let proc = proc_with(1, "0::/\n");
+        let cache = cache(proc.path());
+        cache.resolve(creds(1, 0));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let sweeper = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .run_sweeper(async {
+                        let _ = rx.await;
+                    })
+                    .await
+            })
+        };
+        // Let the sweeper start its interval at t = 0.
+        tokio::task::yield_now().await;
+        // Expired after 10 s, but not swept before the 30 s tick.
+        tokio::time::advance(Duration::from_secs(29)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(cache.len(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..100 {
+            if cache.is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(cache.is_empty(), "swept at the 30 s tick");
+        tx.send(()).unwrap();
+        sweeper.await.unwrap();
+    }
+
+    #[test]
+    fn access_policy_rules() {
+        let config = ApiConfig {
+            allow_uids: vec![1001],
+            allow_gids: vec![50],
+            tcp: None,
+        };
+        let policy = AccessPolicy::from_config(&config).with_server_identity(999, 999);
+        let caller = |uid, gid| Caller {
+            uid,
+            gid,
+            pid: Some(1),
+            container_id: None,
+            transport: Transport::Unix,
+        };
+        assert!(policy.allows_mutation(Some(&caller(0, 0))), "root");
+        assert!(
+            policy.allows_mutation(Some(&caller(999, 1))),
+            "the server's own uid"
+        );
+        assert!(
+            policy.allows_mutation(Some(&caller(1001, 1))),
+            "configured uid"
+        );
+        assert!(
+            policy.allows_mutation(Some(&caller(1002, 50))),
+            "configured gid"
+        );
+        assert!(!policy.allows_mutation(Some(&caller(1002, 51))));
+        assert!(!policy.allows_mutation(None), "unknown caller");
+
+        let tcp = Peer {
+            transport: Transport::Tcp("127.0.0.1:9".parse().unwrap()),
+            credentials: None,
+        };
+        let cache = CallerCache::default();
+        assert_eq!(policy.caller(&tcp, &cache), None, "TCP not configured");
+        let trusting = AccessPolicy::from_config(&ApiConfig {
+            tcp: Some("127.0.0.1:0".parse().unwrap()),
+            ..config
+        })
+        .with_server_identity(999, 998);
+        let c = trusting.caller(&tcp, &cache).unwrap();
+        assert_eq!((c.uid, c.gid, c.pid), (999, 998, None));
+        assert!(trusting.allows_mutation(Some(&c)));
     }
 }

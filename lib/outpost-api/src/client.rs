@@ -91,9 +91,10 @@ impl ClientError {
         match self {
             Self::NotReachable { .. } => ClientErrorKind::NotReachable,
             Self::Api { .. } => ClientErrorKind::Api,
-            Self::Http { .. } | Self::Request { .. } | Self::Encode { .. } | Self::Decode { .. } => {
-                ClientErrorKind::Protocol
-            }
+            Self::Http { .. }
+            | Self::Request { .. }
+            | Self::Encode { .. }
+            | Self::Decode { .. } => ClientErrorKind::Protocol,
         }
     }
 
@@ -220,7 +221,11 @@ impl ApiClient {
     }
 }
 
-fn decode_response<T: DeserializeOwned>(path: &str, status: StatusCode, bytes: &[u8]) -> Result<T, ClientError> {
+fn decode_response<T: DeserializeOwned>(
+    path: &str,
+    status: StatusCode,
+    bytes: &[u8],
+) -> Result<T, ClientError> {
     let decode_error = |source| ClientError::Decode {
         path: path.to_owned(),
         status: status.as_u16(),
@@ -254,8 +259,12 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), ClientErrorKind::Api);
         assert_eq!(err.api_error().unwrap().code, ErrorCode::InvalidState);
-        let err = decode_response::<serde_json::Value>("/x", StatusCode::NOT_FOUND, b"404 page not found\n")
-            .unwrap_err();
+        let err = decode_response::<serde_json::Value>(
+            "/x",
+            StatusCode::NOT_FOUND,
+            b"404 page not found\n",
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), ClientErrorKind::Protocol);
         assert!(err.to_string().contains("404 page not found"), "{err}");
         let err = decode_response::<Vec<u8>>("/x", StatusCode::OK, b"{}").unwrap_err();

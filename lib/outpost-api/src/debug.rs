@@ -28,7 +28,9 @@ impl std::fmt::Debug for DebugVars {
             .keys()
             .cloned()
             .collect();
-        f.debug_struct("DebugVars").field("providers", &names).finish()
+        f.debug_struct("DebugVars")
+            .field("providers", &names)
+            .finish()
     }
 }
 
@@ -45,7 +47,11 @@ impl DebugVars {
             providers: Arc::new(RwLock::new(BTreeMap::new())),
         };
         vars.register("cmdline", || {
-            Value::Array(std::env::args_os().map(|a| Value::String(a.to_string_lossy().into_owned())).collect())
+            Value::Array(
+                std::env::args_os()
+                    .map(|a| Value::String(a.to_string_lossy().into_owned()))
+                    .collect(),
+            )
         });
         vars
     }

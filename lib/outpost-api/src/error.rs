@@ -103,7 +103,9 @@ pub enum Error {
         requested: &'static str,
     },
     /// A counter was asked to go down or to add a non-finite amount.
-    #[error("counter {name:?} cannot be increased by {value}: counters only go up by finite amounts")]
+    #[error(
+        "counter {name:?} cannot be increased by {value}: counters only go up by finite amounts"
+    )]
     InvalidCounterIncrement {
         /// The (sanitised) metric name.
         name: String,
@@ -182,7 +184,11 @@ impl ErrorResponse {
     }
 
     /// `405 method_not_allowed` with an `Allow` header listing `allow`.
-    pub(crate) fn method_not_allowed(method: &http::Method, path: &str, allow: HeaderValue) -> Self {
+    pub(crate) fn method_not_allowed(
+        method: &http::Method,
+        path: &str,
+        allow: HeaderValue,
+    ) -> Self {
         let mut e = Self::new(
             ErrorCode::MethodNotAllowed,
             format!(
@@ -227,8 +233,9 @@ impl IntoResponse for ErrorResponse {
         let mut bytes = match serde_json::to_vec(&body) {
             Ok(bytes) => bytes,
             // Serialising two strings cannot fail; keep a fixed body in case it ever does.
-            Err(_) => br#"{"error":{"message":"could not encode the error","code":"internal"}}"#
-                .to_vec(),
+            Err(_) => {
+                br#"{"error":{"message":"could not encode the error","code":"internal"}}"#.to_vec()
+            }
         };
         bytes.push(b'\n');
         let mut response = crate::json::finished_json(status, Bytes::from(bytes));

@@ -41,7 +41,9 @@ pub(crate) fn finished_json(status: StatusCode, bytes: Bytes) -> Response {
 /// `; charset=utf-8` (compared case-insensitively, as media types are).
 pub fn is_json_content_type(value: &[u8]) -> bool {
     let essence = value.split(|b| *b == b';').next().unwrap_or_default();
-    essence.trim_ascii().eq_ignore_ascii_case(b"application/json")
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
 }
 
 /// A JSON request body or response body. See the [module docs](self).

@@ -137,7 +137,9 @@ pub mod module;
 pub mod server;
 pub mod telemetry;
 
-pub use caller::{AccessPolicy, Caller, CallerCache, CallerCacheConfig, Peer, PeerCredentials, Transport};
+pub use caller::{
+    AccessPolicy, Caller, CallerCache, CallerCacheConfig, Peer, PeerCredentials, Transport,
+};
 pub use client::{ApiClient, ClientError, ClientErrorKind};
 pub use debug::DebugVars;
 pub use error::{Error, ErrorResponse};

@@ -103,7 +103,8 @@ pub async fn run(socket: &Path, options: &LoadOptions) -> std::io::Result<LoadRe
             // The benchmark only cares about answers; a broken connection shows up as errors.
             let _ = connection.await;
         });
-        let share = options.requests / connections + usize::from(i < options.requests % connections);
+        let share =
+            options.requests / connections + usize::from(i < options.requests % connections);
         let options = options.clone();
         let start = Arc::clone(&start);
         tasks.push(tokio::spawn(async move {
@@ -118,7 +119,8 @@ pub async fn run(socket: &Path, options: &LoadOptions) -> std::io::Result<LoadRe
                 if options.body.is_some() {
                     builder = builder.header(header::CONTENT_TYPE, "application/json");
                 }
-                let Ok(request) = builder.body(Full::new(options.body.clone().unwrap_or_default())) else {
+                let Ok(request) = builder.body(Full::new(options.body.clone().unwrap_or_default()))
+                else {
                     errors += share - sent;
                     break;
                 };
@@ -132,7 +134,9 @@ pub async fn run(socket: &Path, options: &LoadOptions) -> std::io::Result<LoadRe
                 }
                 .await;
                 match answered {
-                    Ok(status) if status == options.expect_status => latencies.push(began.elapsed()),
+                    Ok(status) if status == options.expect_status => {
+                        latencies.push(began.elapsed())
+                    }
                     Ok(_) => errors += 1,
                     Err(_) => {
                         errors += share - sent;

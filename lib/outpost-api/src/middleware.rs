@@ -171,8 +171,12 @@ async fn route_inner(
         return error_response(ErrorCode::Unavailable, "module stopped");
     }
     let Some(route) = route else {
-        return ErrorResponse::method_not_allowed(req.method(), req.uri().path(), info.allow.clone())
-            .into_response();
+        return ErrorResponse::method_not_allowed(
+            req.method(),
+            req.uri().path(),
+            info.allow.clone(),
+        )
+        .into_response();
     };
     let shared = &info.shared;
     let caller = match req.extensions().get::<ConnectInfo<Peer>>() {
@@ -187,9 +191,10 @@ async fn route_inner(
                 caller.pid = caller.as_ref().and_then(|c| c.pid),
                 "mutating request refused"
             );
-            let who = caller
-                .as_ref()
-                .map_or_else(|| "a caller without credentials".to_owned(), |c| format!("uid {}", c.uid));
+            let who = caller.as_ref().map_or_else(
+                || "a caller without credentials".to_owned(),
+                |c| format!("uid {}", c.uid),
+            );
             return error_response(
                 ErrorCode::Forbidden,
                 format!("{who} may not call {} {}", req.method(), info.template),
@@ -213,7 +218,10 @@ async fn route_inner(
         Ok(response) => response,
         Err(_) => {
             tracing::error!("request handler panicked");
-            error_response(ErrorCode::Internal, "internal error: the request handler panicked")
+            error_response(
+                ErrorCode::Internal,
+                "internal error: the request handler panicked",
+            )
         }
     }
 }
@@ -339,7 +347,10 @@ async fn normalise(response: Response, is_head: bool) -> Response {
         return response;
     }
     let status = response.status();
-    if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
         return response;
     }
     let content_type = response.headers().get(header::CONTENT_TYPE);
@@ -416,7 +427,9 @@ async fn handle(router: Router, shared: Arc<Shared>, req: Request) -> Response {
         let counted = response.extensions().get::<Counted>().is_some();
         let response = normalise(response, method == Method::HEAD).await;
         if !counted {
-            shared.unmatched.count(usize::MAX, "-", &method, response.status());
+            shared
+                .unmatched
+                .count(usize::MAX, "-", &method, response.status());
         }
         tracing::Span::current().record("http.status", response.status().as_u16());
         response
@@ -464,7 +477,16 @@ mod tests {
         ] {
             assert!(dot_segment(path).is_some(), "{path}");
         }
-        for path in ["/", "/status", "/a.b/install", "/.../x", "/..a/x", "/%2e%2e%2e", "/%2x/x", "/v1.2.3"] {
+        for path in [
+            "/",
+            "/status",
+            "/a.b/install",
+            "/.../x",
+            "/..a/x",
+            "/%2e%2e%2e",
+            "/%2x/x",
+            "/v1.2.3",
+        ] {
             assert_eq!(dot_segment(path), None, "{path}");
         }
     }
@@ -472,8 +494,17 @@ mod tests {
     #[test]
     fn statuses_map_to_codes() {
         assert_eq!(code_for_status(StatusCode::NOT_FOUND), ErrorCode::NotFound);
-        assert_eq!(code_for_status(StatusCode::UNPROCESSABLE_ENTITY), ErrorCode::BadRequest);
-        assert_eq!(code_for_status(StatusCode::BAD_GATEWAY), ErrorCode::Internal);
-        assert_eq!(code_for_status(StatusCode::SERVICE_UNAVAILABLE), ErrorCode::Unavailable);
+        assert_eq!(
+            code_for_status(StatusCode::UNPROCESSABLE_ENTITY),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code_for_status(StatusCode::BAD_GATEWAY),
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            code_for_status(StatusCode::SERVICE_UNAVAILABLE),
+            ErrorCode::Unavailable
+        );
     }
 }

@@ -11,7 +11,7 @@ use http::{HeaderValue, Method};
 
 use crate::caller::{AccessPolicy, CallerCache};
 use crate::error::Error;
-use crate::middleware::{self, PathInfo, MethodRoute, Shared, StatusCounters};
+use crate::middleware::{self, MethodRoute, PathInfo, Shared, StatusCounters};
 use crate::telemetry::{MetricKind, Telemetry};
 
 /// The metric every request is counted in.
@@ -143,7 +143,13 @@ impl<S: Clone + Send + Sync + 'static> Module<S> {
     /// Adds (or replaces) the handler for `method path` with an explicit [`Access`] (e.g. a
     /// `GET` that reveals secrets and should be privileged).
     #[must_use]
-    pub fn route_with_access<H, T>(mut self, method: Method, path: &str, access: Access, handler: H) -> Self
+    pub fn route_with_access<H, T>(
+        mut self,
+        method: Method,
+        path: &str,
+        access: Access,
+        handler: H,
+    ) -> Self
     where
         H: Handler<T, S>,
         T: 'static,

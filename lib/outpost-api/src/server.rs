@@ -34,8 +34,27 @@ use crate::module::Api;
 struct UnixBinding {
     listener: UnixListener,
     path: PathBuf,
+    identity: SocketIdentity,
+}
+
+/// What tells our socket file apart from one that replaced it (inode numbers are reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketIdentity {
     dev: u64,
     ino: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl SocketIdentity {
+    fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        meta.file_type().is_socket().then(|| Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+        })
+    }
 }
 
 /// An [`Api`] with its listeners. See the [module docs](self).
@@ -158,11 +177,16 @@ impl Server {
                 path: path.clone(),
                 source,
             })?;
+        let Some(identity) = SocketIdentity::of(&meta) else {
+            return Err(Error::NotASocket {
+                kind: file_kind(meta.file_type()),
+                path,
+            });
+        };
         tracing::info!(socket.path = %path.display(), "API listening");
         self.unix = Some(UnixBinding {
             listener,
-            dev: meta.dev(),
-            ino: meta.ino(),
+            identity,
             path,
         });
         Ok(self)
@@ -223,13 +247,15 @@ impl Server {
             let rx = stop_rx.clone();
             async move { callers.run_sweeper(stopped(rx)).await }
         };
-        let unix_path = unix.as_ref().map(|u| (u.path.clone(), u.dev, u.ino));
+        let unix_path = unix.as_ref().map(|u| (u.path.clone(), u.identity));
         let unix_serve = {
             let api = api.clone();
             let rx = stop_rx.clone();
             async move {
                 if let Some(binding) = unix {
-                    let make = <Api as ServiceExt<Request>>::into_make_service_with_connect_info::<Peer>(api);
+                    let make = <Api as ServiceExt<Request>>::into_make_service_with_connect_info::<
+                        Peer,
+                    >(api);
                     // axum's serve loop never returns an error (accept errors are retried).
                     let _ = axum::serve(binding.listener, make)
                         .with_graceful_shutdown(stopped(rx))
@@ -241,7 +267,9 @@ impl Server {
             let rx = stop_rx.clone();
             async move {
                 if let Some(listener) = tcp {
-                    let make = <Api as ServiceExt<Request>>::into_make_service_with_connect_info::<Peer>(api);
+                    let make = <Api as ServiceExt<Request>>::into_make_service_with_connect_info::<
+                        Peer,
+                    >(api);
                     let _ = axum::serve(listener, make)
                         .with_graceful_shutdown(stopped(rx))
                         .await;
@@ -251,9 +279,9 @@ impl Server {
         tokio::join!(unix_serve, tcp_serve, sweeper);
         signal.abort();
 
-        if let Some((path, dev, ino)) = unix_path {
+        if let Some((path, identity)) = unix_path {
             match fs_err::symlink_metadata(&path) {
-                Ok(meta) if meta.dev() == dev && meta.ino() == ino => {
+                Ok(meta) if SocketIdentity::of(&meta) == Some(identity) => {
                     fs_err::remove_file(&path).map_err(|source| Error::Io {
                         op: "remove the socket",
                         path: path.clone(),
@@ -288,5 +316,9 @@ pub async fn serve_unix<F>(path: impl AsRef<Path>, api: Api, shutdown: F) -> Res
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    Server::new(api).bind_unix(path).await?.serve(shutdown).await
+    Server::new(api)
+        .bind_unix(path)
+        .await?
+        .serve(shutdown)
+        .await
 }

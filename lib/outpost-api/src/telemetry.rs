@@ -218,7 +218,10 @@ pub struct Telemetry {
 /// A metric or label name made valid for the exposition format.
 fn sanitize(name: &str, allow_colon: bool) -> Cow<'_, str> {
     let valid_char = |i: usize, c: char| {
-        c.is_ascii_alphabetic() || c == '_' || (allow_colon && c == ':') || (i > 0 && c.is_ascii_digit())
+        c.is_ascii_alphabetic()
+            || c == '_'
+            || (allow_colon && c == ':')
+            || (i > 0 && c.is_ascii_digit())
     };
     if !name.is_empty() && name.chars().enumerate().all(|(i, c)| valid_char(i, c)) {
         return Cow::Borrowed(name);
@@ -331,7 +334,9 @@ impl Telemetry {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Family>> {
-        self.families.write().unwrap_or_else(PoisonError::into_inner)
+        self.families
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Declares a family's help text and type (creating it if needed). Counters and gauges
@@ -373,7 +378,9 @@ impl Telemetry {
         let family = families.entry(name.to_owned()).or_insert_with(|| Family {
             help: String::new(),
             kind,
-            buckets: buckets.cloned().unwrap_or_else(|| Arc::from(DEFAULT_BUCKETS)),
+            buckets: buckets
+                .cloned()
+                .unwrap_or_else(|| Arc::from(DEFAULT_BUCKETS)),
             series: BTreeMap::new(),
         });
         if family.kind != kind {
@@ -392,7 +399,12 @@ impl Telemetry {
     }
 
     /// Finds or creates a series.
-    fn series(&self, name: &str, labels: &[(&str, &str)], kind: MetricKind) -> Result<Arc<Series>, Error> {
+    fn series(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        kind: MetricKind,
+    ) -> Result<Arc<Series>, Error> {
         let name = sanitize_metric_name(name);
         let key = label_key(labels);
         {
@@ -441,7 +453,8 @@ impl Telemetry {
     /// # Errors
     /// [`Error::MetricKindConflict`] if `name` is not a histogram.
     pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Result<Histogram, Error> {
-        self.series(name, labels, MetricKind::Histogram).map(Histogram)
+        self.series(name, labels, MetricKind::Histogram)
+            .map(Histogram)
     }
 
     /// Adds `value` to the counter `name{labels}` (created at 0 if new).
@@ -449,7 +462,12 @@ impl Telemetry {
     /// # Errors
     /// [`Error::InvalidCounterIncrement`] for a negative or non-finite value (nothing changes),
     /// [`Error::MetricKindConflict`] if `name` is not a counter.
-    pub fn add_counter(&self, name: &str, labels: &[(&str, &str)], value: f64) -> Result<(), Error> {
+    pub fn add_counter(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Result<(), Error> {
         if !value.is_finite() || value < 0.0 {
             return Err(Error::InvalidCounterIncrement {
                 name: sanitize_metric_name(name).into_owned(),
@@ -480,7 +498,8 @@ impl Telemetry {
     /// # Errors
     /// [`Error::MetricKindConflict`] if `name` is not a histogram.
     pub fn observe(&self, name: &str, labels: &[(&str, &str)], value: f64) -> Result<(), Error> {
-        self.series(name, labels, MetricKind::Histogram)?.observe(value);
+        self.series(name, labels, MetricKind::Histogram)?
+            .observe(value);
         Ok(())
     }
 
@@ -495,7 +514,9 @@ impl Telemetry {
 
     /// Removes a whole family and its series; returns whether it existed.
     pub fn remove_family(&self, name: &str) -> bool {
-        self.write().remove(sanitize_metric_name(name).as_ref()).is_some()
+        self.write()
+            .remove(sanitize_metric_name(name).as_ref())
+            .is_some()
     }
 
     /// The number of series across all families.
@@ -538,11 +559,25 @@ impl Telemetry {
                         for (bound, count) in bounds.iter().zip(&st.counts) {
                             cumulative += count;
                             #[allow(clippy::cast_precision_loss)]
-                            write_sample(&mut out, name, "_bucket", labels, Some(*bound), cumulative as f64);
+                            write_sample(
+                                &mut out,
+                                name,
+                                "_bucket",
+                                labels,
+                                Some(*bound),
+                                cumulative as f64,
+                            );
                         }
                         #[allow(clippy::cast_precision_loss)]
                         {
-                            write_sample(&mut out, name, "_bucket", labels, Some(f64::INFINITY), st.count as f64);
+                            write_sample(
+                                &mut out,
+                                name,
+                                "_bucket",
+                                labels,
+                                Some(f64::INFINITY),
+                                st.count as f64,
+                            );
                             write_sample(&mut out, name, "_sum", labels, None, st.sum);
                             write_sample(&mut out, name, "_count", labels, None, st.count as f64);
                         }
@@ -564,7 +599,14 @@ impl Telemetry {
     }
 }
 
-fn write_sample(out: &mut String, name: &str, suffix: &str, labels: &str, le: Option<f64>, value: f64) {
+fn write_sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &str,
+    le: Option<f64>,
+    value: f64,
+) {
     out.push_str(name);
     out.push_str(suffix);
     if !labels.is_empty() || le.is_some() {
@@ -606,7 +648,10 @@ mod tests {
 
     #[test]
     fn names_are_sanitised() {
-        assert_eq!(sanitize_metric_name("http.requests-total"), "http_requests_total");
+        assert_eq!(
+            sanitize_metric_name("http.requests-total"),
+            "http_requests_total"
+        );
         assert_eq!(sanitize_metric_name("ns:sub_total"), "ns:sub_total");
         assert_eq!(sanitize_metric_name("9lives"), "_9lives");
         assert_eq!(sanitize_metric_name(""), "_");
@@ -619,8 +664,12 @@ mod tests {
     #[test]
     fn exposition_has_help_type_escaping_and_sorted_labels() {
         let t = Telemetry::new();
-        t.describe("requests_total", "Requests served.\nSecond \\ line", MetricKind::Counter)
-            .unwrap();
+        t.describe(
+            "requests_total",
+            "Requests served.\nSecond \\ line",
+            MetricKind::Counter,
+        )
+        .unwrap();
         t.add_counter("requests_total", &[("route", "/a"), ("method", "GET")], 2.0)
             .unwrap();
         t.add_counter("requests_total", &[("method", "GET"), ("route", "/a")], 1.5)
@@ -644,7 +693,8 @@ mod tests {
     #[test]
     fn duplicate_label_names_keep_the_last_value() {
         let t = Telemetry::new();
-        t.set_gauge("g", &[("a.b", "1"), ("a_b", "2")], 5.0).unwrap();
+        t.set_gauge("g", &[("a.b", "1"), ("a_b", "2")], 5.0)
+            .unwrap();
         assert_eq!(t.render(), "# TYPE g gauge\ng{a_b=\"2\"} 5\n");
     }
 
@@ -653,7 +703,8 @@ mod tests {
         let t = Telemetry::new();
         t.set_gauge("g", &[("v", "nan")], f64::NAN).unwrap();
         t.set_gauge("g", &[("v", "pinf")], f64::INFINITY).unwrap();
-        t.set_gauge("g", &[("v", "ninf")], f64::NEG_INFINITY).unwrap();
+        t.set_gauge("g", &[("v", "ninf")], f64::NEG_INFINITY)
+            .unwrap();
         let text = t.render();
         assert!(text.contains("g{v=\"nan\"} NaN\n"), "{text}");
         assert!(text.contains("g{v=\"pinf\"} +Inf\n"), "{text}");
@@ -665,7 +716,17 @@ mod tests {
         let t = Telemetry::new();
         t.set_gauge("x", &[], 1.0).unwrap();
         let err = t.add_counter("x", &[], 1.0).unwrap_err();
-        assert!(matches!(err, Error::MetricKindConflict { existing: "gauge", requested: "counter", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::MetricKindConflict {
+                    existing: "gauge",
+                    requested: "counter",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(t.observe("x", &[], 1.0).is_err());
         assert!(matches!(
             t.add_counter("c", &[], -1.0).unwrap_err(),
@@ -679,7 +740,8 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative() {
         let t = Telemetry::new();
-        t.describe_histogram("latency_seconds", "Latency.", &[0.1, 1.0]).unwrap();
+        t.describe_histogram("latency_seconds", "Latency.", &[0.1, 1.0])
+            .unwrap();
         for v in [0.0625, 0.1, 0.5, 3.0] {
             t.observe("latency_seconds", &[("op", "x")], v).unwrap();
         }

@@ -1,0 +1,294 @@
+//! Helpers shared by the integration tests: a server on a temporary socket, raw HTTP/1.1
+//! exchanges (so tests see exact bytes), and a module exercising every convention.
+// Test support: a failed unwrap is a failed test.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Path as UrlPath;
+use outpost_api::{Api, ApiBuilder, Caller, Error, ErrorResponse, Json, Module, Server};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A served API on a socket in its own temporary directory.
+pub struct Running {
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    pub api: Api,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<Result<(), Error>>,
+}
+
+impl Running {
+    /// Triggers shutdown without waiting.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down and waits for the server to finish; hands back the temporary directory so
+    /// the caller can look at what the server left there.
+    pub async fn stop(mut self) -> Result<tempfile::TempDir, Error> {
+        self.trigger_shutdown();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("server stops within the deadline")
+            .expect("server task")
+            .map(|()| self.dir)
+    }
+}
+
+/// Serves `api` on `<tempdir>/run/api.sock`.
+pub async fn start(api: Api) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("run").join("api.sock");
+    start_at(api, dir, sock).await
+}
+
+/// Serves `api` on `sock` (inside `dir`).
+pub async fn start_at(api: Api, dir: tempfile::TempDir, sock: PathBuf) -> Running {
+    let server = Server::new(api.clone()).bind_unix(&sock).await.unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        dir,
+        sock,
+        api,
+        shutdown: Some(tx),
+        task,
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    /// Asserts a JSON response whose body is exactly `expected` plus a newline.
+    pub fn assert_json(&self, status: u16, expected: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert_eq!(self.text(), format!("{expected}\n"));
+    }
+}
+
+fn decode_chunked(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// Parses one response from the bytes read.
+pub fn parse_reply(raw: &[u8]) -> Reply {
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let head = std::str::from_utf8(&raw[..head_end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_owned(), v.trim().to_owned())
+        })
+        .collect();
+    let rest = &raw[head_end + 4..];
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    reply.body = if let Some(len) = reply.header("content-length") {
+        // A HEAD answer announces a length but carries no body.
+        rest[..len.parse::<usize>().unwrap().min(rest.len())].to_vec()
+    } else if reply.header("transfer-encoding") == Some("chunked") {
+        decode_chunked(rest)
+    } else {
+        rest.to_vec()
+    };
+    reply
+}
+
+/// Reads until the server closes (a reset after the answer also ends the read: the kernel
+/// reports it when the server closed with unread request bytes).
+pub async fn read_all(stream: &mut tokio::net::UnixStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("the server answers and closes within the deadline")
+        {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !out.is_empty() => {
+                return out;
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+/// Sends `request` bytes verbatim (it should say `Connection: close`) and parses the answer.
+pub async fn raw(sock: &Path, request: &[u8]) -> Reply {
+    let mut stream = tokio::net::UnixStream::connect(sock).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    parse_reply(&read_all(&mut stream).await)
+}
+
+/// `METHOD path` without a body.
+pub async fn request(sock: &Path, method: &str, path: &str) -> Reply {
+    raw(
+        sock,
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+/// `METHOD path` with a body and an optional Content-Type.
+pub async fn request_with_body(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Reply {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(ct) = content_type {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(sock, &bytes).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InstallParams {
+    pub version: Option<String>,
+    #[serde(default)]
+    pub install_args: Vec<String>,
+}
+
+async fn install(
+    UrlPath(package): UrlPath<String>,
+    params: Option<Json<InstallParams>>,
+) -> Json<Value> {
+    Json(match params {
+        Some(Json(p)) => {
+            json!({"package": package, "version": p.version, "args": p.install_args, "had_body": true})
+        }
+        None => json!({"package": package, "had_body": false}),
+    })
+}
+
+async fn required(Json(v): Json<Value>) -> Json<Value> {
+    Json(json!({"got": v}))
+}
+
+async fn whoami(caller: Caller) -> Json<Value> {
+    Json(json!({
+        "uid": caller.uid,
+        "gid": caller.gid,
+        "pid": caller.pid,
+        "container_id": caller.container_id,
+    }))
+}
+
+async fn typed(UrlPath(n): UrlPath<u32>) -> Json<u32> {
+    Json(n)
+}
+
+async fn panics() -> Json<Value> {
+    panic!("handler bug")
+}
+
+async fn failing() -> Result<Json<Value>, ErrorResponse> {
+    Err(ErrorResponse::new(
+        outpost_types::ErrorCode::InvalidState,
+        "no experiment to promote",
+    ))
+}
+
+/// The root module the tests talk to.
+pub fn local_api() -> Module {
+    Module::root("localapi")
+        .get("/status", || async { Json(json!({"version": "test"})) })
+        .post("/{package}/install", install)
+        .post("/{package}/experiment/promote", failing)
+        .post("/required", required)
+        .get("/whoami", whoami)
+        .get("/typed/{n}", typed)
+        .get("/panic", panics)
+        .get("/unit", || async {})
+        .get("/axum-json", || async {
+            axum::Json(json!({"plain": true}))
+        })
+}
+
+/// An API with [`local_api`], `telemetry` and `debug`.
+pub fn standard_builder() -> ApiBuilder {
+    let telemetry = outpost_api::Telemetry::new();
+    let mut builder = Api::builder().telemetry(telemetry.clone());
+    builder.mount(local_api());
+    builder.mount(telemetry.module());
+    builder.mount(outpost_api::DebugVars::new().module());
+    builder
+}
+
+/// Polls `cond` until it holds (yielding, with a real-time deadline, never sleeping blind).
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub fn shared<T>(v: T) -> Arc<T> {
+    Arc::new(v)
+}
