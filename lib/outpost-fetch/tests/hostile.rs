@@ -1,5 +1,7 @@
 //! Hostile archives: each is refused with an error naming the entry, and nothing is written
 //! outside the destination.
+// Fixture helpers outside `#[test]` functions unwrap too: a failed setup is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
