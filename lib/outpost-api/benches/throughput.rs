@@ -7,8 +7,10 @@
 //! rounds and prints requests/s, latency percentiles and the ratio (target >= 0.7, and
 //! >= 20,000 requests/s for the router).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,9 +32,31 @@ struct Fixture {
     bare_sock: PathBuf,
 }
 
-fn status_value() -> serde_json::Value {
-    serde_json::from_slice(STATUS_BODY).expect("fixed body is JSON")
+/// What the daemon's status handler serialises (the same bytes as `STATUS_BODY`).
+#[derive(serde::Serialize)]
+struct PackageState {
+    #[serde(rename = "Stable")]
+    stable: &'static str,
+    #[serde(rename = "Experiment")]
+    experiment: &'static str,
 }
+
+#[derive(serde::Serialize)]
+struct Status {
+    version: &'static str,
+    packages: BTreeMap<&'static str, PackageState>,
+}
+
+static STATUS: LazyLock<Status> = LazyLock::new(|| Status {
+    version: "0.1.0",
+    packages: BTreeMap::from([(
+        "datadog-agent",
+        PackageState {
+            stable: "7.50.0",
+            experiment: "",
+        },
+    )]),
+});
 
 fn fixture() -> Fixture {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -47,11 +71,7 @@ fn fixture() -> Fixture {
     rt.block_on(async {
         let telemetry = Telemetry::new();
         let mut builder = Api::builder().telemetry(telemetry.clone());
-        let value = status_value();
-        builder.mount(Module::root("localapi").get("/status", move || {
-            let value = value.clone();
-            async move { Json(value) }
-        }));
+        builder.mount(Module::root("localapi").get("/status", || async { Json(&*STATUS) }));
         builder.mount(telemetry.module());
         builder.mount(DebugVars::new().module());
         let api = builder.build().expect("api");
@@ -171,6 +191,10 @@ fn run_all(c: &mut Criterion) {
             .expect("status")
     };
     assert_eq!(check(&f.router_sock), check(&f.bare_sock));
+    assert_eq!(
+        serde_json::to_vec(&*STATUS).expect("encode").as_slice(),
+        &STATUS_BODY[..STATUS_BODY.len() - 1]
+    );
     bench(c, &f);
     summary(&f);
 }

@@ -9,8 +9,7 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::FutureExt as _;
@@ -38,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) access: AccessPolicy,
     pub(crate) modules: BTreeMap<String, ModuleHandle>,
     pub(crate) unmatched: StatusCounters,
+    /// The same templates the axum router has, to find a request's route before dispatch.
+    pub(crate) paths: matchit::Router<Arc<PathInfo>>,
 }
 
 /// One method of one path.
@@ -55,7 +56,6 @@ pub(crate) struct PathInfo {
     pub(crate) primary: ModuleHandle,
     pub(crate) allow: HeaderValue,
     pub(crate) counters: StatusCounters,
-    pub(crate) shared: Arc<Shared>,
 }
 
 impl PathInfo {
@@ -69,10 +69,6 @@ impl PathInfo {
         self.routes.get(index).map(|r| (index, r))
     }
 }
-
-/// Marks a response already counted by the per-path middleware.
-#[derive(Debug, Clone, Copy)]
-struct Counted;
 
 /// Request counters for one route template, cached per (route, method, status).
 pub(crate) struct StatusCounters {
@@ -139,33 +135,29 @@ impl StatusCounters {
     }
 }
 
-/// The middleware around every route: module state, 405, caller, authorisation, body checks,
-/// counting.
-pub(crate) async fn route_middleware(
-    State(info): State<Arc<PathInfo>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// The checks for a request whose path matched a route: module state, 405, caller,
+/// authorisation, body conventions; then the handler (through the axum router), counted.
+async fn routed(shared: &Shared, info: &PathInfo, router: Router, req: Request) -> Response {
     let method = req.method().clone();
     let found = info.find(&method);
     let module = found.map_or(&info.primary, |(_, r)| &r.module);
     let span = tracing::Span::current();
     span.record("api.module", module.name());
     span.record("http.route", info.template.as_str());
-    let mut response = route_inner(&info, module, found.map(|(_, r)| r), req, next).await;
+    let response = route_inner(shared, info, module, found.map(|(_, r)| r), router, req).await;
     let slot = found.map_or(usize::MAX, |(i, _)| i);
     info.counters
         .count(slot, module.name(), &method, response.status());
-    response.extensions_mut().insert(Counted);
     response
 }
 
 async fn route_inner(
+    shared: &Shared,
     info: &PathInfo,
     module: &ModuleHandle,
     route: Option<&MethodRoute>,
+    router: Router,
     mut req: Request,
-    next: Next,
 ) -> Response {
     if !module.is_running() {
         return error_response(ErrorCode::Unavailable, "module stopped");
@@ -178,7 +170,6 @@ async fn route_inner(
         )
         .into_response();
     };
-    let shared = &info.shared;
     let caller = match req.extensions().get::<ConnectInfo<Peer>>() {
         Some(ConnectInfo(peer)) => shared.access.caller(peer, &shared.callers),
         // Driven in-process (no connection): a Caller put there by the embedding code.
@@ -214,8 +205,9 @@ async fn route_inner(
         Ok(req) => req,
         Err(response) => return response,
     };
-    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
-        Ok(response) => response,
+    match AssertUnwindSafe(router.oneshot(req)).catch_unwind().await {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
         Err(_) => {
             tracing::error!("request handler panicked");
             error_response(
@@ -414,17 +406,27 @@ async fn handle(router: Router, shared: Arc<Shared>, req: Request) -> Response {
         http.status = Empty,
     );
     async move {
-        let response = match dot_segment(req.uri().path()) {
-            Some(segment) => error_response(
-                ErrorCode::BadRequest,
-                format!("path segment {segment:?} is not allowed"),
+        let (response, counted) = match dot_segment(req.uri().path()) {
+            Some(segment) => (
+                error_response(
+                    ErrorCode::BadRequest,
+                    format!("path segment {segment:?} is not allowed"),
+                ),
+                false,
             ),
-            None => match router.oneshot(req).await {
-                Ok(response) => response,
-                Err(never) => match never {},
+            None => match shared.paths.at(req.uri().path()) {
+                Ok(matched) => {
+                    let info = Arc::clone(matched.value);
+                    (routed(&shared, &info, router, req).await, true)
+                }
+                Err(_) => (
+                    not_found(req.method().clone(), req.uri().clone())
+                        .await
+                        .into_response(),
+                    false,
+                ),
             },
         };
-        let counted = response.extensions().get::<Counted>().is_some();
         let response = normalise(response, method == Method::HEAD).await;
         if !counted {
             shared
@@ -436,6 +438,18 @@ async fn handle(router: Router, shared: Arc<Shared>, req: Request) -> Response {
     }
     .instrument(span)
     .await
+}
+
+impl Api {
+    /// Handles one request (the service's work, without the tower plumbing).
+    pub(crate) fn call_boxed(
+        &self,
+        req: Request,
+    ) -> BoxFuture<'static, Result<Response, Infallible>> {
+        let router = self.router.clone();
+        let shared = Arc::clone(&self.shared);
+        Box::pin(handle(router, shared, req).map(Ok))
+    }
 }
 
 impl<B> Service<http::Request<B>> for Api
@@ -452,9 +466,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let router = self.router.clone();
-        let shared = Arc::clone(&self.shared);
-        Box::pin(handle(router, shared, req.map(Body::new)).map(Ok))
+        self.call_boxed(req.map(Body::new))
     }
 }
 

@@ -405,26 +405,12 @@ impl ApiBuilder {
             "API requests by module, route template, method and status code.",
             MetricKind::Counter,
         )?;
-        let shared = Arc::new(Shared {
-            unmatched: StatusCounters::new(self.telemetry.clone(), "-".to_owned()),
-            telemetry: self.telemetry,
-            callers: self.callers,
-            access: self.access,
-            modules: self.modules,
-        });
-        let mut conflicts = matchit::Router::new();
+        let mut paths = matchit::Router::new();
         let mut router = Router::new();
         for (path, methods) in self.routes {
             let Some(primary) = methods.values().next().map(|m| m.module.clone()) else {
                 continue;
             };
-            conflicts
-                .insert(path.as_str(), ())
-                .map_err(|source| Error::RouteConflict {
-                    path: path.clone(),
-                    module: primary.name().to_owned(),
-                    source,
-                })?;
             let mut allow: Vec<&str> = methods.keys().map(String::as_str).collect();
             if allow.contains(&"GET") && !allow.contains(&"HEAD") {
                 allow.push("HEAD");
@@ -443,20 +429,30 @@ impl ApiBuilder {
                 });
             }
             let info = Arc::new(PathInfo {
-                counters: StatusCounters::new(shared.telemetry.clone(), path.clone()),
+                counters: StatusCounters::new(self.telemetry.clone(), path.clone()),
                 template: path.clone(),
                 routes,
                 primary,
                 allow,
-                shared: Arc::clone(&shared),
             });
-            let method_router = method_router.layer(axum::middleware::from_fn_with_state(
-                info,
-                middleware::route_middleware,
-            ));
+            paths
+                .insert(path.as_str(), Arc::clone(&info))
+                .map_err(|source| Error::RouteConflict {
+                    path: path.clone(),
+                    module: info.primary.name().to_owned(),
+                    source,
+                })?;
             router = router.route(&path, method_router);
         }
         let router = router.fallback(middleware::not_found);
+        let shared = Arc::new(Shared {
+            unmatched: StatusCounters::new(self.telemetry.clone(), "-".to_owned()),
+            telemetry: self.telemetry,
+            callers: self.callers,
+            access: self.access,
+            modules: self.modules,
+            paths,
+        });
         Ok(Api { router, shared })
     }
 }

@@ -21,13 +21,19 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
-use axum::ServiceExt;
-use axum::extract::Request;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use futures_util::future::BoxFuture;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustix::fs::Mode;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-use crate::caller::Peer;
+use crate::caller::{Peer, PeerCredentials, Transport};
 use crate::error::Error;
 use crate::module::Api;
 
@@ -253,13 +259,7 @@ impl Server {
             let rx = stop_rx.clone();
             async move {
                 if let Some(binding) = unix {
-                    let make = <Api as ServiceExt<Request>>::into_make_service_with_connect_info::<
-                        Peer,
-                    >(api);
-                    // axum's serve loop never returns an error (accept errors are retried).
-                    let _ = axum::serve(binding.listener, make)
-                        .with_graceful_shutdown(stopped(rx))
-                        .await;
+                    accept_loop(binding.listener, api, rx).await;
                 }
             }
         };
@@ -267,12 +267,7 @@ impl Server {
             let rx = stop_rx.clone();
             async move {
                 if let Some(listener) = tcp {
-                    let make = <Api as ServiceExt<Request>>::into_make_service_with_connect_info::<
-                        Peer,
-                    >(api);
-                    let _ = axum::serve(listener, make)
-                        .with_graceful_shutdown(stopped(rx))
-                        .await;
+                    accept_loop(listener, api, rx).await;
                 }
             }
         };
@@ -305,6 +300,139 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// How long a client may take to send a request's headers before the connection is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A listener the accept loop can serve: yields streams with their [`Peer`].
+trait Acceptor: Send + 'static {
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, Peer)>> + Send;
+}
+
+impl Acceptor for UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<(Self::Io, Peer)> {
+        let (stream, _) = UnixListener::accept(self).await?;
+        let credentials = match PeerCredentials::of(&stream) {
+            Ok(c) => Some(c),
+            Err(error) => {
+                tracing::warn!(%error, "could not read the peer credentials of a connection");
+                None
+            }
+        };
+        Ok((
+            stream,
+            Peer {
+                transport: Transport::Unix,
+                credentials,
+            },
+        ))
+    }
+}
+
+impl Acceptor for TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<(Self::Io, Peer)> {
+        let (stream, addr) = TcpListener::accept(self).await?;
+        Ok((
+            stream,
+            Peer {
+                transport: Transport::Tcp(addr),
+                credentials: None,
+            },
+        ))
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone, which happens only after that).
+async fn stop_signalled(stop: &mut watch::Receiver<bool>) {
+    // The guard is dropped here, before the caller's next await.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Errors of one connection attempt, not of the listener: accept again at once.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// The per-connection hyper service: adds the connection's [`Peer`] (as axum's
+/// `ConnectInfo<Peer>`) to each request and hands it to the API.
+#[derive(Clone)]
+struct ConnectionService {
+    api: Api,
+    peer: ConnectInfo<Peer>,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.peer.clone());
+        self.api.call_boxed(req.map(axum::body::Body::new))
+    }
+}
+
+/// Accepts until `stop` turns true, serving each connection on its own task; then waits for
+/// every connection to finish its request in flight (idle ones are closed at once).
+async fn accept_loop<A: Acceptor>(listener: A, api: Api, mut stop: watch::Receiver<bool>) {
+    // Every connection task holds a receiver; `closed()` resolves when all are gone.
+    let (alive_tx, alive_rx) = watch::channel(());
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop_signalled(&mut stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (io, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(error) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                tracing::error!(%error, "accepting a connection failed");
+                tokio::select! {
+                    () = stop_signalled(&mut stop) => break,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                }
+            }
+        };
+        let service = ConnectionService {
+            api: api.clone(),
+            peer: ConnectInfo(peer),
+        };
+        let mut stop = stop.clone();
+        let alive = alive_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = stop_signalled(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(alive);
+        });
+    }
+    drop(listener);
+    drop(alive_rx);
+    alive_tx.closed().await;
 }
 
 /// Binds `path` and serves `api` until `shutdown` completes. Shorthand for
