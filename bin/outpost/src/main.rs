@@ -3,24 +3,143 @@
 //! The subcommands that embed Python (`agent`, `check`, `version`) are handed to the
 //! `outpost-agent` binary installed beside this one, with the arguments unchanged, so the
 //! daemon, which runs as root, never maps libpython.
-#[allow(dead_code)] // until every command is wired
 mod cli;
+mod client_cmd;
+mod logging;
+mod pack_cmd;
 
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
+
+use crate::cli::{CatalogCommand, Cli, Command, ExperimentCommand};
+use crate::client_cmd::Verb;
 
 /// Name of the sibling binary that serves the Python subcommands.
 const AGENT_BINARY: &str = "outpost-agent";
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = Cli::parse();
     if cli.command.needs_python() {
         return exec_agent_binary();
     }
-    ExitCode::SUCCESS
+    let global = &cli.global;
+    let verb = match cli.command {
+        Command::Daemon(args) => return daemon(global, &args),
+        Command::Pack(args) => {
+            logging::init(
+                cli::LogFormat::Text,
+                global.verbose,
+                global.quiet,
+                tracing::Level::WARN,
+            );
+            return pack_cmd::run(global, &args);
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "outpost",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Agent(_) | Command::Check(_) | Command::Version => {
+            // `needs_python` sent these to outpost-agent above, except `agent status|reload`.
+            return exec_agent_binary();
+        }
+        Command::Status => Verb::Status,
+        Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,
+        Command::Catalog(CatalogCommand::Set { file }) | Command::SetCatalog { catalog: file } => {
+            Verb::CatalogSet { source: file }
+        }
+        Command::Install {
+            package,
+            version,
+            install_args,
+        } => Verb::Install {
+            package,
+            version,
+            install_args,
+        },
+        Command::Experiment(ExperimentCommand::Start { package, version })
+        | Command::StartExperiment { package, version } => {
+            Verb::StartExperiment { package, version }
+        }
+        Command::Experiment(ExperimentCommand::Stop { package })
+        | Command::StopExperiment { package } => Verb::StopExperiment { package },
+        Command::Experiment(ExperimentCommand::Promote { package })
+        | Command::PromoteExperiment { package } => Verb::PromoteExperiment { package },
+        Command::Remove { package } => Verb::Remove { package },
+    };
+    logging::init(
+        cli::LogFormat::Text,
+        global.verbose,
+        global.quiet,
+        tracing::Level::WARN,
+    );
+    client_cmd::run(global, verb)
+}
+
+/// `outpost daemon`: runs in the foreground until SIGTERM or SIGINT.
+fn daemon(global: &cli::GlobalArgs, args: &cli::DaemonArgs) -> ExitCode {
+    logging::init(
+        args.log_format,
+        global.verbose,
+        global.quiet,
+        tracing::Level::INFO,
+    );
+    let config = match global.load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(client_cmd::EXIT_FAILED);
+        }
+    };
+    let options = outpost_daemon::RunOptions {
+        root: global.root(),
+        socket: global.socket(),
+        config,
+    };
+    // Two workers: status keeps answering while an operation runs, and the daemon stays small.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_name("outpost-daemon")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the daemon's runtime: {e}");
+            return ExitCode::from(client_cmd::EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(outpost_daemon::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "daemon failed");
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::from(client_cmd::EXIT_FAILED)
+        }
+    }
+}
+
+/// `e` and its sources, joined with ": ".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
 }
 
 /// Replaces this process with `outpost-agent`, passing the arguments through. Returns only on

@@ -1,2 +1,20 @@
-//! The fleet daemon: catalog, serialised package operations, task state and the LocalAPI routes.
+//! The fleet daemon: catalog, serialised package operations, task state and the LocalAPI
+//! routes (`spec/localapi.md`), on top of the repository (`outpost-repo`), the package
+//! sources (`outpost-fetch`) and the shared API machinery (`outpost-api`).
+//!
+//! Data flows one way: route → [`Daemon`] operation → fetch into a staging directory →
+//! repository switch. The daemon knows nothing of tar or OCI; the repository knows nothing
+//! of HTTP.
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
+
+pub mod error;
+pub mod hooks;
+pub mod ops;
+pub mod routes;
+pub mod run;
+mod store;
+pub mod tasks;
+
+pub use error::DaemonError;
+pub use ops::{Daemon, Requester};
+pub use run::{RunError, RunOptions, run};

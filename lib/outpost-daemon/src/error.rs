@@ -1,0 +1,116 @@
+//! The daemon's error type, and its mapping to the API's `{"error": {"message", "code"}}`.
+
+use std::path::{Path, PathBuf};
+
+use outpost_types::ErrorCode;
+use outpost_types::error::ApiError;
+
+use crate::hooks::HookError;
+
+/// Everything a daemon operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The request was invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No catalog entry for this package and version on this host.
+    #[error("could not get package {package}, {version} for {arch}, {os}: not in the catalog")]
+    PackageNotFound {
+        /// Package asked for.
+        package: String,
+        /// Version asked for.
+        version: String,
+        /// Host architecture.
+        arch: &'static str,
+        /// Host OS.
+        os: &'static str,
+    },
+    /// The operation is not valid in the package's current state.
+    #[error("{0}")]
+    InvalidState(String),
+    /// Not enough free space for the package.
+    #[error("not enough disk space at {}: {available} bytes available, {required} bytes required", root.display())]
+    NotEnoughDiskSpace {
+        /// Filesystem checked.
+        root: PathBuf,
+        /// Free bytes.
+        available: u64,
+        /// Bytes needed.
+        required: u64,
+    },
+    /// The state file could not be read or written.
+    #[error("state file {}: {source}", path.display())]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// The state file holds something it should not.
+    #[error("state file {} is corrupt: {source}", path.display())]
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The repository refused or failed.
+    #[error(transparent)]
+    Repo(#[from] outpost_repo::RepoError),
+    /// Fetching or unpacking the package failed.
+    #[error(transparent)]
+    Fetch(#[from] outpost_fetch::FetchError),
+    /// A lifecycle hook failed.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    /// A filesystem operation of the daemon itself failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A background task panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl DaemonError {
+    pub(crate) fn state(path: &Path, source: redb::Error) -> Self {
+        Self::State {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        }
+    }
+
+    pub(crate) fn corrupt(path: &Path, source: serde_json::Error) -> Self {
+        Self::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The API error code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::PackageNotFound { .. } => ErrorCode::PackageNotFound,
+            Self::InvalidState(_) => ErrorCode::InvalidState,
+            Self::NotEnoughDiskSpace { .. } => ErrorCode::NotEnoughDiskSpace,
+            Self::State { .. } | Self::Corrupt { .. } | Self::Io(_) => ErrorCode::Filesystem,
+            Self::Repo(e) => e.code(),
+            Self::Fetch(e) => e.code(),
+            Self::Hook(_) | Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<&DaemonError> for ApiError {
+    fn from(e: &DaemonError) -> Self {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<DaemonError> for ApiError {
+    fn from(e: DaemonError) -> Self {
+        ApiError::from(&e)
+    }
+}

@@ -1,0 +1,603 @@
+//! The daemon's operations: catalog, install, experiment start / stop / promote, remove,
+//! status and garbage collection.
+//!
+//! # Guarantees
+//! - Mutations are serialised by one lock: a second request waits its turn and is never
+//!   rejected for that reason. `status` and `catalog` never take it.
+//! - Each mutation is atomic on disk (the repository's switches are), runs detached from the
+//!   request that asked for it (a client that disconnects does not leave a half state: the
+//!   operation completes, or fails and rolls back), and records its outcome as the package's
+//!   last task.
+//! - Old versions are collected after each operation, once the caller has its answer, and on
+//!   a timer; collection respects in-use locks.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use outpost_fetch::{Cancel, Expected, Limits};
+use outpost_repo::{Repository, StagingDir, WriterLock};
+use outpost_types::config::Config;
+use outpost_types::error::ApiError;
+use outpost_types::platform;
+use outpost_types::source::PackageSource;
+use outpost_types::wire::{
+    Catalog, PackageState as WireState, PackageStatus, Phase, ResolvedPackage, StatusResponse,
+    TaskParams,
+};
+use outpost_types::{PackageName, Version};
+
+use crate::error::DaemonError;
+use crate::hooks::{self, HookEvent};
+use crate::store::Store;
+use crate::tasks::{ProgressCell, TaskTable};
+
+/// Free space kept on top of a package's size.
+const DISK_MARGIN: u64 = 10 << 20;
+
+/// Who asked for an operation, for the log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Requester {
+    /// Caller uid, when known.
+    pub uid: Option<u32>,
+    /// Caller pid, when known.
+    pub pid: Option<i32>,
+}
+
+/// The fleet daemon's state and operations. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Daemon {
+    repo: Repository,
+    _writer: WriterLock,
+    store: Store,
+    tasks: TaskTable,
+    catalog: RwLock<Catalog>,
+    op_lock: tokio::sync::Mutex<()>,
+    config: Config,
+    limits: Limits,
+    started: Instant,
+}
+
+impl Daemon {
+    /// Opens the daemon's state under `root`: takes the repository's writer lock (one daemon
+    /// per root), removes staging leftovers of a crash, opens the state file, turns tasks left
+    /// running by a crash into errors, and collects garbage.
+    pub fn open(root: &Path, config: Config) -> Result<Arc<Self>, DaemonError> {
+        let repo = Repository::open(root)?;
+        let writer = repo.acquire_writer_lock()?;
+        let cleaned = repo.clean_staging()?;
+        if cleaned > 0 {
+            tracing::info!(
+                entries = cleaned,
+                "removed staging leftovers of an interrupted operation"
+            );
+        }
+        let store = Store::open(&root.join("state.redb"))?;
+        let (tasks, repaired) = TaskTable::from_persisted(store.tasks()?);
+        for (pkg, task) in &repaired {
+            tracing::warn!(package.name = %pkg, task.id = %task.id, "task was interrupted by a daemon stop");
+            store.put_task(pkg, task)?;
+        }
+        let catalog = store.catalog()?;
+        let limits = Limits::from(&config.packages);
+        let daemon = Self {
+            repo,
+            _writer: writer,
+            store,
+            tasks,
+            catalog: RwLock::new(catalog),
+            op_lock: tokio::sync::Mutex::new(()),
+            config,
+            limits,
+            started: Instant::now(),
+        };
+        daemon.gc_now();
+        Ok(Arc::new(daemon))
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        self.repo.root()
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Time since the daemon started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// `GET /status`: the repository as it is on disk, and the last task of each package.
+    /// Never waits for a running operation.
+    pub fn status(&self) -> Result<StatusResponse, DaemonError> {
+        let states = self.repo.states()?;
+        let tasks = self.tasks.snapshot();
+        let mut resp = StatusResponse {
+            version: outpost_types::VERSION.to_string(),
+            ..Default::default()
+        };
+        let mut names: Vec<String> = states.keys().map(|n| n.to_string()).collect();
+        names.extend(tasks.keys().cloned());
+        names.sort();
+        names.dedup();
+        for name in names {
+            let state = PackageName::new(name.clone())
+                .ok()
+                .and_then(|n| states.get(&n));
+            let (stable, experiment) = match state {
+                Some(s) => (
+                    s.stable.to_string(),
+                    s.experiment
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                ),
+                None => (String::new(), String::new()),
+            };
+            if state.is_some() {
+                resp.packages.insert(
+                    name.clone(),
+                    WireState {
+                        stable: stable.clone(),
+                        experiment: experiment.clone(),
+                    },
+                );
+            }
+            resp.remote_config_state.push(PackageStatus {
+                package: name.clone(),
+                stable_version: stable,
+                experiment_version: experiment,
+                task: tasks.get(&name).cloned(),
+            });
+        }
+        Ok(resp)
+    }
+
+    /// `GET /catalog`.
+    pub fn catalog(&self) -> Catalog {
+        self.catalog
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `POST /catalog`: validates every entry, then replaces and persists the catalog. Any
+    /// invalid entry leaves the catalog unchanged.
+    pub fn set_catalog(&self, catalog: Catalog, who: Requester) -> Result<(), DaemonError> {
+        catalog.validate().map_err(DaemonError::BadRequest)?;
+        self.store.set_catalog(&catalog)?;
+        let count = catalog.packages.len();
+        *self
+            .catalog
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = catalog;
+        tracing::info!(
+            caller.uid = who.uid,
+            caller.pid = who.pid,
+            entries = count,
+            "catalog replaced"
+        );
+        Ok(())
+    }
+
+    /// Resolves a package and version against the catalog for this host.
+    fn resolve(&self, name: &PackageName, version: &str) -> Result<ResolvedPackage, DaemonError> {
+        let catalog = self
+            .catalog
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = catalog.lookup_host(name.as_str(), version).ok_or_else(|| {
+            DaemonError::PackageNotFound {
+                package: name.to_string(),
+                version: version.to_string(),
+                arch: platform::host_arch(),
+                os: platform::host_os(),
+            }
+        })?;
+        // Entries were validated when the catalog was set; a failure here means a bug.
+        entry.resolve().map_err(DaemonError::BadRequest)
+    }
+
+    /// The version an install asks for: the body's, or the only one the catalog has for this
+    /// host when the request had no body.
+    pub fn install_version(
+        &self,
+        name: &PackageName,
+        params: Option<&TaskParams>,
+    ) -> Result<Version, DaemonError> {
+        let given = params.map(|p| p.version.as_str()).filter(|v| !v.is_empty());
+        let version = match given {
+            Some(v) => v.to_string(),
+            None => {
+                let catalog = self
+                    .catalog
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let versions = catalog.host_versions(name.as_str());
+                match versions.as_slice() {
+                    [only] => (*only).to_string(),
+                    [] => {
+                        return Err(DaemonError::PackageNotFound {
+                            package: name.to_string(),
+                            version: String::new(),
+                            arch: platform::host_arch(),
+                            os: platform::host_os(),
+                        });
+                    }
+                    many => {
+                        return Err(DaemonError::BadRequest(format!(
+                            "a version is required: the catalog has {} versions of {name} ({})",
+                            many.len(),
+                            many.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        Version::new(version).map_err(|e| DaemonError::BadRequest(e.to_string()))
+    }
+
+    /// Installs `version` as the stable version of `name`. Same version already stable: no-op.
+    pub async fn install(
+        self: &Arc<Self>,
+        name: PackageName,
+        version: Version,
+        install_args: Vec<String>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
+        let resolved = self.resolve(&name, version.as_str())?;
+        let this = self.clone();
+        self.run_op(name.clone(), "install", Some(version.clone()), who, move |cell| async move {
+            if this.repo.state(&name)?.is_some_and(|s| s.stable == version) {
+                tracing::info!(package.name = %name, package.version = %version, "already the stable version");
+                return Ok(());
+            }
+            let staged = this.fetch(&resolved, "install", cell.clone()).await?;
+            cell.set(Phase::Switch, 0, None);
+            this.blocking({
+                let (repo, name, version) = (this.repo.clone(), name.clone(), version.clone());
+                move || repo.install(&name, &version, staged).map_err(DaemonError::from)
+            })
+            .await?;
+            this.hook(HookEvent::PostInstall, &name, &version, &install_args).await
+        })
+        .await
+    }
+
+    /// Starts an experiment with `version` beside the stable version of `name`.
+    pub async fn start_experiment(
+        self: &Arc<Self>,
+        name: PackageName,
+        version: Version,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
+        let resolved = self.resolve(&name, version.as_str())?;
+        let this = self.clone();
+        self.run_op(name.clone(), "start_experiment", Some(version.clone()), who, move |cell| async move {
+            let state = this.repo.state(&name)?.ok_or_else(|| {
+                DaemonError::InvalidState(format!("package {name} is not installed: install a stable version first"))
+            })?;
+            if state.stable == version {
+                return Err(DaemonError::InvalidState(format!(
+                    "{version} is already the stable version of {name}"
+                )));
+            }
+            if state.experiment.as_ref() == Some(&version) {
+                tracing::info!(package.name = %name, package.version = %version, "already the experiment");
+                return Ok(());
+            }
+            let staged = this.fetch(&resolved, "experiment", cell.clone()).await?;
+            cell.set(Phase::Switch, 0, None);
+            this.blocking({
+                let (repo, name, version) = (this.repo.clone(), name.clone(), version.clone());
+                move || repo.start_experiment(&name, &version, staged).map_err(DaemonError::from)
+            })
+            .await?;
+            if let Err(e) = this.hook(HookEvent::PostExperimentStart, &name, &version, &[]).await {
+                tracing::warn!(package.name = %name, package.version = %version, error = %e, "rolling back the experiment");
+                let repo = this.repo.clone();
+                let n = name.clone();
+                this.blocking(move || repo.stop_experiment(&n).map_err(DaemonError::from)).await?;
+                return Err(e);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stops the experiment of `name`, if any; stable is untouched.
+    pub async fn stop_experiment(
+        self: &Arc<Self>,
+        name: PackageName,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
+        let this = self.clone();
+        self.run_op(
+            name.clone(),
+            "stop_experiment",
+            None,
+            who,
+            move |cell| async move {
+                let state = this.installed(&name)?;
+                let Some(experiment) = state.experiment else {
+                    return Ok(());
+                };
+                this.hook(HookEvent::PreExperimentStop, &name, &experiment, &[])
+                    .await?;
+                cell.set(Phase::Switch, 0, None);
+                let repo = this.repo.clone();
+                this.blocking(move || repo.stop_experiment(&name).map_err(DaemonError::from))
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Promotes the experiment of `name` to stable.
+    pub async fn promote_experiment(
+        self: &Arc<Self>,
+        name: PackageName,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
+        let this = self.clone();
+        self.run_op(
+            name.clone(),
+            "promote_experiment",
+            None,
+            who,
+            move |cell| async move {
+                let state = this.installed(&name)?;
+                let Some(experiment) = state.experiment else {
+                    return Err(DaemonError::InvalidState("no experiment to promote".into()));
+                };
+                cell.set(Phase::Switch, 0, None);
+                let repo = this.repo.clone();
+                let n = name.clone();
+                this.blocking(move || repo.promote_experiment(&n).map_err(DaemonError::from))
+                    .await?;
+                this.hook(HookEvent::PostPromote, &name, &experiment, &[])
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Removes `name` entirely. Refused while one of its versions is in use.
+    pub async fn remove(
+        self: &Arc<Self>,
+        name: PackageName,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
+        let this = self.clone();
+        self.run_op(name.clone(), "remove", None, who, move |cell| async move {
+            let state = this.installed(&name)?;
+            this.hook(HookEvent::PreRemove, &name, &state.stable, &[])
+                .await?;
+            cell.set(Phase::Switch, 0, None);
+            let repo = this.repo.clone();
+            this.blocking(move || repo.remove(&name).map_err(DaemonError::from))
+                .await
+        })
+        .await
+    }
+
+    fn installed(&self, name: &PackageName) -> Result<outpost_repo::PackageState, DaemonError> {
+        self.repo.state(name)?.ok_or_else(|| {
+            DaemonError::from(outpost_repo::RepoError::NotInstalled {
+                package: name.clone(),
+            })
+        })
+    }
+
+    /// Runs one serialised operation: waits for the lock, records the task, runs `body`,
+    /// records the outcome, then schedules garbage collection. The body runs on a task of its
+    /// own, so a caller that goes away does not interrupt it.
+    async fn run_op<F, Fut>(
+        self: &Arc<Self>,
+        name: PackageName,
+        operation: &'static str,
+        version: Option<Version>,
+        who: Requester,
+        body: F,
+    ) -> Result<(), DaemonError>
+    where
+        F: FnOnce(Arc<ProgressCell>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), DaemonError>> + Send + 'static,
+    {
+        let this = self.clone();
+        let handle = tokio::spawn(async move {
+            let _guard = this.op_lock.lock().await;
+            let (task, cell) = this.tasks.start(
+                name.as_str(),
+                operation,
+                version.as_ref().map(Version::as_str),
+            );
+            tracing::info!(
+                caller.uid = who.uid, caller.pid = who.pid, task.id = %task.id,
+                package.name = %name, package.version = version.as_ref().map(Version::as_str),
+                operation, "operation started"
+            );
+            if let Err(e) = this.store.put_task(name.as_str(), &task) {
+                tracing::warn!(error = %e, "could not persist the running task");
+            }
+            let started = Instant::now();
+            let result = body(cell).await;
+            let outcome = result.as_ref().map(|_| ()).map_err(ApiError::from);
+            if let Some(done) = this.tasks.finish(name.as_str(), &task.id, outcome)
+                && let Err(e) = this.store.put_task(name.as_str(), &done)
+            {
+                tracing::warn!(error = %e, "could not persist the finished task");
+            }
+            match &result {
+                Ok(()) => {
+                    tracing::info!(task.id = %task.id, package.name = %name, operation, elapsed_ms = started.elapsed().as_millis() as u64, "operation done")
+                }
+                Err(e) => {
+                    tracing::warn!(task.id = %task.id, package.name = %name, operation, error = %e, "operation failed")
+                }
+            }
+            // Collect old versions after answering, still under the lock's turn order.
+            let gc = this.clone();
+            tokio::spawn(async move { gc.gc().await });
+            result
+        });
+        handle
+            .await
+            .map_err(|e| DaemonError::Internal(format!("operation task failed: {e}")))?
+    }
+
+    /// Collects garbage now, waiting for any running operation first.
+    pub async fn gc(self: &Arc<Self>) {
+        let _guard = self.op_lock.lock().await;
+        let this = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || this.gc_now()).await {
+            tracing::warn!(error = %e, "garbage collection task failed");
+        }
+    }
+
+    fn gc_now(&self) {
+        match self.repo.gc() {
+            Ok(report) => tracing::debug!(?report, "garbage collected"),
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed; will retry"),
+        }
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, DaemonError>
+    where
+        F: FnOnce() -> Result<T, DaemonError> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| DaemonError::Internal(format!("blocking task failed: {e}")))?
+    }
+
+    async fn hook(
+        &self,
+        event: HookEvent,
+        name: &PackageName,
+        version: &Version,
+        args: &[String],
+    ) -> Result<(), DaemonError> {
+        let dir = self.repo.version_dir(name, version);
+        hooks::run(
+            event,
+            name,
+            version,
+            &dir,
+            args,
+            self.config.packages.hook_timeout.0,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Fetches a package into a fresh staging directory, after checking disk space.
+    async fn fetch(
+        self: &Arc<Self>,
+        resolved: &ResolvedPackage,
+        label: &str,
+        cell: Arc<ProgressCell>,
+    ) -> Result<StagingDir, DaemonError> {
+        let staged = self.repo.staging(label)?;
+        let this = self.clone();
+        let resolved = resolved.clone();
+        let dest = staged.path().to_path_buf();
+        let limits = self.limits;
+        self.blocking(move || {
+            this.check_disk_space(&resolved)?;
+            fetch_local(&resolved, &dest, &limits, &Cancel::default(), cell.as_ref())
+        })
+        .await?;
+        Ok(staged)
+    }
+
+    fn check_disk_space(&self, resolved: &ResolvedPackage) -> Result<(), DaemonError> {
+        let Some(size) = package_size(resolved)? else {
+            return Ok(());
+        };
+        let required = size.saturating_add(DISK_MARGIN);
+        let available = available_space(self.repo.root())?;
+        if available < required {
+            return Err(DaemonError::NotEnoughDiskSpace {
+                root: self.repo.root().to_path_buf(),
+                available,
+                required,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The bytes a package will need, when they can be known before fetching it.
+fn package_size(resolved: &ResolvedPackage) -> Result<Option<u64>, DaemonError> {
+    Ok(match &resolved.source {
+        PackageSource::TarballFile(path) => match resolved.size {
+            Some(s) => Some(s),
+            None => Some(fs_err::metadata(path)?.len()),
+        },
+        PackageSource::Layout(dir) => {
+            let image = outpost_fetch::layout::read(dir)?;
+            Some(
+                image
+                    .meta
+                    .size
+                    .unwrap_or_else(|| image.layers().map(|l| l.size).sum()),
+            )
+        }
+        PackageSource::TarballHttp(_) | PackageSource::Registry(_) => resolved.size,
+    })
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`.
+fn available_space(path: &Path) -> Result<u64, DaemonError> {
+    let st = rustix::fs::statvfs(path).map_err(std::io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Fetches a package from a local source (tarball file or OCI layout) into `dest`.
+fn fetch_local(
+    resolved: &ResolvedPackage,
+    dest: &Path,
+    limits: &Limits,
+    cancel: &Cancel,
+    progress: &ProgressCell,
+) -> Result<(), DaemonError> {
+    match &resolved.source {
+        PackageSource::TarballFile(path) => {
+            let sha256 = resolved.sha256.as_deref().ok_or_else(|| {
+                DaemonError::BadRequest(format!(
+                    "{}: a tarball needs a sha256 in its catalog entry",
+                    resolved.url
+                ))
+            })?;
+            let expect = Expected::sha256(sha256, resolved.size)?;
+            outpost_fetch::unpack_tarball_file(path, &expect, dest, limits, cancel, progress)?;
+        }
+        PackageSource::Layout(dir) => {
+            outpost_fetch::layout::unpack(
+                dir,
+                &resolved.name,
+                &resolved.version,
+                dest,
+                limits,
+                cancel,
+                progress,
+            )?;
+        }
+        PackageSource::TarballHttp(url) => {
+            return Err(DaemonError::BadRequest(format!(
+                "{url}: HTTP tarballs are not supported yet"
+            )));
+        }
+        PackageSource::Registry(r) => {
+            return Err(DaemonError::BadRequest(format!(
+                "oci://{r}: registries are not supported yet"
+            )));
+        }
+    }
+    Ok(())
+}

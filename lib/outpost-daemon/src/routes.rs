@@ -1,0 +1,162 @@
+//! The LocalAPI (`spec/localapi.md`) as an `outpost-api` module mounted at the root, so its
+//! routes keep the Datadog daemon's paths.
+//!
+//! | method | path | handler |
+//! |---|---|---|
+//! | GET | `/status` | [`status`] |
+//! | GET, POST | `/catalog` | [`catalog`], [`set_catalog`] |
+//! | POST | `/{package}/install` | [`install`] |
+//! | POST | `/{package}/experiment/start` | [`start_experiment`] |
+//! | POST | `/{package}/experiment/stop` | [`stop_experiment`] |
+//! | POST | `/{package}/experiment/promote` | [`promote_experiment`] |
+//! | POST | `/{package}/remove` | [`remove`] |
+//!
+//! Names and versions are validated before any work (400). Conventions (JSON bodies, error
+//! shape, 404/405/413/415, access control by peer uid) are enforced by the router.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use outpost_api::{Caller, ErrorResponse, Json, Module};
+use outpost_types::wire::{Catalog, Empty, StatusResponse, TaskParams};
+use outpost_types::{ErrorCode, PackageName, Version};
+
+use crate::error::DaemonError;
+use crate::ops::{Daemon, Requester};
+
+impl From<DaemonError> for ErrorResponse {
+    fn from(e: DaemonError) -> Self {
+        ErrorResponse::new(e.code(), e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<Json<T>, ErrorResponse>;
+
+/// The LocalAPI module, mounted at the root namespace.
+pub fn module(daemon: Arc<Daemon>) -> Module {
+    Module::root("localapi")
+        .get("/status", status)
+        .get("/catalog", catalog)
+        .post("/catalog", set_catalog)
+        .post("/{package}/install", install)
+        .post("/{package}/experiment/start", start_experiment)
+        .post("/{package}/experiment/stop", stop_experiment)
+        .post("/{package}/experiment/promote", promote_experiment)
+        .post("/{package}/remove", remove)
+        .with_state(daemon)
+}
+
+fn requester(caller: Option<&Caller>) -> Requester {
+    Requester {
+        uid: caller.map(|c| c.uid),
+        pid: caller
+            .and_then(|c| c.pid)
+            .and_then(|p| i32::try_from(p).ok()),
+    }
+}
+
+fn package(name: String) -> std::result::Result<PackageName, ErrorResponse> {
+    PackageName::new(name).map_err(|e| ErrorResponse::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+fn version(v: String) -> std::result::Result<Version, ErrorResponse> {
+    if v.is_empty() {
+        return Err(ErrorResponse::bad_request(
+            "a version is required: {\"version\": \"...\"}",
+        ));
+    }
+    Version::new(v).map_err(|e| ErrorResponse::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+/// `GET /status`: never waits for a running operation.
+pub async fn status(State(d): State<Arc<Daemon>>) -> Result<StatusResponse> {
+    Ok(Json(d.status()?))
+}
+
+/// `GET /catalog`.
+pub async fn catalog(State(d): State<Arc<Daemon>>) -> Json<Catalog> {
+    Json(d.catalog())
+}
+
+/// `POST /catalog`: replace the catalog (validated; unchanged on any invalid entry).
+pub async fn set_catalog(
+    State(d): State<Arc<Daemon>>,
+    caller: Option<Caller>,
+    body: Option<Json<Catalog>>,
+) -> Result<Empty> {
+    let Some(Json(catalog)) = body else {
+        return Err(ErrorResponse::bad_request(
+            "a catalog body is required: {\"packages\": [...]}",
+        ));
+    };
+    d.set_catalog(catalog, requester(caller.as_ref()))?;
+    Ok(Json(Empty {}))
+}
+
+/// `POST /{package}/install`: the body may be omitted when the catalog has exactly one version
+/// of the package for this host.
+pub async fn install(
+    State(d): State<Arc<Daemon>>,
+    caller: Option<Caller>,
+    Path(name): Path<String>,
+    body: Option<Json<TaskParams>>,
+) -> Result<Empty> {
+    let name = package(name)?;
+    let params = body.map(|Json(p)| p);
+    let version = d.install_version(&name, params.as_ref())?;
+    let args = params.and_then(|p| p.install_args).unwrap_or_default();
+    d.install(name, version, args, requester(caller.as_ref()))
+        .await?;
+    Ok(Json(Empty {}))
+}
+
+/// `POST /{package}/experiment/start`: `{"version": "..."}` required.
+pub async fn start_experiment(
+    State(d): State<Arc<Daemon>>,
+    caller: Option<Caller>,
+    Path(name): Path<String>,
+    body: Option<Json<TaskParams>>,
+) -> Result<Empty> {
+    let name = package(name)?;
+    let Some(Json(params)) = body else {
+        return Err(ErrorResponse::bad_request(
+            "a body is required: {\"version\": \"...\"}",
+        ));
+    };
+    let version = version(params.version)?;
+    d.start_experiment(name, version, requester(caller.as_ref()))
+        .await?;
+    Ok(Json(Empty {}))
+}
+
+/// `POST /{package}/experiment/stop`: no experiment is a no-op.
+pub async fn stop_experiment(
+    State(d): State<Arc<Daemon>>,
+    caller: Option<Caller>,
+    Path(name): Path<String>,
+) -> Result<Empty> {
+    d.stop_experiment(package(name)?, requester(caller.as_ref()))
+        .await?;
+    Ok(Json(Empty {}))
+}
+
+/// `POST /{package}/experiment/promote`: no experiment is 409 `invalid_state`.
+pub async fn promote_experiment(
+    State(d): State<Arc<Daemon>>,
+    caller: Option<Caller>,
+    Path(name): Path<String>,
+) -> Result<Empty> {
+    d.promote_experiment(package(name)?, requester(caller.as_ref()))
+        .await?;
+    Ok(Json(Empty {}))
+}
+
+/// `POST /{package}/remove`: refused with 409 while a version is in use.
+pub async fn remove(
+    State(d): State<Arc<Daemon>>,
+    caller: Option<Caller>,
+    Path(name): Path<String>,
+) -> Result<Empty> {
+    d.remove(package(name)?, requester(caller.as_ref())).await?;
+    Ok(Json(Empty {}))
+}

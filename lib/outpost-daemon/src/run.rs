@@ -1,0 +1,125 @@
+//! `outpost daemon`: assembles the API (LocalAPI, telemetry, debug vars), serves it on the
+//! Unix socket (and TCP if configured), collects garbage on a timer, and shuts down
+//! gracefully on SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use outpost_api::{AccessPolicy, Api, DebugVars, Server, Telemetry};
+use outpost_types::config::Config;
+
+use crate::error::DaemonError;
+use crate::ops::Daemon;
+use crate::routes;
+
+/// What `outpost daemon` needs to start.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// State directory.
+    pub root: PathBuf,
+    /// Socket path (default `<root>/run/outpost.sock`).
+    pub socket: PathBuf,
+    /// Configuration.
+    pub config: Config,
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Opening the state failed.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The API could not be built or served.
+    #[error(transparent)]
+    Api(#[from] outpost_api::Error),
+}
+
+/// Builds the daemon's API: the LocalAPI at the root, `/telemetry` and `/debug/vars`.
+pub fn build_api(daemon: Arc<Daemon>) -> Result<Api, RunError> {
+    let telemetry = Telemetry::new();
+    let debug = DebugVars::new();
+    {
+        let d = daemon.clone();
+        debug.register("daemon", move || {
+            serde_json::json!({
+                "version": outpost_types::VERSION,
+                "root": d.root(),
+                "uptime_seconds": d.uptime().as_secs_f64(),
+            })
+        });
+    }
+    {
+        let d = daemon.clone();
+        debug.register("status", move || match d.status() {
+            Ok(s) => serde_json::to_value(s).unwrap_or(serde_json::Value::Null),
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        });
+    }
+    let mut builder = Api::builder()
+        .access_policy(AccessPolicy::from_config(&daemon.config().api))
+        .telemetry(telemetry.clone());
+    builder.mount(routes::module(daemon));
+    builder.mount(telemetry.module());
+    builder.mount(debug.module());
+    Ok(builder.build()?)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    let started = Instant::now();
+    let root = options.root.clone();
+    let config = options.config.clone();
+    let daemon = tokio::task::spawn_blocking(move || Daemon::open(&root, config))
+        .await
+        .map_err(|e| DaemonError::Internal(format!("start-up task failed: {e}")))??;
+    let api = build_api(daemon.clone())?;
+    let mut server = Server::new(api).bind_unix(&options.socket).await?;
+    if let Some(addr) = options.config.api.tcp {
+        server = server.bind_tcp(addr).await?;
+        tracing::warn!(tcp.addr = %addr, "TCP listener enabled by configuration");
+    }
+    tracing::info!(
+        root = %options.root.display(),
+        socket.path = %options.socket.display(),
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        version = outpost_types::VERSION,
+        "daemon accepting requests"
+    );
+
+    let gc = {
+        let daemon = daemon.clone();
+        let every = options.config.packages.gc_interval.0;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                daemon.gc().await;
+            }
+        })
+    };
+
+    server.serve(shutdown_signal()).await?;
+    gc.abort();
+    // The server drained every request, including a running operation; wait for a GC started
+    // after it so the daemon exits at a safe point.
+    daemon.gc().await;
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
