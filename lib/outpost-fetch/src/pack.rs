@@ -10,7 +10,7 @@
 //!
 //! # What is refused
 //! Sockets, fifos and devices; symlinks that point outside the directory or to an absolute
-//! path (see [`symlink_target`](crate::path::symlink_target)); names that unpacking would
+//! path (see [`symlink_target`]); names that unpacking would
 //! refuse (not UTF-8, control characters, backslashes, over-long). Hard-linked files are
 //! stored as separate copies.
 

@@ -104,6 +104,9 @@ pub(crate) struct TreeWriter<'a> {
     limits: Limits,
     cancel: &'a Cancel,
     stats: UnpackStats,
+    /// Bytes of extension records (long names, PAX headers); they count against
+    /// `max_total_bytes` with the files, so no archive decompresses without bound.
+    record_bytes: u64,
     /// Directory entries of the archive being written, to refuse a repeated one.
     archive_dirs: HashSet<String>,
     /// The directory of the last entry, as (relative path, descriptor).
@@ -139,6 +142,7 @@ impl<'a> TreeWriter<'a> {
             limits: *limits,
             cancel,
             stats: UnpackStats::default(),
+            record_bytes: 0,
             archive_dirs: HashSet::new(),
             parent: None,
             buf: Vec::new(),
@@ -172,6 +176,9 @@ impl<'a> TreeWriter<'a> {
             self.check_cancel()?;
             let mut entry = entry.map_err(|e| corrupt(pending.name_hint().as_deref(), e))?;
             let kind = entry.header().entry_type();
+            if is_record(kind) {
+                self.count_record(entry.size(), &pending)?;
+            }
             match kind {
                 EntryType::GNULongName | EntryType::GNULongLink => {
                     let data = read_record(&mut entry, MAX_NAME_RECORD)
@@ -222,6 +229,29 @@ impl<'a> TreeWriter<'a> {
                 pending.name_hint().as_deref(),
                 invalid("extension headers at the end of the archive describe no entry"),
             ));
+        }
+        Ok(())
+    }
+
+    fn count_record(&mut self, size: u64, pending: &Pending) -> Result<(), FetchError> {
+        if size > MAX_PAX_RECORD {
+            return Err(corrupt(
+                pending.name_hint().as_deref(),
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("extension header of {size} bytes (at most {MAX_PAX_RECORD} accepted)"),
+                ),
+            ));
+        }
+        self.record_bytes += size;
+        if self.stats.bytes.saturating_add(self.record_bytes) > self.limits.max_total_bytes {
+            return Err(FetchError::LimitExceeded {
+                entry: pending
+                    .name_hint()
+                    .unwrap_or_else(|| "<extension header>".to_owned()),
+                limit: LimitKind::TotalBytes,
+                max: self.limits.max_total_bytes,
+            });
         }
         Ok(())
     }
@@ -280,6 +310,15 @@ impl<'a> TreeWriter<'a> {
         let size = entry.size();
         if p.pax_size.is_some_and(|s| s != size) {
             return Err(unsafe_entry(UnsafeReason::PaxSizeMismatch));
+        }
+        if size > 0 && matches!(kind, EntryType::Directory | EntryType::Symlink) {
+            return Err(corrupt(
+                Some(&display),
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a directory or symlink entry carrying {size} bytes of data"),
+                ),
+            ));
         }
         let unsupported = |kind: &str| {
             unsafe_entry(UnsafeReason::UnsupportedType {
@@ -353,7 +392,8 @@ impl<'a> TreeWriter<'a> {
         if size > limits.max_file_bytes {
             return Err(over(LimitKind::FileBytes, limits.max_file_bytes));
         }
-        if self.stats.bytes.saturating_add(size) > limits.max_total_bytes {
+        let used = self.stats.bytes.saturating_add(self.record_bytes);
+        if used.saturating_add(size) > limits.max_total_bytes {
             return Err(over(LimitKind::TotalBytes, limits.max_total_bytes));
         }
         let (key, dir) = self.take_parent(path, display)?;
@@ -393,7 +433,7 @@ impl<'a> TreeWriter<'a> {
             if written > limits.max_file_bytes {
                 return Err(over(LimitKind::FileBytes, limits.max_file_bytes));
             }
-            if self.stats.bytes.saturating_add(written) > limits.max_total_bytes {
+            if used.saturating_add(written) > limits.max_total_bytes {
                 return Err(over(LimitKind::TotalBytes, limits.max_total_bytes));
             }
             if let Err(e) = file.write_all(&self.buf[..n]) {
@@ -546,6 +586,17 @@ fn open_or_create_dir(base: BorrowedFd<'_>, name: &str) -> Result<(OwnedFd, bool
             .map_err(|e| DirError::Io(e.into()))?;
     }
     Ok((fd, created))
+}
+
+/// Extension records: metadata for the next entry, or for the whole archive.
+fn is_record(kind: EntryType) -> bool {
+    matches!(
+        kind,
+        EntryType::GNULongName
+            | EntryType::GNULongLink
+            | EntryType::XHeader
+            | EntryType::XGlobalHeader
+    )
 }
 
 /// Reads a whole extension record, refusing one over `max` bytes before reading it.

@@ -602,3 +602,80 @@ fn hostile_archives_refused_in_every_encoding() {
         }
     }
 }
+
+#[test]
+fn directories_and_links_carry_no_data() {
+    let tar = TarBuilder::new()
+        .raw(b"d/", EntryType::Directory, &[0; 3000], 0o755)
+        .finish();
+    let (err, _) = refuse(&tar);
+    assert!(
+        matches!(&err, FetchError::CorruptArchive { entry: Some(e), .. } if e == "d/"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn extension_records_count_against_the_total() {
+    // Metadata that is never written still has to be decompressed; it is bounded by the
+    // same limit as the files, so no archive expands without bound.
+    let limits = Limits {
+        max_total_bytes: 1000,
+        ..Limits::default()
+    };
+    let comment = vec![b'c'; 2000];
+    let tar = TarBuilder::new()
+        .pax_file(&[("comment", &comment)], "f", b"x")
+        .finish();
+    let (err, _) = refuse_with(&tar, &limits);
+    assert!(
+        matches!(
+            &err,
+            FetchError::LimitExceeded {
+                limit: LimitKind::TotalBytes,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let mut tar = TarBuilder::new().unterminated();
+    let h = common::raw_header(
+        b"pax_global_header",
+        EntryType::XGlobalHeader,
+        2 << 20,
+        0o644,
+    );
+    tar.extend_from_slice(h.as_bytes());
+    tar.extend(std::iter::repeat_n(b'g', 2 << 20));
+    tar.extend_from_slice(&[0; 1024]);
+    let (err, _) = refuse(&tar);
+    assert!(matches!(err, FetchError::CorruptArchive { .. }), "{err:?}");
+    assert!(err.to_string().contains("extension header"), "{err}");
+}
+
+#[test]
+fn pax_global_header_is_skipped() {
+    // `git archive` starts with one; it is metadata, not a file.
+    let sb = Sandbox::new();
+    let mut tar = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar);
+        let data = b"52 comment=0123456789012345678901234567890123456789\n";
+        let h = common::raw_header(
+            b"pax_global_header",
+            EntryType::XGlobalHeader,
+            data.len() as u64,
+            0o644,
+        );
+        b.append(&h, &data[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "file", &b"hi"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let stats = unpack_tar(&tar[..], &sb.dest, &Limits::default(), &Cancel::new()).unwrap();
+    assert_eq!((stats.entries, stats.files), (2, 1));
+    assert_eq!(common::snapshot(&sb.dest).len(), 1);
+}
