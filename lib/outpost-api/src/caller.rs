@@ -5,7 +5,8 @@
 //! On the Unix socket the kernel reports the peer's uid, gid and pid (`SO_PEERCRED`, read once
 //! per connection at accept time). The container id is parsed from `/proc/<pid>/cgroup`
 //! (docker, containerd, cri-o, podman and kubepods forms, cgroup v1 and v2) through a
-//! [`CallerCache`].
+//! [`CallerCache`], once per connection (on its first request): a connection's credentials are
+//! those of the process that connected and cannot change while it is open.
 //!
 //! # Cache key and reuse of pids
 //! Entries are keyed by `(pid, uid, gid)` as the kernel reported them for the connection. uid

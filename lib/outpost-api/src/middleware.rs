@@ -1,7 +1,7 @@
 //! The conventions every module gets: path checks, body limits and media types, module
 //! stop/start, authorisation, spans, request counting, JSON normalisation of responses.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -70,11 +70,15 @@ impl PathInfo {
     }
 }
 
+/// (route slot, method label, status)
+type CounterKey = (usize, &'static str, u16);
+
 /// Request counters for one route template, cached per (route, method, status).
 pub(crate) struct StatusCounters {
     telemetry: Telemetry,
     route: String,
-    cache: RwLock<HashMap<(usize, &'static str, u16), Counter>>,
+    /// Few entries per route (a handful of statuses): a scan beats hashing.
+    cache: RwLock<Vec<(CounterKey, Counter)>>,
 }
 
 /// The method as a metric label; unknown methods share one label so they cannot grow the
@@ -99,18 +103,19 @@ impl StatusCounters {
         Self {
             telemetry,
             route,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(Vec::new()),
         }
     }
 
     fn count(&self, slot: usize, module: &str, method: &Method, status: StatusCode) {
         let method = method_label(method);
         let key = (slot, method, status.as_u16());
-        if let Some(counter) = self
+        if let Some((_, counter)) = self
             .cache
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
+            .iter()
+            .find(|(k, _)| *k == key)
         {
             counter.inc();
             return;
@@ -125,10 +130,10 @@ impl StatusCounters {
         match self.telemetry.counter(REQUESTS_METRIC, &labels) {
             Ok(counter) => {
                 counter.inc();
-                self.cache
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(key, counter);
+                let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+                if !cache.iter().any(|(k, _)| *k == key) {
+                    cache.push((key, counter));
+                }
             }
             Err(error) => tracing::warn!(%error, "could not count a request"),
         }
@@ -170,10 +175,14 @@ async fn route_inner(
         )
         .into_response();
     };
-    let caller = match req.extensions().get::<ConnectInfo<Peer>>() {
-        Some(ConnectInfo(peer)) => shared.access.caller(peer, &shared.callers),
-        // Driven in-process (no connection): a Caller put there by the embedding code.
-        None => req.extensions().get::<Caller>().cloned(),
+    // The server resolves each connection's caller once; a request driven in-process may carry
+    // a Caller put there by the embedding code, or a ConnectInfo to resolve.
+    let caller = match req.extensions().get::<Caller>() {
+        Some(caller) => Some(caller.clone()),
+        None => req
+            .extensions()
+            .get::<ConnectInfo<Peer>>()
+            .and_then(|ConnectInfo(peer)| shared.access.caller(peer, &shared.callers)),
     };
     if route.access == Access::Privileged {
         if !shared.access.allows_mutation(caller.as_ref()) {
@@ -198,7 +207,9 @@ async fn route_inner(
             "mutating request"
         );
     }
-    if let Some(caller) = caller {
+    if let Some(caller) = caller
+        && req.extensions().get::<Caller>().is_none()
+    {
         req.extensions_mut().insert(caller);
     }
     let req = match buffer_body(req).await {

@@ -22,6 +22,7 @@ use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
 use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -33,7 +34,7 @@ use rustix::fs::Mode;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
-use crate::caller::{Peer, PeerCredentials, Transport};
+use crate::caller::{Caller, Peer, PeerCredentials, Transport};
 use crate::error::Error;
 use crate::module::Api;
 
@@ -368,6 +369,9 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 struct ConnectionService {
     api: Api,
     peer: ConnectInfo<Peer>,
+    /// The caller, resolved (through the cache) on the connection's first request: the
+    /// credentials are those of the connecting process and cannot change on the connection.
+    caller: Arc<OnceLock<Option<Caller>>>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
@@ -376,6 +380,13 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
     fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
+        let caller = self.caller.get_or_init(|| {
+            let shared = &self.api.shared;
+            shared.access.caller(&self.peer.0, &shared.callers)
+        });
+        if let Some(caller) = caller {
+            req.extensions_mut().insert(caller.clone());
+        }
         req.extensions_mut().insert(self.peer.clone());
         self.api.call_boxed(req.map(axum::body::Body::new))
     }
@@ -407,6 +418,7 @@ async fn accept_loop<A: Acceptor>(listener: A, api: Api, mut stop: watch::Receiv
         let service = ConnectionService {
             api: api.clone(),
             peer: ConnectInfo(peer),
+            caller: Arc::new(OnceLock::new()),
         };
         let mut stop = stop.clone();
         let alive = alive_rx.clone();
