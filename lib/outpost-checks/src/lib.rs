@@ -1,2 +1,85 @@
-//! The Python check runtime: embedded CPython with the aggregator and datadog_agent modules, loader, config, IDs, runner.
+//! The Python check runtime: real `datadog-checks-base` checks in an embedded CPython, the way
+//! the Datadog agent runs them through rtloader.
+//!
+//! # The API
+//!
+//! ```text
+//! Runtime::start(RuntimeConfig) -> Result<Runtime, Error>          // once per process
+//!   runtime.load_check(name, &CheckConfigFile) -> Result<LoadedCheck, Error>
+//!     LoadedCheck { name, version, module, loaded_as_wheel, file,
+//!                   instances: Vec<Result<CheckInstance, InstanceLoadError>> }
+//!   runtime.validate(&ValidationTarget, timeout) -> Validation     // ready / not_ready / unknown
+//!   runtime.memory() -> MemorySnapshot                              // also memtrack::snapshot()
+//!   runtime.python() -> &PythonInfo; hostname(); reported_version()
+//!   runtime.take_unattributed_external_tags() -> Vec<ExternalTags>
+//!
+//! CheckInstance (Send + Sync)
+//!   id() -> &CheckId, name(), version(), interval(), settings() -> &InstanceSettings,
+//!   config_path(), index(), memory() -> Option<MemoryStats>
+//!   run() -> RunReport { check_id, started_at, duration, error: Option<CheckError>,
+//!                        warnings, submissions: Submissions, metadata, external_tags }
+//!   cancel() -> Result<(), Error>
+//!
+//! conf_d::find(conf_dir, name) -> Result<Vec<CheckConfigFile>, Error>
+//! conf_d::discover(conf_dir) -> Result<Discovery { configs, errors }, Error>
+//! CheckConfigFile::{read, parse}; instance_settings(i) -> Option<InstanceSettings>
+//! CheckId::build(name, digest, &instance, &init_config)        // FNV-1 64, see `id`
+//! interpreter::{embedded_version, embedded_library, probe_without_venv}
+//! ```
+//!
+//! # Guarantees
+//!
+//! * **Python may be missing.** [`Runtime::start`] returns an error value when the venv is
+//!   missing or broken, the interpreter fails to start (CPython's `PyConfig` start-up reports
+//!   a status instead of aborting) or `datadog_checks` cannot be imported; it never panics or
+//!   aborts for these, and the rest of the process keeps working.
+//! * **The GIL is held only while Python runs.** [`CheckInstance::run`] attaches for
+//!   `run()`/`get_warnings()` only; several runner threads can run different instances,
+//!   Python interleaving them as it does its own threads. Runs of one instance are serialised.
+//! * **Wrong types are Python errors.** The builtin functions check their arguments like
+//!   rtloader (`TypeError`s inside the check); nothing a check passes can crash the process.
+//! * **Submissions never block Python**: they go into a per-instance collector (a short
+//!   uncontended lock) and are committed after each run; see [`CheckInstance::run`] for the
+//!   commit rule (after the run, whether or not it reported an error).
+//! * **Check IDs** are the Go agent's layout, stable across restarts ([`id`]).
+//! * **Memory tracking** attributes Python allocations to check instances ([`memtrack`]).
+//!
+//! # Differences from the Datadog agent, on purpose
+//!
+//! * Histogram bucket bounds keep their 64-bit value (rtloader narrows them to a C `float`).
+//! * `hostname` and service-check `message` may be `None` (read as `""`).
+//! * The obfuscation functions only normalise whitespace; telemetry and issue reports are
+//!   logged at trace level.
+//! * YAML is read as PyYAML would (YAML 1.1 booleans and octals) except that dates stay
+//!   strings.
+
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
+
+pub mod cache;
+mod collector;
+pub mod conf_d;
+mod context;
+mod error;
+pub mod id;
+mod instance;
+pub mod interpreter;
+pub mod memtrack;
+mod modules;
+mod pyutil;
+mod runtime;
+pub mod submission;
+mod validate;
+pub mod value;
+
+pub use conf_d::{CheckConfigFile, Discovery, InstanceSettings};
+pub use error::{Error, PythonException};
+pub use id::CheckId;
+pub use instance::{CheckError, CheckInstance, RunReport};
+pub use interpreter::PythonInfo;
+pub use memtrack::{CheckMemory, MemorySnapshot, MemoryStats};
+pub use runtime::{InstanceLoadError, LoadedCheck, Runtime, RuntimeConfig};
+pub use submission::{
+    CheckLog, Event, EventPlatformEvent, ExternalTags, HistogramBucket, Metric, MetricType,
+    ServiceCheck, Submissions,
+};
+pub use validate::{CHECK_READY_METRIC, ReadyStatus, Validation, ValidationTarget};

@@ -1,0 +1,264 @@
+//! The crate's one error type, and the owned form of a Python exception.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use outpost_types::ErrorCode;
+use serde::Serialize;
+
+/// A Python exception, captured while the GIL was held so that it can travel without it.
+///
+/// `traceback` is the text `traceback.format_exception` gives (empty when Python had none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PythonException {
+    /// The exception's class name, e.g. `ModuleNotFoundError`.
+    pub kind: String,
+    /// `str(exception)`.
+    pub message: String,
+    /// The formatted traceback, `Traceback (most recent call last): ...`.
+    pub traceback: String,
+}
+
+impl fmt::Display for PythonException {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            f.write_str(&self.kind)
+        } else {
+            write!(f, "{}: {}", self.kind, self.message)
+        }
+    }
+}
+
+impl std::error::Error for PythonException {}
+
+/// Everything that can go wrong in the check runtime.
+///
+/// Variants carry the path, check or instance they concern. [`Error::code`] maps each to the
+/// API's error code; [`Error::is_python_unavailable`] tells the start-up failures apart.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configured virtual environment cannot be read.
+    #[error("Python virtual environment {}: {source}", venv.display())]
+    VenvUnreadable {
+        /// The configured venv.
+        venv: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configured directory is not a virtual environment.
+    #[error(
+        "{} is not a Python virtual environment: {} is missing",
+        venv.display(),
+        missing.display()
+    )]
+    NotAVenv {
+        /// The configured venv.
+        venv: PathBuf,
+        /// The file that should be there (`pyvenv.cfg`, `bin/python`).
+        missing: PathBuf,
+    },
+    /// The virtual environment was made with another Python than the embedded one.
+    #[error(
+        "the Python virtual environment {} is for Python {venv_version}, but outpost embeds \
+         Python {embedded}; recreate it with Python {embedded}",
+        venv.display()
+    )]
+    VenvVersionMismatch {
+        /// The configured venv.
+        venv: PathBuf,
+        /// `version` from its `pyvenv.cfg`.
+        venv_version: String,
+        /// The embedded interpreter's `major.minor`.
+        embedded: String,
+    },
+    /// CPython refused to initialise (its own message).
+    #[error("the embedded Python interpreter failed to start: {message}")]
+    InterpreterInit {
+        /// What CPython said (`PyStatus.err_msg`, and the function that failed).
+        message: String,
+    },
+    /// The interpreter started but `datadog_checks.checks.AgentCheck` cannot be imported.
+    #[error(
+        "datadog-checks-base cannot be imported from {}: {source}",
+        venv.display()
+    )]
+    BaseMissing {
+        /// The configured venv.
+        venv: PathBuf,
+        /// The import error.
+        #[source]
+        source: PythonException,
+    },
+    /// The interpreter runs once per process and was already started.
+    #[error(
+        "the Python runtime already runs in this process (started with {}); it starts once",
+        venv.display()
+    )]
+    AlreadyStarted {
+        /// The venv it was started with.
+        venv: PathBuf,
+    },
+    /// A check name that cannot be a module name or a configuration file name.
+    #[error(
+        "invalid check name {name:?}: use letters, digits and underscores, not starting with a digit"
+    )]
+    InvalidCheckName {
+        /// The refused name.
+        name: String,
+    },
+    /// Reading a configuration file or directory failed.
+    #[error("reading {}: {source}", path.display())]
+    ConfigRead {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration file is not valid YAML.
+    #[error("invalid YAML in {}{}: {}", path.display(), fmt_line(*line, *column), source.without_snippet())]
+    ConfigYaml {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the error, when known.
+        line: Option<u64>,
+        /// 1-based column of the error, when known.
+        column: Option<u64>,
+        /// The parser's error (boxed: it is large).
+        #[source]
+        source: Box<serde_saphyr::Error>,
+    },
+    /// A configuration file is YAML but not shaped as a check configuration.
+    #[error("invalid check configuration {}: {problem}", path.display())]
+    ConfigShape {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        problem: String,
+    },
+    /// No configuration file exists for the check.
+    #[error(
+        "no configuration for check '{name}' in {} (looked for {name}.d/*.yaml and {name}.yaml)",
+        conf_dir.display()
+    )]
+    NoConfig {
+        /// The check.
+        name: String,
+        /// The configuration directory searched.
+        conf_dir: PathBuf,
+    },
+    /// The check's module could not be imported.
+    #[error("unable to import module '{module}': {source}")]
+    Import {
+        /// The module whose import failed (the last one tried when all failed).
+        module: String,
+        /// The import error, with its traceback.
+        #[source]
+        source: PythonException,
+    },
+    /// The module has no leaf subclass of `AgentCheck`.
+    #[error("unable to find a subclass of the base check in module '{module}'")]
+    NoCheckClass {
+        /// The imported module.
+        module: String,
+    },
+    /// The check class could not be instantiated for an instance.
+    #[error("error instantiating check {check_id}: {source}")]
+    Instantiate {
+        /// The ID the instance would have had.
+        check_id: String,
+        /// The Python error.
+        #[source]
+        source: PythonException,
+    },
+    /// Two instances of one configuration file have the same configuration, hence the same ID.
+    #[error(
+        "instance {index} of {} duplicates instance {first} (same configuration, same ID {check_id})",
+        path.display()
+    )]
+    DuplicateInstance {
+        /// The configuration file.
+        path: PathBuf,
+        /// 0-based index of the duplicate.
+        index: usize,
+        /// 0-based index of the instance it repeats.
+        first: usize,
+        /// The shared ID.
+        check_id: String,
+    },
+    /// Some other Python call failed.
+    #[error("{context}: {source}")]
+    Python {
+        /// What was being done.
+        context: String,
+        /// The Python error.
+        #[source]
+        source: PythonException,
+    },
+    /// A check file given to validation cannot be read.
+    #[error("reading check file {}: {source}", path.display())]
+    CheckFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn fmt_line(line: Option<u64>, column: Option<u64>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" at line {l}, column {c}"),
+        (Some(l), None) => format!(" at line {l}"),
+        _ => String::new(),
+    }
+}
+
+impl Error {
+    /// True for the failures that leave the process without a usable Python: missing or
+    /// broken venv, interpreter start-up failure, datadog-checks-base not importable, or a
+    /// second start. Everything else in the process keeps working.
+    pub fn is_python_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::VenvUnreadable { .. }
+                | Error::NotAVenv { .. }
+                | Error::VenvVersionMismatch { .. }
+                | Error::InterpreterInit { .. }
+                | Error::BaseMissing { .. }
+                | Error::AlreadyStarted { .. }
+        )
+    }
+
+    /// The Python traceback behind this error, when there is one.
+    pub fn traceback(&self) -> Option<&str> {
+        match self {
+            Error::BaseMissing { source, .. }
+            | Error::Import { source, .. }
+            | Error::Instantiate { source, .. }
+            | Error::Python { source, .. } => {
+                Some(source.traceback.as_str()).filter(|t| !t.is_empty())
+            }
+            _ => None,
+        }
+    }
+
+    /// The API error code this error is reported with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            _ if self.is_python_unavailable() => ErrorCode::Unavailable,
+            Error::InvalidCheckName { .. }
+            | Error::ConfigYaml { .. }
+            | Error::ConfigShape { .. }
+            | Error::DuplicateInstance { .. }
+            | Error::Import { .. }
+            | Error::NoCheckClass { .. }
+            | Error::Instantiate { .. } => ErrorCode::BadRequest,
+            Error::NoConfig { .. } => ErrorCode::NotFound,
+            Error::ConfigRead { .. } | Error::CheckFile { .. } => ErrorCode::Filesystem,
+            _ => ErrorCode::Internal,
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The runtime in-process, against the real datadog-checks-base of the test venv.
+//!
+//! One interpreter per process: every test here shares one runtime, whose checks and
+//! configurations are written into one temporary tree; each test uses its own check names.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (team rule); helpers here are outside #[test]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use outpost_checks::{
+    CheckConfigFile, CheckInstance, ReadyStatus, Runtime, RuntimeConfig, ValidationTarget, conf_d,
+};
+
+struct Env {
+    runtime: Runtime,
+    conf_dir: PathBuf,
+    checks_dir: PathBuf,
+}
+
+fn venv() -> PathBuf {
+    std::env::var_os("OUTPOST_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"))
+}
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let root = tempfile::tempdir().unwrap().keep();
+        let conf_dir = root.join("conf.d");
+        let checks_dir = root.join("checks.d");
+        fs_err::create_dir_all(&conf_dir).unwrap();
+        fs_err::create_dir_all(&checks_dir).unwrap();
+        let runtime = Runtime::start(
+            RuntimeConfig::new(venv(), root.join("run")).with_checks_dir(&checks_dir),
+        )
+        .expect("the runtime starts with the test venv");
+        Env {
+            runtime,
+            conf_dir,
+            checks_dir,
+        }
+    })
+}
+
+/// Writes check `name` and its configuration, and loads every instance.
+fn load(name: &str, source: &str, config: &str) -> Vec<CheckInstance> {
+    let e = env();
+    fs_err::write(e.checks_dir.join(format!("{name}.py")), source).unwrap();
+    fs_err::write(e.conf_dir.join(format!("{name}.yaml")), config).unwrap();
+    let files = conf_d::find(&e.conf_dir, name).unwrap();
+    let mut out = Vec::new();
+    for f in &files {
+        let loaded = e.runtime.load_check(name, f).unwrap();
+        for i in loaded.instances {
+            out.push(i.unwrap_or_else(|e| panic!("instance {}: {}", e.index, e.error)));
+        }
+    }
+    out
+}
+
+#[test]
+fn hello_runs_and_submits() {
+    let instances = load(
+        "rt_hello",
+        r#"
+from datadog_checks.base import AgentCheck
+__version__ = "1.0.0"
+
+class HelloCheck(AgentCheck):
+    __NAMESPACE__ = "hello"
+    def check(self, instance):
+        tags = ["stage:dev"] + instance.get("tags", [])
+        self.gauge("world", 1.0, tags=tags)
+        self.count("requests", 3, tags=tags)
+        self.service_check("can_connect", AgentCheck.OK, tags=tags)
+"#,
+        "init_config:\n  service: demo\ninstances:\n  - min_collection_interval: 30\n    tags: [\"team:a\"]\n",
+    );
+    assert_eq!(instances.len(), 1);
+    let inst = &instances[0];
+    assert_eq!(inst.version(), "1.0.0");
+    assert_eq!(inst.interval(), Duration::from_secs(30));
+    assert!(inst.id().as_str().starts_with("rt_hello:"));
+    let report = inst.run();
+    assert!(report.is_ok(), "{:?}", report.error);
+    let m = &report.submissions.metrics;
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0].name, "hello.world");
+    assert_eq!(m[0].tags, vec!["stage:dev", "team:a", "service:demo"]);
+    assert_eq!(m[1].value, 3.0);
+    assert_eq!(report.submissions.service_checks[0].status, 0);
+    // A second run commits only the second run's submissions.
+    let again = inst.run();
+    assert_eq!(again.submissions.metrics.len(), 2);
+}
+
+#[test]
+fn memory_is_attributed_to_the_check_that_keeps_it() {
+    let instances = load(
+        "rt_mem",
+        r#"
+from datadog_checks.base import AgentCheck
+
+class MemCheck(AgentCheck):
+    def check(self, instance):
+        if instance["mode"] == "keep":
+            self.kept = bytearray(50 * 1024 * 1024)
+        else:
+            scratch = [bytes(1024) for _ in range(50 * 1024)]
+            del scratch
+        self.gauge("mem.ran", 1)
+"#,
+        "instances:\n  - mode: keep\n  - mode: churn\n",
+    );
+    let (keep, churn) = (&instances[0], &instances[1]);
+    let snap = env().runtime.memory();
+    assert!(snap.enabled, "memtrack_enabled defaults to true");
+    let before = keep.memory().unwrap().inuse_bytes;
+    assert!(keep.run().is_ok());
+    let after = keep.memory().unwrap().inuse_bytes;
+    assert!(
+        after >= before + 50 * 1024 * 1024,
+        "kept 50 MiB: {before} -> {after}"
+    );
+    // The other instance is not charged for it.
+    assert!(churn.memory().unwrap().inuse_bytes < 10 * 1024 * 1024);
+
+    // Churn: warm up once (first-run caches), then a run returns to its baseline.
+    assert!(churn.run().is_ok());
+    let base = churn.memory().unwrap();
+    assert!(churn.run().is_ok());
+    let end = churn.memory().unwrap();
+    assert!(
+        end.allocated_bytes - base.allocated_bytes >= 50 * 1024 * 1024,
+        "the run allocated 50 MiB: {base:?} -> {end:?}"
+    );
+    let drift = end.inuse_bytes.abs_diff(base.inuse_bytes);
+    assert!(drift < 256 * 1024, "back to baseline: {base:?} -> {end:?}");
+
+    // The expvar map has the agent's keys and the per-check entries.
+    let snap = env().runtime.memory();
+    let expvar = snap.rtloader_expvar();
+    for key in [
+        "Allocations",
+        "Frees",
+        "AllocatedBytes",
+        "FreedBytes",
+        "InuseBytes",
+        "UntrackedFrees",
+    ] {
+        assert!(expvar[key].is_u64(), "{key}: {expvar}");
+    }
+    assert!(
+        expvar["Checks"][keep.id().as_str()]["InuseBytes"]
+            .as_u64()
+            .unwrap()
+            >= 50 << 20
+    );
+    assert!(snap.total.inuse_bytes >= 50 << 20);
+}
+
+#[test]
+fn runner_threads_run_checks_concurrently() {
+    // Instance "waiter" blocks until instance "setter" runs: only possible if the first
+    // run does not keep the GIL (or the runtime) to itself while it waits.
+    let instances = load(
+        "rt_concurrent",
+        r#"
+import threading
+from datadog_checks.base import AgentCheck
+EVENT = threading.Event()
+
+class ConcurrentCheck(AgentCheck):
+    def check(self, instance):
+        if instance["role"] == "waiter":
+            if not EVENT.wait(timeout=60):
+                raise Exception("the setter never ran")
+        else:
+            EVENT.set()
+"#,
+        "instances:\n  - role: waiter\n  - role: setter\n",
+    );
+    let [waiter, setter] = <[CheckInstance; 2]>::try_from(instances).unwrap();
+    let started = Instant::now();
+    let handle = std::thread::spawn(move || waiter.run());
+    let setter_report = setter.run();
+    let waiter_report = handle.join().unwrap();
+    assert!(setter_report.is_ok());
+    assert!(waiter_report.is_ok(), "{:?}", waiter_report.error);
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn cancel_stops_a_running_check() {
+    let instances = load(
+        "rt_stuck",
+        r#"
+import threading
+from datadog_checks.base import AgentCheck
+
+class StuckCheck(AgentCheck):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop = threading.Event()
+    def cancel(self):
+        self.stop.set()
+    def check(self, instance):
+        if not self.stop.wait(timeout=60):
+            raise Exception("never cancelled")
+        raise Exception("cancelled")
+"#,
+        "instances:\n  - {}\n",
+    );
+    let [inst] = <[CheckInstance; 1]>::try_from(instances).unwrap();
+    let inst = std::sync::Arc::new(inst);
+    let runner = {
+        let inst = std::sync::Arc::clone(&inst);
+        std::thread::spawn(move || inst.run())
+    };
+    // The run waits for cancel(); whether it lands before or during the run, the check
+    // sees it, and the run ends with the check's own error.
+    inst.cancel().unwrap();
+    let report = runner.join().unwrap();
+    assert_eq!(report.error.unwrap().message, "cancelled");
+}
+
+#[test]
+fn validation_verdicts() {
+    let e = env();
+    let write = |name: &str, src: &str| {
+        let p = e.checks_dir.join(name);
+        fs_err::write(&p, src).unwrap();
+        p
+    };
+    let ok = write(
+        "val_ok.py",
+        "from datadog_checks.base import AgentCheck\nclass A(AgentCheck):\n    def check(self, i):\n        pass\n",
+    );
+    let v = e
+        .runtime
+        .validate(&ValidationTarget::File(ok), Duration::from_secs(60));
+    assert_eq!(v.status, ReadyStatus::Ready, "{v:?}");
+    let by_name = e.runtime.validate(
+        &ValidationTarget::Name("val_ok".into()),
+        Duration::from_secs(60),
+    );
+    assert_eq!(by_name.status, ReadyStatus::Ready, "{by_name:?}");
+
+    let old = write(
+        "val_old.py",
+        "import imp\nfrom datadog_checks.base import AgentCheck\ntry:\n    import urllib2\nexcept ImportError:\n    urllib2 = None\nclass A(AgentCheck):\n    def check(self, i):\n        import asyncore\n        from distutils import version\n",
+    );
+    let v = e
+        .runtime
+        .validate(&ValidationTarget::File(old), Duration::from_secs(60));
+    assert_eq!(v.status, ReadyStatus::NotReady, "{v:?}");
+    let text = v.messages.join("\n");
+    for flagged in ["'imp'", "'asyncore'", "'distutils'"] {
+        assert!(text.contains(flagged), "{flagged} in {text}");
+    }
+    assert!(
+        !text.contains("urllib2"),
+        "guarded import not flagged: {text}"
+    );
+
+    let broken = write("val_syntax.py", "def f(:\n  pass\n");
+    let v = e
+        .runtime
+        .validate(&ValidationTarget::File(broken), Duration::from_secs(60));
+    assert_eq!(v.status, ReadyStatus::NotReady);
+    assert!(v.messages[0].contains("SyntaxError"), "{v:?}");
+
+    let two = write(
+        "val_two.py",
+        "from datadog_checks.base import AgentCheck\nclass A(AgentCheck):\n    pass\nclass B(AgentCheck):\n    pass\n",
+    );
+    let v = e
+        .runtime
+        .validate(&ValidationTarget::File(two), Duration::from_secs(60));
+    assert_eq!(v.status, ReadyStatus::NotReady);
+    assert!(
+        v.messages.iter().any(|m| m.contains("2 check classes")),
+        "{v:?}"
+    );
+
+    let none = write("val_none.py", "X = 1\n");
+    let v = e
+        .runtime
+        .validate(&ValidationTarget::File(none), Duration::from_secs(60));
+    assert!(
+        v.messages.iter().any(|m| m.contains("no check class")),
+        "{v:?}"
+    );
+
+    let hang = write("val_hang.py", "while True:\n    pass\n");
+    let v = e
+        .runtime
+        .validate(&ValidationTarget::File(hang), Duration::from_millis(500));
+    assert_eq!(v.status, ReadyStatus::Unknown, "{v:?}");
+    assert!(v.messages[0].contains("timed out"), "{v:?}");
+    // The interpreter is still usable afterwards.
+    let v = e.runtime.validate(
+        &ValidationTarget::Name("val_ok".into()),
+        Duration::from_secs(60),
+    );
+    assert_eq!(v.status, ReadyStatus::Ready, "{v:?}");
+}
+
+#[test]
+fn load_errors_are_values() {
+    let e = env();
+    fs_err::write(
+        e.checks_dir.join("rt_importerr.py"),
+        "import no_such_module_xyz\n",
+    )
+    .unwrap();
+    let cfg = CheckConfigFile::parse("rt_importerr", Path::new("x.yaml"), "instances: [{}]\n")
+        .unwrap()
+        .unwrap();
+    let err = e.runtime.load_check("rt_importerr", &cfg).unwrap_err();
+    assert!(err.to_string().contains("no_such_module_xyz"), "{err}");
+    assert!(err.traceback().unwrap().contains("Traceback"), "{err:?}");
+
+    fs_err::write(e.checks_dir.join("rt_noclass.py"), "X = 1\n").unwrap();
+    let cfg = CheckConfigFile::parse("rt_noclass", Path::new("x.yaml"), "instances: [{}]\n")
+        .unwrap()
+        .unwrap();
+    let err = e.runtime.load_check("rt_noclass", &cfg).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unable to find a subclass of the base check in module 'rt_noclass'"
+    );
+
+    let cfg = CheckConfigFile::parse("rt_absent", Path::new("x.yaml"), "instances: [{}]\n")
+        .unwrap()
+        .unwrap();
+    let err = e.runtime.load_check("rt_absent", &cfg).unwrap_err();
+    assert!(
+        err.to_string().contains("No module named 'rt_absent'"),
+        "{err}"
+    );
+
+    // One bad instance does not take the others down; duplicates are refused.
+    fs_err::write(
+        e.checks_dir.join("rt_init.py"),
+        "from datadog_checks.base import AgentCheck\nclass C(AgentCheck):\n    def __init__(self, *a, **k):\n        super().__init__(*a, **k)\n        if self.instance.get('bad'):\n            raise ValueError('bad instance')\n    def check(self, i):\n        pass\n",
+    )
+    .unwrap();
+    let cfg = CheckConfigFile::parse(
+        "rt_init",
+        Path::new("x.yaml"),
+        "instances: [{bad: true}, {ok: 1}, {ok: 1}]\n",
+    )
+    .unwrap()
+    .unwrap();
+    let loaded = e.runtime.load_check("rt_init", &cfg).unwrap();
+    assert_eq!(loaded.version, "unversioned");
+    let errs: Vec<String> = loaded
+        .instances
+        .iter()
+        .map(|i| match i {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.error.to_string(),
+        })
+        .collect();
+    assert!(errs[0].contains("bad instance"), "{errs:?}");
+    assert_eq!(errs[1], "ok");
+    assert!(errs[2].contains("duplicates instance 1"), "{errs:?}");
+}
