@@ -12,6 +12,27 @@
 //! others and no chmod by path that a symlink could redirect. (The umask is process-wide:
 //! another thread creating a file in that instant gets stricter permissions, never looser.)
 //!
+//! # Connections
+//! Each connection is served by hyper's HTTP/1.1 server on its own task, with a 30 s limit for
+//! receiving a request's headers. The connection's [`Peer`] (its `SO_PEERCRED` credentials,
+//! read at accept time) reaches handlers as axum's `ConnectInfo<Peer>`, and the resolved
+//! [`crate::Caller`] as an extension.
+//!
+//! # Wiring it to the configuration
+//! ```no_run
+//! # async fn run(api_config: outpost_types::config::ApiConfig, socket: std::path::PathBuf,
+//! #              shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), outpost_api::Error> {
+//! use outpost_api::{AccessPolicy, Api, Server};
+//! let builder = Api::builder().access_policy(AccessPolicy::from_config(&api_config));
+//! // ... mount modules ...
+//! let mut server = Server::new(builder.build()?).bind_unix(&socket).await?;
+//! if let Some(addr) = api_config.tcp {
+//!     server = server.bind_tcp(addr).await?; // TCP callers then count as the server's uid
+//! }
+//! server.serve(shutdown).await
+//! # }
+//! ```
+//!
 //! # Shutdown
 //! When the shutdown future completes the server stops accepting, lets requests in flight
 //! finish (idle keep-alive connections are closed), then removes the socket file if it is

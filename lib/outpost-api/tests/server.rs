@@ -199,6 +199,31 @@ async fn graceful_shutdown_finishes_in_flight_requests_then_removes_the_socket()
 }
 
 #[tokio::test]
+async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let srv = start(standard_builder().build().unwrap()).await;
+    let mut stream = tokio::net::UnixStream::connect(&srv.sock).await.unwrap();
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.ends_with(b"{\"version\":\"test\"}\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The connection is open and idle; shutdown closes it instead of waiting for the client.
+    srv.stop().await.unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "the server closed the idle connection");
+}
+
+#[tokio::test]
 async fn socket_replaced_while_serving_is_left_in_place() {
     let srv = start(standard_builder().build().unwrap()).await;
     fs_err::remove_file(&srv.sock).unwrap();
@@ -248,6 +273,7 @@ print(json.dumps({
     "whoami": call("GET", "/whoami"),
     "status": call("GET", "/status"),
     "install": call("POST", "/pkg/install", '{"version":"1.0"}'),
+    "secret": call("GET", "/secret"),
 }))
 "#;
 
@@ -303,6 +329,10 @@ async fn other_uid_may_read_but_not_mutate() {
         child["install"]["body"],
         json!({"error": {"message": "uid 65534 may not call POST /{package}/install", "code": "forbidden"}})
     );
+
+    // A GET declared privileged is refused too.
+    assert_eq!(child["secret"]["status"], 403);
+    assert_eq!(child["secret"]["body"]["error"]["code"], "forbidden");
     srv.stop().await.unwrap();
 }
 

@@ -265,6 +265,12 @@ pub fn local_api() -> Module {
         .get("/axum-json", || async {
             axum::Json(json!({"plain": true}))
         })
+        .route_with_access(
+            http::Method::GET,
+            "/secret",
+            outpost_api::Access::Privileged,
+            || async { Json(json!({"secret": 42})) },
+        )
 }
 
 /// An API with [`local_api`], `telemetry` and `debug`.
