@@ -3,13 +3,14 @@
 //! must not grow with the payload.
 //!
 //! Setup stays cheap: between iterations (untimed) a version directory is cycled back into a
-//! staging directory by one rename, never rewritten. Each routine's individual durations are
-//! also recorded, and at the end the per-size medians and the largest/smallest ratio are
-//! printed, all from this one run.
+//! staging directory by one rename, never rewritten; the payloads are written once.
+//!
+//! After criterion's per-benchmark reports, an interleaved pass runs every operation on every
+//! size back to back, round after round, and prints the per-size medians and the
+//! largest/smallest ratio: the machine's background load then falls on all sizes alike.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark program
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
@@ -79,26 +80,65 @@ fn fixture(size: u64) -> Fixture {
     }
 }
 
-type Samples = RefCell<BTreeMap<(&'static str, &'static str), Vec<Duration>>>;
+/// The three operations under test. Each takes the state it needs from whatever state the
+/// previous one left (untimed) and times only the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Start,
+    Stop,
+    Promote,
+}
 
-/// Runs `routine` `iters` times, each after an untimed `setup`, recording every duration.
-fn timed<S>(
-    samples: &Samples,
-    key: (&'static str, &'static str),
-    iters: u64,
-    mut setup: impl FnMut() -> S,
-    mut routine: impl FnMut(S),
-) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        let input = setup();
-        let start = Instant::now();
-        routine(input);
-        let elapsed = start.elapsed();
-        total += elapsed;
-        samples.borrow_mut().entry(key).or_default().push(elapsed);
+impl Op {
+    const ALL: [Op; 3] = [Op::Start, Op::Stop, Op::Promote];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Start => "experiment_start",
+            Op::Stop => "experiment_stop",
+            Op::Promote => "experiment_promote",
+        }
     }
-    total
+
+    /// Untimed setup, then the timed operation.
+    fn run_once(self, fx: &Fixture) -> Duration {
+        let state = fx.repo.state(&fx.name).unwrap().unwrap();
+        let start_other = |fx: &Fixture, version: &Version| {
+            let staged = cycle(fx, version);
+            fx.repo.start_experiment(&fx.name, version, staged).unwrap();
+        };
+        match self {
+            Op::Start => {
+                // state {x} (or {x, y}: stop first), the other version staged again.
+                if state.experiment.is_some() {
+                    fx.repo.stop_experiment(&fx.name).unwrap();
+                }
+                let other = if state.stable == fx.a { &fx.b } else { &fx.a };
+                let staged = cycle(fx, other);
+                let t = Instant::now();
+                fx.repo.start_experiment(&fx.name, other, staged).unwrap();
+                t.elapsed()
+            }
+            Op::Stop => {
+                if state.experiment.is_none() {
+                    let other = if state.stable == fx.a { &fx.b } else { &fx.a };
+                    start_other(fx, other);
+                }
+                let t = Instant::now();
+                fx.repo.stop_experiment(&fx.name).unwrap();
+                t.elapsed()
+            }
+            Op::Promote => {
+                if state.experiment.is_none() {
+                    let other = if state.stable == fx.a { &fx.b } else { &fx.a };
+                    start_other(fx, other);
+                }
+                let t = Instant::now();
+                fx.repo.promote_experiment(&fx.name).unwrap();
+                t.elapsed()
+            }
+        }
+    }
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -106,125 +146,60 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// Rounds of the interleaved pass that computes the ratios.
+const ROUNDS: usize = 200;
+
 fn main() {
     let mut criterion = Criterion::default()
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
-    let samples: Samples = RefCell::default();
+    let fixtures: Vec<(&str, Fixture)> = SIZES
+        .iter()
+        .map(|(label, size)| (*label, fixture(*size)))
+        .collect();
 
-    for (label, size) in SIZES {
-        let fx = fixture(size);
-        let fx = &fx;
-        let mut group = criterion.benchmark_group("switch");
-
-        // start: state {a}, b sits unreferenced in packages/ -> staged again -> start.
-        fx.repo.stop_experiment(&fx.name).unwrap();
-        group.bench_with_input(
-            BenchmarkId::new("experiment_start", label),
-            &(),
-            |bench, ()| {
-                bench.iter_custom(|iters| {
-                    timed(
-                        &samples,
-                        ("experiment_start", label),
-                        iters,
-                        || {
-                            if fx
-                                .repo
-                                .state(&fx.name)
-                                .unwrap()
-                                .unwrap()
-                                .experiment
-                                .is_some()
-                            {
-                                fx.repo.stop_experiment(&fx.name).unwrap();
-                            }
-                            cycle(fx, &fx.b)
-                        },
-                        |staged| fx.repo.start_experiment(&fx.name, &fx.b, staged).unwrap(),
-                    )
-                });
-            },
-        );
-
-        // stop: state {a, b} -> stop.
-        group.bench_with_input(
-            BenchmarkId::new("experiment_stop", label),
-            &(),
-            |bench, ()| {
-                bench.iter_custom(|iters| {
-                    timed(
-                        &samples,
-                        ("experiment_stop", label),
-                        iters,
-                        || {
-                            if fx
-                                .repo
-                                .state(&fx.name)
-                                .unwrap()
-                                .unwrap()
-                                .experiment
-                                .is_none()
-                            {
-                                let staged = cycle(fx, &fx.b);
-                                fx.repo.start_experiment(&fx.name, &fx.b, staged).unwrap();
-                            }
-                        },
-                        |()| fx.repo.stop_experiment(&fx.name).unwrap(),
-                    )
-                });
-            },
-        );
-
-        // promote: state {x, y} -> promote -> {y}; the next setup starts x again.
-        group.bench_with_input(
-            BenchmarkId::new("experiment_promote", label),
-            &(),
-            |bench, ()| {
-                bench.iter_custom(|iters| {
-                    timed(
-                        &samples,
-                        ("experiment_promote", label),
-                        iters,
-                        || {
-                            let state = fx.repo.state(&fx.name).unwrap().unwrap();
-                            if state.experiment.is_none() {
-                                let other = if state.stable == fx.a { &fx.b } else { &fx.a };
-                                let staged = cycle(fx, other);
-                                fx.repo.start_experiment(&fx.name, other, staged).unwrap();
-                            }
-                        },
-                        |()| fx.repo.promote_experiment(&fx.name).unwrap(),
-                    )
-                });
-            },
-        );
-        group.finish();
+    // Criterion's own reports, one benchmark per operation and size.
+    let mut group = criterion.benchmark_group("switch");
+    for (label, fx) in &fixtures {
+        for op in Op::ALL {
+            group.bench_with_input(BenchmarkId::new(op.name(), label), fx, |bench, fx| {
+                bench.iter_custom(|iters| (0..iters).map(|_| op.run_once(fx)).sum());
+            });
+        }
     }
+    group.finish();
     criterion.final_summary();
 
-    let mut samples = samples.into_inner();
-    println!("\nper-iteration medians (this run):");
+    // The ratios, from one interleaved pass: every round runs each operation on each size
+    // back to back, so load from the rest of the machine falls on all sizes alike.
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test --benches` runs each benchmark once; no ratios then
+    }
+    let mut samples: BTreeMap<(Op, usize), Vec<Duration>> = BTreeMap::new();
+    for _ in 0..ROUNDS {
+        for op in Op::ALL {
+            for (i, (_, fx)) in fixtures.iter().enumerate() {
+                samples.entry((op, i)).or_default().push(op.run_once(fx));
+            }
+        }
+    }
+    println!("\nper-operation medians over {ROUNDS} interleaved rounds:");
     println!(
         "| operation | {} | largest / smallest |",
         SIZES.map(|s| s.0).join(" | ")
     );
     println!("|---|{}---|", "---|".repeat(SIZES.len()));
-    for op in ["experiment_start", "experiment_stop", "experiment_promote"] {
-        let medians: Vec<Duration> = SIZES
-            .iter()
-            .filter_map(|(label, _)| samples.get_mut(&(op, *label)).map(|v| median(v)))
+    for op in Op::ALL {
+        let medians: Vec<Duration> = (0..SIZES.len())
+            .map(|i| median(samples.get_mut(&(op, i)).unwrap()))
             .collect();
-        if medians.len() != SIZES.len() {
-            continue; // filtered out on the command line
-        }
         let cells: Vec<String> = medians
             .iter()
             .map(|d| format!("{:.3} ms", d.as_secs_f64() * 1e3))
             .collect();
-        let ratio = medians[2].as_secs_f64() / medians[0].as_secs_f64();
-        println!("| {op} | {} | {ratio:.2} |", cells.join(" | "));
+        let ratio = medians[SIZES.len() - 1].as_secs_f64() / medians[0].as_secs_f64();
+        println!("| {} | {} | {ratio:.2} |", op.name(), cells.join(" | "));
     }
 }

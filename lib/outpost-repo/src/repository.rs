@@ -477,6 +477,22 @@ impl Repository {
         fsutil::is_real_dir(&self.version_dir(name, version)).unwrap_or(false)
     }
 
+    /// The versions of `name` locked by live processes, with their pids, sorted by version.
+    /// Lock files of dead processes are ignored (not deleted: this is a read). Lets a caller
+    /// learn that [`Repository::remove`] would answer [`RepoError::Busy`] before it does
+    /// anything irreversible of its own (a pre-remove hook).
+    pub fn live_locks(&self, name: &PackageName) -> Result<Vec<(Version, Vec<u32>)>, RepoError> {
+        let pkg_locks = self.inner.locks.join(name.as_str());
+        let mut out = Vec::new();
+        for (version, dir) in lock_version_dirs(&pkg_locks)? {
+            let scan = lock::scan(&dir).map_err(|e| RepoError::fs("read the locks", &dir, e))?;
+            if !scan.live.is_empty() {
+                out.push((version, scan.live));
+            }
+        }
+        Ok(out)
+    }
+
     /// Marks `version` of `name` as used by process `pid`: writes
     /// `run/locks/<name>/<version>/<pid>`, deleted when the returned guard drops. While the
     /// pid is alive, GC keeps the version and [`Repository::remove`] refuses the package.

@@ -856,3 +856,13 @@ fn dead_pid() -> u32 {
     child.wait().unwrap();
     pid
 }
+
+#[test]
+fn handles_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Repository>();
+    send_sync::<outpost_repo::StagingDir>();
+    send_sync::<outpost_repo::VersionLock>();
+    send_sync::<outpost_repo::WriterLock>();
+    send_sync::<RepoError>();
+}
