@@ -149,28 +149,39 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[allow(clippy::print_stdout)]
 fn summary(f: &Fixture) {
-    const ROUNDS: usize = 7;
+    const ROUNDS: usize = 9;
     const REQUESTS: usize = 50_000;
-    let (mut router, mut bare) = (Vec::new(), Vec::new());
+    let (mut router, mut bare, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut router_last, mut bare_last) = (None, None);
-    // Warm both up, then alternate so drifting machine load hits both sides alike.
+    // Warm both up, then measure in pairs, alternating which side goes first, and take the
+    // median of the per-pair ratios: drifting load from other processes hits both alike.
     load(&f.rt, &f.router_sock, 5_000);
     load(&f.rt, &f.bare_sock, 5_000);
-    for _ in 0..ROUNDS {
-        let r = load(&f.rt, &f.router_sock, REQUESTS);
-        let b = load(&f.rt, &f.bare_sock, REQUESTS);
+    for round in 0..ROUNDS {
+        let (r, b) = if round % 2 == 0 {
+            let r = load(&f.rt, &f.router_sock, REQUESTS);
+            (r, load(&f.rt, &f.bare_sock, REQUESTS))
+        } else {
+            let b = load(&f.rt, &f.bare_sock, REQUESTS);
+            (load(&f.rt, &f.router_sock, REQUESTS), b)
+        };
         router.push(r.requests_per_sec);
         bare.push(b.requests_per_sec);
+        ratios.push(r.requests_per_sec / b.requests_per_sec);
         router_last = Some(r);
         bare_last = Some(b);
     }
-    let (r, b) = (median(router), median(bare));
     println!(
-        "\nsummary: GET /status, 32 keep-alive connections, {ROUNDS} alternating rounds of {REQUESTS} requests (medians)"
+        "\nsummary: GET /status, 32 keep-alive connections, {ROUNDS} paired rounds of {REQUESTS} requests (medians)"
     );
-    println!("  router (full stack): {r:>10.0} req/s");
-    println!("  bare hyper:          {b:>10.0} req/s");
-    println!("  ratio router/bare:   {:>10.3}", r / b);
+    println!("  router (full stack):     {:>10.0} req/s", median(router));
+    println!("  bare hyper:              {:>10.0} req/s", median(bare));
+    println!(
+        "  ratio router/bare:       {:>10.3} (median of per-pair ratios)",
+        median(ratios.clone())
+    );
+    ratios.sort_by(f64::total_cmp);
+    println!("  per-pair ratios:         {ratios:.3?}");
     for (name, rep) in [("router", router_last), ("bare hyper", bare_last)] {
         if let Some(rep) = rep {
             println!(
