@@ -92,7 +92,8 @@ impl Repository {
     ///   when it is left empty with no links;
     /// - under `run/locks/`: deletes lock files of dead processes and invalid pids, and the
     ///   lock directories of versions that no longer exist (when no live process holds them);
-    /// - under `tmp/`: deletes every leftover except live staging directories of this handle.
+    /// - under `tmp/`: deletes every leftover except the live staging directories of this
+    ///   process.
     ///
     /// A failing step does not stop the pass: it carries on with the rest and then returns
     /// the first error (every failure is logged). Nothing GC does changes a package's state.
@@ -387,7 +388,7 @@ impl Repository {
         for entry in entries {
             if let Some(entry) = errors.note(entry.map_err(|e| RepoError::fs("list", tmp, e))) {
                 let path = entry.path();
-                if !self.inner.is_live_staging(&path) {
+                if !crate::staging::live::contains(&path) {
                     leftovers.push(path);
                 }
             }

@@ -55,10 +55,10 @@
 //! ([`failpoint::inject`]) and check the invariants above. Unset, they cost next to nothing.
 //!
 //! # Concurrency
-//! [`Repository`] is `Send + Sync + Clone`; changes are serialised by an internal mutex, reads
-//! never wait. Only one process may change a root: take [`Repository::acquire_writer_lock`].
-//! Staging directories can be filled concurrently with other operations; GC leaves the live
-//! ones of the same handle alone.
+//! [`Repository`] is `Send + Sync + Clone`; changes are serialised by a mutex shared by every
+//! handle on the same root in the process, and reads never wait. Only one process may change
+//! a root: take [`Repository::acquire_writer_lock`]. Staging directories can be filled while
+//! other operations run; GC leaves every live staging directory of the process alone.
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 mod error;

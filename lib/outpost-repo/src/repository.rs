@@ -1,10 +1,10 @@
 //! The repository handle and its switch operations.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use outpost_types::{PackageName, Version};
 
@@ -16,7 +16,7 @@ use crate::failpoint::{
 use crate::fsutil::{self, nonce, point, step};
 use crate::link::{self, EXPERIMENT, Link, STABLE};
 use crate::lock::{self, VersionLock, WriterLock};
-use crate::staging::{StagingDir, sanitize_label};
+use crate::staging::{StagingDir, live, sanitize_label};
 use crate::txn::Txn;
 
 /// The versions a package has in place.
@@ -33,9 +33,9 @@ pub struct PackageState {
 ///
 /// The disk is the only truth: no state is cached, and a fresh `Repository` on the same root
 /// sees exactly what the last process left. Changes (install, experiment start / stop /
-/// promote, remove, GC) are serialised within the process by an internal mutex; across
-/// processes, hold [`Repository::acquire_writer_lock`]. Reads never wait for a change: they
-/// see the state before it or after it.
+/// promote, remove, GC) are serialised within the process by a mutex that every handle on
+/// the same root shares; across processes, hold [`Repository::acquire_writer_lock`]. Reads
+/// never wait for a change: they see the state before it or after it.
 #[derive(Debug, Clone)]
 pub struct Repository {
     pub(crate) inner: Arc<Inner>,
@@ -48,24 +48,8 @@ pub(crate) struct Inner {
     pub(crate) tmp: PathBuf,
     pub(crate) run: PathBuf,
     pub(crate) locks: PathBuf,
-    mutations: Mutex<()>,
-    live_staging: Mutex<HashSet<PathBuf>>,
-}
-
-impl Inner {
-    pub(crate) fn unregister_staging(&self, path: &Path) {
-        self.live_staging
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(path);
-    }
-
-    pub(crate) fn is_live_staging(&self, path: &Path) -> bool {
-        self.live_staging
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(path)
-    }
+    /// Shared by every handle on this root in the process.
+    mutations: Arc<Mutex<()>>,
 }
 
 /// How many times a state read that raced with a switch is retried.
@@ -113,6 +97,8 @@ impl Repository {
         if dev(&tmp)? != dev(&packages)? {
             return Err(RepoError::CrossFilesystem { tmp, packages });
         }
+        let canonical = fs_err::canonicalize(&root)
+            .map_err(|e| RepoError::fs("resolve the repository root", &root, e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
@@ -120,8 +106,7 @@ impl Repository {
                 tmp,
                 run,
                 locks,
-                mutations: Mutex::new(()),
-                live_staging: Mutex::new(HashSet::new()),
+                mutations: root_mutex(&canonical),
             }),
         })
     }
@@ -188,28 +173,22 @@ impl Repository {
         loop {
             let path = self.inner.tmp.join(format!("{label}-{}", nonce()));
             // Registered before it exists, so a concurrent GC never sees it unregistered.
-            let fresh = self
-                .inner
-                .live_staging
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(path.clone());
-            if !fresh {
+            if !live::register(&path) {
                 continue;
             }
             let op = "create the staging directory";
             if let Err(err) = point(STAGING_MKDIR.before, op, &path) {
-                self.inner.unregister_staging(&path);
+                live::unregister(&path);
                 return Err(err);
             }
             match fsutil::create_dir(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    self.inner.unregister_staging(&path);
+                    live::unregister(&path);
                     continue;
                 }
                 Err(e) => {
-                    self.inner.unregister_staging(&path);
+                    live::unregister(&path);
                     // The mkdir may have succeeded before the chmod failed.
                     if let Err(cleanup) = fsutil::remove_any(&path) {
                         tracing::warn!(path = %path.display(), error = %cleanup,
@@ -218,7 +197,7 @@ impl Repository {
                     return Err(RepoError::fs(op, &path, e));
                 }
             }
-            let staged = StagingDir::new(path, Arc::clone(&self.inner));
+            let staged = StagingDir::new(path);
             point(STAGING_MKDIR.after, op, staged.path())?;
             return Ok(staged);
         }
@@ -226,7 +205,7 @@ impl Repository {
 
     /// Deletes every leftover under `tmp/` (trees of interrupted operations, staging
     /// directories of a process that died) except the live staging directories of this
-    /// handle. Meant for start-up, under the writer lock. Returns how many entries it deleted.
+    /// process. Meant for start-up, under the writer lock. Returns how many entries it deleted.
     pub fn clean_staging(&self) -> Result<usize, RepoError> {
         let _guard = self.mutation();
         let mut errors = crate::gc::Errors::default();
@@ -722,6 +701,21 @@ impl Repository {
         })?;
         Ok(Placement::Moved)
     }
+}
+
+/// The mutation lock of a root, shared by every handle opened on it in this process (so two
+/// handles cannot interleave, say, a GC with an install).
+fn root_mutex(root: &Path) -> Arc<Mutex<()>> {
+    static ROOTS: Mutex<BTreeMap<PathBuf, Weak<Mutex<()>>>> = Mutex::new(BTreeMap::new());
+    // Only lookups and inserts happen under this lock; a panic cannot leave it half-updated.
+    let mut roots = ROOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = roots.get(root).and_then(Weak::upgrade) {
+        return shared;
+    }
+    roots.retain(|_, handle| handle.strong_count() > 0);
+    let shared = Arc::new(Mutex::new(()));
+    roots.insert(root.to_path_buf(), Arc::downgrade(&shared));
+    shared
 }
 
 /// Creates `dir` (mode 0755) if missing; refuses anything but a real directory.

@@ -1,7 +1,6 @@
 //! Staging directories: where a version is unpacked before it is renamed into place.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::error::RepoError;
 use crate::fsutil;
@@ -11,22 +10,20 @@ use crate::repository::Inner;
 /// version's payload. Hand it to [`crate::Repository::install`] or
 /// [`crate::Repository::start_experiment`], which rename it into place.
 ///
-/// While it lives, GC and [`crate::Repository::clean_staging`] of the same [`crate::Repository`]
-/// (or a clone) leave it alone. Dropped without being consumed by an operation (the caller gave
+/// While it lives, GC and [`crate::Repository::clean_staging`] in the same process (through any
+/// handle) leave it alone. Dropped without being consumed by an operation (the caller gave
 /// up, the unpack failed, the operation refused or was a no-op, or rolled back), it is deleted;
 /// a failure to delete is logged, and the next GC deletes it.
 #[derive(Debug)]
 pub struct StagingDir {
     path: PathBuf,
-    inner: Arc<Inner>,
     consumed: bool,
 }
 
 impl StagingDir {
-    pub(crate) fn new(path: PathBuf, inner: Arc<Inner>) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         Self {
             path,
-            inner,
             consumed: false,
         }
     }
@@ -48,7 +45,7 @@ impl StagingDir {
         self.consumed = true;
     }
 
-    pub(crate) fn belongs_to(&self, inner: &Arc<Inner>) -> bool {
+    pub(crate) fn belongs_to(&self, inner: &Inner) -> bool {
         self.path.parent() == Some(inner.tmp.as_path())
     }
 }
@@ -61,7 +58,36 @@ impl Drop for StagingDir {
             tracing::warn!(path = %self.path.display(), error = %e,
                 "could not delete a staging directory; the next GC will");
         }
-        self.inner.unregister_staging(&self.path);
+        live::unregister(&self.path);
+    }
+}
+
+/// The staging directories alive in this process, whichever handle made them: GC and
+/// `clean_staging` leave these alone.
+pub(crate) mod live {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, PoisonError};
+
+    static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+    fn set() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+        // The set is only ever inserted into or removed from; a panic elsewhere cannot leave
+        // it half-updated.
+        LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers `path`; false if it already was.
+    pub(crate) fn register(path: &Path) -> bool {
+        set().insert(path.to_path_buf())
+    }
+
+    pub(crate) fn unregister(path: &Path) {
+        set().remove(path);
+    }
+
+    pub(crate) fn contains(path: &Path) -> bool {
+        set().contains(path)
     }
 }
 

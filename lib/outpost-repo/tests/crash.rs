@@ -101,7 +101,9 @@ fn garbage(repo: &Repository) {
     fs_err::write(locks.join("-1"), "").unwrap();
     fs_err::create_dir_all(repo.lock_dir(&pkg("p"), &ver("never"))).unwrap();
     // tmp/: a staging directory of a dead process and a removed package.
-    std::mem::forget(stage(repo, "p", "4.0"));
+    let dead_staging = root.join("tmp/p-4.0-0123456789abcdef");
+    fs_err::create_dir(&dead_staging).unwrap();
+    write_payload(&dead_staging, "p", "4.0");
     inst(repo, "gone", "1.0").unwrap();
     repo.remove(&pkg("gone")).unwrap();
 }

@@ -720,13 +720,20 @@ fn staging_directories_live_in_tmp_and_delete_themselves() {
 #[test]
 fn clean_staging_deletes_leftovers_of_a_dead_process() {
     let fx = Fx::new();
-    let leftover = fx.stage("p", "1.0");
-    let path = leftover.path().to_path_buf();
-    std::mem::forget(leftover); // as if the process had died
+    // A staging directory another process was filling when it died.
+    let path = fx.root().join("tmp/p-1.0-0123456789abcdef");
+    fs_err::create_dir(&path).unwrap();
+    write_payload(&path, "p", "1.0");
     fs_err::write(fx.root().join("tmp/stray"), "x").unwrap();
+    let live = fx.stage("p", "2.0");
     assert_eq!(fx.reopen().clean_staging().unwrap(), 2);
     assert!(!path.exists());
-    assert!(fx.tmp_entries().is_empty());
+    assert_eq!(
+        fx.tmp_entries().len(),
+        1,
+        "a live staging directory of this process stays"
+    );
+    assert!(live.path().join(MARKER).is_file());
 }
 
 #[test]
@@ -865,4 +872,34 @@ fn handles_can_cross_threads() {
     send_sync::<outpost_repo::VersionLock>();
     send_sync::<outpost_repo::WriterLock>();
     send_sync::<RepoError>();
+}
+
+#[test]
+fn handles_on_the_same_root_share_one_mutation_lock() {
+    // A GC through a second handle must never run between an install placing its version
+    // directory and linking it (it would take the fresh directory for garbage).
+    let fx = Fx::new();
+    fx.install("p", "0");
+    let stop = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let stop = Arc::clone(&stop);
+        let other = fx.reopen();
+        std::thread::spawn(move || {
+            let mut passes = 0u32;
+            while !stop.load(Ordering::Relaxed) || passes == 0 {
+                other.gc().unwrap();
+                passes += 1;
+            }
+            passes
+        })
+    };
+    for i in 1..=40 {
+        let v = i.to_string();
+        fx.start("p", &v);
+        let state = fx.state("p").unwrap();
+        assert_eq!(state.experiment, Some(ver(&v)), "round {i}");
+        check_complete(&fx.root().join("packages/p/experiment"), "p", &v).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(collector.join().unwrap() > 0);
 }
