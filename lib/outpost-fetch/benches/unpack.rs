@@ -5,6 +5,8 @@
 //!   the same pass) and by `sha256sum -c` followed by `tar -xzf` / `zstd -dc | tar -x`.
 //! - After the criterion groups, the two sides are run alternately a few more times and the
 //!   ratio of their medians is printed, so it comes from one run under one load.
+//! - `inflate/{random,text}`: gzip decompression alone (flate2, whichever backend the build
+//!   selected), of the random tarball and of a compressible one, to compare backends.
 //! - Peak memory: a child process (this binary, re-executed) unpacks a 1 GB tarball of each
 //!   kind and reports its `VmHWM`.
 //!
@@ -36,6 +38,57 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Text-like data: words drawn at random from a small vocabulary (compresses about 3:1).
+fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "package",
+        "version",
+        "stable",
+        "experiment",
+        "agent",
+        "check",
+        "metric",
+        "host",
+        "the",
+        "of",
+        "and",
+        "install",
+        "digest",
+        "layer",
+        "index",
+        "manifest",
+    ];
+    let noise = random_bytes(seed, len / 4 + 8);
+    let mut out = Vec::with_capacity(len + 16);
+    let mut i = 0;
+    while out.len() < len {
+        out.extend_from_slice(WORDS[usize::from(noise[i % noise.len()] & 15)].as_bytes());
+        out.push(if noise[(i + 1) % noise.len()] < 24 {
+            b'\n'
+        } else {
+            b' '
+        });
+        i += 2;
+    }
+    out.truncate(len);
+    out
+}
+
+fn gzip_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    let out = fs_err::File::create(&path).unwrap();
+    let mut e = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap();
+    path
+}
+
+fn inflate(path: &Path) -> u64 {
+    let file = std::io::BufReader::with_capacity(1 << 20, fs_err::File::open(path).unwrap());
+    let mut d = flate2::bufread::MultiGzDecoder::new(file);
+    std::io::copy(&mut d, &mut std::io::sink()).unwrap()
 }
 
 struct Tarball {
@@ -265,6 +318,13 @@ fn main() {
         });
         g.finish();
     }
+
+    let text_gz = gzip_file(root.path(), "text.gz", &text_bytes(99, files * each));
+    let mut g = c.benchmark_group("inflate");
+    g.throughput(criterion::Throughput::Bytes((files * each) as u64));
+    g.bench_function("random", |b| b.iter(|| inflate(&gz.path)));
+    g.bench_function("text", |b| b.iter(|| inflate(&text_gz)));
+    g.finish();
 
     let rounds = if benching { 7 } else { 1 };
     for (label, t) in [("unpack/tar.gz", &gz), ("unpack/tar.zst", &zst)] {

@@ -97,3 +97,36 @@ pub struct UnpackStats {
     /// Bytes read from the source (compressed, as stored).
     pub source_bytes: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_from_config() {
+        assert_eq!(Limits::from(&PackagesConfig::default()), Limits::default());
+        let cfg = PackagesConfig {
+            max_unpacked_bytes: outpost_types::config::ByteSize(10),
+            max_file_bytes: outpost_types::config::ByteSize(5),
+            max_entries: 3,
+            ..PackagesConfig::default()
+        };
+        assert_eq!(
+            Limits::from(&cfg),
+            Limits {
+                max_total_bytes: 10,
+                max_file_bytes: 5,
+                max_entries: 3
+            }
+        );
+    }
+
+    #[test]
+    fn cancel_is_shared() {
+        let a = Cancel::new();
+        let b = a.clone();
+        assert!(!b.is_cancelled());
+        a.cancel();
+        assert!(b.is_cancelled());
+    }
+}

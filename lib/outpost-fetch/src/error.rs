@@ -390,3 +390,48 @@ impl fmt::Display for UnsafeReason {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disks_are_reported_as_such() {
+        let write = |errno: rustix::io::Errno| FetchError::Write {
+            path: "/x".into(),
+            source: io::Error::from_raw_os_error(errno.raw_os_error()),
+        };
+        assert_eq!(
+            write(rustix::io::Errno::NOSPC).code(),
+            ErrorCode::NotEnoughDiskSpace
+        );
+        assert_eq!(
+            write(rustix::io::Errno::DQUOT).code(),
+            ErrorCode::NotEnoughDiskSpace
+        );
+        assert_eq!(write(rustix::io::Errno::FBIG).code(), ErrorCode::Filesystem);
+        assert_eq!(
+            write(rustix::io::Errno::ACCESS).code(),
+            ErrorCode::Filesystem
+        );
+    }
+
+    #[test]
+    fn messages_name_what_they_concern() {
+        let e = FetchError::CorruptArchive {
+            entry: Some("a/b".into()),
+            source: io::Error::other("bad block"),
+        };
+        assert_eq!(e.to_string(), "corrupt archive at entry \"a/b\": bad block");
+        assert!(std::error::Error::source(&e).is_some());
+        let e = FetchError::SizeMismatch {
+            what: "tarball x".into(),
+            expected: 3,
+            actual: SizeSeen::MoreThan(3),
+        };
+        assert_eq!(
+            e.to_string(),
+            "tarball x: size mismatch: expected 3 bytes, got more than 3"
+        );
+    }
+}
