@@ -1,7 +1,64 @@
 //! `outpost-agent`: the check agent and `outpost check`, which embed CPython.
-#[allow(dead_code)] // until every command is wired
+//!
+//! `outpost agent|check|version` hand over to this binary with their arguments unchanged; it
+//! parses the same command-line definition. Exit status: 0 success, 1 the operation failed,
+//! 2 usage error.
+#[allow(dead_code)] // the definition is shared with `outpost`, which uses the rest
 mod cli;
+#[allow(dead_code)] // shared with `outpost`
+mod logging;
+mod pyagent;
 
-fn main() {
-    let _ = <cli::Cli as clap::Parser>::parse();
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, FromArgMatches as _};
+
+use crate::cli::{CheckCommand, Cli, Command};
+
+fn main() -> ExitCode {
+    // Parsed through `ArgMatches` to tell an explicit `--times` from its default.
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let global = &cli.global;
+    logging::init(
+        cli::LogFormat::Text,
+        global.verbose,
+        global.quiet,
+        tracing::Level::WARN,
+    );
+    match &cli.command {
+        Command::Check(CheckCommand::Run {
+            name,
+            checks,
+            times,
+        }) => {
+            let times_given = matches
+                .subcommand_matches("check")
+                .and_then(|m| m.subcommand_matches("run"))
+                .and_then(|m| m.value_source("times"))
+                == Some(clap::parser::ValueSource::CommandLine);
+            pyagent::run::run(global, name, checks, *times, times_given)
+        }
+        Command::Check(CheckCommand::Validate { target, checks }) => {
+            pyagent::validate::run(global, target, checks)
+        }
+        Command::Version => pyagent::version::run(global),
+        Command::Agent(_) => {
+            eprintln!(
+                "error: the long-running check agent is not part of this build of outpost-agent; \
+                 use `outpost check run NAME` to run a check"
+            );
+            ExitCode::from(1)
+        }
+        _ => {
+            eprintln!(
+                "error: outpost-agent serves `agent`, `check` and `version`; run this command \
+                 with `outpost`"
+            );
+            ExitCode::from(2)
+        }
+    }
 }

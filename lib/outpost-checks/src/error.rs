@@ -38,8 +38,18 @@ impl std::error::Error for PythonException {}
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The configured virtual environment does not exist.
+    #[error(
+        "the Python virtual environment {} does not exist (set agent.python_venv or \
+         --python-venv to a venv with datadog-checks-base)",
+        venv.display()
+    )]
+    VenvMissing {
+        /// The configured venv.
+        venv: PathBuf,
+    },
     /// The configured virtual environment cannot be read.
-    #[error("Python virtual environment {}: {source}", venv.display())]
+    #[error("cannot read the Python virtual environment: {source}")]
     VenvUnreadable {
         /// The configured venv.
         venv: PathBuf,
@@ -223,7 +233,8 @@ impl Error {
     pub fn is_python_unavailable(&self) -> bool {
         matches!(
             self,
-            Error::VenvUnreadable { .. }
+            Error::VenvMissing { .. }
+                | Error::VenvUnreadable { .. }
                 | Error::NotAVenv { .. }
                 | Error::VenvVersionMismatch { .. }
                 | Error::InterpreterInit { .. }

@@ -91,10 +91,24 @@ pub fn embedded_library() -> Option<PathBuf> {
 
 /// Checks that `venv` is a virtual environment made for the embedded Python.
 pub(crate) fn check_venv(venv: &Path) -> Result<PathBuf, Error> {
-    fs_err::metadata(venv).map_err(|source| Error::VenvUnreadable {
-        venv: venv.to_owned(),
-        source,
-    })?;
+    match venv.try_exists() {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Error::VenvMissing {
+                venv: venv.to_owned(),
+            });
+        }
+        Err(_) => {
+            // Say which path and why, through fs-err's message.
+            let source = fs_err::metadata(venv)
+                .err()
+                .unwrap_or_else(|| std::io::Error::other("cannot be examined"));
+            return Err(Error::VenvUnreadable {
+                venv: venv.to_owned(),
+                source,
+            });
+        }
+    }
     let cfg = venv.join("pyvenv.cfg");
     let text = match fs_err::read_to_string(&cfg) {
         Ok(t) => t,
@@ -286,6 +300,21 @@ pub(crate) fn info(py: pyo3::Python<'_>, venv: Option<&Path>) -> pyo3::PyResult<
     })
 }
 
+/// Describes the interpreter if it runs in this process (started by [`crate::Runtime::start`]
+/// or [`probe_without_venv`]), even when the runtime itself then failed (for example when
+/// `datadog_checks` is missing from the venv). `None` when it never started.
+pub fn running_info() -> Option<PythonInfo> {
+    let venv = match STARTED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
+        Some(Started::Ok { venv }) => venv.clone(),
+        _ => return None,
+    };
+    pyo3::Python::attach(|py| info(py, venv.as_deref()).ok())
+}
+
 /// Starts the bare interpreter (no venv, no memory tracking) and describes it. For
 /// `outpost version` when no venv is configured; the process cannot start the check runtime
 /// afterwards.
@@ -297,4 +326,64 @@ pub fn probe_without_venv() -> Result<PythonInfo, Error> {
             source: crate::pyutil::capture(py, &e),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn venv_checks_name_the_problem() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = check_venv(&tmp.path().join("nope")).unwrap_err();
+        assert!(matches!(missing, Error::VenvMissing { .. }), "{missing}");
+        assert!(missing.is_python_unavailable());
+
+        let not_venv = check_venv(tmp.path()).unwrap_err();
+        assert!(
+            matches!(&not_venv, Error::NotAVenv { missing, .. } if missing.ends_with("pyvenv.cfg")),
+            "{not_venv}"
+        );
+
+        fs_err::write(
+            tmp.path().join("pyvenv.cfg"),
+            "home = /usr/bin\nversion = 2.7.18\n",
+        )
+        .unwrap();
+        let no_python = check_venv(tmp.path()).unwrap_err();
+        assert!(
+            matches!(&no_python, Error::NotAVenv { missing, .. } if missing.ends_with("bin/python")),
+            "{no_python}"
+        );
+
+        fs_err::create_dir_all(tmp.path().join("bin")).unwrap();
+        fs_err::write(tmp.path().join("bin/python"), "").unwrap();
+        let wrong = check_venv(tmp.path()).unwrap_err();
+        assert!(
+            matches!(&wrong, Error::VenvVersionMismatch { venv_version, .. } if venv_version == "2.7.18"),
+            "{wrong}"
+        );
+        assert!(
+            wrong.to_string().contains(&embedded_major_minor()),
+            "{wrong}"
+        );
+
+        let mm = embedded_major_minor();
+        fs_err::write(
+            tmp.path().join("pyvenv.cfg"),
+            format!("home = /usr/bin\nversion = {mm}.99\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            check_venv(tmp.path()).unwrap(),
+            tmp.path().join("bin/python")
+        );
+    }
+
+    #[test]
+    fn embedded_version_is_known_without_starting() {
+        let mm = embedded_major_minor();
+        assert!(mm.starts_with("3."), "{mm}");
+        assert!(embedded_version().starts_with(&mm));
+    }
 }

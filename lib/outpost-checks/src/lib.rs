@@ -24,7 +24,7 @@
 //! conf_d::discover(conf_dir) -> Result<Discovery { configs, errors }, Error>
 //! CheckConfigFile::{read, parse}; instance_settings(i) -> Option<InstanceSettings>
 //! CheckId::build(name, digest, &instance, &init_config)        // FNV-1 64, see `id`
-//! interpreter::{embedded_version, embedded_library, probe_without_venv}
+//! interpreter::{embedded_version, embedded_library, probe_without_venv, running_info}
 //! ```
 //!
 //! # Guarantees

@@ -1,0 +1,126 @@
+//! `outpost check run NAME`: runs every instance of a check once (or `--times N`) and shows
+//! what it submitted. Exit status 0 when every run succeeded, else 1.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use outpost_checks::{Runtime, conf_d};
+
+use super::output::{CheckRunOut, Entry, ErrorOut, InstanceOut, LoadErrorOut, render_entry};
+use super::{Paths, print_json};
+use crate::cli::{ChecksArgs, GlobalArgs};
+
+/// Reports a failure before any instance ran: the load-error body with `--json`, else the
+/// message (and traceback) on stderr. Always exit status 1.
+fn load_failure(json: bool, name: &str, message: String, traceback: String) -> ExitCode {
+    if json {
+        print_json(&LoadErrorOut {
+            check: name,
+            error: ErrorOut { message, traceback },
+            instances: [],
+        });
+    } else {
+        eprintln!("error: check '{name}' failed to load: {message}");
+        if !traceback.is_empty() {
+            eprintln!("{}", traceback.trim_end());
+        }
+    }
+    ExitCode::from(1)
+}
+
+pub(crate) fn run(
+    global: &GlobalArgs,
+    name: &str,
+    checks: &ChecksArgs,
+    times: u32,
+    times_given: bool,
+) -> ExitCode {
+    let json = global.json;
+    let config = match global.load_config() {
+        Ok(c) => c,
+        Err(e) => return load_failure(json, name, format!("{e:#}"), String::new()),
+    };
+    let paths = Paths::resolve(global, checks, &config);
+    let files = match conf_d::find(&paths.conf_dir, name) {
+        Ok(f) => f,
+        Err(e) => return load_failure(json, name, e.to_string(), String::new()),
+    };
+    let runtime = match Runtime::start(paths.runtime_config(&config)) {
+        Ok(r) => r,
+        Err(e) => {
+            let tb = e.traceback().unwrap_or_default().to_owned();
+            let message = if e.is_python_unavailable() {
+                format!("Python is unavailable: {e}")
+            } else {
+                e.to_string()
+            };
+            return load_failure(json, name, message, tb);
+        }
+    };
+
+    // Load every configuration file; the first load error of the check itself stops here.
+    let mut version = String::from("unversioned");
+    let mut slots = Vec::new();
+    for file in &files {
+        match runtime.load_check(name, file) {
+            Ok(loaded) => {
+                version = loaded.version.clone();
+                slots.extend(loaded.instances);
+            }
+            Err(e) => {
+                let tb = e.traceback().unwrap_or_default().to_owned();
+                return load_failure(json, name, e.to_string(), tb);
+            }
+        }
+    }
+
+    let mut entries = Vec::new();
+    for run in 1..=times {
+        for slot in &slots {
+            entries.push(match slot {
+                Ok(instance) => Entry::Ran {
+                    report: Box::new(instance.run()),
+                    run,
+                },
+                Err(failed) => Entry::Failed {
+                    check_id: failed.check_id.to_string(),
+                    error: ErrorOut {
+                        message: failed.error.to_string(),
+                        traceback: failed.error.traceback().unwrap_or_default().to_owned(),
+                    },
+                    run,
+                },
+            });
+        }
+    }
+    // The agent cancels its checks when it stops; so does a one-shot run.
+    for instance in slots.iter().flatten() {
+        if let Err(e) = instance.cancel() {
+            tracing::warn!(check.id = %instance.id(), error = %e, "cancel() failed");
+        }
+    }
+
+    let ok = entries.iter().all(Entry::is_ok);
+    if json {
+        let empty = BTreeMap::new();
+        let show_run = times_given || times > 1;
+        print_json(&CheckRunOut {
+            check: name,
+            version: &version,
+            instances: entries
+                .iter()
+                .map(|e| InstanceOut::new(e, show_run, &empty))
+                .collect(),
+        });
+    } else {
+        println!("{name} {version}");
+        for e in &entries {
+            print!("{}", render_entry(e, times));
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,87 @@
+//! `outpost check validate NAME|FILE`: readiness of a check for the embedded interpreter.
+//! Exit status 0 when `ready`, else 1.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use outpost_checks::{CHECK_READY_METRIC, ReadyStatus, Runtime, Validation, ValidationTarget};
+use serde::Serialize;
+
+use super::{Paths, print_json};
+use crate::cli::{ChecksArgs, GlobalArgs};
+
+/// Default for `agent.python3_linter_timeout` (seconds), as in the Datadog agent.
+const DEFAULT_TIMEOUT_SECS: u64 = 120;
+
+#[derive(Serialize)]
+struct MetricOut<'a> {
+    name: &'static str,
+    value: f64,
+    tags: &'a [String],
+}
+
+#[derive(Serialize)]
+struct ValidationOut<'a> {
+    #[serde(flatten)]
+    validation: &'a Validation,
+    metric: MetricOut<'a>,
+}
+
+pub(crate) fn run(global: &GlobalArgs, target: &str, checks: &ChecksArgs) -> ExitCode {
+    let target = ValidationTarget::parse(target);
+    let check_name = match &target {
+        ValidationTarget::Name(n) => n.clone(),
+        ValidationTarget::File(p) => p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let unknown = |message: String| Validation {
+        check: check_name.clone(),
+        file: None,
+        status: ReadyStatus::Unknown,
+        messages: vec![message],
+    };
+    let (validation, version) = match global.load_config() {
+        Err(e) => (unknown(format!("{e:#}")), outpost_types::VERSION.to_owned()),
+        Ok(config) => {
+            let paths = Paths::resolve(global, checks, &config);
+            let timeout = config
+                .agent
+                .get("python3_linter_timeout")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(DEFAULT_TIMEOUT_SECS);
+            match Runtime::start(paths.runtime_config(&config)) {
+                Ok(rt) => (
+                    rt.validate(&target, Duration::from_secs(timeout)),
+                    rt.reported_version().to_owned(),
+                ),
+                Err(e) => (unknown(e.to_string()), outpost_types::VERSION.to_owned()),
+            }
+        }
+    };
+    let tags = validation.tags(&version);
+    if global.json {
+        print_json(&ValidationOut {
+            validation: &validation,
+            metric: MetricOut {
+                name: CHECK_READY_METRIC,
+                value: validation.metric_value(),
+                tags: &tags,
+            },
+        });
+    } else {
+        println!("{}: {}", validation.check, validation.status.as_str());
+        if let Some(f) = &validation.file {
+            println!("  file: {}", f.display());
+        }
+        for m in &validation.messages {
+            println!("  - {m}");
+        }
+    }
+    if validation.status == ReadyStatus::Ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
