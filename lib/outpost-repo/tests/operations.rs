@@ -493,6 +493,27 @@ fn remove_refuses_a_package_with_a_locked_version_and_changes_nothing() {
 }
 
 #[test]
+fn live_locks_lists_only_live_holders() {
+    let fx = Fx::new();
+    fx.install("p", "1.0");
+    assert!(fx.repo.live_locks(&pkg("p")).unwrap().is_empty());
+    let _lock = fx
+        .repo
+        .lock_version(&pkg("p"), &ver("2.0"), std::process::id())
+        .unwrap();
+    let dead = fx.repo.lock_dir(&pkg("p"), &ver("1.0"));
+    fs_err::create_dir_all(&dead).unwrap();
+    fs_err::write(dead.join("-1"), "").unwrap();
+    fs_err::write(dead.join(dead_pid().to_string()), "").unwrap();
+    assert_eq!(
+        fx.repo.live_locks(&pkg("p")).unwrap(),
+        [(ver("2.0"), vec![std::process::id()])]
+    );
+    assert_eq!(names(&dead).len(), 2, "a read deletes nothing");
+    assert!(fx.repo.live_locks(&pkg("other")).unwrap().is_empty());
+}
+
+#[test]
 fn remove_refuses_a_package_that_is_not_installed() {
     let fx = Fx::new();
     assert_eq!(
