@@ -97,7 +97,13 @@ impl DaemonError {
             Self::NotEnoughDiskSpace { .. } => ErrorCode::NotEnoughDiskSpace,
             Self::State { .. } | Self::Corrupt { .. } | Self::Io(_) => ErrorCode::Filesystem,
             Self::Repo(e) => e.code(),
-            Self::Fetch(e) => e.code(),
+            // A source the catalog names that turns out not to be a readable package (no
+            // layout there, a malformed image) is not a bad request of the caller: the
+            // request was valid, the package could not be fetched.
+            Self::Fetch(e) => match e.code() {
+                ErrorCode::BadRequest => ErrorCode::DownloadFailed,
+                code => code,
+            },
             Self::Hook(_) | Self::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -12,9 +12,11 @@ pub mod hooks;
 pub mod ops;
 pub mod routes;
 pub mod run;
+mod socket_access;
 mod store;
 pub mod tasks;
 
 pub use error::DaemonError;
 pub use ops::{Daemon, Requester};
 pub use run::{RunError, RunOptions, run};
+pub use socket_access::SocketAccessError;

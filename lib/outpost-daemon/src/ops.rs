@@ -12,11 +12,12 @@
 //!   a timer; collection respects in-use locks.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use outpost_fetch::{Cancel, Expected, Limits};
-use outpost_repo::{Repository, StagingDir, WriterLock};
+use outpost_repo::{GcReport, Repository, StagingDir, WriterLock};
 use outpost_types::config::Config;
 use outpost_types::error::ApiError;
 use outpost_types::platform;
@@ -31,6 +32,13 @@ use crate::error::DaemonError;
 use crate::hooks::{self, HookEvent};
 use crate::store::Store;
 use crate::tasks::{ProgressCell, TaskTable};
+
+/// The error of an operation on a package that is not installed.
+fn not_installed(name: &PackageName) -> DaemonError {
+    DaemonError::from(outpost_repo::RepoError::NotInstalled {
+        package: name.clone(),
+    })
+}
 
 /// Free space kept on top of a package's size.
 const DISK_MARGIN: u64 = 10 << 20;
@@ -52,26 +60,48 @@ pub struct Daemon {
     store: Store,
     tasks: TaskTable,
     catalog: RwLock<Catalog>,
-    op_lock: tokio::sync::Mutex<()>,
+    /// Serialises mutations and garbage collection. Shared so that the start-up cleanup can
+    /// take it before the socket serves and keep it on a task of its own.
+    op_lock: Arc<tokio::sync::Mutex<()>>,
     config: Config,
     limits: Limits,
     started: Instant,
+    gc_stats: GcStats,
+    /// Mutations waiting for the operation lock.
+    waiting: AtomicUsize,
+}
+
+/// Counters of garbage collection, for `/debug/vars`.
+#[derive(Debug, Default)]
+struct GcStats {
+    runs: AtomicU64,
+    failures: AtomicU64,
+    last: Mutex<Option<GcReport>>,
+}
+
+/// What garbage collection has done since the daemon started.
+#[derive(Debug, Clone, Default)]
+pub struct GcSummary {
+    /// Passes finished (successful or not).
+    pub runs: u64,
+    /// Passes that reported an error (they are retried on the next pass).
+    pub failures: u64,
+    /// The report of the last successful pass.
+    pub last: Option<GcReport>,
 }
 
 impl Daemon {
     /// Opens the daemon's state under `root`: takes the repository's writer lock (one daemon
-    /// per root), removes staging leftovers of a crash, opens the state file, turns tasks left
-    /// running by a crash into errors, and collects garbage.
+    /// per root), opens the state file and turns tasks left running by a crash into errors.
+    /// Quick: the leftovers of a crash are removed by [`Daemon::start_cleanup`], which the
+    /// caller starts once it is ready to serve.
+    ///
+    /// # Errors
+    /// [`DaemonError::Repo`] when the root cannot be used or another process holds it
+    /// (`busy`); [`DaemonError::State`] / [`DaemonError::Corrupt`] for the state file.
     pub fn open(root: &Path, config: Config) -> Result<Arc<Self>, DaemonError> {
         let repo = Repository::open(root)?;
         let writer = repo.acquire_writer_lock()?;
-        let cleaned = repo.clean_staging()?;
-        if cleaned > 0 {
-            tracing::info!(
-                entries = cleaned,
-                "removed staging leftovers of an interrupted operation"
-            );
-        }
         let store = Store::open(&root.join("state.redb"))?;
         let (tasks, repaired) = TaskTable::from_persisted(store.tasks()?);
         for (pkg, task) in &repaired {
@@ -86,13 +116,66 @@ impl Daemon {
             store,
             tasks,
             catalog: RwLock::new(catalog),
-            op_lock: tokio::sync::Mutex::new(()),
+            op_lock: Arc::new(tokio::sync::Mutex::new(())),
             config,
             limits,
             started: Instant::now(),
+            gc_stats: GcStats::default(),
+            waiting: AtomicUsize::new(0),
         };
-        daemon.gc_now();
         Ok(Arc::new(daemon))
+    }
+
+    /// Removes what a crash left (staging trees under `tmp/`, unreferenced versions) on a task
+    /// of its own, so the socket answers at once however much there is to delete. The
+    /// operation lock is taken before this returns: every mutation waits for the cleanup.
+    /// Must be called from within the runtime.
+    pub fn start_cleanup(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let guard = self.op_lock.clone().try_lock_owned();
+        let this = self.clone();
+        tokio::spawn(async move {
+            // Nothing else can hold the lock before the daemon serves; if something does, wait.
+            let _guard = match guard {
+                Ok(g) => g,
+                Err(_) => this.op_lock.clone().lock_owned().await,
+            };
+            let repo = this.repo.clone();
+            let gc = this.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                match repo.clean_staging() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        entries = n,
+                        "removed staging leftovers of an interrupted operation"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "could not clean tmp/; will retry"),
+                }
+                gc.gc_now();
+            })
+            .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "start-up cleanup task failed");
+            }
+        })
+    }
+
+    /// How many mutations are waiting for the one running now (they are served in turn).
+    pub fn operations_waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// What garbage collection has done so far.
+    pub fn gc_summary(&self) -> GcSummary {
+        GcSummary {
+            runs: self.gc_stats.runs.load(Ordering::Relaxed),
+            failures: self.gc_stats.failures.load(Ordering::Relaxed),
+            last: self
+                .gc_stats
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        }
     }
 
     /// The state directory.
@@ -250,7 +333,7 @@ impl Daemon {
     ) -> Result<(), DaemonError> {
         let resolved = self.resolve(&name, version.as_str())?;
         let this = self.clone();
-        self.run_op(name.clone(), "install", Some(version.clone()), who, move |cell| async move {
+        self.run_op(name.clone(), "install", Some(version.clone()), who, None, move |cell| async move {
             if this.repo.state(&name)?.is_some_and(|s| s.stable == version) {
                 tracing::info!(package.name = %name, package.version = %version, "already the stable version");
                 return Ok(());
@@ -276,10 +359,13 @@ impl Daemon {
     ) -> Result<(), DaemonError> {
         let resolved = self.resolve(&name, version.as_str())?;
         let this = self.clone();
-        self.run_op(name.clone(), "start_experiment", Some(version.clone()), who, move |cell| async move {
-            let state = this.repo.state(&name)?.ok_or_else(|| {
-                DaemonError::InvalidState(format!("package {name} is not installed: install a stable version first"))
-            })?;
+        let not_installed = |name: &PackageName| {
+            DaemonError::InvalidState(format!(
+                "package {name} is not installed: install a stable version first"
+            ))
+        };
+        self.run_op(name.clone(), "start_experiment", Some(version.clone()), who, Some(not_installed), move |cell| async move {
+            let state = this.repo.state(&name)?.ok_or_else(|| not_installed(&name))?;
             if state.stable == version {
                 return Err(DaemonError::InvalidState(format!(
                     "{version} is already the stable version of {name}"
@@ -320,6 +406,7 @@ impl Daemon {
             "stop_experiment",
             None,
             who,
+            Some(not_installed),
             move |cell| async move {
                 let state = this.installed(&name)?;
                 let Some(experiment) = state.experiment else {
@@ -348,6 +435,7 @@ impl Daemon {
             "promote_experiment",
             None,
             who,
+            Some(not_installed),
             move |cell| async move {
                 let state = this.installed(&name)?;
                 let Some(experiment) = state.experiment else {
@@ -372,35 +460,51 @@ impl Daemon {
         who: Requester,
     ) -> Result<(), DaemonError> {
         let this = self.clone();
-        self.run_op(name.clone(), "remove", None, who, move |cell| async move {
-            let state = this.installed(&name)?;
-            this.hook(HookEvent::PreRemove, &name, &state.stable, &[])
-                .await?;
-            cell.set(Phase::Switch, 0, None);
-            let repo = this.repo.clone();
-            this.blocking(move || repo.remove(&name).map_err(DaemonError::from))
-                .await
-        })
+        self.run_op(
+            name.clone(),
+            "remove",
+            None,
+            who,
+            Some(not_installed),
+            move |cell| async move {
+                let state = this.installed(&name)?;
+                // Refuse before the pre-remove hook runs: the hook's effects (services stopped,
+                // users deleted) must not happen for a removal that will not.
+                if let Some((version, pids)) = this.repo.live_locks(&name)?.into_iter().next() {
+                    return Err(outpost_repo::RepoError::Busy {
+                        package: name.clone(),
+                        version,
+                        pids,
+                    }
+                    .into());
+                }
+                this.hook(HookEvent::PreRemove, &name, &state.stable, &[])
+                    .await?;
+                cell.set(Phase::Switch, 0, None);
+                let repo = this.repo.clone();
+                this.blocking(move || repo.remove(&name).map_err(DaemonError::from))
+                    .await
+            },
+        )
         .await
     }
 
     fn installed(&self, name: &PackageName) -> Result<outpost_repo::PackageState, DaemonError> {
-        self.repo.state(name)?.ok_or_else(|| {
-            DaemonError::from(outpost_repo::RepoError::NotInstalled {
-                package: name.clone(),
-            })
-        })
+        self.repo.state(name)?.ok_or_else(|| not_installed(name))
     }
 
-    /// Runs one serialised operation: waits for the lock, records the task, runs `body`,
-    /// records the outcome, then schedules garbage collection. The body runs on a task of its
-    /// own, so a caller that goes away does not interrupt it.
+    /// Runs one serialised operation: waits for the lock, checks that the package is installed
+    /// when `requires_installed` says so (refusing with its error, without recording a task:
+    /// a name that was never installed gets no entry in `/status`), records the task, runs
+    /// `body`, records the outcome, then schedules garbage collection. The body runs on a task
+    /// of its own, so a caller that goes away does not interrupt it.
     async fn run_op<F, Fut>(
         self: &Arc<Self>,
         name: PackageName,
         operation: &'static str,
         version: Option<Version>,
         who: Requester,
+        requires_installed: Option<fn(&PackageName) -> DaemonError>,
         body: F,
     ) -> Result<(), DaemonError>
     where
@@ -409,7 +513,19 @@ impl Daemon {
     {
         let this = self.clone();
         let handle = tokio::spawn(async move {
+            this.waiting.fetch_add(1, Ordering::Relaxed);
             let _guard = this.op_lock.lock().await;
+            this.waiting.fetch_sub(1, Ordering::Relaxed);
+            if let Some(refusal) = requires_installed
+                && this.repo.state(&name)?.is_none()
+            {
+                let e = refusal(&name);
+                tracing::info!(
+                    caller.uid = who.uid, caller.pid = who.pid, package.name = %name,
+                    operation, error = %e, "operation refused: package not installed"
+                );
+                return Err(e);
+            }
             let (task, cell) = this.tasks.start(
                 name.as_str(),
                 operation,
@@ -460,9 +576,20 @@ impl Daemon {
 
     fn gc_now(&self) {
         match self.repo.gc() {
-            Ok(report) => tracing::debug!(?report, "garbage collected"),
-            Err(e) => tracing::warn!(error = %e, "garbage collection failed; will retry"),
+            Ok(report) => {
+                tracing::debug!(?report, "garbage collected");
+                *self
+                    .gc_stats
+                    .last
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
+            }
+            Err(e) => {
+                self.gc_stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "garbage collection failed; will retry");
+            }
         }
+        self.gc_stats.runs.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, DaemonError>
@@ -537,7 +664,14 @@ fn package_size(resolved: &ResolvedPackage) -> Result<Option<u64>, DaemonError> 
     Ok(match &resolved.source {
         PackageSource::TarballFile(path) => match resolved.size {
             Some(s) => Some(s),
-            None => Some(fs_err::metadata(path)?.len()),
+            None => Some(
+                fs_err::metadata(path)
+                    .map_err(|source| outpost_fetch::FetchError::Read {
+                        what: format!("tarball {}", path.display()),
+                        source,
+                    })?
+                    .len(),
+            ),
         },
         PackageSource::Layout(dir) => {
             let image = outpost_fetch::layout::read(dir)?;

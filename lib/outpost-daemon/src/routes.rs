@@ -20,6 +20,8 @@ use axum::extract::{Path, State};
 use outpost_api::{Caller, ErrorResponse, Json, Module};
 use outpost_types::wire::{Catalog, Empty, StatusResponse, TaskParams};
 use outpost_types::{ErrorCode, PackageName, Version};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::error::DaemonError;
 use crate::ops::{Daemon, Requester};
@@ -31,6 +33,20 @@ impl From<DaemonError> for ErrorResponse {
 }
 
 type Result<T> = std::result::Result<Json<T>, ErrorResponse>;
+
+/// A request body that must be a JSON object.
+type ObjectBody = Option<Json<Map<String, Value>>>;
+
+/// Decodes an object body into `T` (`None` when the request had no body). serde would also
+/// take a JSON array for a struct (`["1.0"]` as `{"version": "1.0"}`); the contract calls that
+/// an ill-typed body, so the top level must be an object.
+fn decode<T: DeserializeOwned>(body: ObjectBody) -> std::result::Result<Option<T>, ErrorResponse> {
+    body.map(|Json(map)| {
+        serde_json::from_value(Value::Object(map))
+            .map_err(|e| ErrorResponse::bad_request(format!("invalid request body: {e}")))
+    })
+    .transpose()
+}
 
 /// The LocalAPI module, mounted at the root namespace.
 pub fn module(daemon: Arc<Daemon>) -> Module {
@@ -82,9 +98,9 @@ pub async fn catalog(State(d): State<Arc<Daemon>>) -> Json<Catalog> {
 pub async fn set_catalog(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
-    body: Option<Json<Catalog>>,
+    body: ObjectBody,
 ) -> Result<Empty> {
-    let Some(Json(catalog)) = body else {
+    let Some(catalog) = decode::<Catalog>(body)? else {
         return Err(ErrorResponse::bad_request(
             "a catalog body is required: {\"packages\": [...]}",
         ));
@@ -99,10 +115,10 @@ pub async fn install(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     Path(name): Path<String>,
-    body: Option<Json<TaskParams>>,
+    body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
-    let params = body.map(|Json(p)| p);
+    let params = decode::<TaskParams>(body)?;
     let version = d.install_version(&name, params.as_ref())?;
     let args = params.and_then(|p| p.install_args).unwrap_or_default();
     d.install(name, version, args, requester(caller.as_ref()))
@@ -115,10 +131,10 @@ pub async fn start_experiment(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     Path(name): Path<String>,
-    body: Option<Json<TaskParams>>,
+    body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
-    let Some(Json(params)) = body else {
+    let Some(params) = decode::<TaskParams>(body)? else {
         return Err(ErrorResponse::bad_request(
             "a body is required: {\"version\": \"...\"}",
         ));

@@ -12,6 +12,7 @@ use outpost_types::config::Config;
 use crate::error::DaemonError;
 use crate::ops::Daemon;
 use crate::routes;
+use crate::socket_access::{self, SocketAccessError};
 
 /// What `outpost daemon` needs to start.
 #[derive(Debug, Clone)]
@@ -27,12 +28,30 @@ pub struct RunOptions {
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Another daemon holds the root.
+    #[error(
+        "another outpost daemon is running on {} (socket {}); refusing to start a second one",
+        root.display(),
+        socket.display()
+    )]
+    AlreadyRunning {
+        /// The state directory.
+        root: PathBuf,
+        /// The socket this daemon would have served.
+        socket: PathBuf,
+        /// The writer lock's refusal.
+        #[source]
+        source: Box<DaemonError>,
+    },
     /// Opening the state failed.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     /// The API could not be built or served.
     #[error(transparent)]
     Api(#[from] outpost_api::Error),
+    /// The socket could not be opened to the configured uids and gids.
+    #[error(transparent)]
+    SocketAccess(#[from] SocketAccessError),
 }
 
 /// Builds the daemon's API: the LocalAPI at the root, `/telemetry` and `/debug/vars`.
@@ -42,10 +61,29 @@ pub fn build_api(daemon: Arc<Daemon>) -> Result<Api, RunError> {
     {
         let d = daemon.clone();
         debug.register("daemon", move || {
+            let gc = d.gc_summary();
+            let last = gc.last.map(|r| {
+                let versions = |v: &[(outpost_types::PackageName, outpost_types::Version)]| {
+                    v.iter()
+                        .map(|(p, v)| format!("{p} {v}"))
+                        .collect::<Vec<_>>()
+                };
+                serde_json::json!({
+                    "removed_versions": versions(&r.removed_versions),
+                    "kept_locked": versions(&r.kept_locked),
+                    "removed_packages": r.removed_packages.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "repaired_links": r.repaired_links,
+                    "removed_lock_files": r.removed_lock_files,
+                    "removed_lock_dirs": r.removed_lock_dirs,
+                    "removed_tmp_entries": r.removed_tmp_entries,
+                })
+            });
             serde_json::json!({
                 "version": outpost_types::VERSION,
                 "root": d.root(),
                 "uptime_seconds": d.uptime().as_secs_f64(),
+                "operations_waiting": d.operations_waiting(),
+                "gc": {"runs": gc.runs, "failures": gc.failures, "last": last},
             })
         });
     }
@@ -72,9 +110,27 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let config = options.config.clone();
     let daemon = tokio::task::spawn_blocking(move || Daemon::open(&root, config))
         .await
-        .map_err(|e| DaemonError::Internal(format!("start-up task failed: {e}")))??;
+        .map_err(|e| DaemonError::Internal(format!("start-up task failed: {e}")))?
+        .map_err(|e| match e {
+            DaemonError::Repo(outpost_repo::RepoError::WriterLocked { .. }) => {
+                RunError::AlreadyRunning {
+                    root: options.root.clone(),
+                    socket: options.socket.clone(),
+                    source: Box::new(e),
+                }
+            }
+            e => RunError::Daemon(e),
+        })?;
     let api = build_api(daemon.clone())?;
     let mut server = Server::new(api).bind_unix(&options.socket).await?;
+    let api_config = &options.config.api;
+    socket_access::grant(
+        &options.socket,
+        &api_config.allow_uids,
+        &api_config.allow_gids,
+    )?;
+    // Leftovers of a crash are removed in the background; mutations wait for it.
+    let cleanup = daemon.start_cleanup();
     if let Some(addr) = options.config.api.tcp {
         server = server.bind_tcp(addr).await?;
         tracing::warn!(tcp.addr = %addr, "TCP listener enabled by configuration");
@@ -102,6 +158,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 
     server.serve(shutdown_signal()).await?;
     gc.abort();
+    if let Err(e) = cleanup.await {
+        tracing::warn!(error = %e, "start-up cleanup task failed");
+    }
     // The server drained every request, including a running operation; wait for a GC started
     // after it so the daemon exits at a safe point.
     daemon.gc().await;
