@@ -184,8 +184,10 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
             version,
             install_args,
         } => {
-            let params = version.as_ref().map(|v| TaskParams {
-                version: v.clone(),
+            // Without a version the daemon takes the catalog's only one; the install
+            // arguments still need a body (an empty version means "not given").
+            let params = (version.is_some() || !install_args.is_empty()).then(|| TaskParams {
+                version: version.clone().unwrap_or_default(),
                 install_args: (!install_args.is_empty()).then(|| install_args.clone()),
             });
             let path = format!("/{}/install", path_segment(package));
