@@ -423,3 +423,20 @@ async fn tcp_callers_are_trusted_only_when_tcp_is_configured() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn peer_is_axum_connect_info_for_axum_serve() {
+    // Embedders serving the Api with axum::serve get the same peer credentials.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("axum.sock");
+    let api = standard_builder().build().unwrap();
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let make = <outpost_api::Api as axum::ServiceExt<axum::extract::Request>>::into_make_service_with_connect_info::<
+        outpost_api::Peer,
+    >(api);
+    let server = tokio::spawn(async move { axum::serve(listener, make).await });
+    let me: Value = ApiClient::new(&sock).get("/whoami").await.unwrap();
+    assert_eq!(me["pid"], std::process::id());
+    assert_eq!(me["uid"], rustix::process::geteuid().as_raw());
+    server.abort();
+}
