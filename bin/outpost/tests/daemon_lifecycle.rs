@@ -130,6 +130,29 @@ fn sigterm_and_sigint_shut_down_cleanly_and_remove_the_socket() {
     }
 }
 
+/// A SIGTERM that arrives as soon as the socket accepts (a service manager stopping the
+/// daemon while it starts) is handled like any other: clean exit 0, socket removed.
+#[test]
+fn sigterm_during_start_up_is_graceful() {
+    for _ in 0..10 {
+        let s = Scratch::new();
+        let mut d = Daemon::spawn(&s.root(), DaemonOptions::default());
+        // Spin rather than poll: the signal must come as close to the bind as possible.
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon never bound"
+            );
+            std::thread::yield_now();
+        }
+        d.signal(Signal::TERM);
+        let status = d.wait_exit();
+        assert!(status.success(), "{status}\n{}", d.log());
+        assert!(!d.socket.exists());
+    }
+}
+
 #[test]
 fn the_catalog_and_last_tasks_survive_a_restart() {
     let s = Scratch::new();

@@ -104,8 +104,13 @@ pub fn build_api(daemon: Arc<Daemon>) -> Result<Api, RunError> {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
+///
+/// The signal handlers are installed first, before the state is opened and the socket bound:
+/// a SIGTERM that arrives while the daemon is starting (a service manager stopping it right
+/// away) still shuts it down gracefully instead of killing it mid-cleanup.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let started = Instant::now();
+    let shutdown = shutdown_signal();
     let root = options.root.clone();
     let config = options.config.clone();
     let daemon = tokio::task::spawn_blocking(move || Daemon::open(&root, config))
@@ -156,7 +161,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         })
     };
 
-    server.serve(shutdown_signal()).await?;
+    server.serve(shutdown).await?;
     gc.abort();
     if let Err(e) = cleanup.await {
         tracing::warn!(error = %e, "start-up cleanup task failed");
@@ -168,17 +173,22 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now, and returns a future that completes when
+/// either arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
