@@ -4,36 +4,43 @@
 //!
 //! Python's `MEM` and `OBJ` allocator domains are wrapped with `PyMem_SetAllocator` before the
 //! interpreter is initialised; the wrappers call the allocator that was in place (pymalloc,
-//! or whatever `PYTHONMALLOC` chose), so Python's own performance characteristics stay.
+//! or whatever `PYTHONMALLOC` chose) with the caller's exact request, so blocks keep their
+//! size class and Python's heap its layout and speed.
 //!
-//! * **Size header.** Each block gets a 16-byte header in front of it: the requested size
-//!   (48 bits) with the owner slot (16 bits), and a tag word `MAGIC ^ address ^ first word`.
-//!   A free reads the size and owner back from the header, so no global pointer map (and no
-//!   lock) is needed. 16 bytes keep the 16-byte alignment Python guarantees.
-//! * **Untracked frees.** A pointer whose tag does not match was not allocated through the
+//! * **Side tables.** What the tracker knows about a live block is a 16-bit entry in a
+//!   sparse three-level table indexed by the block's address in 16-byte steps (the
+//!   allocators' alignment: two live blocks never start in the same 16 bytes): the owner
+//!   slot and, for requests of up to 512 bytes (pymalloc's small blocks), the size rounded
+//!   up to 16 bytes, which is what such a block really occupies. Larger blocks keep their
+//!   exact size in a second table of 64-bit entries in 512-byte steps (blocks of more than
+//!   512 bytes never start in the same 512 bytes). Leaves are allocated on first use and
+//!   their pages are only backed where blocks live: 512 bytes of table per 4 KiB page of
+//!   small objects, under 2% for large ones. No lock, no hashing, no bytes added to
+//!   Python's blocks, so the heap keeps its size classes and its cache behaviour.
+//! * **Untracked frees.** A free whose address has no entry was not allocated through the
 //!   wrapper (e.g. allocated before it was installed, or a foreign pointer handed to
-//!   `PyMem_Free`); it is passed to the underlying allocator unchanged and counted in
-//!   `UntrackedFrees`. A `realloc` of such a block is an untracked free plus a tracked
-//!   allocation: the data is moved up behind a fresh header. The tag of a freed block is
-//!   cleared first, so a stale header is never mistaken for a live one.
+//!   `PyMem_Free`); it is counted in `UntrackedFrees`. The pointer always goes to the
+//!   underlying allocator unchanged, so a wrong classification can only skew a counter,
+//!   never memory safety. A `realloc` is a free of the old block (tracked or not) plus an
+//!   allocation of the new one.
 //! * **Attribution.** Each loaded instance gets an owner slot; the slot of the instance
 //!   running on a thread is in a thread-local while it runs (and while it is instantiated).
-//!   Allocations are charged to it; a free is credited to the slot recorded in the block's
-//!   header, i.e. to the check that allocated it, whoever frees it. A `realloc` is a free
-//!   (credited to the old owner) plus an allocation (charged to the current one), so
+//!   Allocations are charged to it; a free is credited to the slot recorded for the block,
+//!   i.e. to the check that allocated it, whoever frees it. A `realloc` is a free (credited
+//!   to the old owner) plus an allocation (charged to the current one), so
 //!   `AllocatedBytes - FreedBytes == InuseBytes` always holds. Allocations outside any check
 //!   (imports, the runtime itself) go to slot 0, "unattributed".
 //! * **No locked atomics.** The `MEM` and `OBJ` domains may only be used with the GIL held,
-//!   so their calls are serialised: counters are updated with a relaxed load and a relaxed
-//!   store (plain moves on x86-64), never a locked read-modify-write. Readers (snapshots)
-//!   may run without the GIL and see a slightly stale, never torn, value of each counter.
+//!   so their calls are serialised: counters and table entries are updated with a relaxed
+//!   load and a relaxed store (plain moves on x86-64), never a locked read-modify-write.
+//!   Readers (snapshots) may run without the GIL and see a slightly stale, never torn, value
+//!   of each counter.
 //! * **`RAW` is not wrapped.** The raw domain is called without the GIL (thread states,
 //!   the GIL machinery itself, C extensions releasing the GIL), so counting it would need
-//!   real atomic read-modify-writes and a thread-safe attribution; it also holds only the
-//!   interpreter's internal buffers, not the objects checks create (large objects go through
-//!   `OBJ`/`MEM` first, where they are counted). Keeping it out keeps the hot path cheap.
-//! * **Slots** are a fixed table of 4096 counters (about 200 KiB, untouched pages cost no
-//!   memory). A slot is reused only once its previous owner is gone and every block it
+//!   real atomic read-modify-writes and a thread-safe table; it holds the interpreter's
+//!   internal buffers, not the objects checks create (large objects go through `OBJ`/`MEM`
+//!   first, where they are counted). Keeping it out keeps the hot path cheap.
+//! * **Slots** are a fixed table of 1023 counters (32 KiB). A slot is reused only once its previous owner is gone and every block it
 //!   allocated has been freed. When all are taken, new instances are counted as unattributed.
 //!
 //! A free-threaded CPython build has no GIL to serialise the counters: there, tracking is
@@ -47,13 +54,7 @@ use std::sync::{Mutex, PoisonError};
 use serde::Serialize;
 
 /// Number of owner slots (slot 0 is "unattributed").
-const MAX_SLOTS: usize = 4096;
-/// Size of the header in front of every tracked block.
-const HEADER: usize = 16;
-/// Requested sizes are kept in 48 bits.
-const SIZE_BITS: u32 = 48;
-const SIZE_MASK: u64 = (1 << SIZE_BITS) - 1;
-const MAGIC: u64 = 0x6f75_7470_6f73_7421;
+const MAX_SLOTS: usize = 1023;
 
 /// Counters of one owner (or of everything).
 #[derive(Debug)]
@@ -115,6 +116,17 @@ impl Counters {
             .wrapping_sub(self.frees.load(Ordering::Relaxed))
     }
 
+    /// Adds `other`'s counts to these (serialised by the GIL, like the hooks).
+    fn absorb(&self, other: &Counters) {
+        Self::bump(&self.allocations, other.allocations.load(Ordering::Relaxed));
+        Self::bump(&self.frees, other.frees.load(Ordering::Relaxed));
+        Self::bump(
+            &self.allocated_bytes,
+            other.allocated_bytes.load(Ordering::Relaxed),
+        );
+        Self::bump(&self.freed_bytes, other.freed_bytes.load(Ordering::Relaxed));
+    }
+
     fn reset(&self) {
         self.allocations.store(0, Ordering::Relaxed);
         self.frees.store(0, Ordering::Relaxed);
@@ -123,7 +135,8 @@ impl Counters {
     }
 }
 
-static TOTAL: Counters = Counters::new();
+/// Counts of reused slots' previous owners, kept for the totals.
+static RETIRED: Counters = Counters::new();
 static UNTRACKED_FREES: AtomicU64 = AtomicU64::new(0);
 static SLOTS: [Counters; MAX_SLOTS] = [const { Counters::new() }; MAX_SLOTS];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -132,7 +145,9 @@ thread_local! {
     static OWNER: Cell<u16> = const { Cell::new(0) };
 }
 
-/// Memory counters, as exported in the `rtloader` expvar map.
+/// Memory counters, as exported in the `rtloader` expvar map. Blocks of up to 512 bytes are
+/// counted at their size rounded up to 16 bytes (their real footprint in pymalloc); larger
+/// ones at their requested size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MemoryStats {
@@ -219,6 +234,20 @@ pub fn enabled() -> bool {
     INSTALLED.load(Ordering::Relaxed)
 }
 
+/// The sum over every slot (the hooks count per slot only, to keep them short).
+fn total() -> MemoryStats {
+    let mut t = MemoryStats::default();
+    for slot in std::iter::once(&RETIRED).chain(&SLOTS) {
+        let s = slot.read();
+        t.allocations = t.allocations.wrapping_add(s.allocations);
+        t.frees = t.frees.wrapping_add(s.frees);
+        t.allocated_bytes = t.allocated_bytes.wrapping_add(s.allocated_bytes);
+        t.freed_bytes = t.freed_bytes.wrapping_add(s.freed_bytes);
+    }
+    t.inuse_bytes = t.allocated_bytes.saturating_sub(t.freed_bytes);
+    t
+}
+
 /// Copies every counter (no GIL needed).
 pub fn snapshot() -> MemorySnapshot {
     let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
@@ -235,7 +264,7 @@ pub fn snapshot() -> MemorySnapshot {
         .collect();
     MemorySnapshot {
         enabled: enabled(),
-        total: TOTAL.read(),
+        total: total(),
         untracked_frees: UNTRACKED_FREES.load(Ordering::Relaxed),
         unattributed: SLOTS[0].read(),
         checks,
@@ -267,6 +296,7 @@ impl Slot {
             .filter(|&i| SLOTS[i + 1].live_blocks() == 0);
         let index = match reusable {
             Some(i) => {
+                RETIRED.absorb(&SLOTS[i + 1]);
                 SLOTS[i + 1].reset();
                 registry[i] = entry;
                 i
@@ -321,21 +351,103 @@ impl Drop for OwnerGuard {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The hooks.
+// The side tables.
 
-use pyo3::ffi::{PyMemAllocatorDomain, PyMemAllocatorEx};
+use std::sync::atomic::{AtomicPtr, AtomicU16};
 
-/// The allocator that was in place before ours, passed to the hooks as their context.
-#[repr(transparent)]
-struct Underlying(PyMemAllocatorEx);
+/// Entries per leaf.
+const LEAF_BITS: u32 = 18;
+/// Leaves per middle node.
+const MID_BITS: u32 = 12;
+/// Largest user address + 1 (47-bit user space).
+const ADDR_BITS: u32 = 47;
+/// The small table has one entry per 16 bytes: no two live blocks start in the same 16.
+const SMALL_SHIFT: u32 = 4;
+/// The large table has one entry per 512 bytes: blocks of more than 512 bytes never start
+/// in the same 512-byte window.
+const LARGE_SHIFT: u32 = 9;
+/// Requests up to this size are "small": counted at their 16-byte-rounded size.
+const SMALL_MAX: usize = 512;
 
-#[inline(always)]
-fn tag_for(user: usize, word: u64) -> u64 {
-    MAGIC ^ (user as u64).rotate_left(29) ^ word
+/// Small-table entry: bits 0..9 owner slot + 1 (0: no block), bits 10..14 size class
+/// (`(class + 1) * 16` bytes), bit 15: large block, exact size in the large table.
+const OWNER_BITS: u16 = 0x3ff;
+const CLASS_SHIFT: u32 = 10;
+const CLASS_BITS: u16 = 0x1f;
+const LARGE: u16 = 1 << 15;
+
+struct Leaf<T>([T; 1 << LEAF_BITS]);
+struct Mid<T>([AtomicPtr<Leaf<T>>; 1 << MID_BITS]);
+
+static SMALL_TOP: [AtomicPtr<Mid<AtomicU16>>;
+    1 << (ADDR_BITS - SMALL_SHIFT - LEAF_BITS - MID_BITS)] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) };
+        1 << (ADDR_BITS - SMALL_SHIFT - LEAF_BITS - MID_BITS)];
+static LARGE_TOP: [AtomicPtr<Mid<AtomicU64>>;
+    1 << (ADDR_BITS - LARGE_SHIFT - LEAF_BITS - MID_BITS)] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) };
+        1 << (ADDR_BITS - LARGE_SHIFT - LEAF_BITS - MID_BITS)];
+
+/// A zeroed node from the system allocator (never Python's: no recursion into the hooks).
+/// Large zeroed allocations are fresh mappings, backed page by page as they are touched.
+fn new_node<T>() -> *mut T {
+    let layout = std::alloc::Layout::new::<T>();
+    // SAFETY: the layout has a non-zero size; all-zero bytes are valid for atomics and
+    // null pointers.
+    unsafe { std::alloc::alloc_zeroed(layout).cast() }
 }
 
-/// The counters of `owner`; an out-of-range owner (impossible with a valid header) counts as
-/// unattributed rather than panicking inside an allocator hook.
+/// The node in `slot`, made when missing and `create`. Publication uses a compare-exchange
+/// (rare: once per node), so even callers not serialised by the GIL never lose a node.
+#[inline(always)]
+fn node<T>(slot: &AtomicPtr<T>, create: bool) -> Option<*mut T> {
+    let current = slot.load(Ordering::Acquire);
+    if !current.is_null() {
+        return Some(current);
+    }
+    if !create {
+        return None;
+    }
+    let fresh = new_node::<T>();
+    if fresh.is_null() {
+        return None;
+    }
+    match slot.compare_exchange(
+        std::ptr::null_mut(),
+        fresh,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => Some(fresh),
+        Err(winner) => {
+            // SAFETY: `fresh` came from `new_node::<T>` and was never published.
+            unsafe { std::alloc::dealloc(fresh.cast(), std::alloc::Layout::new::<T>()) };
+            Some(winner)
+        }
+    }
+}
+
+/// The entry for `key` (an address shifted by the table's step) in the table rooted at
+/// `top`; with `create`, missing nodes are made. `None` for keys outside the table or when
+/// a node cannot be allocated.
+#[inline(always)]
+fn entry_in<T>(top: &'static [AtomicPtr<Mid<T>>], key: usize, create: bool) -> Option<&'static T> {
+    let top_slot = top.get(key >> (LEAF_BITS + MID_BITS))?;
+    let mid = node(top_slot, create)?;
+    let mid_index = (key >> LEAF_BITS) & ((1 << MID_BITS) - 1);
+    // SAFETY: published nodes are valid for the rest of the process (never freed).
+    let leaf = node(unsafe { &(*mid).0[mid_index] }, create)?;
+    // SAFETY: as above.
+    Some(unsafe { &(*leaf).0[key & ((1 << LEAF_BITS) - 1)] })
+}
+
+/// The small-table entry of the block at `addr`.
+#[inline(always)]
+fn entry(addr: usize, create: bool) -> Option<&'static AtomicU16> {
+    entry_in(&SMALL_TOP, addr >> SMALL_SHIFT, create)
+}
+
+/// The counters of `owner`; an out-of-range owner counts as unattributed.
 #[inline(always)]
 fn slot_counters(owner: u16) -> &'static Counters {
     SLOTS.get(usize::from(owner)).unwrap_or(&SLOTS[0])
@@ -346,132 +458,121 @@ fn current_owner() -> u16 {
     OWNER.with(Cell::get)
 }
 
-/// Writes the header in front of `raw` and returns the user pointer; charges the owner.
-///
-/// # Safety
-/// `raw` must point to at least `HEADER + size` writable bytes, aligned to 16.
+/// Records a new block of `size` bytes at `ptr` for the current owner.
 #[inline(always)]
-unsafe fn finish_alloc(raw: *mut c_void, size: usize) -> *mut c_void {
+fn record_alloc(ptr: *mut c_void, size: usize) {
     let owner = current_owner();
-    let word = (size as u64 & SIZE_MASK) | (u64::from(owner) << SIZE_BITS);
-    // SAFETY: the caller guarantees HEADER + size bytes at `raw`.
-    let user = unsafe { raw.cast::<u8>().add(HEADER) };
-    let header = raw.cast::<u64>();
-    // SAFETY: `raw` is 16-aligned and at least 16 bytes long.
-    unsafe {
-        header.write(word);
-        header.add(1).write(tag_for(user as usize, word));
-    }
-    TOTAL.on_alloc(size as u64);
-    slot_counters(owner).on_alloc(size as u64);
-    user.cast()
-}
-
-/// Reads the header of `user` if it is a block of ours: `(size, owner)`.
-///
-/// # Safety
-/// `user` must be non-null and either a block returned by [`finish_alloc`] or a pointer
-/// from the underlying allocator (whose 16 preceding bytes are allocator metadata, hence
-/// readable).
-#[inline(always)]
-unsafe fn tracked(user: *mut c_void) -> Option<(usize, u16)> {
-    // SAFETY: see the function contract.
-    let (word, tag) = unsafe {
-        let header = user.cast::<u8>().sub(HEADER).cast::<u64>();
-        (header.read(), header.add(1).read())
+    let addr = ptr as usize;
+    let Some(e) = entry(addr, true) else {
+        // Untrackable (no table node): its free will count as untracked.
+        return;
     };
-    (tag == tag_for(user as usize, word))
-        .then_some(((word & SIZE_MASK) as usize, (word >> SIZE_BITS) as u16))
+    let owner_bits = (owner & OWNER_BITS).wrapping_add(1) & OWNER_BITS;
+    let counted = if size <= SMALL_MAX {
+        let class = (size.max(1) - 1) >> 4;
+        e.store(
+            ((class as u16) << CLASS_SHIFT) | owner_bits,
+            Ordering::Relaxed,
+        );
+        (class + 1) << 4
+    } else {
+        let Some(large) = entry_in(&LARGE_TOP, addr >> LARGE_SHIFT, true) else {
+            return;
+        };
+        large.store(size as u64, Ordering::Relaxed);
+        e.store(LARGE | owner_bits, Ordering::Relaxed);
+        size
+    };
+    slot_counters(owner).on_alloc(counted as u64);
 }
 
-/// Credits a tracked block's free to its owner and clears its tag.
-///
-/// # Safety
-/// `user` must be a tracked block (see [`tracked`]).
+/// Reads the small-table entry of the block at `ptr` (first half of a free).
 #[inline(always)]
-unsafe fn forget(user: *mut c_void, size: usize, owner: u16) -> *mut c_void {
-    // SAFETY: tracked blocks have a writable header.
-    let raw = unsafe { user.cast::<u8>().sub(HEADER) };
-    // SAFETY: as above.
-    unsafe { raw.cast::<u64>().add(1).write(0) };
-    TOTAL.on_free(size as u64);
-    slot_counters(owner).on_free(size as u64);
-    raw.cast()
+fn lookup(ptr: *mut c_void) -> (Option<&'static AtomicU16>, u16) {
+    let e = entry(ptr as usize, false);
+    let word = e.map_or(0, |e| e.load(Ordering::Relaxed));
+    (e, word)
 }
+
+/// Records the end of the block at `ptr` whose entry [`lookup`] read: credited to its
+/// owner, or an untracked free. Split from the lookup so that the entry's cache miss can
+/// overlap with the underlying allocator's work.
+#[inline(always)]
+fn record_free(ptr: *mut c_void, e: Option<&'static AtomicU16>, word: u16) {
+    let Some(e) = e.filter(|_| word & OWNER_BITS != 0) else {
+        Counters::bump(&UNTRACKED_FREES, 1);
+        return;
+    };
+    e.store(0, Ordering::Relaxed);
+    let size = if word & LARGE != 0 {
+        entry_in(&LARGE_TOP, ptr as usize >> LARGE_SHIFT, false).map_or(0, |l| {
+            let size = l.load(Ordering::Relaxed);
+            l.store(0, Ordering::Relaxed);
+            size
+        })
+    } else {
+        u64::from(((word >> CLASS_SHIFT) & CLASS_BITS) + 1) << 4
+    };
+    slot_counters((word & OWNER_BITS) - 1).on_free(size);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hooks.
+
+use pyo3::ffi::{PyMemAllocatorDomain, PyMemAllocatorEx};
+
+/// The allocator that was in place before ours, passed to the hooks as their context.
+#[repr(transparent)]
+struct Underlying(PyMemAllocatorEx);
 
 extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: ctx is the leaked `Underlying` installed with this hook.
     let under = unsafe { &(*ctx.cast::<Underlying>()).0 };
-    let (Some(malloc), Some(total)) = (under.malloc, size.checked_add(HEADER)) else {
+    let Some(malloc) = under.malloc else {
         return std::ptr::null_mut();
     };
-    let raw = malloc(under.ctx, total);
-    if raw.is_null() {
-        return raw;
+    let p = malloc(under.ctx, size);
+    if !p.is_null() {
+        record_alloc(p, size);
     }
-    // SAFETY: the underlying allocator returned `total` bytes, 16-aligned.
-    unsafe { finish_alloc(raw, size) }
+    p
 }
 
 extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     // SAFETY: ctx is the leaked `Underlying` installed with this hook.
     let under = unsafe { &(*ctx.cast::<Underlying>()).0 };
-    let Some(size) = nelem.checked_mul(elsize) else {
+    let Some(calloc) = under.calloc else {
         return std::ptr::null_mut();
     };
-    let (Some(calloc), Some(total)) = (under.calloc, size.checked_add(HEADER)) else {
-        return std::ptr::null_mut();
-    };
-    let raw = calloc(under.ctx, 1, total);
-    if raw.is_null() {
-        return raw;
+    let p = calloc(under.ctx, nelem, elsize);
+    if !p.is_null() {
+        // A successful calloc means the product did not overflow.
+        record_alloc(p, nelem.wrapping_mul(elsize));
     }
-    // SAFETY: as in hook_malloc; the header overwrites zeroed bytes, the user part stays zero.
-    unsafe { finish_alloc(raw, size) }
+    p
 }
 
 extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) -> *mut c_void {
-    if ptr.is_null() {
-        return hook_malloc(ctx, new_size);
-    }
     // SAFETY: ctx is the leaked `Underlying` installed with this hook.
     let under = unsafe { &(*ctx.cast::<Underlying>()).0 };
-    let (Some(realloc), Some(total)) = (under.realloc, new_size.checked_add(HEADER)) else {
+    let Some(realloc) = under.realloc else {
         return std::ptr::null_mut();
     };
-    // SAFETY: `ptr` came from this domain: ours or the underlying allocator's.
-    match unsafe { tracked(ptr) } {
-        Some((old_size, owner)) => {
-            // SAFETY: tracked block: its real start is HEADER bytes before.
-            let raw = unsafe { ptr.cast::<u8>().sub(HEADER) }.cast::<c_void>();
-            let new_raw = realloc(under.ctx, raw, total);
-            if new_raw.is_null() {
-                // The old block is untouched and still ours.
-                return new_raw;
-            }
-            TOTAL.on_free(old_size as u64);
-            slot_counters(owner).on_free(old_size as u64);
-            // SAFETY: `new_raw` holds `total` bytes; the data already sits after the header.
-            unsafe { finish_alloc(new_raw, new_size) }
-        }
-        None => {
-            let new_raw = realloc(under.ctx, ptr, total);
-            if new_raw.is_null() {
-                return new_raw;
-            }
-            Counters::bump(&UNTRACKED_FREES, 1);
-            // SAFETY: `new_raw` holds new_size + HEADER bytes; the old data (at most new_size
-            // of it matters) is moved up behind the header; memmove handles the overlap.
-            unsafe {
-                std::ptr::copy(
-                    new_raw.cast::<u8>(),
-                    new_raw.cast::<u8>().add(HEADER),
-                    new_size,
-                );
-                finish_alloc(new_raw, new_size)
-            }
-        }
+    let (e, word) = if ptr.is_null() {
+        (None, 0)
+    } else {
+        lookup(ptr)
+    };
+    let q = realloc(under.ctx, ptr, new_size);
+    if q.is_null() {
+        // The old block is untouched and keeps its entry.
+        return q;
     }
+    if !ptr.is_null() {
+        record_free(ptr, e, word);
+    }
+    record_alloc(q, new_size);
+    q
 }
 
 extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
@@ -480,19 +581,12 @@ extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
     }
     // SAFETY: ctx is the leaked `Underlying` installed with this hook.
     let under = unsafe { &(*ctx.cast::<Underlying>()).0 };
-    let Some(free) = under.free else { return };
-    // SAFETY: `ptr` came from this domain: ours or the underlying allocator's.
-    match unsafe { tracked(ptr) } {
-        Some((size, owner)) => {
-            // SAFETY: tracked block.
-            let raw = unsafe { forget(ptr, size, owner) };
-            free(under.ctx, raw);
-        }
-        None => {
-            Counters::bump(&UNTRACKED_FREES, 1);
-            free(under.ctx, ptr);
-        }
+    let (e, word) = lookup(ptr);
+    if let Some(free) = under.free {
+        free(under.ctx, ptr);
     }
+    // The GIL is held: nobody can allocate this address again before we finish.
+    record_free(ptr, e, word);
 }
 
 /// Wraps the `MEM` and `OBJ` domains. Call once, before the interpreter is initialised
@@ -535,45 +629,12 @@ pub(crate) unsafe fn install() {
 
 #[cfg(test)]
 mod tests {
-    //! The hooks are exercised here over libc's allocator (through Rust's `System`), so the
-    //! header logic is tested without an interpreter; the runtime tests check attribution.
+    //! The hooks are exercised here over the system allocator, so the table logic is tested
+    //! without an interpreter; the runtime tests check attribution under Python.
     use super::*;
     use std::alloc::{GlobalAlloc, Layout, System};
 
-    extern "C" fn sys_malloc(_: *mut c_void, size: usize) -> *mut c_void {
-        // SAFETY: non-zero layout (size + 16 from the hook, or >= 1 here).
-        unsafe {
-            System
-                .alloc(Layout::from_size_align(size.max(1), 16).unwrap())
-                .cast()
-        }
-    }
-    extern "C" fn sys_calloc(_: *mut c_void, n: usize, e: usize) -> *mut c_void {
-        // SAFETY: as above.
-        unsafe {
-            System
-                .alloc_zeroed(Layout::from_size_align((n * e).max(1), 16).unwrap())
-                .cast()
-        }
-    }
     // The test allocator remembers sizes itself so that realloc/free get a correct layout.
-    extern "C" fn sys_realloc(_: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
-        // SAFETY: `p` was allocated by sys_malloc with the size stored in SIZES.
-        unsafe {
-            let old = take_size(p);
-            let new = System.realloc(
-                p.cast(),
-                Layout::from_size_align(old, 16).unwrap(),
-                size.max(1),
-            );
-            remember(new.cast(), size.max(1));
-            new.cast()
-        }
-    }
-    extern "C" fn sys_free(_: *mut c_void, p: *mut c_void) {
-        // SAFETY: `p` was allocated by sys_malloc with the size stored in SIZES.
-        unsafe { System.dealloc(p.cast(), Layout::from_size_align(take_size(p), 16).unwrap()) }
-    }
     static SIZES: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
     fn remember(p: *mut c_void, size: usize) {
         SIZES.lock().unwrap().push((p as usize, size));
@@ -586,122 +647,163 @@ mod tests {
             .expect("known block");
         s.swap_remove(i).1
     }
-    extern "C" fn tracked_malloc(c: *mut c_void, size: usize) -> *mut c_void {
-        let p = sys_malloc(c, size);
-        remember(p, size.max(1));
+    fn layout(size: usize) -> Option<Layout> {
+        Layout::from_size_align(size.max(1), 16).ok()
+    }
+    extern "C" fn sys_malloc(_: *mut c_void, size: usize) -> *mut c_void {
+        let Some(l) = layout(size) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: non-zero layout.
+        let p: *mut c_void = unsafe { System.alloc(l).cast() };
+        remember(p, l.size());
         p
     }
-    extern "C" fn tracked_calloc(c: *mut c_void, n: usize, e: usize) -> *mut c_void {
-        let p = sys_calloc(c, n, e);
-        remember(p, (n * e).max(1));
+    extern "C" fn sys_calloc(_: *mut c_void, n: usize, e: usize) -> *mut c_void {
+        let Some(l) = n.checked_mul(e).and_then(layout) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: non-zero layout.
+        let p: *mut c_void = unsafe { System.alloc_zeroed(l).cast() };
+        remember(p, l.size());
         p
+    }
+    extern "C" fn sys_realloc(c: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
+        if p.is_null() {
+            return sys_malloc(c, size);
+        }
+        if layout(size).is_none() {
+            return std::ptr::null_mut();
+        }
+        let old = take_size(p);
+        // SAFETY: `p` was allocated here with `old` bytes; the new size is a valid layout.
+        let q: *mut c_void = unsafe {
+            System
+                .realloc(p.cast(), layout(old).unwrap(), size.max(1))
+                .cast()
+        };
+        if q.is_null() {
+            remember(p, old);
+        } else {
+            remember(q, size.max(1));
+        }
+        q
+    }
+    extern "C" fn sys_free(_: *mut c_void, p: *mut c_void) {
+        let size = take_size(p);
+        // SAFETY: `p` was allocated here with `size` bytes.
+        unsafe { System.dealloc(p.cast(), layout(size).unwrap()) }
     }
 
     fn underlying() -> *mut c_void {
         let u = Box::leak(Box::new(Underlying(PyMemAllocatorEx {
             ctx: std::ptr::null_mut(),
-            malloc: Some(tracked_malloc),
-            calloc: Some(tracked_calloc),
+            malloc: Some(sys_malloc),
+            calloc: Some(sys_calloc),
             realloc: Some(sys_realloc),
             free: Some(sys_free),
         })));
         (u as *mut Underlying).cast()
     }
 
+    fn with_owner<R>(owner: u16, f: impl FnOnce() -> R) -> R {
+        let _g = OwnerGuard {
+            previous: OWNER.with(|o| o.replace(owner)),
+        };
+        f()
+    }
+
     #[test]
-    fn header_round_trip_and_untracked_frees() {
-        // These counters are process-wide: measure deltas, on a private slot.
+    fn table_round_trip_and_untracked_frees() {
+        // Counters are process-wide: measure deltas, on a private slot.
         let ctx = underlying();
-        let slot = 4000u16;
-        OWNER.with(|o| o.set(slot));
+        let slot = 1000u16;
         let before = SLOTS[usize::from(slot)].read();
         let untracked_before = UNTRACKED_FREES.load(Ordering::Relaxed);
-
-        let p = hook_malloc(ctx, 100);
-        assert_eq!(p as usize % 16, 0, "alignment kept");
-        // SAFETY: 100 writable bytes.
-        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0xab, 100) };
-        // SAFETY: p is ours.
-        assert_eq!(unsafe { tracked(p) }, Some((100, slot)));
-        let z = hook_calloc(ctx, 4, 8);
-        // SAFETY: 32 readable bytes.
-        assert!(
-            unsafe { std::slice::from_raw_parts(z.cast::<u8>(), 32) }
-                .iter()
-                .all(|b| *b == 0)
-        );
-        let p2 = hook_realloc(ctx, p, 1000);
-        // SAFETY: first 100 bytes kept by realloc.
-        assert!(
-            unsafe { std::slice::from_raw_parts(p2.cast::<u8>(), 100) }
-                .iter()
-                .all(|b| *b == 0xab)
-        );
-        hook_free(ctx, p2);
-        hook_free(ctx, z);
+        with_owner(slot, || {
+            let p = hook_malloc(ctx, 100);
+            // SAFETY: 100 writable bytes.
+            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0xab, 100) };
+            let z = hook_calloc(ctx, 4, 8);
+            // SAFETY: 32 readable bytes.
+            assert!(
+                unsafe { std::slice::from_raw_parts(z.cast::<u8>(), 32) }
+                    .iter()
+                    .all(|b| *b == 0)
+            );
+            let p2 = hook_realloc(ctx, p, 1000);
+            // SAFETY: the first 100 bytes survive realloc.
+            assert!(
+                unsafe { std::slice::from_raw_parts(p2.cast::<u8>(), 100) }
+                    .iter()
+                    .all(|b| *b == 0xab)
+            );
+            let big = hook_malloc(ctx, 3 << 20);
+            assert_eq!(
+                SLOTS[usize::from(slot)].read().inuse_bytes - before.inuse_bytes,
+                32 + 1000 + (3 << 20),
+                "small blocks at their 16-byte-rounded size, large ones exact"
+            );
+            hook_free(ctx, big);
+            hook_free(ctx, p2);
+            hook_free(ctx, z);
+        });
         let after = SLOTS[usize::from(slot)].read();
         assert_eq!(
             after.allocations - before.allocations,
-            3,
-            "malloc, calloc, realloc"
+            4,
+            "malloc, calloc, realloc, big"
         );
         assert_eq!(
             after.frees - before.frees,
-            3,
-            "realloc's free and two frees"
+            4,
+            "realloc's free and three frees"
         );
         assert_eq!(
             after.allocated_bytes - before.allocated_bytes,
-            100 + 32 + 1000
+            112 + 32 + 1000 + (3 << 20)
         );
         assert_eq!(after.inuse_bytes, before.inuse_bytes);
         assert_eq!(UNTRACKED_FREES.load(Ordering::Relaxed), untracked_before);
 
-        // A block from the underlying allocator directly: freeing it is untracked, and a
-        // realloc of one becomes tracked with its data intact.
-        let foreign = tracked_malloc(std::ptr::null_mut(), 64);
-        // SAFETY: 64 writable bytes.
-        unsafe { std::ptr::write_bytes(foreign.cast::<u8>(), 0x5a, 64) };
-        let moved = hook_realloc(ctx, foreign, 64);
-        // SAFETY: 64 readable bytes.
-        assert!(
-            unsafe { std::slice::from_raw_parts(moved.cast::<u8>(), 64) }
-                .iter()
-                .all(|b| *b == 0x5a)
-        );
-        // SAFETY: moved is ours now.
-        assert_eq!(unsafe { tracked(moved) }, Some((64, slot)));
-        hook_free(ctx, moved);
-        let other = tracked_malloc(std::ptr::null_mut(), 48);
-        hook_free(ctx, other);
+        // Blocks from the underlying allocator directly: freeing one is untracked, and a
+        // realloc of one is an untracked free plus a tracked allocation.
+        with_owner(slot, || {
+            let foreign = sys_malloc(std::ptr::null_mut(), 64);
+            let moved = hook_realloc(ctx, foreign, 128);
+            assert_eq!(
+                UNTRACKED_FREES.load(Ordering::Relaxed) - untracked_before,
+                1
+            );
+            let entry = entry(moved as usize, false)
+                .unwrap()
+                .load(Ordering::Relaxed);
+            assert_eq!(entry & OWNER_BITS, slot + 1, "tracked, owned by the slot");
+            hook_free(ctx, moved);
+            let other = sys_malloc(std::ptr::null_mut(), 48);
+            hook_free(ctx, other);
+        });
         assert_eq!(
             UNTRACKED_FREES.load(Ordering::Relaxed) - untracked_before,
             2
         );
-        OWNER.with(|o| o.set(0));
+        assert_eq!(
+            SLOTS[usize::from(slot)].read().inuse_bytes,
+            before.inuse_bytes
+        );
     }
 
     #[test]
     fn frees_are_credited_to_the_allocating_owner() {
         let ctx = underlying();
-        let (a, b) = (4001u16, 4002u16);
+        let (a, b) = (1001u16, 1002u16);
         let (a0, b0) = (SLOTS[usize::from(a)].read(), SLOTS[usize::from(b)].read());
-        let p = {
-            let _g = OwnerGuard {
-                previous: OWNER.with(|o| o.replace(a)),
-            };
-            hook_malloc(ctx, 4096)
-        };
+        let p = with_owner(a, || hook_malloc(ctx, 4096));
         assert_eq!(
             SLOTS[usize::from(a)].read().inuse_bytes - a0.inuse_bytes,
             4096
         );
-        {
-            let _g = OwnerGuard {
-                previous: OWNER.with(|o| o.replace(b)),
-            };
-            hook_free(ctx, p);
-        }
+        with_owner(b, || hook_free(ctx, p));
         assert_eq!(SLOTS[usize::from(a)].read().inuse_bytes, a0.inuse_bytes);
         assert_eq!(
             SLOTS[usize::from(b)].read(),
@@ -712,9 +814,56 @@ mod tests {
     }
 
     #[test]
-    fn impossible_sizes_fail_cleanly() {
+    fn failed_allocations_are_not_recorded() {
         let ctx = underlying();
-        assert!(hook_malloc(ctx, usize::MAX - 4).is_null());
-        assert!(hook_calloc(ctx, usize::MAX, 2).is_null());
+        let slot = 1003u16;
+        let before = SLOTS[usize::from(slot)].read();
+        with_owner(slot, || {
+            assert!(hook_malloc(ctx, usize::MAX - 4).is_null());
+            assert!(hook_calloc(ctx, usize::MAX, 2).is_null());
+            let p = hook_malloc(ctx, 8);
+            assert!(hook_realloc(ctx, p, usize::MAX - 4).is_null());
+            // The failed realloc left the block, and its entry, alone.
+            assert_eq!(
+                SLOTS[usize::from(slot)].read().inuse_bytes - before.inuse_bytes,
+                16
+            );
+            hook_free(ctx, p);
+        });
+        assert_eq!(
+            SLOTS[usize::from(slot)].read().inuse_bytes,
+            before.inuse_bytes
+        );
+    }
+
+    #[test]
+    fn sizes_at_the_small_large_boundary() {
+        let ctx = underlying();
+        let slot = 1004u16;
+        let before = SLOTS[usize::from(slot)].read();
+        with_owner(slot, || {
+            let blocks: Vec<_> = [0usize, 1, 16, 17, 511, 512, 513, 600, 600, 4096]
+                .iter()
+                .map(|&n| hook_malloc(ctx, n))
+                .collect();
+            let after = SLOTS[usize::from(slot)].read();
+            assert_eq!(
+                after.allocated_bytes - before.allocated_bytes,
+                16 + 16 + 16 + 32 + 512 + 512 + 513 + 600 + 600 + 4096
+            );
+            for b in blocks {
+                hook_free(ctx, b);
+            }
+        });
+        let after = SLOTS[usize::from(slot)].read();
+        assert_eq!(after.inuse_bytes, before.inuse_bytes);
+        assert_eq!(after.frees - before.frees, 10);
+    }
+
+    #[test]
+    fn addresses_outside_the_table_are_untracked() {
+        assert!(entry(1 << ADDR_BITS, true).is_none());
+        assert!(entry(usize::MAX & !15, false).is_none());
+        assert!(entry(0x7fff_ffff_fff0, true).is_some());
     }
 }

@@ -1,0 +1,463 @@
+//! Benchmarks of the check runtime, each comparison measured back to back in one run:
+//!
+//! * `submit_metric/builtin` vs `submit_metric/stub`: `aggregator.submit_metric` called from a
+//!   Python loop, against the builtin module and against datadog-checks-base's stub
+//!   aggregator, in the same interpreter (time per call, Python loop included).
+//! * `hello_run/runtime` vs `hello_run/plain_python`: one run of the hello check through the
+//!   runtime (run, warnings, commit) vs the same run in plain Python with the stubs (run,
+//!   warnings, stub reset), in a child `python` kept alive between samples.
+//! * `memtrack/on` vs `memtrack/off`: one run of an allocation-heavy check in two child
+//!   processes of this benchmark, one with memory tracking, one without.
+//! * Peak RSS (`VmHWM`) of a child that starts the runtime and runs a simple check once, vs
+//!   `python -c "import datadog_checks.base"`; printed after the criterion groups.
+//!
+//! The ratios asked for are printed at the end, computed from the mean time per iteration
+//! of the samples criterion took in this run.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)] // a benchmark
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use criterion::Criterion;
+use outpost_checks::{CheckInstance, Runtime, RuntimeConfig, conf_d};
+use pyo3::prelude::*;
+
+fn venv() -> PathBuf {
+    std::env::var_os("OUTPOST_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"))
+}
+
+/// Mean time per iteration of each benchmark, accumulated over its samples.
+static MEANS: Mutex<Vec<(&'static str, u128, u64)>> = Mutex::new(Vec::new());
+
+fn record(name: &'static str, elapsed: Duration, iters: u64) {
+    let mut m = MEANS.lock().unwrap();
+    match m.iter_mut().find(|(n, _, _)| *n == name) {
+        Some(e) => {
+            e.1 += elapsed.as_nanos();
+            e.2 += iters;
+        }
+        None => m.push((name, elapsed.as_nanos(), iters)),
+    }
+}
+
+fn mean_ns(name: &str) -> f64 {
+    let m = MEANS.lock().unwrap();
+    let (_, ns, iters) = m.iter().find(|(n, _, _)| *n == name).unwrap();
+    *ns as f64 / *iters as f64
+}
+
+const HELLO: &str = r#"
+from datadog_checks.base import AgentCheck
+__version__ = "1.0.0"
+
+class HelloCheck(AgentCheck):
+    __NAMESPACE__ = "hello"
+    def check(self, instance):
+        tags = ["stage:dev"] + instance.get("tags", [])
+        self.gauge("world", 1.0, tags=tags)
+        self.count("requests", 3, tags=tags)
+        self.monotonic_count("total", 10, tags=tags)
+        self.service_check("can_connect", AgentCheck.OK, tags=tags)
+        self.event({"msg_title": "hi", "msg_text": "hello world", "tags": tags})
+"#;
+const HELLO_CONF: &str = "init_config:\n  service: demo\ninstances:\n  - min_collection_interval: 30\n    tags: [\"team:a\"]\n";
+
+const LOOP: &str = r#"
+import time
+import aggregator as builtin_aggregator
+from datadog_checks.base import AgentCheck
+from datadog_checks.base.stubs import aggregator as stub_aggregator
+
+LOOP = {"n": 0, "ns": 0, "target": "builtin"}
+
+class LoopCheck(AgentCheck):
+    def check(self, instance):
+        stub = LOOP["target"] == "stub"
+        submit = stub_aggregator.submit_metric if stub else builtin_aggregator.submit_metric
+        tags = ["env_name:bench", "role:db", "zone:z1"]
+        cid = self.check_id
+        n = LOOP["n"]
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            submit(self, cid, 0, "bench.metric", 1.0, tags, "", False)
+        LOOP["ns"] = time.perf_counter_ns() - t0
+        if stub:
+            stub_aggregator.reset()
+"#;
+
+const ALLOC: &str = r#"
+from datadog_checks.base import AgentCheck
+
+class AllocCheck(AgentCheck):
+    def check(self, instance):
+        data = [{"key": str(i), "values": [i, i + 1, float(i)], "name": "item-%d" % i} for i in range(20000)]
+        index = {d["key"]: d for d in data}
+        total = sum(len(d["name"]) for d in index.values())
+        self.gauge("alloc.total", total)
+"#;
+
+const SIMPLE: &str = r#"
+from datadog_checks.base import AgentCheck
+
+class SimpleCheck(AgentCheck):
+    def check(self, instance):
+        self.gauge("simple.up", 1, tags=["team:a"])
+"#;
+
+/// A temporary root with the bench checks and their configurations.
+fn tree() -> PathBuf {
+    let root = tempfile::tempdir().unwrap().keep();
+    for (name, src, conf) in [
+        ("hello", HELLO, HELLO_CONF),
+        ("bench_loop", LOOP, "instances:\n  - {}\n"),
+        ("alloc", ALLOC, "instances:\n  - {}\n"),
+        ("simple", SIMPLE, "instances:\n  - {}\n"),
+    ] {
+        fs_err::create_dir_all(root.join("checks.d")).unwrap();
+        fs_err::create_dir_all(root.join("conf.d")).unwrap();
+        fs_err::write(root.join(format!("checks.d/{name}.py")), src).unwrap();
+        fs_err::write(root.join(format!("conf.d/{name}.yaml")), conf).unwrap();
+    }
+    root
+}
+
+fn start(root: &Path, memtrack: bool) -> Runtime {
+    let agent = outpost_types::config::AgentConfig {
+        memtrack_enabled: memtrack,
+        ..Default::default()
+    };
+    Runtime::start(
+        RuntimeConfig::new(venv(), root.join("run"))
+            .with_checks_dir(root.join("checks.d"))
+            .with_agent_config(agent),
+    )
+    .unwrap()
+}
+
+fn instance(rt: &Runtime, root: &Path, name: &str) -> CheckInstance {
+    let files = conf_d::find(&root.join("conf.d"), name).unwrap();
+    let loaded = rt.load_check(name, &files[0]).unwrap();
+    loaded.instances.into_iter().next().unwrap().unwrap()
+}
+
+/// Runs the loop check with `n` calls against `target`, in chunks that bound the memory
+/// the collector holds between commits. Returns the time spent in the Python loops.
+fn submit_loop(inst: &CheckInstance, target: &str, n: u64) -> Duration {
+    const CHUNK: u64 = 200_000;
+    let mut total = Duration::ZERO;
+    let mut left = n;
+    while left > 0 {
+        let this = left.min(CHUNK);
+        Python::attach(|py| {
+            let state = py.import("bench_loop").unwrap().getattr("LOOP").unwrap();
+            state.set_item("n", this).unwrap();
+            state.set_item("target", target).unwrap();
+        });
+        let report = inst.run();
+        assert!(report.error.is_none(), "{:?}", report.error);
+        if target == "builtin" {
+            assert_eq!(report.submissions.metrics.len() as u64, this);
+        }
+        let ns: u64 = Python::attach(|py| {
+            py.import("bench_loop")
+                .unwrap()
+                .getattr("LOOP")
+                .unwrap()
+                .get_item("ns")
+                .unwrap()
+                .extract()
+                .unwrap()
+        });
+        total += Duration::from_nanos(ns);
+        left -= this;
+    }
+    total
+}
+
+/// A long-lived child answering "how long do N runs take" on a line protocol.
+struct Timer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Timer {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready", "child did not start");
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn time(&mut self, iters: u64) -> Duration {
+        writeln!(self.stdin, "{iters}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        Duration::from_nanos(line.trim().parse().unwrap())
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // Closing stdin ends the child's loop; wait for it so no process is left behind.
+        let _ = writeln!(self.stdin);
+        let _ = self.child.wait();
+    }
+}
+
+/// The hello check in plain Python with the stubs, timed per batch of runs.
+const PLAIN_HELLO: &str = r#"
+import sys, time, yaml
+sys.path.append(sys.argv[1])
+from datadog_checks.base.stubs import aggregator
+from hello import HelloCheck
+cfg = yaml.safe_load(open(sys.argv[2]))
+check = HelloCheck("hello", cfg.get("init_config") or {}, cfg["instances"])
+check.check_id = "hello:1234567890abcdef"
+for _ in range(200):
+    assert check.run() == ""
+    check.get_warnings()
+    aggregator.reset()
+print("ready", flush=True)
+for line in sys.stdin:
+    if not line.strip():
+        break
+    n = int(line)
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        check.run()
+        check.get_warnings()
+        aggregator.reset()
+    print(time.perf_counter_ns() - t0, flush=True)
+"#;
+
+/// Child mode: a runtime with memtrack on or off serving timed runs of the alloc check.
+fn child_memtrack(root: &Path, on: bool) {
+    let rt = start(root, on);
+    assert_eq!(rt.memory().enabled, on);
+    let inst = instance(&rt, root, "alloc");
+    for _ in 0..20 {
+        assert!(inst.run().error.is_none());
+    }
+    println!("ready");
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line.unwrap();
+        let Ok(n) = line.trim().parse::<u64>() else {
+            break;
+        };
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            inst.run();
+        }
+        println!("{}", t0.elapsed().as_nanos());
+    }
+}
+
+/// Child mode: peak RSS after starting the runtime and running the simple check once.
+fn child_rss(root: &Path, memtrack: bool) {
+    let rt = start(root, memtrack);
+    let inst = instance(&rt, root, "simple");
+    let report = inst.run();
+    assert!(report.error.is_none());
+    println!("{}", vm_hwm_kib());
+}
+
+fn vm_hwm_kib() -> u64 {
+    let status = fs_err::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn self_child(mode: &str, root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env("OUTPOST_BENCH_CHILD", mode)
+        .env("OUTPOST_BENCH_ROOT", root);
+    cmd
+}
+
+fn main() {
+    if let Ok(mode) = std::env::var("OUTPOST_BENCH_CHILD") {
+        let root = PathBuf::from(std::env::var_os("OUTPOST_BENCH_ROOT").unwrap());
+        match mode.as_str() {
+            "memtrack-on" => child_memtrack(&root, true),
+            "memtrack-off" => child_memtrack(&root, false),
+            "rss" => child_rss(&root, true),
+            "rss-no-memtrack" => child_rss(&root, false),
+            other => panic!("unknown child mode {other}"),
+        }
+        return;
+    }
+    let root = tree();
+    let rt = start(&root, true);
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(20)
+        .configure_from_args();
+
+    // 1. submit_metric from a Python loop.
+    let looper = instance(&rt, &root, "bench_loop");
+    {
+        let mut g = c.benchmark_group("submit_metric");
+        g.bench_function("builtin", |b| {
+            b.iter_custom(|iters| {
+                let d = submit_loop(&looper, "builtin", iters);
+                record("submit_metric/builtin", d, iters);
+                d
+            })
+        });
+        g.bench_function("stub", |b| {
+            b.iter_custom(|iters| {
+                let d = submit_loop(&looper, "stub", iters);
+                record("submit_metric/stub", d, iters);
+                d
+            })
+        });
+        g.finish();
+    }
+
+    // 2. One run of the hello check.
+    let hello = instance(&rt, &root, "hello");
+    let mut plain = {
+        let script = root.join("plain_hello.py");
+        fs_err::write(&script, PLAIN_HELLO).unwrap();
+        let mut cmd = Command::new(venv().join("bin/python"));
+        cmd.arg(&script)
+            .arg(root.join("checks.d"))
+            .arg(root.join("conf.d/hello.yaml"));
+        Timer::spawn(cmd)
+    };
+    {
+        let mut g = c.benchmark_group("hello_run");
+        g.bench_function("runtime", |b| {
+            b.iter_custom(|iters| {
+                let t0 = std::time::Instant::now();
+                for _ in 0..iters {
+                    let r = hello.run();
+                    debug_assert!(r.error.is_none());
+                    std::hint::black_box(r);
+                }
+                let d = t0.elapsed();
+                record("hello_run/runtime", d, iters);
+                d
+            })
+        });
+        g.bench_function("plain_python", |b| {
+            b.iter_custom(|iters| {
+                let d = plain.time(iters);
+                record("hello_run/plain_python", d, iters);
+                d
+            })
+        });
+        g.finish();
+    }
+    drop(plain);
+
+    // 3. Memory tracking on vs off, in two child runtimes.
+    {
+        let mut on = Timer::spawn(self_child("memtrack-on", &root));
+        let mut off = Timer::spawn(self_child("memtrack-off", &root));
+        let mut g = c.benchmark_group("memtrack");
+        g.bench_function("on", |b| {
+            b.iter_custom(|iters| {
+                let d = on.time(iters);
+                record("memtrack/on", d, iters);
+                d
+            })
+        });
+        g.bench_function("off", |b| {
+            b.iter_custom(|iters| {
+                let d = off.time(iters);
+                record("memtrack/off", d, iters);
+                d
+            })
+        });
+        g.finish();
+    }
+    c.final_summary();
+
+    // 4. Peak RSS.
+    let rss_of = |mode: &str| -> u64 {
+        let out = self_child(mode, &root).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let runtime_kib = rss_of("rss");
+    let runtime_no_memtrack_kib = rss_of("rss-no-memtrack");
+    let python_kib: u64 = {
+        let out = Command::new(venv().join("bin/python"))
+            .args([
+                "-c",
+                "import datadog_checks.base\nfor l in open('/proc/self/status'):\n    \
+                 l.startswith('VmHWM:') and print(l.split()[1])",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+
+    let submit_builtin = mean_ns("submit_metric/builtin");
+    let submit_stub = mean_ns("submit_metric/stub");
+    let hello_rt = mean_ns("hello_run/runtime");
+    let hello_py = mean_ns("hello_run/plain_python");
+    let mt_on = mean_ns("memtrack/on");
+    let mt_off = mean_ns("memtrack/off");
+    println!();
+    println!("== ratios (mean time per iteration over this run's samples) ==");
+    println!(
+        "submit_metric: builtin {:.0} ns/call ({:.2} M calls/s), stub {:.0} ns/call; builtin is {:.2}x faster (target >= 3x, >= 1 M calls/s)",
+        submit_builtin,
+        1e3 / submit_builtin,
+        submit_stub,
+        submit_stub / submit_builtin
+    );
+    println!(
+        "hello run: runtime {:.1} us, plain Python with stubs {:.1} us; ratio {:.3} (target <= 1.1)",
+        hello_rt / 1e3,
+        hello_py / 1e3,
+        hello_rt / hello_py
+    );
+    println!(
+        "memtrack: on {:.1} us, off {:.1} us per run of the allocation-heavy check; overhead {:+.1}% (target <= 10%)",
+        mt_on / 1e3,
+        mt_off / 1e3,
+        (mt_on / mt_off - 1.0) * 100.0
+    );
+    println!(
+        "peak RSS: runtime + simple check run {:.1} MiB, python -c 'import datadog_checks.base' {:.1} MiB; difference {:.1} MiB (target <= 15 MiB)",
+        runtime_kib as f64 / 1024.0,
+        python_kib as f64 / 1024.0,
+        (runtime_kib as f64 - python_kib as f64) / 1024.0
+    );
+    println!(
+        "peak RSS without memory tracking: {:.1} MiB (the tracking tables cost {:.1} MiB)",
+        runtime_no_memtrack_kib as f64 / 1024.0,
+        (runtime_kib as f64 - runtime_no_memtrack_kib as f64) / 1024.0
+    );
+}
