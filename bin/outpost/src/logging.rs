@@ -1,9 +1,21 @@
 //! Logging to stderr with `tracing`: text or JSON lines; the level comes from `-v`/`-q`,
 //! overridden by `OUTPOST_LOG` (an `EnvFilter` directive such as `outpost_daemon=debug`).
+//!
+//! The API's per-request span (`api.request`, with method, route, module and status) is
+//! recorded only at debug level and finer, or when `OUTPOST_LOG` is set: at info level it
+//! adds nothing to the lines people read (mutations and operations log their caller, package
+//! and outcome themselves), and formatting its fields for every request was the largest cost
+//! of answering `GET /status`.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
 use crate::cli::LogFormat;
+
+/// The span `outpost-api` opens around each request.
+const REQUEST_SPAN: &str = "api.request";
 
 /// Installs the global subscriber. `verbose`/`quiet` are the counts of `-v`/`-q`; `default`
 /// is the level with neither.
@@ -19,22 +31,28 @@ pub(crate) fn init(format: LogFormat, verbose: u8, quiet: u8, default: tracing::
     let index = (base + usize::from(verbose))
         .saturating_sub(usize::from(quiet))
         .min(levels.len() - 1);
-    let filter = match std::env::var("OUTPOST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
-        _ => EnvFilter::new(levels[index].as_str()),
+    let (filter, explicit) = match std::env::var("OUTPOST_LOG") {
+        Ok(directives) if !directives.is_empty() => (EnvFilter::new(directives), true),
+        _ => (EnvFilter::new(levels[index].as_str()), false),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests) keeps the first subscriber, which is fine.
-    let _ = match format {
-        LogFormat::Text => builder
+    let keep_request_spans = explicit || index >= 3;
+    let spans = filter_fn(move |meta| {
+        keep_request_spans || !(meta.is_span() && meta.name() == REQUEST_SPAN)
+    });
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-        LogFormat::Json => builder
+            .with_filter(filter.and(spans))
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
+            .with_writer(std::io::stderr)
+            .with_filter(filter.and(spans))
+            .boxed(),
     };
+    // A second initialisation (tests) keeps the first subscriber, which is fine.
+    let _ = Registry::default().with(layer).try_init();
 }

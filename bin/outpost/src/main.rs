@@ -103,6 +103,8 @@ fn daemon(global: &cli::GlobalArgs, args: &cli::DaemonArgs) -> ExitCode {
         socket: global.socket(),
         config,
     };
+    // Before any thread starts: fewer malloc arenas, large buffers returned whole.
+    outpost_daemon::allocator::tune();
     // Two workers: status keeps answering while an operation runs, and the daemon stays small.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

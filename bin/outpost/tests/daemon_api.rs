@@ -108,6 +108,31 @@ fn datadog_intents_install_experiment_stop_and_promote() {
     });
 }
 
+/// `/status` is served from a cache while nothing changes, but memory stays a cache of the
+/// disk: every operation shows at once, and a change made behind the daemon's back (here an
+/// experiment link removed by hand) shows within the cache's one-second lifetime.
+#[test]
+fn status_is_a_cache_of_the_disk() {
+    let s = Scratch::new();
+    let fx = s.fixtures();
+    let v1 = standard(&fx, "pkg", "1");
+    let v2 = standard(&fx, "pkg", "2");
+    let d = daemon_with(&s, &[&v1, &v2]);
+    d.post("/pkg/install", Some(&json!({"version": "1"})))
+        .assert_ok_empty();
+    let first = d.get("/status").body;
+    assert_eq!(d.get("/status").body, first, "same state, same bytes");
+    d.post("/pkg/experiment/start", Some(&json!({"version": "2"})))
+        .assert_ok_empty();
+    assert_eq!(d.versions("pkg"), Some(("1".into(), "2".into())));
+    fs_err::remove_file(s.root().join("packages/pkg/experiment")).unwrap();
+    // No operation runs: only the cache's lifetime can make the change show.
+    wait_for("status to see the change on disk", || {
+        (d.versions("pkg") == Some(("1".into(), String::new()))).then_some(())
+    });
+    assert_eq!(d.task("pkg").unwrap()["operation"], "start_experiment");
+}
+
 #[test]
 fn stop_without_experiment_is_a_noop() {
     let s = Scratch::new();

@@ -7,6 +7,7 @@
 //! of HTTP.
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod allocator;
 pub mod error;
 pub mod hooks;
 pub mod ops;
@@ -17,6 +18,6 @@ mod store;
 pub mod tasks;
 
 pub use error::DaemonError;
-pub use ops::{Daemon, Requester};
+pub use ops::{Daemon, GcSummary, Requester, StatusBody};
 pub use run::{RunError, RunOptions, run};
 pub use socket_access::SocketAccessError;

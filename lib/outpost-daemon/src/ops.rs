@@ -24,7 +24,7 @@ use outpost_types::platform;
 use outpost_types::source::PackageSource;
 use outpost_types::wire::{
     Catalog, PackageState as WireState, PackageStatus, Phase, ResolvedPackage, StatusResponse,
-    TaskParams,
+    TaskParams, TaskState,
 };
 use outpost_types::{PackageName, Version};
 
@@ -69,6 +69,46 @@ pub struct Daemon {
     gc_stats: GcStats,
     /// Mutations waiting for the operation lock.
     waiting: AtomicUsize,
+    /// The serialised `/status` body, while nothing changed.
+    status_cache: StatusCache,
+}
+
+/// How long a cached `/status` body may be served without looking at the disk again. Every
+/// change the daemon makes invalidates it at once; this bounds how long a change made behind
+/// the daemon's back (by hand, by another tool) can go unseen.
+const STATUS_TTL: Duration = Duration::from_secs(1);
+
+/// The last `/status` body, valid while `generation` has not moved and for [`STATUS_TTL`].
+/// Never holds a body with a running task (its progress moves without a generation change).
+#[derive(Debug, Default)]
+struct StatusCache {
+    /// Bumped after every change to the repository or the task table.
+    generation: AtomicU64,
+    entry: RwLock<Option<CachedStatus>>,
+}
+
+#[derive(Debug)]
+struct CachedStatus {
+    generation: u64,
+    at: Instant,
+    body: StatusBody,
+}
+
+/// A `/status` body, serialised once and shared by every answer until something changes.
+#[derive(Debug, Clone)]
+pub struct StatusBody(Arc<Box<serde_json::value::RawValue>>);
+
+impl serde::Serialize for StatusBody {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl StatusBody {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
 }
 
 /// Counters of garbage collection, for `/debug/vars`.
@@ -122,6 +162,7 @@ impl Daemon {
             started: Instant::now(),
             gc_stats: GcStats::default(),
             waiting: AtomicUsize::new(0),
+            status_cache: StatusCache::default(),
         };
         Ok(Arc::new(daemon))
     }
@@ -191,6 +232,53 @@ impl Daemon {
     /// Time since the daemon started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Marks the state `/status` shows as changed: the next request reads the disk again.
+    /// Called after every change to the repository and the task table.
+    fn state_changed(&self) {
+        self.status_cache.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// `GET /status`, serialised: from the cache when nothing changed since it was made (and
+    /// it is under a second old), else read from the disk ([`Daemon::status`]) and cached
+    /// unless a task is running. Never waits for a running operation.
+    pub fn status_body(&self) -> Result<StatusBody, DaemonError> {
+        let cache = &self.status_cache;
+        let generation = cache.generation.load(Ordering::Acquire);
+        if let Some(c) = cache
+            .entry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|c| c.generation == generation && c.at.elapsed() < STATUS_TTL)
+        {
+            return Ok(c.body.clone());
+        }
+        let status = self.status()?;
+        let running = status.remote_config_state.iter().any(|p| {
+            p.task
+                .as_ref()
+                .is_some_and(|t| t.state == TaskState::Running)
+        });
+        let text = serde_json::to_string(&status)
+            .map_err(|e| DaemonError::Internal(format!("could not encode the status: {e}")))?;
+        let raw = serde_json::value::RawValue::from_string(text)
+            .map_err(|e| DaemonError::Internal(format!("could not encode the status: {e}")))?;
+        let body = StatusBody(Arc::new(raw));
+        if !running {
+            // Stamped with the generation read before the disk: a change made meanwhile has
+            // bumped it, so this entry is already stale and will not be served.
+            *cache
+                .entry
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(CachedStatus {
+                generation,
+                at: Instant::now(),
+                body: body.clone(),
+            });
+        }
+        Ok(body)
     }
 
     /// `GET /status`: the repository as it is on disk, and the last task of each package.
@@ -531,6 +619,7 @@ impl Daemon {
                 operation,
                 version.as_ref().map(Version::as_str),
             );
+            this.state_changed();
             tracing::info!(
                 caller.uid = who.uid, caller.pid = who.pid, task.id = %task.id,
                 package.name = %name, package.version = version.as_ref().map(Version::as_str),
@@ -542,7 +631,10 @@ impl Daemon {
             let started = Instant::now();
             let result = body(cell).await;
             let outcome = result.as_ref().map(|_| ()).map_err(ApiError::from);
-            if let Some(done) = this.tasks.finish(name.as_str(), &task.id, outcome)
+            let done = this.tasks.finish(name.as_str(), &task.id, outcome);
+            // After the repository changed and the task table too.
+            this.state_changed();
+            if let Some(done) = done
                 && let Err(e) = this.store.put_task(name.as_str(), &done)
             {
                 tracing::warn!(error = %e, "could not persist the finished task");
@@ -590,6 +682,10 @@ impl Daemon {
             }
         }
         self.gc_stats.runs.fetch_add(1, Ordering::Relaxed);
+        // GC repairs links and removes empty packages: let /status look again.
+        self.state_changed();
+        // Every operation ends with a collection: hand back what it freed.
+        crate::allocator::trim();
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, DaemonError>

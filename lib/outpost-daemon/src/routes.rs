@@ -18,13 +18,13 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use outpost_api::{Caller, ErrorResponse, Json, Module};
-use outpost_types::wire::{Catalog, Empty, StatusResponse, TaskParams};
+use outpost_types::wire::{Catalog, Empty, TaskParams};
 use outpost_types::{ErrorCode, PackageName, Version};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::DaemonError;
-use crate::ops::{Daemon, Requester};
+use crate::ops::{Daemon, Requester, StatusBody};
 
 impl From<DaemonError> for ErrorResponse {
     fn from(e: DaemonError) -> Self {
@@ -84,9 +84,10 @@ fn version(v: String) -> std::result::Result<Version, ErrorResponse> {
     Version::new(v).map_err(|e| ErrorResponse::new(ErrorCode::BadRequest, e.to_string()))
 }
 
-/// `GET /status`: never waits for a running operation.
-pub async fn status(State(d): State<Arc<Daemon>>) -> Result<StatusResponse> {
-    Ok(Json(d.status()?))
+/// `GET /status`: never waits for a running operation; served from a cache of the
+/// serialised body while nothing changed (see [`Daemon::status_body`]).
+pub async fn status(State(d): State<Arc<Daemon>>) -> Result<StatusBody> {
+    Ok(Json(d.status_body()?))
 }
 
 /// `GET /catalog`.
