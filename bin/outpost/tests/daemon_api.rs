@@ -186,6 +186,36 @@ fn installing_the_stable_version_again_leaves_its_directory_untouched() {
     assert_ne!(task["id"], first);
 }
 
+/// Installing the version the experiment runs makes it stable in place (the directory is
+/// kept, not fetched again) and ends the experiment; installing another version over a
+/// running experiment drops the experiment too.
+#[test]
+fn install_over_a_running_experiment() {
+    let s = Scratch::new();
+    let fx = s.fixtures();
+    let fixtures: Vec<Fixture> = ["1", "2", "3", "4"]
+        .iter()
+        .map(|v| standard(&fx, "pkg", v))
+        .collect();
+    let d = daemon_with(&s, &fixtures.iter().collect::<Vec<_>>());
+    d.post("/pkg/install", Some(&json!({"version": "1"})))
+        .assert_ok_empty();
+    d.post("/pkg/experiment/start", Some(&json!({"version": "2"})))
+        .assert_ok_empty();
+    let inode = version_inode(&s.root(), "pkg", "2");
+    d.post("/pkg/install", Some(&json!({"version": "2"})))
+        .assert_ok_empty();
+    assert_eq!(d.versions("pkg"), Some(("2".into(), String::new())));
+    assert_eq!(version_inode(&s.root(), "pkg", "2"), inode);
+    d.post("/pkg/experiment/start", Some(&json!({"version": "3"})))
+        .assert_ok_empty();
+    d.post("/pkg/install", Some(&json!({"version": "4"})))
+        .assert_ok_empty();
+    assert_eq!(d.versions("pkg"), Some(("4".into(), String::new())));
+    assert_eq!(link_target(&s.root(), "pkg", "experiment"), None);
+    assert_invariants(&s.root(), "pkg", &|v| standard_files("pkg", v));
+}
+
 #[test]
 fn install_without_a_body_takes_the_only_catalog_version() {
     let s = Scratch::new();

@@ -656,3 +656,32 @@ fn gc_runs_on_the_timer() {
     // No operation ran meanwhile: the last task is still the install.
     assert_eq!(d.task("pkg").unwrap()["operation"], "install");
 }
+
+/// `packages.gc_interval: 0` turns the timer off (it used to panic the timer task); GC still
+/// follows each operation.
+#[test]
+fn a_zero_gc_interval_turns_the_timer_off() {
+    let s = Scratch::new();
+    let fx = s.fixtures();
+    let v1 = standard(&fx, "pkg", "1");
+    let v2 = standard(&fx, "pkg", "2");
+    let config = s.config("packages:\n  gc_interval: 0\n");
+    let d = Daemon::start_with(
+        &s.root(),
+        DaemonOptions {
+            config: Some(config),
+            ..Default::default()
+        },
+    );
+    d.set_catalog(&[v1.layout_entry(), v2.layout_entry()]);
+    let runs = d.wait_gc_runs(0, 1);
+    d.post("/pkg/install", Some(&json!({"version": "1"})))
+        .assert_ok_empty();
+    d.post("/pkg/install", Some(&json!({"version": "2"})))
+        .assert_ok_empty();
+    d.wait_gc_runs(runs, 2);
+    assert!(!version_exists(&s.root(), "pkg", "1"));
+    let log = d.log();
+    assert!(log.contains("no periodic garbage collection"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -148,21 +148,28 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         "daemon accepting requests"
     );
 
-    let gc = {
+    let every = options.config.packages.gc_interval.0;
+    let gc = if every.is_zero() {
+        tracing::warn!(
+            "packages.gc_interval is 0: no periodic garbage collection (it still runs after each operation)"
+        );
+        None
+    } else {
         let daemon = daemon.clone();
-        let every = options.config.packages.gc_interval.0;
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 daemon.gc().await;
             }
-        })
+        }))
     };
 
     server.serve(shutdown).await?;
-    gc.abort();
+    if let Some(gc) = gc {
+        gc.abort();
+    }
     if let Err(e) = cleanup.await {
         tracing::warn!(error = %e, "start-up cleanup task failed");
     }
