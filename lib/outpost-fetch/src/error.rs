@@ -189,6 +189,47 @@ pub enum FetchError {
         /// The output path.
         path: PathBuf,
     },
+    /// A registry or an HTTP server could not be reached, or refused a request. The message
+    /// names what was being fetched or pushed and ends with the chain of causes; it never
+    /// holds a credential.
+    #[error("{what}: {problem}{}", Causes(source.as_deref()))]
+    Remote {
+        /// What was being fetched or pushed: `oci://host/repo:tag`, `blob sha256:... of ...`,
+        /// `https://host/pkg.tar.gz`.
+        what: String,
+        /// What went wrong, for a person.
+        problem: RemoteProblem,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+    /// The password file of a registry cannot be read.
+    #[error("cannot read the password file {} for registry {host}: {source}", path.display())]
+    Credentials {
+        /// The registry host the credentials are for.
+        host: String,
+        /// The password file.
+        path: PathBuf,
+        /// The error reading it.
+        #[source]
+        source: io::Error,
+    },
+    /// A task of the operation (the unpacking thread of a download) panicked or was
+    /// cancelled.
+    #[error("{what}: the task stopped unexpectedly: {source}")]
+    TaskFailed {
+        /// What the task was doing.
+        what: String,
+        /// How it ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The registry settings or a reference cannot be used as given.
+    #[error("{reason}")]
+    BadSettings {
+        /// What is wrong, naming the setting or the reference.
+        reason: String,
+    },
 }
 
 impl FetchError {
@@ -197,12 +238,14 @@ impl FetchError {
     /// - [`ErrorCode::Integrity`]: digest or size mismatch, unsafe or corrupt archive, a limit
     ///   exceeded.
     /// - [`ErrorCode::DownloadFailed`]: the source could not be read, a blob is missing, no image
-    ///   for the host platform, the image holds another package.
-    /// - [`ErrorCode::BadRequest`]: a malformed digest, layout, image document or pack input.
+    ///   for the host platform, the image holds another package, a registry or HTTP server
+    ///   failed or refused ([`FetchError::Remote`]), a password file cannot be read.
+    /// - [`ErrorCode::BadRequest`]: a malformed digest, layout, image document or pack input;
+    ///   unusable registry settings.
     /// - [`ErrorCode::NotEnoughDiskSpace`]: a write failed with `ENOSPC` or `EDQUOT`.
     /// - [`ErrorCode::Filesystem`]: any other local I/O failure.
     /// - [`ErrorCode::Unavailable`]: cancelled (the daemon is stopping the operation).
-    /// - [`ErrorCode::Internal`]: the hashing thread died.
+    /// - [`ErrorCode::Internal`]: the hashing thread or the unpacking task died.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::UnsafeEntry { .. }
@@ -211,20 +254,23 @@ impl FetchError {
             | Self::DigestMismatch { .. }
             | Self::SizeMismatch { .. } => ErrorCode::Integrity,
             Self::Read { .. }
+            | Self::Remote { .. }
+            | Self::Credentials { .. }
             | Self::MissingBlob { .. }
             | Self::NoMatchingImage { .. }
             | Self::PackageMismatch { .. } => ErrorCode::DownloadFailed,
             Self::Write { source, .. } | Self::Io(source) => io_code(source),
             Self::DestinationNotEmpty { .. } => ErrorCode::Filesystem,
             Self::Cancelled => ErrorCode::Unavailable,
-            Self::HashThread { .. } => ErrorCode::Internal,
+            Self::HashThread { .. } | Self::TaskFailed { .. } => ErrorCode::Internal,
             Self::InvalidDigest { .. }
             | Self::NotALayout { .. }
             | Self::Json { .. }
             | Self::BadImage { .. }
             | Self::MissingAnnotation { .. }
             | Self::PackInput { .. }
-            | Self::OutputExists { .. } => ErrorCode::BadRequest,
+            | Self::OutputExists { .. }
+            | Self::BadSettings { .. } => ErrorCode::BadRequest,
         }
     }
 
@@ -240,6 +286,122 @@ fn io_code(e: &io::Error) -> ErrorCode {
         Some(c) if c == rustix::io::Errno::NOSPC.raw_os_error() => ErrorCode::NotEnoughDiskSpace,
         Some(c) if c == rustix::io::Errno::DQUOT.raw_os_error() => ErrorCode::NotEnoughDiskSpace,
         _ => ErrorCode::Filesystem,
+    }
+}
+
+/// Renders the chain of causes of an error as `: cause: cause...`, skipping a cause whose text
+/// the previous one already holds.
+struct Causes<'a>(Option<&'a (dyn std::error::Error + Send + Sync + 'static)>);
+
+impl fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut last = String::new();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = match self.0 {
+            Some(e) => Some(e),
+            None => None,
+        };
+        while let Some(e) = next {
+            let text = e.to_string();
+            if !text.is_empty() && !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// What went wrong talking to a registry or an HTTP server, in a [`FetchError::Remote`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteProblem {
+    /// The server asked for credentials (HTTP 401): none are configured for the host, or the
+    /// ones configured were refused.
+    Unauthorized {
+        /// The host that refused.
+        host: String,
+        /// The user whose credentials were sent, if any.
+        username: Option<String>,
+    },
+    /// The server refused access with the credentials sent (HTTP 403, `DENIED`).
+    Forbidden {
+        /// The host that refused.
+        host: String,
+    },
+    /// The tag, digest, repository or blob does not exist (HTTP 404).
+    NotFound {
+        /// What the server said.
+        detail: String,
+    },
+    /// Another HTTP status or registry error.
+    Status {
+        /// The HTTP status, when known.
+        status: Option<u16>,
+        /// What the server said.
+        detail: String,
+    },
+    /// The network failed (connection refused or reset, timeout, a server error) on every
+    /// attempt.
+    Network {
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The TLS connection to a host that is not listed as insecure failed.
+    Tls {
+        /// The host.
+        host: String,
+    },
+    /// The server broke the protocol (a wrong range, a missing header).
+    Protocol {
+        /// What it did.
+        detail: String,
+    },
+}
+
+impl fmt::Display for RemoteProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unauthorized {
+                host,
+                username: Some(user),
+            } => write!(
+                f,
+                "registry {host} refused the credentials of user {user:?} (HTTP 401): check \
+                 registry.username and registry.password_file, or registry.auths.\"{host}\", in \
+                 the configuration"
+            ),
+            Self::Unauthorized {
+                host,
+                username: None,
+            } => write!(
+                f,
+                "registry {host} requires credentials (HTTP 401) and none are configured for it: \
+                 set registry.username and registry.password_file, or registry.auths.\"{host}\", in \
+                 the configuration"
+            ),
+            Self::Forbidden { host } => write!(
+                f,
+                "registry {host} denied access with the configured credentials (HTTP 403)"
+            ),
+            Self::NotFound { detail } => write!(f, "not found (HTTP 404): {detail}"),
+            Self::Status {
+                status: Some(s),
+                detail,
+            } => write!(f, "the server answered HTTP {s}: {detail}"),
+            Self::Status {
+                status: None,
+                detail,
+            } => write!(f, "the registry refused the request: {detail}"),
+            Self::Network { attempts: 1 } => f.write_str("network failure"),
+            Self::Network { attempts } => write!(f, "network failure on all {attempts} attempts"),
+            Self::Tls { host } => write!(
+                f,
+                "the TLS connection to {host} failed; if this registry serves plain HTTP, list \
+                 \"{host}\" in registry.insecure_hosts of the configuration"
+            ),
+            Self::Protocol { detail } => f.write_str(detail),
+        }
     }
 }
 

@@ -81,16 +81,25 @@ mod compress;
 mod control;
 mod digest;
 mod error;
+pub mod http;
 pub mod layout;
 pub mod oci;
 pub mod pack;
 pub mod path;
+pub mod registry;
+mod remote;
+pub mod source;
 mod stream;
 mod tarball;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod unpack;
 
 pub use compress::Compression;
 pub use control::{Cancel, Limits, NoProgress, Progress, UnpackStats};
 pub use digest::{Digest, Expected};
-pub use error::{FetchError, LimitKind, SizeSeen, UnsafeReason};
+pub use error::{FetchError, LimitKind, RemoteProblem, SizeSeen, UnsafeReason};
+pub use registry::{Login, PushedImage, RegistryImage, RegistrySettings, push_layout};
+pub use remote::RetryPolicy;
+pub use source::{FetchContext, FetchedMeta, Prepared, fetch, prepare, required_space};
 pub use tarball::{unpack_tar, unpack_tarball, unpack_tarball_file};

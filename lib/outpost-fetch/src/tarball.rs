@@ -105,7 +105,7 @@ pub fn unpack_tarball_file(
     unpack_tarball_named(file, what, expect, dest, limits, cancel, progress)
 }
 
-fn unpack_tarball_named(
+pub(crate) fn unpack_tarball_named(
     reader: impl Read,
     what: String,
     expect: &Expected,
