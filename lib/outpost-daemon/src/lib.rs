@@ -5,6 +5,11 @@
 //! Data flows one way: route → [`Daemon`] operation → fetch into a staging directory →
 //! repository switch. The daemon knows nothing of tar or OCI; the repository knows nothing
 //! of HTTP.
+//!
+//! Who can connect: the socket is born 0700 (root only); `api.allow_uids` / `api.allow_gids`
+//! are granted access to it with a POSIX ACL, nobody else (see [`socket_access`]). Who may
+//! change packages: uid 0, the daemon's uid, and those lists (checked on the peer's
+//! credentials by `outpost-api`).
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod allocator;
@@ -13,7 +18,7 @@ pub mod hooks;
 pub mod ops;
 pub mod routes;
 pub mod run;
-mod socket_access;
+pub mod socket_access;
 mod store;
 pub mod tasks;
 

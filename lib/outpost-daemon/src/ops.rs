@@ -10,18 +10,22 @@
 //!   last task.
 //! - Old versions are collected after each operation, once the caller has its answer, and on
 //!   a timer; collection respects in-use locks.
+//! - An operation on a package that is not installed (stop, promote, remove, experiment
+//!   start) is refused before a task is recorded, so unknown names never appear in `/status`.
+//! - `/status` is served from a serialised body cached until the next change the daemon
+//!   makes (task start or end, GC) and for at most one second (changes made behind its back);
+//!   while a task runs it is read from the disk on every request. The disk stays the truth.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use outpost_fetch::{Cancel, Expected, Limits};
+use outpost_fetch::{FetchContext, Limits, RegistrySettings};
 use outpost_repo::{GcReport, Repository, StagingDir, WriterLock};
 use outpost_types::config::Config;
 use outpost_types::error::ApiError;
 use outpost_types::platform;
-use outpost_types::source::PackageSource;
 use outpost_types::wire::{
     Catalog, PackageState as WireState, PackageStatus, Phase, ResolvedPackage, StatusResponse,
     TaskParams, TaskState,
@@ -718,28 +722,31 @@ impl Daemon {
         Ok(())
     }
 
-    /// Fetches a package into a fresh staging directory, after checking disk space.
+    /// Fetches a package into a fresh staging directory: resolves its source first (for a
+    /// registry: the index and manifest, not the payload), checks disk space against the
+    /// size that tells, and only then downloads and unpacks (`outpost_fetch::prepare`).
     async fn fetch(
         self: &Arc<Self>,
         resolved: &ResolvedPackage,
         label: &str,
         cell: Arc<ProgressCell>,
     ) -> Result<StagingDir, DaemonError> {
+        let ctx = FetchContext::new(
+            RegistrySettings::from_config(&self.config.registry),
+            self.limits,
+        )
+        .with_progress(cell);
+        let prepared = outpost_fetch::prepare(resolved, &ctx).await?;
+        self.check_disk_space(prepared.required_bytes())?;
         let staged = self.repo.staging(label)?;
-        let this = self.clone();
-        let resolved = resolved.clone();
-        let dest = staged.path().to_path_buf();
-        let limits = self.limits;
-        self.blocking(move || {
-            this.check_disk_space(&resolved)?;
-            fetch_local(&resolved, &dest, &limits, &Cancel::default(), cell.as_ref())
-        })
-        .await?;
+        prepared.fetch(staged.path(), &ctx).await?;
         Ok(staged)
     }
 
-    fn check_disk_space(&self, resolved: &ResolvedPackage) -> Result<(), DaemonError> {
-        let Some(size) = package_size(resolved)? else {
+    /// Refuses a package of `size` bytes (when known) unless the root's filesystem has that
+    /// much free, plus a margin.
+    fn check_disk_space(&self, size: Option<u64>) -> Result<(), DaemonError> {
+        let Some(size) = size else {
             return Ok(());
         };
         let required = size.saturating_add(DISK_MARGIN);
@@ -755,79 +762,8 @@ impl Daemon {
     }
 }
 
-/// The bytes a package will need, when they can be known before fetching it.
-fn package_size(resolved: &ResolvedPackage) -> Result<Option<u64>, DaemonError> {
-    Ok(match &resolved.source {
-        PackageSource::TarballFile(path) => match resolved.size {
-            Some(s) => Some(s),
-            None => Some(
-                fs_err::metadata(path)
-                    .map_err(|source| outpost_fetch::FetchError::Read {
-                        what: format!("tarball {}", path.display()),
-                        source,
-                    })?
-                    .len(),
-            ),
-        },
-        PackageSource::Layout(dir) => {
-            let image = outpost_fetch::layout::read(dir)?;
-            Some(
-                image
-                    .meta
-                    .size
-                    .unwrap_or_else(|| image.layers().map(|l| l.size).sum()),
-            )
-        }
-        PackageSource::TarballHttp(_) | PackageSource::Registry(_) => resolved.size,
-    })
-}
-
 /// Free bytes for an unprivileged writer on the filesystem holding `path`.
 fn available_space(path: &Path) -> Result<u64, DaemonError> {
     let st = rustix::fs::statvfs(path).map_err(std::io::Error::from)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-/// Fetches a package from a local source (tarball file or OCI layout) into `dest`.
-fn fetch_local(
-    resolved: &ResolvedPackage,
-    dest: &Path,
-    limits: &Limits,
-    cancel: &Cancel,
-    progress: &ProgressCell,
-) -> Result<(), DaemonError> {
-    match &resolved.source {
-        PackageSource::TarballFile(path) => {
-            let sha256 = resolved.sha256.as_deref().ok_or_else(|| {
-                DaemonError::BadRequest(format!(
-                    "{}: a tarball needs a sha256 in its catalog entry",
-                    resolved.url
-                ))
-            })?;
-            let expect = Expected::sha256(sha256, resolved.size)?;
-            outpost_fetch::unpack_tarball_file(path, &expect, dest, limits, cancel, progress)?;
-        }
-        PackageSource::Layout(dir) => {
-            outpost_fetch::layout::unpack(
-                dir,
-                &resolved.name,
-                &resolved.version,
-                dest,
-                limits,
-                cancel,
-                progress,
-            )?;
-        }
-        PackageSource::TarballHttp(url) => {
-            return Err(DaemonError::BadRequest(format!(
-                "{url}: HTTP tarballs are not supported yet"
-            )));
-        }
-        PackageSource::Registry(r) => {
-            return Err(DaemonError::BadRequest(format!(
-                "oci://{r}: registries are not supported yet"
-            )));
-        }
-    }
-    Ok(())
 }

@@ -1,6 +1,13 @@
 //! `outpost daemon`: assembles the API (LocalAPI, telemetry, debug vars), serves it on the
 //! Unix socket (and TCP if configured), collects garbage on a timer, and shuts down
 //! gracefully on SIGTERM or SIGINT.
+//!
+//! Start-up order: signal handlers (so a SIGTERM during start-up is graceful too), the state
+//! (the repository's writer lock: a second daemon on the root is refused with
+//! [`RunError::AlreadyRunning`]), the socket (a live one is never stolen, a stale one is
+//! replaced), its ACL for `api.allow_uids`/`allow_gids` ([`crate::socket_access`]), then
+//! serving; the leftovers of a crash are removed in the background while mutations wait.
+//! `/debug/vars` shows the daemon's version, root, uptime, queued mutations and GC counters.
 
 use std::path::PathBuf;
 use std::sync::Arc;
