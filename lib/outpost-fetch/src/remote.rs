@@ -27,8 +27,11 @@ use crate::error::{FetchError, RemoteProblem};
 /// few hundred KiB (usually 8 to 64 KiB), so this bounds the memory in flight to a few MiB.
 pub(crate) const QUEUE: usize = 8;
 
-/// Progress is reported at least this often while bytes arrive (and at the end).
+/// Progress is reported at least this often while bytes arrive (and at the end)...
 const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// ... and after at most this many bytes, so a report is never far behind when the
+/// transfer stalls.
+const REPORT_BYTES: u64 = 512 << 10;
 
 /// How transient failures (connection refused or reset, timeouts, HTTP 5xx and 429) are
 /// retried. Permanent failures (401, 403, 404, a digest mismatch) are never retried.
@@ -211,6 +214,7 @@ pub(crate) struct DownloadProgress {
     base: u64,
     total: Option<u64>,
     last: Option<Instant>,
+    last_done: u64,
 }
 
 impl DownloadProgress {
@@ -220,17 +224,20 @@ impl DownloadProgress {
             base: 0,
             total,
             last: None,
+            last_done: 0,
         }
     }
 
     fn report(&mut self, done: u64, force: bool) {
         let now = Instant::now();
         if force
+            || done.saturating_sub(self.last_done) >= REPORT_BYTES
             || self
                 .last
                 .is_none_or(|t| now.duration_since(t) >= REPORT_EVERY)
         {
             self.last = Some(now);
+            self.last_done = done;
             self.progress
                 .report(Phase::Download, self.base + done, self.total);
         }
@@ -239,6 +246,7 @@ impl DownloadProgress {
     /// Moves the base past a finished blob.
     fn advance(&mut self, bytes: u64) {
         self.base += bytes;
+        self.last_done = 0;
     }
 }
 

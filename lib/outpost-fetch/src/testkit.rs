@@ -20,7 +20,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -301,6 +301,12 @@ pub enum Fault {
         /// The offset in the body.
         at: u64,
     },
+    /// Forward this many bytes of the body, then hold the rest until
+    /// [`FaultProxy::release`] is called.
+    HoldBody {
+        /// Body bytes forwarded before holding.
+        after: u64,
+    },
 }
 
 /// When a [`FaultProxy`] injects a fault.
@@ -333,6 +339,7 @@ struct ProxyState {
     rules: Vec<Rule>,
     seen: Vec<SeenRequest>,
     injected: usize,
+    released: bool,
 }
 
 /// An HTTP/1.1 proxy in front of `upstream` that records requests and injects faults.
@@ -341,7 +348,7 @@ struct ProxyState {
 #[derive(Debug)]
 pub struct FaultProxy {
     addr: SocketAddr,
-    state: Arc<Mutex<ProxyState>>,
+    state: Arc<(Mutex<ProxyState>, Condvar)>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -351,10 +358,13 @@ impl FaultProxy {
     pub fn start(upstream: SocketAddr, rules: Vec<Rule>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let state = Arc::new(Mutex::new(ProxyState {
-            rules,
-            ..ProxyState::default()
-        }));
+        let state = Arc::new((
+            Mutex::new(ProxyState {
+                rules,
+                ..ProxyState::default()
+            }),
+            Condvar::new(),
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (state, stop) = (state.clone(), stop.clone());
@@ -393,22 +403,29 @@ impl FaultProxy {
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<SeenRequest> {
-        lock(&self.state).seen.clone()
+        lock(&self.state.0).seen.clone()
     }
 
     /// How many faults were injected so far.
     pub fn injected(&self) -> usize {
-        lock(&self.state).injected
+        lock(&self.state.0).injected
     }
 
     /// Replaces the rules.
     pub fn set_rules(&self, rules: Vec<Rule>) {
-        lock(&self.state).rules = rules;
+        lock(&self.state.0).rules = rules;
+    }
+
+    /// Lets every held body ([`Fault::HoldBody`]) go on, now and from now on.
+    pub fn release(&self) {
+        lock(&self.state.0).released = true;
+        self.state.1.notify_all();
     }
 }
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
+        self.release();
         self.stop.store(true, Ordering::Relaxed);
         // Wakes the accept loop so it sees the flag; a failure means it is already gone.
         let _ = TcpStream::connect(self.addr);
@@ -481,7 +498,12 @@ fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Head> {
     })
 }
 
-fn proxy_one(client: TcpStream, upstream: SocketAddr, state: &Mutex<ProxyState>) -> io::Result<()> {
+fn proxy_one(
+    client: TcpStream,
+    upstream: SocketAddr,
+    shared: &(Mutex<ProxyState>, Condvar),
+) -> io::Result<()> {
+    let state = &shared.0;
     let mut reader = BufReader::new(client.try_clone()?);
     let head = match read_request(&mut reader) {
         Ok(h) => h,
@@ -580,6 +602,21 @@ fn proxy_one(client: TcpStream, upstream: SocketAddr, state: &Mutex<ProxyState>)
             Some(Fault::FlipBodyByte { at }) if at >= sent && at < sent + n as u64 => {
                 let i = usize::try_from(at - sent).unwrap_or(0);
                 chunk[i] = !chunk[i];
+            }
+            Some(Fault::HoldBody { after }) if sent + n as u64 > after => {
+                let keep = usize::try_from(after.saturating_sub(sent))
+                    .unwrap_or(n)
+                    .min(n);
+                client_w.write_all(&chunk[..keep])?;
+                client_w.flush()?;
+                let mut st = lock(state);
+                while !st.released {
+                    st = shared.1.wait(st).unwrap_or_else(PoisonError::into_inner);
+                }
+                drop(st);
+                client_w.write_all(&chunk[keep..])?;
+                io::copy(&mut up_reader, &mut client_w)?;
+                return Ok(());
             }
             _ => {}
         }
