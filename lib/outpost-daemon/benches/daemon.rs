@@ -416,6 +416,24 @@ fn run_load(rt: &tokio::runtime::Runtime, socket: &Path, requests: usize) -> Loa
     report
 }
 
+/// CPU time the process has used so far, all threads (from `/proc/<pid>/task/*/schedstat`,
+/// nanoseconds on the CPU). Threads that already exited are not counted: call it around a
+/// span during which the servers keep their threads.
+fn cpu_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in fs_err::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path().join("schedstat");
+        if let Ok(text) = fs_err::read_to_string(&path) {
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -433,10 +451,19 @@ fn throughput(bin: &Path, rt: &tokio::runtime::Runtime) {
     run_load(rt, &d.socket, 10_000);
     run_load(rt, &bare_socket, 10_000);
     let (mut daemon_rps, mut bare_rps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut daemon_cpu, mut bare_cpu) = (Vec::new(), Vec::new());
     let (mut daemon_last, mut bare_last) = (None, None);
+    let per_request =
+        |before: u64, after: u64| (after - before) as f64 / ROUND_REQUESTS as f64 / 1000.0;
     for _ in 0..ROUNDS {
+        let c0 = cpu_ns(d.pid());
         let a = run_load(rt, &d.socket, ROUND_REQUESTS);
+        let c1 = cpu_ns(d.pid());
+        let b0 = cpu_ns(_bare.0.id());
         let b = run_load(rt, &bare_socket, ROUND_REQUESTS);
+        let b1 = cpu_ns(_bare.0.id());
+        daemon_cpu.push(per_request(c0, c1));
+        bare_cpu.push(per_request(b0, b1));
         ratios.push(a.requests_per_sec / b.requests_per_sec);
         daemon_rps.push(a.requests_per_sec);
         bare_rps.push(b.requests_per_sec);
@@ -460,6 +487,11 @@ fn throughput(bin: &Path, rt: &tokio::runtime::Runtime) {
         "  ratio daemon/bare: median of medians {:.3}, median of per-round ratios {:.3}",
         a / b,
         median(ratios)
+    );
+    let (ca, cb) = (median(daemon_cpu), median(bare_cpu));
+    println!(
+        "  server CPU per request (all threads, median): daemon {ca:.2} µs, bare hyper {cb:.2} µs (bare/daemon {:.3})",
+        cb / ca
     );
     for (name, rep) in [("daemon", daemon_last), ("bare hyper", bare_last)] {
         let rep = rep.unwrap();
