@@ -65,7 +65,7 @@ pub(crate) enum Command {
         #[arg(id = "pkg_version", value_name = "VERSION")]
         version: Option<String>,
         /// Arguments passed to the package's install hook
-        #[arg(long = "install-arg", value_name = "ARG")]
+        #[arg(long = "install-arg", value_name = "ARG", allow_hyphen_values = true)]
         install_args: Vec<String>,
     },
     /// Start, stop or promote an experiment
@@ -371,6 +371,25 @@ mod tests {
             ])
             .is_ok()
         );
+    }
+
+    #[test]
+    fn install_args_may_look_like_flags() {
+        let cli = Cli::try_parse_from([
+            "outpost",
+            "install",
+            "p",
+            "1",
+            "--install-arg",
+            "--apm",
+            "--install-arg",
+            "-x",
+        ])
+        .unwrap();
+        let Command::Install { install_args, .. } = cli.command else {
+            panic!("not install")
+        };
+        assert_eq!(install_args, ["--apm", "-x"]);
     }
 
     #[test]
