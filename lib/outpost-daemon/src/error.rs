@@ -109,14 +109,63 @@ impl DaemonError {
     }
 }
 
+impl DaemonError {
+    /// The message for people: this error and its causes, joined with ": " (a cause whose
+    /// text the message already ends with is not repeated). `Display` alone stops at the
+    /// first line of some errors (the repository's name the step and path, their `source`
+    /// says what the system answered, e.g. "No space left on device").
+    pub fn message(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !out.ends_with(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = cause.source();
+        }
+        out
+    }
+}
+
 impl From<&DaemonError> for ApiError {
     fn from(e: &DaemonError) -> Self {
-        ApiError::new(e.code(), e.to_string())
+        ApiError::new(e.code(), e.message())
     }
 }
 
 impl From<DaemonError> for ApiError {
     fn from(e: DaemonError) -> Self {
         ApiError::from(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_their_causes() {
+        let io = std::io::Error::from_raw_os_error(28); // ENOSPC
+        let repo = outpost_repo::RepoError::Filesystem {
+            op: "write",
+            path: "/r/x".into(),
+            source: io,
+        };
+        let e = DaemonError::from(repo);
+        let api = ApiError::from(&e);
+        assert!(api.message.contains("/r/x"), "{}", api.message);
+        assert!(
+            api.message.contains("No space left on device"),
+            "{}",
+            api.message
+        );
+        assert_eq!(
+            api.message.matches("No space left").count(),
+            1,
+            "{}",
+            api.message
+        );
     }
 }

@@ -28,7 +28,7 @@ use crate::ops::{Daemon, Requester, StatusBody};
 
 impl From<DaemonError> for ErrorResponse {
     fn from(e: DaemonError) -> Self {
-        ErrorResponse::new(e.code(), e.to_string())
+        ErrorResponse::new(e.code(), e.message())
     }
 }
 
