@@ -23,12 +23,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let global = &cli.global;
-    logging::init(
-        cli::LogFormat::Text,
-        global.verbose,
-        global.quiet,
-        tracing::Level::WARN,
-    );
+    pyagent::init_logging(global);
     match &cli.command {
         Command::Check(CheckCommand::Run {
             name,

@@ -89,7 +89,7 @@ pub enum Error {
         /// What CPython said (`PyStatus.err_msg`, and the function that failed).
         message: String,
     },
-    /// The interpreter started but `datadog_checks.checks.AgentCheck` cannot be imported.
+    /// The interpreter started but `datadog_checks.base.AgentCheck` cannot be imported.
     #[error(
         "datadog-checks-base cannot be imported from {}: {source}",
         venv.display()

@@ -5,12 +5,11 @@
 //!
 //! 1. the builtin modules are appended to the inittab;
 //! 2. pre-initialisation turns on UTF-8 mode;
-//! 3. memory tracking wraps the allocators (when enabled), before any object exists;
-//! 4. the program name is the venv's `bin/python`: CPython finds `pyvenv.cfg` beside it, so
+//! 3. the program name is the venv's `bin/python`: CPython finds `pyvenv.cfg` beside it, so
 //!    `sys.prefix` is the venv, its site-packages are on `sys.path`, and `sys.executable`
 //!    is a real interpreter that can run `-c` subprocesses (which
 //!    `AgentCheck.load_config` does);
-//! 5. Python's signal handlers are not installed (Ctrl-C stays the agent's), C stdio is left
+//! 4. Python's signal handlers are not installed (Ctrl-C stays the agent's), C stdio is left
 //!    alone, the user site directory is off; `PYTHON*` environment variables are honoured as
 //!    by any Python.
 //!
@@ -173,7 +172,7 @@ fn status_error(status: &ffi::PyStatus) -> Option<String> {
 
 /// Starts the interpreter (once per process). `venv`: the virtual environment, or `None`
 /// for the bare interpreter (used by `outpost version` without one).
-pub(crate) fn start(venv: Option<&Path>, memtrack: bool) -> Result<(), Error> {
+pub(crate) fn start(venv: Option<&Path>) -> Result<(), Error> {
     let mut started = STARTED.lock().unwrap_or_else(PoisonError::into_inner);
     match started.as_ref() {
         Some(Started::Ok { venv: v }) => {
@@ -200,7 +199,7 @@ pub(crate) fn start(venv: Option<&Path>, memtrack: bool) -> Result<(), Error> {
             message: "the interpreter was initialised outside the check runtime".into(),
         });
     }
-    let result = init(program.as_deref(), memtrack);
+    let result = init(program.as_deref());
     *started = Some(match &result {
         Ok(()) => Started::Ok {
             venv: venv.map(Path::to_owned),
@@ -212,7 +211,7 @@ pub(crate) fn start(venv: Option<&Path>, memtrack: bool) -> Result<(), Error> {
     result
 }
 
-fn init(program: Option<&Path>, memtrack: bool) -> Result<(), Error> {
+fn init(program: Option<&Path>) -> Result<(), Error> {
     crate::modules::register();
     // SAFETY: the pre-config is initialised by CPython before use; nothing else in the
     // process uses the Python API yet (checked by the caller under the STARTED lock).
@@ -226,10 +225,6 @@ fn init(program: Option<&Path>, memtrack: bool) -> Result<(), Error> {
         if let Some(message) = status_error(&status) {
             return Err(Error::InterpreterInit { message });
         }
-    }
-    if memtrack {
-        // SAFETY: pre-initialised, not initialised: no other allocator user yet.
-        unsafe { crate::memtrack::install() };
     }
     let program = program
         .map(|p| CString::new(p.as_os_str().as_bytes()))
@@ -319,7 +314,7 @@ pub fn running_info() -> Option<PythonInfo> {
 /// `outpost version` when no venv is configured; the process cannot start the check runtime
 /// afterwards.
 pub fn probe_without_venv() -> Result<PythonInfo, Error> {
-    start(None, false)?;
+    start(None)?;
     pyo3::Python::attach(|py| {
         info(py, None).map_err(|e| Error::Python {
             context: "reading the interpreter's details".into(),

@@ -2,20 +2,24 @@
 //!
 //! # Design
 //!
-//! Python's `MEM` and `OBJ` allocator domains are wrapped with `PyMem_SetAllocator` before the
-//! interpreter is initialised; the wrappers call the allocator that was in place (pymalloc,
-//! or whatever `PYTHONMALLOC` chose) with the caller's exact request, so blocks keep their
-//! size class and Python's heap its layout and speed.
+//! Python's `MEM` and `OBJ` allocator domains are wrapped with `PyMem_SetAllocator` when the
+//! runtime has started (interpreter up, datadog-checks-base imported), with the GIL held; the
+//! wrappers call the allocator that was in place (pymalloc, or whatever `PYTHONMALLOC` chose)
+//! with the caller's exact request and pass every pointer through unchanged, which is what
+//! makes installing them on a running interpreter safe. Blocks keep their size class and
+//! Python's heap its layout and speed. What the interpreter and the base library allocated
+//! before (about 10 MiB) is not tracked: their frees are the `UntrackedFrees`, and they cost
+//! no table memory.
 //!
 //! * **Side tables.** What the tracker knows about a live block is a 16-bit entry in a
-//!   sparse three-level table indexed by the block's address in 16-byte steps (the
-//!   allocators' alignment: two live blocks never start in the same 16 bytes): the owner
-//!   slot and, for requests of up to 512 bytes (pymalloc's small blocks), the size rounded
-//!   up to 16 bytes, which is what such a block really occupies. Larger blocks keep their
-//!   exact size in a second table of 64-bit entries in 512-byte steps (blocks of more than
-//!   512 bytes never start in the same 512 bytes). Leaves are allocated on first use and
-//!   their pages are only backed where blocks live: 512 bytes of table per 4 KiB page of
-//!   small objects, under 2% for large ones. No lock, no hashing, no bytes added to
+//!   sparse three-level table indexed by the block's address in 32-byte steps (requests of
+//!   up to 16 bytes are served from 32-byte blocks, so two live blocks never start in the
+//!   same 32 bytes): the owner slot and, for requests of up to 512 bytes (pymalloc's small
+//!   blocks), the size rounded up to 16 bytes, which is what such a block really occupies.
+//!   Larger blocks keep their exact size in a second table of 64-bit entries in 512-byte
+//!   steps (blocks of more than 512 bytes never start in the same 512 bytes). Leaves are
+//!   allocated on first use and their pages are only backed where blocks live: 256 bytes of
+//!   table per 4 KiB page of small objects, under 2% for large ones. No lock, no hashing, no bytes added to
 //!   Python's blocks, so the heap keeps its size classes and its cache behaviour.
 //! * **Untracked frees.** A free whose address has no entry was not allocated through the
 //!   wrapper (e.g. allocated before it was installed, or a foreign pointer handed to
@@ -146,8 +150,8 @@ thread_local! {
 }
 
 /// Memory counters, as exported in the `rtloader` expvar map. Blocks of up to 512 bytes are
-/// counted at their size rounded up to 16 bytes (their real footprint in pymalloc); larger
-/// ones at their requested size.
+/// counted at their size rounded up to 16 bytes, at least 32 (their real footprint in
+/// pymalloc); larger ones at their requested size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MemoryStats {
@@ -361,8 +365,14 @@ const LEAF_BITS: u32 = 18;
 const MID_BITS: u32 = 12;
 /// Largest user address + 1 (47-bit user space).
 const ADDR_BITS: u32 = 47;
-/// The small table has one entry per 16 bytes: no two live blocks start in the same 16.
-const SMALL_SHIFT: u32 = 4;
+/// The small table has one entry per 32 bytes: requests of up to 16 bytes are served from
+/// 32-byte blocks (see [`MIN_REQUEST`]), so no two live blocks start in the same 32 bytes.
+const SMALL_SHIFT: u32 = 5;
+/// Requests smaller than this are raised to it before reaching the underlying allocator:
+/// pymalloc then never hands out its 16-byte class, and glibc's smallest chunk is 32 bytes,
+/// so live blocks are at least 32 bytes apart. Only objects of at most 16 bytes (rare:
+/// every Python object but `object()` is larger) grow to 32.
+const MIN_REQUEST: usize = 17;
 /// The large table has one entry per 512 bytes: blocks of more than 512 bytes never start
 /// in the same 512-byte window.
 const LARGE_SHIFT: u32 = 9;
@@ -370,7 +380,8 @@ const LARGE_SHIFT: u32 = 9;
 const SMALL_MAX: usize = 512;
 
 /// Small-table entry: bits 0..9 owner slot + 1 (0: no block), bits 10..14 size class
-/// (`(class + 1) * 16` bytes), bit 15: large block, exact size in the large table.
+/// (`(class + 1) * 16` bytes, 32 to 512), bit 15: large block, exact size in the large
+/// table.
 const OWNER_BITS: u16 = 0x3ff;
 const CLASS_SHIFT: u32 = 10;
 const CLASS_BITS: u16 = 0x1f;
@@ -397,8 +408,7 @@ fn new_node<T>() -> *mut T {
     unsafe { std::alloc::alloc_zeroed(layout).cast() }
 }
 
-/// The node in `slot`, made when missing and `create`. Publication uses a compare-exchange
-/// (rare: once per node), so even callers not serialised by the GIL never lose a node.
+/// The node in `slot`, made when missing and `create`.
 #[inline(always)]
 fn node<T>(slot: &AtomicPtr<T>, create: bool) -> Option<*mut T> {
     let current = slot.load(Ordering::Acquire);
@@ -408,6 +418,15 @@ fn node<T>(slot: &AtomicPtr<T>, create: bool) -> Option<*mut T> {
     if !create {
         return None;
     }
+    make_node(slot)
+}
+
+/// Makes and publishes the node of `slot`. Publication uses a compare-exchange (rare: once
+/// per node), so even callers not serialised by the GIL never lose a node. Kept out of line
+/// so that the hooks' fast path stays short.
+#[cold]
+#[inline(never)]
+fn make_node<T>(slot: &AtomicPtr<T>) -> Option<*mut T> {
     let fresh = new_node::<T>();
     if fresh.is_null() {
         return None;
@@ -469,7 +488,7 @@ fn record_alloc(ptr: *mut c_void, size: usize) {
     };
     let owner_bits = (owner & OWNER_BITS).wrapping_add(1) & OWNER_BITS;
     let counted = if size <= SMALL_MAX {
-        let class = (size.max(1) - 1) >> 4;
+        let class = (size.max(MIN_REQUEST) - 1) >> 4;
         e.store(
             ((class as u16) << CLASS_SHIFT) | owner_bits,
             Ordering::Relaxed,
@@ -531,7 +550,7 @@ extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     let Some(malloc) = under.malloc else {
         return std::ptr::null_mut();
     };
-    let p = malloc(under.ctx, size);
+    let p = malloc(under.ctx, size.max(MIN_REQUEST));
     if !p.is_null() {
         record_alloc(p, size);
     }
@@ -544,10 +563,14 @@ extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut
     let Some(calloc) = under.calloc else {
         return std::ptr::null_mut();
     };
-    let p = calloc(under.ctx, nelem, elsize);
-    if !p.is_null() {
-        // A successful calloc means the product did not overflow.
-        record_alloc(p, nelem.wrapping_mul(elsize));
+    let size = nelem.checked_mul(elsize);
+    let p = match size {
+        Some(n) if n < MIN_REQUEST => calloc(under.ctx, 1, MIN_REQUEST),
+        // An overflowing product is the underlying allocator's to refuse.
+        _ => calloc(under.ctx, nelem, elsize),
+    };
+    if let (false, Some(n)) = (p.is_null(), size) {
+        record_alloc(p, n);
     }
     p
 }
@@ -563,7 +586,7 @@ extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) 
     } else {
         lookup(ptr)
     };
-    let q = realloc(under.ctx, ptr, new_size);
+    let q = realloc(under.ctx, ptr, new_size.max(MIN_REQUEST));
     if q.is_null() {
         // The old block is untouched and keeps its entry.
         return q;
@@ -589,11 +612,11 @@ extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
     record_free(ptr, e, word);
 }
 
-/// Wraps the `MEM` and `OBJ` domains. Call once, before the interpreter is initialised
-/// (after pre-initialisation, so that a `PYTHONMALLOC` choice is what gets wrapped).
+/// Wraps the `MEM` and `OBJ` domains (once; later calls do nothing). Blocks allocated before
+/// are untracked: their frees count as untracked frees.
 ///
 /// # Safety
-/// No other thread may use the Python allocators during the call.
+/// No other thread may use the `MEM`/`OBJ` allocators during the call: hold the GIL.
 pub(crate) unsafe fn install() {
     if cfg!(Py_GIL_DISABLED) || INSTALLED.swap(true, Ordering::SeqCst) {
         if cfg!(Py_GIL_DISABLED) {
@@ -823,10 +846,11 @@ mod tests {
             assert!(hook_calloc(ctx, usize::MAX, 2).is_null());
             let p = hook_malloc(ctx, 8);
             assert!(hook_realloc(ctx, p, usize::MAX - 4).is_null());
-            // The failed realloc left the block, and its entry, alone.
+            // The failed realloc left the block, and its entry, alone (8 bytes: a 32-byte
+            // block).
             assert_eq!(
                 SLOTS[usize::from(slot)].read().inuse_bytes - before.inuse_bytes,
-                16
+                32
             );
             hook_free(ctx, p);
         });
@@ -849,7 +873,7 @@ mod tests {
             let after = SLOTS[usize::from(slot)].read();
             assert_eq!(
                 after.allocated_bytes - before.allocated_bytes,
-                16 + 16 + 16 + 32 + 512 + 512 + 513 + 600 + 600 + 4096
+                32 + 32 + 32 + 32 + 512 + 512 + 513 + 600 + 600 + 4096
             );
             for b in blocks {
                 hook_free(ctx, b);
@@ -858,6 +882,27 @@ mod tests {
         let after = SLOTS[usize::from(slot)].read();
         assert_eq!(after.inuse_bytes, before.inuse_bytes);
         assert_eq!(after.frees - before.frees, 10);
+    }
+
+    #[test]
+    fn tiny_requests_get_blocks_32_bytes_apart() {
+        let ctx = underlying();
+        let blocks: Vec<_> = (0..64).map(|i| hook_malloc(ctx, i % 17)).collect();
+        // The underlying allocator saw at least MIN_REQUEST bytes for each.
+        {
+            let sizes = SIZES.lock().unwrap();
+            for b in &blocks {
+                let (_, size) = sizes.iter().find(|(p, _)| *p == *b as usize).unwrap();
+                assert!(*size >= MIN_REQUEST, "{size}");
+            }
+        }
+        let mut windows: Vec<usize> = blocks.iter().map(|b| *b as usize >> SMALL_SHIFT).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        assert_eq!(windows.len(), blocks.len(), "one table entry per block");
+        for b in blocks {
+            hook_free(ctx, b);
+        }
     }
 
     #[test]

@@ -121,13 +121,14 @@ impl Runtime {
     /// `datadog_checks` cannot be imported, or the interpreter already runs. Never panics or
     /// aborts for these; the rest of the process keeps working.
     pub fn start(config: RuntimeConfig) -> Result<Runtime, Error> {
-        interpreter::start(Some(&config.python_venv), config.agent.memtrack_enabled)?;
+        interpreter::start(Some(&config.python_venv))?;
         let ctx = context::install(Arc::new(AgentContext::new(
             config.agent.clone(),
             config.run_dir.clone(),
         )));
         let venv = config.python_venv.clone();
         let checks_dir = config.checks_dir.clone();
+        let memtrack = config.agent.memtrack_enabled;
         let (python, agent_check) = Python::attach(|py| -> Result<_, Error> {
             let sys = py.import("sys").map_err(|e| Error::Python {
                 context: "importing sys".into(),
@@ -144,8 +145,11 @@ impl Runtime {
                     });
                 }
             }
+            // rtloader imports `datadog_checks.checks`, a compatibility package that also
+            // pulls in the database and network helpers (about 1 MiB); its `AgentCheck` is
+            // the same class as `datadog_checks.base.AgentCheck`, imported here.
             let agent_check = py
-                .import("datadog_checks.checks")
+                .import("datadog_checks.base")
                 .and_then(|m| m.getattr("AgentCheck"))
                 .and_then(|c| Ok(c.cast_into::<PyType>()?.unbind()))
                 .map_err(|e| Error::BaseMissing {
@@ -156,6 +160,10 @@ impl Runtime {
                 context: "reading the interpreter's details".into(),
                 source: capture(py, &e),
             })?;
+            if memtrack {
+                // SAFETY: the GIL is held, so no other thread uses the MEM/OBJ allocators.
+                unsafe { memtrack::install() };
+            }
             Ok((python, agent_check))
         })?;
         tracing::info!(

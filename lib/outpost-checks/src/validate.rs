@@ -266,7 +266,7 @@ def _leaves(module, base):
 
 
 def validate(kind, target):
-    from datadog_checks.checks import AgentCheck
+    from datadog_checks.base import AgentCheck
     messages = []
     added_path = None
     module_name = None

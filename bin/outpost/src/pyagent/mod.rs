@@ -47,6 +47,38 @@ impl Paths {
     }
 }
 
+/// Installs the stderr log: `-v`/`-q` around `warn`. With `OUTPOST_LOG` set, the shared
+/// `logging::init` (an `EnvFilter`) serves the directives; otherwise a plain level filter does
+/// the same job without compiling the filter's regular expressions, which would cost this
+/// process, whose resident memory is budgeted against plain Python's, about 0.8 MiB.
+pub(crate) fn init_logging(global: &GlobalArgs) {
+    if std::env::var_os("OUTPOST_LOG").is_some_and(|v| !v.is_empty()) {
+        crate::logging::init(
+            crate::cli::LogFormat::Text,
+            global.verbose,
+            global.quiet,
+            tracing::Level::WARN,
+        );
+        return;
+    }
+    let levels = [
+        tracing::Level::ERROR,
+        tracing::Level::WARN,
+        tracing::Level::INFO,
+        tracing::Level::DEBUG,
+        tracing::Level::TRACE,
+    ];
+    let index = (1 + usize::from(global.verbose))
+        .saturating_sub(usize::from(global.quiet))
+        .min(levels.len() - 1);
+    // A second initialisation (tests) keeps the first subscriber, which is fine.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(levels[index])
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 /// Prints `value` as one line of JSON on stdout.
 pub(crate) fn print_json(value: &impl serde::Serialize) {
     match serde_json::to_string(value) {
