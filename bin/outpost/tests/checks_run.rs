@@ -341,6 +341,13 @@ class AgentApi(AgentCheck):
             self.set_metadata("empty", "no error")
         except _util.SubprocessOutputEmptyError as e:
             self.set_metadata("empty", type(e).__name__)
+        out, _, _ = _util.get_subprocess_output(["sh", "-c", "echo $OUTPOST_T"], False, env={"OUTPOST_T": "from-env"})
+        self.set_metadata("subprocess_env", out.strip())
+        import sys
+        self.set_metadata("executable", sys.executable)
+        self.set_metadata("prefix", sys.prefix)
+        self.set_metadata("utf8_mode", repr(sys.flags.utf8_mode))
+        self.set_metadata("load_config", repr(self.load_config("a: 1\nb: [x, 2]\n")))
         start = datadog_agent.get_process_start_time()
         self.set_metadata("start_is_float", repr(isinstance(start, float) and start > 1e9))
         self.set_external_tags([("vm-1", {"vsphere": ["dc:x", 3, "rack:y"]})])
@@ -382,6 +389,16 @@ class AgentApi(AgentCheck):
     assert_eq!(md["subprocess"], "out|err|3");
     assert_eq!(md["empty"], "SubprocessOutputEmptyError");
     assert_eq!(md["start_is_float"], "True");
+    assert_eq!(md["subprocess_env"], "from-env");
+    // sys.executable is the venv's python: AgentCheck.load_config's subprocess works.
+    let venv_dir = fs_err::canonicalize(venv()).unwrap();
+    assert_eq!(
+        md["executable"],
+        venv_dir.join("bin/python").display().to_string()
+    );
+    assert_eq!(md["prefix"], venv_dir.display().to_string());
+    assert_eq!(md["load_config"], "{'a': 1, 'b': ['x', 2]}");
+    assert_eq!(md["utf8_mode"], "1");
     assert_eq!(
         doc["instances"][0]["external_tags"],
         json!([["vm-1", {"vsphere": ["dc:x", "rack:y"]}]])

@@ -374,3 +374,11 @@ fn load_errors_are_values() {
     assert_eq!(errs[1], "ok");
     assert!(errs[2].contains("duplicates instance 1"), "{errs:?}");
 }
+
+#[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Runtime>();
+    send_sync::<CheckInstance>();
+    send_sync::<outpost_checks::RunReport>();
+}
