@@ -15,11 +15,14 @@
 //! stored as separate copies.
 
 use std::fs::Permissions;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
+use bytes::{Bytes, BytesMut};
 use fs_err::os::unix::fs::OpenOptionsExt;
 use outpost_types::{PackageName, Version};
 use serde::Serialize;
@@ -315,81 +318,294 @@ fn write_blob(blobs: &Path, media_type: &str, data: &[u8]) -> Result<Descriptor,
     })
 }
 
-/// A writer that hashes and counts what passes through it.
-struct HashWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
+/// Bytes handed at a time to the hashing and output threads.
+const PACK_CHUNK: usize = 1 << 20;
+/// Chunks that may wait for a thread before the producer blocks.
+const PACK_QUEUE: usize = 4;
+
+/// A thread that consumes 1 MiB chunks: `consume` sees each one in order; the thread's
+/// result comes back from [`ChunkThread::finish`]. A chunk that cannot be sent means the
+/// thread failed, and its error is returned.
+struct ChunkThread<T> {
+    buf: BytesMut,
+    tx: Option<SyncSender<Bytes>>,
+    handle: Option<JoinHandle<io::Result<T>>>,
 }
 
-impl<W: Write> HashWriter<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
+impl<T: Send + 'static> ChunkThread<T> {
+    fn spawn(
+        name: &str,
+        mut state: impl FnMut(Option<&Bytes>) -> io::Result<Option<T>> + Send + 'static,
+    ) -> io::Result<Self> {
+        let (tx, rx) = sync_channel::<Bytes>(PACK_QUEUE);
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                for chunk in rx {
+                    state(Some(&chunk))?;
+                }
+                state(None)?.ok_or_else(|| io::Error::other("no result"))
+            })?;
+        Ok(Self {
+            buf: BytesMut::with_capacity(PACK_CHUNK),
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Sends a whole chunk (bypassing the buffer, which must be empty).
+    fn send(&mut self, chunk: Bytes) -> io::Result<()> {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(chunk).is_ok());
+        if sent { Ok(()) } else { Err(self.failure()) }
+    }
+
+    fn send_buffered(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(PACK_CHUNK));
+        self.send(chunk.freeze())
+    }
+
+    /// The error the thread ended with.
+    fn failure(&mut self) -> io::Error {
+        drop(self.tx.take());
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => io::Error::other("a packing thread panicked"),
+            Some(Ok(Ok(_))) | None => io::Error::other("a packing thread stopped early"),
         }
     }
 
-    fn finish(self) -> (W, Digest, u64) {
-        (self.inner, Digest::from_hasher(self.hasher), self.count)
+    fn finish(mut self) -> io::Result<T> {
+        self.send_buffered()?;
+        drop(self.tx.take());
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("a packing thread panicked")),
+            None => Err(io::Error::other("a packing thread stopped early")),
+        }
     }
 }
 
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
+impl<T: Send + 'static> Write for ChunkThread<T> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PACK_CHUNK {
+            self.send_buffered()?;
+        }
+        Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        Ok(())
     }
 }
 
-enum Encoder<W: Write> {
-    Zstd(zstd::stream::write::Encoder<'static, W>),
-    Gzip(flate2::write::GzEncoder<W>),
+impl<T> Drop for ChunkThread<T> {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            // The pack failed elsewhere; this thread only ends its work.
+            let _ = h.join();
+        }
+    }
 }
 
-impl<W: Write> Encoder<W> {
-    fn new(format: PackFormat, w: W) -> io::Result<Self> {
+/// Hashes and counts the chunks it is sent.
+fn hash_thread() -> io::Result<ChunkThread<(Digest, u64)>> {
+    let mut hasher = Some(Sha256::new());
+    let mut count = 0u64;
+    ChunkThread::spawn("outpost-pack-sha256", move |chunk| match chunk {
+        Some(c) => {
+            if let Some(h) = hasher.as_mut() {
+                h.update(c);
+            }
+            count += c.len() as u64;
+            Ok(None)
+        }
+        None => Ok(hasher.take().map(|h| (Digest::from_hasher(h), count))),
+    })
+}
+
+/// Hashes the chunks it is sent and writes them to `file`.
+fn output_thread(file: fs_err::File) -> io::Result<ChunkThread<(fs_err::File, Digest, u64)>> {
+    let mut file = Some(file);
+    let mut hasher = Some(Sha256::new());
+    let mut count = 0u64;
+    ChunkThread::spawn("outpost-pack-out", move |chunk| match chunk {
+        Some(c) => {
+            if let (Some(f), Some(h)) = (file.as_mut(), hasher.as_mut()) {
+                f.write_all(c)?;
+                h.update(c);
+                count += c.len() as u64;
+            }
+            Ok(None)
+        }
+        None => Ok(file
+            .take()
+            .zip(hasher.take())
+            .map(|(f, h)| (f, Digest::from_hasher(h), count))),
+    })
+}
+
+/// The compressed layer's writer: each chunk of compressed bytes goes to the output thread.
+type Output = ChunkThread<(fs_err::File, Digest, u64)>;
+
+/// The layer's compressor. zstd writes straight into 1 MiB chunks handed to the output
+/// thread (no intermediate buffer); gzip goes through flate2's writer.
+enum Compressor<T: Send + 'static = (fs_err::File, Digest, u64)> {
+    Zstd {
+        raw: zstd::stream::raw::Encoder<'static>,
+        out: Vec<u8>,
+        sink: ChunkThread<T>,
+    },
+    Gzip(flate2::write::GzEncoder<ChunkThread<T>>),
+}
+
+impl<T: Send + 'static> Compressor<T> {
+    fn new(format: PackFormat, sink: ChunkThread<T>) -> io::Result<Self> {
         Ok(match format {
             PackFormat::Zstd => {
-                let mut e = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?;
-                e.include_checksum(true)?;
-                Self::Zstd(e)
+                let mut raw = zstd::stream::raw::Encoder::new(ZSTD_LEVEL)?;
+                raw.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
+                Self::Zstd {
+                    raw,
+                    out: Vec::with_capacity(PACK_CHUNK),
+                    sink,
+                }
             }
             PackFormat::Gzip => Self::Gzip(flate2::write::GzEncoder::new(
-                w,
+                sink,
                 flate2::Compression::new(GZIP_LEVEL),
             )),
         })
     }
 
-    fn finish(self) -> io::Result<W> {
+    /// Hands a full output chunk to the output thread.
+    fn ship(out: &mut Vec<u8>, sink: &mut ChunkThread<T>, force: bool) -> io::Result<()> {
+        if out.len() == out.capacity() || (force && !out.is_empty()) {
+            let full = std::mem::replace(out, Vec::with_capacity(PACK_CHUNK));
+            sink.send(Bytes::from(full))?;
+        }
+        Ok(())
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        use zstd::stream::raw::{InBuffer, Operation as _, OutBuffer};
         match self {
-            Self::Zstd(e) => e.finish(),
+            Self::Zstd { raw, out, sink } => {
+                let mut input = InBuffer::around(data);
+                while input.pos() < data.len() {
+                    let at = out.len();
+                    raw.run(&mut input, &mut OutBuffer::around_pos(out, at))?;
+                    Self::ship(out, sink, false)?;
+                }
+                Ok(())
+            }
+            Self::Gzip(e) => e.write_all(data),
+        }
+    }
+
+    /// Ends the stream; returns the output thread.
+    fn finish(self) -> io::Result<ChunkThread<T>> {
+        use zstd::stream::raw::{Operation as _, OutBuffer};
+        match self {
+            Self::Zstd {
+                mut raw,
+                mut out,
+                mut sink,
+            } => loop {
+                let at = out.len();
+                let left = raw.finish(&mut OutBuffer::around_pos(&mut out, at), true)?;
+                Self::ship(&mut out, &mut sink, left == 0)?;
+                if left == 0 {
+                    return Ok(sink);
+                }
+            },
             Self::Gzip(e) => e.finish(),
         }
     }
 }
 
-impl<W: Write> Write for Encoder<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Zstd(e) => e.write(buf),
-            Self::Gzip(e) => e.write(buf),
+/// Where the tar stream goes. Bytes gather in a 1 MiB chunk; a full chunk is handed to the
+/// hashing thread (for the uncompressed digest, the config's `diff_id`) and to the
+/// compressor, whose output thread hashes and writes the compressed layer: hashing overlaps
+/// compression, and no byte is copied between the file read and the compressor.
+struct TarSink {
+    buf: BytesMut,
+    compressor: Compressor,
+    diff: ChunkThread<(Digest, u64)>,
+}
+
+impl TarSink {
+    fn emit(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
         }
+        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(PACK_CHUNK)).freeze();
+        self.diff.send(chunk.clone())?;
+        self.compressor.write_all(&chunk)
+    }
+
+    /// Appends exactly `size` bytes of `file` (read in large blocks straight into the
+    /// chunk), then the zero padding that ends a tar entry's data.
+    fn copy_file(&mut self, file: &mut impl Read, size: u64) -> io::Result<()> {
+        let mut left = size;
+        while left > 0 {
+            if self.buf.len() >= PACK_CHUNK {
+                self.emit()?;
+            }
+            let start = self.buf.len();
+            let want = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(PACK_CHUNK - start);
+            self.buf.resize(start + want, 0);
+            let n = loop {
+                match file.read(&mut self.buf[start..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            let n = match n {
+                Ok(0) => {
+                    self.buf.truncate(start);
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file got shorter while it was being packed",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf.truncate(start);
+                    return Err(e);
+                }
+            };
+            self.buf.truncate(start + n);
+            left -= n as u64;
+        }
+        let pad = (512 - size % 512) % 512;
+        self.write_all(&[0u8; 512][..pad as usize])
+    }
+
+    fn finish(mut self) -> io::Result<(Output, Digest)> {
+        self.emit()?;
+        let (diff_id, _tar_len) = self.diff.finish()?;
+        Ok((self.compressor.finish()?, diff_id))
+    }
+}
+
+impl Write for TarSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PACK_CHUNK {
+            self.emit()?;
+        }
+        Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Self::Zstd(e) => e.flush(),
-            Self::Gzip(e) => e.flush(),
-        }
+        Ok(())
     }
 }
 
@@ -401,13 +617,23 @@ struct Layer {
     entries: u64,
 }
 
-type LayerSink = BufWriter<HashWriter<Encoder<HashWriter<fs_err::File>>>>;
+type LayerSink = TarSink;
 
 fn write_layer(dir: &Path, blobs: &Path, format: PackFormat) -> Result<Layer, FetchError> {
     let tmp_path = blobs.join(".layer.tmp");
     let file = fs_err::File::create(&tmp_path)?;
-    let encoder = Encoder::new(format, HashWriter::new(file)).map_err(FetchError::Io)?;
-    let sink = BufWriter::with_capacity(1 << 20, HashWriter::new(encoder));
+    let tar_err = |e: io::Error| {
+        FetchError::Io(io::Error::new(
+            e.kind(),
+            format!("writing the layer to {}: {e}", tmp_path.display()),
+        ))
+    };
+    let sink = TarSink {
+        buf: BytesMut::with_capacity(PACK_CHUNK),
+        compressor: Compressor::new(format, output_thread(file).map_err(tar_err)?)
+            .map_err(tar_err)?,
+        diff: hash_thread().map_err(tar_err)?,
+    };
     let mut walker = Walker {
         builder: tar::Builder::new(sink),
         unpacked: 0,
@@ -419,17 +645,9 @@ fn write_layer(dir: &Path, blobs: &Path, format: PackFormat) -> Result<Layer, Fe
         unpacked,
         entries,
     } = walker;
-    let tar_err = |e: io::Error| {
-        FetchError::Io(io::Error::new(
-            e.kind(),
-            format!("writing the layer to {}: {e}", tmp_path.display()),
-        ))
-    };
     let sink = builder.into_inner().map_err(tar_err)?;
-    let outer = sink.into_inner().map_err(|e| tar_err(e.into_error()))?;
-    let (encoder, diff_id, _tar_len) = outer.finish();
-    let inner = encoder.finish().map_err(tar_err)?;
-    let (file, digest, size) = inner.finish();
+    let (output, diff_id) = sink.finish().map_err(tar_err)?;
+    let (file, digest, size) = output.finish().map_err(tar_err)?;
     file.sync_all()?;
     drop(file);
     fs_err::rename(&tmp_path, blobs.join(digest.hex()))?;
@@ -500,7 +718,7 @@ impl Walker {
                 self.walk(&child, &rel_child)?;
             } else if ft.is_file() {
                 let size = meta.len();
-                let file = fs_err::OpenOptions::new()
+                let mut file = fs_err::OpenOptions::new()
                     .read(true)
                     .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                     .open(&child)?;
@@ -509,12 +727,16 @@ impl Walker {
                     normalized_mode(meta.permissions().mode()),
                     size,
                 );
-                let reader = Exact {
-                    inner: file,
-                    left: size,
-                };
+                // The header (and any long-name record) first, with no data: `tar` pads
+                // nothing after an entry it copied no bytes for. The data and its padding
+                // are then read in large blocks straight into the layer's chunk, instead of
+                // through `tar`'s 8 KiB copy loop.
                 self.builder
-                    .append_data(&mut h, &rel_child, reader)
+                    .append_data(&mut h, &rel_child, io::empty())
+                    .map_err(tar_err)?;
+                self.builder
+                    .get_mut()
+                    .copy_file(&mut file, size)
                     .map_err(tar_err)?;
                 self.unpacked += size;
             } else if ft.is_symlink() {
@@ -535,26 +757,86 @@ impl Walker {
     }
 }
 
-/// Reads exactly `left` bytes, failing if the file got shorter since it was measured.
-struct Exact<R> {
-    inner: R,
-    left: u64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<R: Read> Read for Exact<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
+    /// Data that compresses (so zstd does real work) and spans several jobs.
+    fn data(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let word: &[u8] = [b"layer ", b"index ", b"digest", b"stable"][(x & 3) as usize];
+            out.extend_from_slice(word);
+            out.push(if x & 0x30 == 0 { b'\n' } else { b' ' });
         }
-        let want = usize::try_from(self.left).map_or(buf.len(), |l| l.min(buf.len()));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file got shorter while it was being packed",
-            ));
+        out.truncate(len);
+        out
+    }
+
+    /// Compresses `input` through [`Compressor`], fed in pieces of the given sizes.
+    fn compress(input: &[u8], pieces: &[usize]) -> Vec<u8> {
+        let collected = ChunkThread::spawn("test", {
+            let mut all = Some(Vec::new());
+            move |chunk| match chunk {
+                Some(c) => {
+                    if let Some(a) = all.as_mut() {
+                        a.extend_from_slice(c);
+                    }
+                    Ok(None)
+                }
+                None => Ok(all.take()),
+            }
+        })
+        .unwrap();
+        let mut c = Compressor::new(PackFormat::Zstd, collected).unwrap();
+        let mut rest = input;
+        for size in pieces.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = (*size).min(rest.len());
+            c.write_all(&rest[..n]).unwrap();
+            rest = &rest[n..];
         }
-        self.left -= n as u64;
-        Ok(n)
+        c.finish().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn the_compressed_layer_does_not_depend_on_how_the_input_is_split() {
+        let input = data(6 << 20);
+        let one = compress(&input, &[PACK_CHUNK]);
+        assert!(one.len() < input.len() / 2, "the data compresses");
+        for pieces in [&[1usize][..], &[512, 8192, 100_000], &[3 << 20]] {
+            if pieces == [1] {
+                // Byte by byte over the first 64 KiB only: slow in a debug build otherwise.
+                let small = &input[..64 << 10];
+                assert!(compress(small, pieces) == compress(small, &[PACK_CHUNK]));
+                continue;
+            }
+            assert!(compress(&input, pieces) == one, "{pieces:?}");
+        }
+        assert!(zstd::stream::decode_all(&one[..]).unwrap() == input);
+    }
+
+    #[test]
+    fn a_failing_output_thread_reports_its_error() {
+        let mut t = ChunkThread::<()>::spawn("test", |chunk| match chunk {
+            Some(_) => Err(io::Error::other("disk on fire")),
+            None => Ok(Some(())),
+        })
+        .unwrap();
+        let mut err = None;
+        for _ in 0..(PACK_QUEUE + 2) {
+            if let Err(e) = t.write_all(&vec![0u8; PACK_CHUNK]) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("a write fails once the thread has failed");
+        assert_eq!(err.to_string(), "disk on fire");
     }
 }
