@@ -6,8 +6,10 @@
 //! * `hello_run/runtime` vs `hello_run/plain_python`: one run of the hello check through the
 //!   runtime (run, warnings, commit) vs the same run in plain Python with the stubs (run,
 //!   warnings, stub reset), in a child `python` kept alive between samples.
-//! * `memtrack/on` vs `memtrack/off`: one run of an allocation-heavy check in two child
-//!   processes of this benchmark, one with memory tracking, one without.
+//! * `memtrack/on` vs `memtrack/off` (thread CPU time of the runs): one run of an allocation-heavy check (a pure loop of
+//!   dict/list/str creation, the worst case: nothing but allocations) in two child processes
+//!   of this benchmark, one with memory tracking, one without; `memtrack/json_on|off` the
+//!   same for a check that parses a 0.5 MB JSON status document and submits from it.
 //! * Peak RSS (`VmHWM`) of a child that starts the runtime and runs a simple check once, vs
 //!   `python -c "import datadog_checks.base"`; printed after the criterion groups.
 //!
@@ -102,6 +104,29 @@ class AllocCheck(AgentCheck):
         self.gauge("alloc.total", total)
 "#;
 
+const JSONCHECK: &str = r#"
+import json
+from datadog_checks.base import AgentCheck
+
+# A status payload like those HTTP checks fetch: 2000 services with nested details.
+PAYLOAD = json.dumps({"services": [
+    {"name": "svc-%d" % i, "status": "up" if i % 7 else "down", "latency_ms": i * 0.37,
+     "tags": ["zone:z%d" % (i % 5), "tier:%s" % ("web" if i % 2 else "db")],
+     "counters": {"requests": i * 11, "errors": i % 13, "bytes_in": i * 1024, "bytes_out": i * 2048}}
+    for i in range(2000)]})
+
+class JsonCheck(AgentCheck):
+    def check(self, instance):
+        doc = json.loads(PAYLOAD)
+        up = 0
+        for svc in doc["services"]:
+            if svc["status"] == "up":
+                up += 1
+            if svc["counters"]["errors"] == 0:
+                self.gauge("svc.latency", svc["latency_ms"], tags=svc["tags"] + ["service_name:" + svc["name"]])
+        self.gauge("svc.up", up)
+"#;
+
 const SIMPLE: &str = r#"
 from datadog_checks.base import AgentCheck
 
@@ -117,6 +142,7 @@ fn tree() -> PathBuf {
         ("hello", HELLO, HELLO_CONF),
         ("bench_loop", LOOP, "instances:\n  - {}\n"),
         ("alloc", ALLOC, "instances:\n  - {}\n"),
+        ("jsoncheck", JSONCHECK, "instances:\n  - {}\n"),
         ("simple", SIMPLE, "instances:\n  - {}\n"),
     ] {
         fs_err::create_dir_all(root.join("checks.d")).unwrap();
@@ -250,10 +276,19 @@ for line in sys.stdin:
 "#;
 
 /// Child mode: a runtime with memtrack on or off serving timed runs of the alloc check.
-fn child_memtrack(root: &Path, on: bool) {
+/// CPU time of the calling thread: unlike wall time, not inflated when other processes
+/// take the CPU away.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Child mode: a runtime with memtrack on or off serving timed runs of `check` (one request
+/// per line: a number of runs; answered with the thread CPU nanoseconds they took).
+fn child_memtrack(root: &Path, on: bool, check: &str) {
     let rt = start(root, on);
     assert_eq!(rt.memory().enabled, on);
-    let inst = instance(&rt, root, "alloc");
+    let inst = instance(&rt, root, check);
     for _ in 0..20 {
         assert!(inst.run().error.is_none());
     }
@@ -264,11 +299,11 @@ fn child_memtrack(root: &Path, on: bool) {
         let Ok(n) = line.trim().parse::<u64>() else {
             break;
         };
-        let t0 = std::time::Instant::now();
+        let t0 = thread_cpu();
         for _ in 0..n {
             inst.run();
         }
-        println!("{}", t0.elapsed().as_nanos());
+        println!("{}", (thread_cpu() - t0).as_nanos());
     }
 }
 
@@ -315,8 +350,10 @@ fn main() {
     if let Ok(mode) = std::env::var("OUTPOST_BENCH_CHILD") {
         let root = PathBuf::from(std::env::var_os("OUTPOST_BENCH_ROOT").unwrap());
         match mode.as_str() {
-            "memtrack-on" => child_memtrack(&root, true),
-            "memtrack-off" => child_memtrack(&root, false),
+            "memtrack-on" => child_memtrack(&root, true, "alloc"),
+            "memtrack-off" => child_memtrack(&root, false, "alloc"),
+            "memtrack-json-on" => child_memtrack(&root, true, "jsoncheck"),
+            "memtrack-json-off" => child_memtrack(&root, false, "jsoncheck"),
             "rss" => child_rss(&root, true),
             "rss-no-memtrack" => child_rss(&root, false),
             other => panic!("unknown child mode {other}"),
@@ -391,6 +428,8 @@ fn main() {
     // 3. Memory tracking on vs off, in two child runtimes.
     let mut on = Timer::spawn(self_child("memtrack-on", &root));
     let mut off = Timer::spawn(self_child("memtrack-off", &root));
+    let mut json_on = Timer::spawn(self_child("memtrack-json-on", &root));
+    let mut json_off = Timer::spawn(self_child("memtrack-json-off", &root));
     {
         let mut g = c.benchmark_group("memtrack");
         g.bench_function("on", |b| {
@@ -404,6 +443,20 @@ fn main() {
             b.iter_custom(|iters| {
                 let d = off.time(iters);
                 record("memtrack/off", d, iters);
+                d
+            })
+        });
+        g.bench_function("json_on", |b| {
+            b.iter_custom(|iters| {
+                let d = json_on.time(iters);
+                record("memtrack/json_on", d, iters);
+                d
+            })
+        });
+        g.bench_function("json_off", |b| {
+            b.iter_custom(|iters| {
+                let d = json_off.time(iters);
+                record("memtrack/json_off", d, iters);
                 d
             })
         });
@@ -432,7 +485,8 @@ fn main() {
         2_000,
     );
     let memtrack_ratio = interleaved(15, |n| on.time(n), |n| off.time(n), 10);
-    drop((plain, on, off));
+    let memtrack_json_ratio = interleaved(15, |n| json_on.time(n), |n| json_off.time(n), 10);
+    drop((plain, on, off, json_on, json_off));
 
     // 4. Peak RSS.
     let rss_of = |mode: &str| -> u64 {
@@ -464,6 +518,8 @@ fn main() {
     let hello_py = mean_ns("hello_run/plain_python");
     let mt_on = mean_ns("memtrack/on");
     let mt_off = mean_ns("memtrack/off");
+    let mt_json_on = mean_ns("memtrack/json_on");
+    let mt_json_off = mean_ns("memtrack/json_off");
     println!();
     println!("== ratios (mean time per iteration over this run's samples) ==");
     println!(
@@ -486,10 +542,17 @@ fn main() {
         (mt_on / mt_off - 1.0) * 100.0
     );
     println!(
-        "interleaved medians: stub/builtin submit_metric {:.2}x; hello runtime/plain {:.3}; memtrack on/off {:+.1}%",
+        "memtrack: on {:.1} us, off {:.1} us per run of the JSON-parsing check; overhead {:+.1}%",
+        mt_json_on / 1e3,
+        mt_json_off / 1e3,
+        (mt_json_on / mt_json_off - 1.0) * 100.0
+    );
+    println!(
+        "interleaved medians: stub/builtin submit_metric {:.2}x; hello runtime/plain {:.3}; memtrack on/off {:+.1}% (allocation loop), {:+.1}% (JSON check)",
         submit_ratio,
         hello_ratio,
-        (memtrack_ratio - 1.0) * 100.0
+        (memtrack_ratio - 1.0) * 100.0,
+        (memtrack_json_ratio - 1.0) * 100.0
     );
     println!(
         "peak RSS: runtime + simple check run {:.1} MiB, python -c 'import datadog_checks.base' {:.1} MiB; difference {:.1} MiB (target <= 15 MiB)",

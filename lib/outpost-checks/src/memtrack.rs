@@ -357,7 +357,7 @@ impl Drop for OwnerGuard {
 // ---------------------------------------------------------------------------------------------
 // The side tables.
 
-use std::sync::atomic::{AtomicPtr, AtomicU16};
+use std::sync::atomic::{AtomicPtr, AtomicU16, AtomicUsize};
 
 /// Entries per leaf.
 const LEAF_BITS: u32 = 18;
@@ -460,10 +460,33 @@ fn entry_in<T>(top: &'static [AtomicPtr<Mid<T>>], key: usize, create: bool) -> O
     Some(unsafe { &(*leaf).0[key & ((1 << LEAF_BITS) - 1)] })
 }
 
+/// The leaf of the small table used last, and its key prefix (`key >> LEAF_BITS`, plus one so
+/// that 0 means none): consecutive blocks mostly live in the same 8 MiB of address space,
+/// and this saves the walk from the top. Updated by the hooks, serialised by the GIL; a
+/// stale pair is still valid (leaves are never freed or moved).
+static LAST_LEAF: AtomicPtr<Leaf<AtomicU16>> = AtomicPtr::new(std::ptr::null_mut());
+static LAST_PREFIX: AtomicUsize = AtomicUsize::new(0);
+
 /// The small-table entry of the block at `addr`.
 #[inline(always)]
 fn entry(addr: usize, create: bool) -> Option<&'static AtomicU16> {
-    entry_in(&SMALL_TOP, addr >> SMALL_SHIFT, create)
+    let key = addr >> SMALL_SHIFT;
+    let prefix = (key >> LEAF_BITS) + 1;
+    let index = key & ((1 << LEAF_BITS) - 1);
+    if LAST_PREFIX.load(Ordering::Relaxed) == prefix {
+        let leaf = LAST_LEAF.load(Ordering::Relaxed);
+        // SAFETY: LAST_LEAF holds a published leaf whenever LAST_PREFIX is non-zero
+        // (written in this order below, read back in the same thread or after the GIL
+        // handed over, which orders them).
+        return Some(unsafe { &(*leaf).0[index] });
+    }
+    let e = entry_in(&SMALL_TOP, key, create)?;
+    // The leaf is the start of the array that holds `e`.
+    let leaf = (e as *const AtomicU16).wrapping_sub(index) as *mut Leaf<AtomicU16>;
+    LAST_PREFIX.store(0, Ordering::Relaxed);
+    LAST_LEAF.store(leaf, Ordering::Relaxed);
+    LAST_PREFIX.store(prefix, Ordering::Relaxed);
+    Some(e)
 }
 
 /// The counters of `owner`; an out-of-range owner counts as unattributed.

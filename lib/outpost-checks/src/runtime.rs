@@ -281,7 +281,7 @@ impl Runtime {
     ) -> Result<CheckInstance, Error> {
         let settings = config
             .instance_settings(index)
-            .unwrap_or_else(|| unreachable_settings(index));
+            .expect("instances[index] exists: the caller iterates over them");
         let collector = Arc::new(Collector::new(
             id.to_string(),
             name.to_owned(),
@@ -396,24 +396,6 @@ impl Runtime {
         });
         let index = existing.unwrap_or(errors.len().saturating_sub(1));
         Err(errors.swap_remove(index))
-    }
-}
-
-fn unreachable_settings(index: usize) -> crate::conf_d::InstanceSettings {
-    // `instances[index]` exists (we iterate over them), so settings always exist; this
-    // keeps the defaults should that ever change.
-    tracing::error!(
-        instance.index = index,
-        "instance settings missing; using defaults"
-    );
-    crate::conf_d::InstanceSettings {
-        min_collection_interval: crate::conf_d::DEFAULT_MIN_COLLECTION_INTERVAL,
-        empty_default_hostname: false,
-        tags: Vec::new(),
-        service: None,
-        name: None,
-        namespace: None,
-        no_index: false,
     }
 }
 
