@@ -21,7 +21,16 @@ use crate::client_cmd::Verb;
 const AGENT_BINARY: &str = "outpost-agent";
 
 fn main() -> ExitCode {
+    // `--version` reports the embedded Python too, which only `outpost-agent` can tell.
+    if matches!(std::env::args().nth(1).as_deref(), Some("--version" | "-V"))
+        && std::env::args().len() == 2
+    {
+        return version_with_python();
+    }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon(_)) {
+        restore_sigpipe();
+    }
     if cli.command.needs_python() {
         return exec_agent_binary();
     }
@@ -142,6 +151,40 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+/// Gives SIGPIPE back its default action, so `outpost status | head` ends quietly the way
+/// other command-line tools do instead of failing to print. Not for the daemon, which must
+/// survive a client that hangs up (it never writes to a pipe it does not own anyway).
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL at start-up, before any thread is
+    // spawned, has no memory-safety implications.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// `outpost --version`: the same as `outpost version`; when `outpost-agent` is not installed,
+/// says so instead of failing.
+fn version_with_python() -> ExitCode {
+    match sibling(AGENT_BINARY) {
+        Ok(path) if path.is_file() => {
+            let err = std::process::Command::new(&path)
+                .arg0("outpost")
+                .arg("version")
+                .exec();
+            eprintln!("error: cannot run {}: {err}", path.display());
+            ExitCode::from(1)
+        }
+        _ => {
+            println!(
+                "outpost {}
+python: not available ({AGENT_BINARY} is not installed beside outpost)",
+                outpost_types::VERSION
+            );
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// Replaces this process with `outpost-agent`, passing the arguments through. Returns only on
