@@ -116,22 +116,25 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Runs `a` and `b` alternately `rounds` times (with `between`, untimed, after each pair)
-/// and prints the ratio of their medians.
-fn ratio_report(
+/// and prints the ratio of their medians. What each side returns (its output directory) is
+/// dropped, and so removed, outside the timing.
+fn ratio_report<A, B>(
     label: &str,
     rounds: usize,
-    mut a: impl FnMut(),
-    mut b: impl FnMut(),
+    mut a: impl FnMut() -> A,
+    mut b: impl FnMut() -> B,
     mut between: impl FnMut(),
 ) -> f64 {
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let start = Instant::now();
-        a();
+        let out = a();
         ta.push(start.elapsed());
+        drop(out);
         let start = Instant::now();
-        b();
+        let out = b();
         tb.push(start.elapsed());
+        drop(out);
         between();
     }
     let (ma, mb) = (median(ta), median(tb));
@@ -190,10 +193,21 @@ struct Blob {
     download: PathBuf,
 }
 
-/// `curl` to a file, `sha256sum -c`, `zstd -dc | tar -x`.
-fn theirs_install(blob: &Blob, dest: &Path) {
+/// Removes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        // Absent when the step that makes it failed, which already failed the run.
+        let _ = fs_err::remove_file(&self.0);
+    }
+}
+
+/// `curl` to a file, `sha256sum -c`, `zstd -dc | tar -x`. The downloaded file is removed
+/// when the returned guard drops.
+fn theirs_install(blob: &Blob, dest: &Path) -> RemoveOnDrop {
     let script = format!(
-        "curl -sf -o '{dl}' '{url}' && sha256sum -c --status '{check}' && zstd -dcq '{dl}' | tar -x -C '{dest}' && rm -f '{dl}'",
+        "curl -sf -o '{dl}' '{url}' && sha256sum -c --status '{check}' && zstd -dcq '{dl}' | tar -x -C '{dest}'",
         dl = blob.download.display(),
         url = blob.url,
         check = blob.check_file.display(),
@@ -201,6 +215,7 @@ fn theirs_install(blob: &Blob, dest: &Path) {
     );
     let status = Command::new("sh").arg("-c").arg(&script).status().unwrap();
     assert!(status.success(), "{script}");
+    RemoveOnDrop(blob.download.clone())
 }
 
 fn ours_pack(tree: &Path, out: &Path) -> PackedImage {
@@ -416,10 +431,12 @@ fn main() {
             || {
                 let d = fresh_dir(root.path());
                 ours_pack(&tree, &d.path().join("layout"));
+                d
             },
             || {
                 let d = fresh_dir(root.path());
                 theirs_pack(&tree, &d.path().join("layout"));
+                d
             },
             || {},
         );
@@ -479,8 +496,8 @@ fn main() {
             b.iter_batched(
                 || fresh_dir(root.path()),
                 |dest| {
-                    theirs_install(&blob, dest.path());
-                    dest
+                    let downloaded = theirs_install(&blob, dest.path());
+                    (dest, downloaded)
                 },
                 BatchSize::PerIteration,
             )
@@ -492,10 +509,12 @@ fn main() {
             || {
                 let d = fresh_dir(root.path());
                 ours_install(&rt, &host, &url, d.path());
+                d
             },
             || {
                 let d = fresh_dir(root.path());
-                theirs_install(&blob, d.path());
+                let blob = theirs_install(&blob, d.path());
+                (d, blob)
             },
             || {},
         );
@@ -526,7 +545,8 @@ fn main() {
             || d.post("/bench/install", Some(r#"{"version":"1.0.0"}"#)),
             || {
                 let dest = fresh_dir(root.path());
-                theirs_install(&blob, dest.path());
+                let blob = theirs_install(&blob, dest.path());
+                (dest, blob)
             },
             || d.post("/bench/remove", None),
         );
