@@ -1,0 +1,124 @@
+//! `outpost agent`: starts the agent, serves its API on `<root>/run/agent.sock`, reloads on
+//! SIGHUP, and shuts down gracefully on SIGTERM or SIGINT.
+//!
+//! Start-up order: signal handlers (a signal during start-up is honoured once it is up), the
+//! `--output` file, Python (failing that, the agent still serves its API and says why), the
+//! scheduler and the first load, then the socket (0700). Shutdown: the API stops accepting,
+//! scheduling stops, `cancel()` is requested for every check, runs in progress get the grace
+//! period (`agent.shutdown_timeout`, default 5 s), requests in flight are answered, the
+//! socket is removed. Runs still going after that are abandoned with the process.
+
+use std::sync::Arc;
+
+use outpost_api::{AccessPolicy, Server};
+use outpost_types::config::ApiConfig;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::agent::{Agent, AgentOptions};
+use crate::error::AgentError;
+
+/// Runs the agent until SIGTERM or SIGINT. Returns `Ok` after a graceful shutdown.
+///
+/// # Errors
+/// Start-up failures: [`AgentError::Output`], [`AgentError::ConfDir`],
+/// [`AgentError::InvalidConfig`], [`AgentError::Api`] (the socket is in use or cannot be
+/// bound).
+pub async fn run(options: AgentOptions, api: &ApiConfig) -> Result<(), AgentError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler; reload with `outpost agent reload`");
+            None
+        }
+    };
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            let stop = Arc::clone(&stop_tx);
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                }
+                // Receivers outlive the process's useful life; a send error means nobody waits.
+                let _ = stop.send(true);
+            });
+        }
+        _ => tracing::error!(
+            "cannot install the SIGTERM/SIGINT handlers; stop the agent with SIGKILL"
+        ),
+    }
+
+    let socket = options.socket_path();
+    let agent = Agent::start(options).await?;
+    let api = crate::api::build_api(&agent, AccessPolicy::from_config(api))?;
+    let server = Server::new(api).bind_unix(&socket).await?;
+    tracing::info!(
+        socket.path = %socket.display(),
+        python.available = agent.python_status().available,
+        instances = agent.scheduler_stats().jobs,
+        runners = agent.options().scheduler.runners,
+        "check agent running"
+    );
+
+    let reloader = {
+        let agent = agent.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let Some(hangup) = hangup.as_mut() else {
+                return;
+            };
+            loop {
+                let hung_up = tokio::select! {
+                    stopped = stop.wait_for(|s| *s) => {
+                        drop(stopped);
+                        false
+                    }
+                    got = hangup.recv() => got.is_some(),
+                };
+                if !hung_up {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading check configurations");
+                if let Err(e) = agent.reload().await {
+                    tracing::error!(error = %e, "reload failed; the previous configuration keeps running");
+                }
+            }
+        })
+    };
+
+    let stopped = {
+        let mut rx = stop_rx.clone();
+        async move {
+            // An error means the sender is gone, which only happens after it sent `true`.
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let scheduler_stop = {
+        let agent = agent.clone();
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+            match agent.shutdown().await {
+                Ok(report) => tracing::info!(
+                    cancelled = report.cancelled,
+                    unfinished = ?report.unfinished,
+                    "checks stopped"
+                ),
+                Err(e) => tracing::warn!(error = %e, "stopping the checks"),
+            }
+        }
+    };
+    // The server drains requests in flight while the scheduler stops (a run-now request is
+    // answered when its run ends or the scheduler gives up on it).
+    let (served, ()) = tokio::join!(server.serve(stopped), scheduler_stop);
+    reloader.abort();
+    served?;
+    tracing::info!("check agent stopped");
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Writing the Prometheus text exposition format 0.0.4, with one `# TYPE` per family even when
+//! several sources contribute (the API's registry, the agent's own series, the checks').
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+/// Escapes a label value (`\`, `"`, newline).
+pub(crate) fn escape_label_value(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Writes a sample value: `NaN`, `+Inf`, `-Inf` or the shortest float that round-trips.
+pub(crate) fn write_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// The `a="x",b="y"` form of label pairs given in order (names must already be valid).
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label_value(v, &mut out);
+        out.push('"');
+    }
+    out
+}
+
+/// An exposition being assembled.
+#[derive(Debug, Default)]
+pub(crate) struct Exposition {
+    out: String,
+    families: HashSet<String>,
+}
+
+impl Exposition {
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        Self {
+            out: String::with_capacity(bytes),
+            families: HashSet::new(),
+        }
+    }
+
+    /// Appends an already rendered exposition, remembering its families.
+    pub(crate) fn append_rendered(&mut self, text: &str) {
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ")
+                && let Some(name) = rest.split_whitespace().next()
+            {
+                self.families.insert(name.to_owned());
+            }
+        }
+        self.out.push_str(text);
+        if !text.is_empty() && !text.ends_with('\n') {
+            self.out.push('\n');
+        }
+    }
+
+    /// True when a family of this name was written.
+    #[cfg(test)]
+    pub(crate) fn has_family(&self, name: &str) -> bool {
+        self.families.contains(name)
+    }
+
+    /// Starts a family. Returns false (and writes nothing) when a family of that name was
+    /// already written: its samples must then be left out.
+    pub(crate) fn family(&mut self, name: &str, kind: &str, help: &str) -> bool {
+        if !self.families.insert(name.to_owned()) {
+            return false;
+        }
+        if !help.is_empty() {
+            self.out.push_str("# HELP ");
+            self.out.push_str(name);
+            self.out.push(' ');
+            for c in help.chars() {
+                match c {
+                    '\\' => self.out.push_str("\\\\"),
+                    '\n' => self.out.push_str("\\n"),
+                    c => self.out.push(c),
+                }
+            }
+            self.out.push('\n');
+        }
+        self.out.push_str("# TYPE ");
+        self.out.push_str(name);
+        self.out.push(' ');
+        self.out.push_str(kind);
+        self.out.push('\n');
+        true
+    }
+
+    /// Writes `name<suffix>{labels[,le="…"]} value`.
+    pub(crate) fn sample(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &str,
+        le: Option<f64>,
+        value: f64,
+    ) {
+        let out = &mut self.out;
+        out.push_str(name);
+        out.push_str(suffix);
+        if !labels.is_empty() || le.is_some() {
+            out.push('{');
+            out.push_str(labels);
+            if let Some(le) = le {
+                if !labels.is_empty() {
+                    out.push(',');
+                }
+                out.push_str("le=\"");
+                write_value(out, le);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        write_value(out, value);
+        out.push('\n');
+    }
+
+    pub(crate) fn finish(self) -> String {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_type_line_per_family() {
+        let mut e = Exposition::default();
+        e.append_rendered("# TYPE api_total counter\napi_total{a=\"1\"} 2\n");
+        assert!(e.has_family("api_total"));
+        assert!(!e.family("api_total", "gauge", ""));
+        assert!(e.family("x", "gauge", "Help \\ with\nnewline"));
+        e.sample("x", "", &labels(&[("k", "a\"b\\c\nd")]), None, f64::NAN);
+        e.sample("h", "_bucket", "", Some(f64::INFINITY), 3.0);
+        e.sample("h", "_bucket", "k=\"v\"", Some(0.5), -0.0);
+        assert_eq!(
+            e.finish(),
+            "# TYPE api_total counter\napi_total{a=\"1\"} 2\n\
+             # HELP x Help \\\\ with\\nnewline\n# TYPE x gauge\n\
+             x{k=\"a\\\"b\\\\c\\nd\"} NaN\n\
+             h_bucket{le=\"+Inf\"} 3\n\
+             h_bucket{k=\"v\",le=\"0.5\"} -0\n"
+        );
+    }
+}
