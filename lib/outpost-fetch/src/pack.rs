@@ -541,13 +541,29 @@ impl<T: Send + 'static> Compressor<T> {
     }
 }
 
+/// Compresses the chunks it is sent (on its own thread), handing the compressed bytes to
+/// the output thread; returns the output thread at the end.
+fn compress_thread(compressor: Compressor) -> io::Result<ChunkThread<Output>> {
+    let mut compressor = Some(compressor);
+    ChunkThread::spawn("outpost-pack-zstd", move |chunk| match chunk {
+        Some(c) => {
+            if let Some(z) = compressor.as_mut() {
+                z.write_all(c)?;
+            }
+            Ok(None)
+        }
+        None => compressor.take().map(Compressor::finish).transpose(),
+    })
+}
+
 /// Where the tar stream goes. Bytes gather in a 1 MiB chunk; a full chunk is handed to the
 /// hashing thread (for the uncompressed digest, the config's `diff_id`) and to the
-/// compressor, whose output thread hashes and writes the compressed layer: hashing overlaps
-/// compression, and no byte is copied between the file read and the compressor.
+/// compressing thread, whose output thread hashes and writes the compressed layer. Reading
+/// the files, hashing, compressing and writing thus overlap, and no byte is copied between
+/// the file read and the compressor.
 struct TarSink {
     buf: BytesMut,
-    compressor: Compressor,
+    compress: ChunkThread<Output>,
     diff: ChunkThread<(Digest, u64)>,
 }
 
@@ -558,7 +574,7 @@ impl TarSink {
         }
         let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(PACK_CHUNK)).freeze();
         self.diff.send(chunk.clone())?;
-        self.compressor.write_all(&chunk)
+        self.compress.send(chunk)
     }
 
     /// Appends exactly `size` bytes of `file` (read in large blocks straight into the
@@ -604,7 +620,7 @@ impl TarSink {
     fn finish(mut self) -> io::Result<(Output, Digest)> {
         self.emit()?;
         let (diff_id, _tar_len) = self.diff.finish()?;
-        Ok((self.compressor.finish()?, diff_id))
+        Ok((self.compress.finish()?, diff_id))
     }
 }
 
@@ -643,8 +659,10 @@ fn write_layer(dir: &Path, blobs: &Path, format: PackFormat) -> Result<Layer, Fe
     };
     let sink = TarSink {
         buf: BytesMut::with_capacity(PACK_CHUNK),
-        compressor: Compressor::new(format, output_thread(file).map_err(tar_err)?)
-            .map_err(tar_err)?,
+        compress: compress_thread(
+            Compressor::new(format, output_thread(file).map_err(tar_err)?).map_err(tar_err)?,
+        )
+        .map_err(tar_err)?,
         diff: hash_thread().map_err(tar_err)?,
     };
     let mut walker = Walker {
