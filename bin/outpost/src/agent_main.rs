@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 
-use crate::cli::{CheckCommand, Cli, Command};
+use crate::cli::{AgentArgs, AgentCommand, CheckCommand, Cli, Command};
 
 fn main() -> ExitCode {
     // Parsed through `ArgMatches` to tell an explicit `--times` from its default.
@@ -23,6 +23,12 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let global = &cli.global;
+    if let Command::Agent(args) = &cli.command
+        && args.command.is_none()
+    {
+        // The long-running agent logs at info level, in the format it was asked for.
+        return pyagent::agent::run(global, args);
+    }
     pyagent::init_logging(global);
     match &cli.command {
         Command::Check(CheckCommand::Run {
@@ -41,13 +47,15 @@ fn main() -> ExitCode {
             pyagent::validate::run(global, target, checks)
         }
         Command::Version => pyagent::version::run(global),
-        Command::Agent(_) => {
-            eprintln!(
-                "error: the long-running check agent is not part of this build of outpost-agent; \
-                 use `outpost check run NAME` to run a check"
-            );
-            ExitCode::from(1)
-        }
+        Command::Agent(AgentArgs {
+            command: Some(AgentCommand::Status),
+            ..
+        }) => pyagent::agent_status::status(global),
+        Command::Agent(AgentArgs {
+            command: Some(AgentCommand::Reload),
+            ..
+        }) => pyagent::agent_status::reload(global),
+        Command::Agent(args) => pyagent::agent::run(global, args),
         _ => {
             eprintln!(
                 "error: outpost-agent serves `agent`, `check` and `version`; run this command \

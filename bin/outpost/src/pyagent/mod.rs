@@ -1,6 +1,8 @@
-//! The commands `outpost-agent` serves with the embedded Python: `check run`,
-//! `check validate` and `version`.
+//! The commands `outpost-agent` serves with the embedded Python: `agent` (and its client
+//! verbs `agent status|reload`), `check run`, `check validate` and `version`.
 
+pub(crate) mod agent;
+pub(crate) mod agent_status;
 pub(crate) mod output;
 pub(crate) mod run;
 pub(crate) mod validate;
