@@ -3,8 +3,21 @@
 //! outpost installs a package by unpacking it into an empty staging directory and handing
 //! that directory to the repository. This crate does the unpacking, for every format a
 //! package comes in, and builds packages with [`pack::pack`]. It takes a plain destination
-//! directory and knows nothing of the repository; the network layer (registries, HTTP
-//! tarballs) sits on top of it and feeds it blocking readers.
+//! directory and knows nothing of the repository.
+//!
+//! # Sources
+//! One async entry point serves every catalog URL: [`prepare`] resolves the source without
+//! downloading its payload (so the caller can check disk space against
+//! [`Prepared::required_bytes`]), then [`Prepared::fetch`] downloads and unpacks it
+//! ([`fetch`] does both). Network sources stream straight into the unpacker, a bounded
+//! number of chunks at a time, with retries and resumption ([`registry`], [`http`]):
+//! - `oci://host[:port]/repo:tag` or `@sha256:...`: an OCI registry ([`registry`]), with
+//!   the `registry:` settings of the configuration ([`RegistrySettings`]: insecure hosts,
+//!   mirror, basic or bearer-token credentials). [`push_layout`] pushes a layout.
+//! - `http(s)://` tarballs ([`http`]), `file://` tarballs and OCI layouts.
+//!
+//! The `testkit` feature adds real servers for tests and benchmarks (`docker-registry` on
+//! loopback, a fault-injecting proxy, a file server, a token server).
 //!
 //! # Formats
 //! - **Tarballs** ([`unpack_tarball`], [`unpack_tarball_file`]): a tar stream, plain, gzip
