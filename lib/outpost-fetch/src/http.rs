@@ -39,6 +39,7 @@ pub async fn fetch_tarball(
     cancel: &Cancel,
     progress: Arc<dyn Progress>,
 ) -> Result<UnpackStats, FetchError> {
+    crate::tls::ensure_provider();
     let client = reqwest::Client::builder()
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)

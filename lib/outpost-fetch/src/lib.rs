@@ -106,6 +106,7 @@ mod stream;
 mod tarball;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod tls;
 mod unpack;
 
 pub use compress::Compression;

@@ -200,6 +200,7 @@ impl RegistrySettings {
     }
 
     fn client(&self) -> Result<Client, FetchError> {
+        crate::tls::ensure_provider();
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(self.insecure_hosts.clone()),
             connect_timeout: Some(self.connect_timeout),
@@ -440,14 +441,7 @@ pub(crate) fn short(message: &str) -> String {
 
 /// Whether a request failed in the TLS handshake.
 pub(crate) fn is_tls_failure(e: &reqwest::Error) -> bool {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        if err.is::<native_tls::Error>() {
-            return true;
-        }
-        next = err.source();
-    }
-    false
+    crate::tls::is_tls_error(e)
 }
 
 /// Whether a stream error is `oci-client`'s own digest check at the end of a full body.
