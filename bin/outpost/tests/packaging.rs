@@ -56,3 +56,50 @@ fn systemd_unit_verifies() {
         "systemd-analyze did not report an unknown directive"
     );
 }
+
+/// The dynamic section of a binary, as `readelf -d` prints it.
+fn dynamic_section(binary: &str) -> String {
+    let out = Command::new("readelf")
+        .args(["-d", binary])
+        .output()
+        .expect("readelf (binutils) must be installed");
+    assert!(out.status.success(), "readelf -d {binary} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_daemon_binary_links_neither_python_nor_openssl() {
+    let outpost = dynamic_section(env!("CARGO_BIN_EXE_outpost"));
+    for lib in ["libpython", "libssl", "libcrypto"] {
+        assert!(
+            !outpost.contains(lib),
+            "outpost must not link {lib}:\n{outpost}"
+        );
+    }
+    let agent = dynamic_section(env!("CARGO_BIN_EXE_outpost-agent"));
+    assert!(
+        agent.contains("libpython3"),
+        "outpost-agent embeds CPython:\n{agent}"
+    );
+    assert!(
+        agent.contains("RUNPATH"),
+        "outpost-agent must find the libpython it was built for:\n{agent}"
+    );
+}
+
+#[test]
+fn relative_relocations_are_packed() {
+    if std::env::var_os("OUTPOST_NO_RELR").is_some() {
+        return;
+    }
+    for binary in [
+        env!("CARGO_BIN_EXE_outpost"),
+        env!("CARGO_BIN_EXE_outpost-agent"),
+    ] {
+        let dynamic = dynamic_section(binary);
+        assert!(
+            dynamic.contains("(RELR)"),
+            "{binary} has no packed relocations:\n{dynamic}"
+        );
+    }
+}
