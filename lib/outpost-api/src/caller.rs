@@ -42,8 +42,8 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorResponse};
 
-/// Credentials the kernel reported for a Unix-socket peer (`SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Credentials the kernel reported for a Unix-socket peer (`SO_PEERCRED`, `SO_PEERGROUPS`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PeerCredentials {
     /// Effective uid of the peer when it connected.
     pub uid: u32,
@@ -51,6 +51,8 @@ pub struct PeerCredentials {
     pub gid: u32,
     /// Pid of the peer, `None` when the kernel could not map it into our pid namespace.
     pub pid: Option<u32>,
+    /// Supplementary groups of the peer when it connected (empty when unknown).
+    pub groups: Arc<[u32]>,
 }
 
 impl PeerCredentials {
@@ -63,6 +65,13 @@ impl PeerCredentials {
     /// The `getsockopt` error.
     pub fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Self> {
         let cred = stream.peer_cred()?;
+        let groups = match peer_groups(stream) {
+            Ok(groups) => groups.into(),
+            Err(error) => {
+                tracing::debug!(%error, "could not read the peer's supplementary groups");
+                Arc::from([])
+            }
+        };
         Ok(Self {
             uid: cred.uid(),
             gid: cred.gid(),
@@ -70,8 +79,48 @@ impl PeerCredentials {
                 .pid()
                 .and_then(|p| u32::try_from(p).ok())
                 .filter(|p| *p != 0),
+            groups,
         })
     }
+}
+
+/// The supplementary groups of a Unix-socket peer, as the kernel recorded them at connect
+/// time (`SO_PEERGROUPS`, Linux 4.13+).
+#[cfg(target_os = "linux")]
+fn peer_groups(stream: &tokio::net::UnixStream) -> std::io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd as _;
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let capacity = groups.len() * std::mem::size_of::<libc::gid_t>();
+        let mut len = libc::socklen_t::try_from(capacity).map_err(std::io::Error::other)?;
+        // SAFETY: the buffer holds `len` bytes of gid_t, and the kernel writes at most `len`
+        // bytes and reports the size it wrote (or needs) in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = usize::try_from(len).unwrap_or(0) / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count.min(groups.len()));
+            return Ok(groups);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ERANGE) && count > groups.len() {
+            groups.resize(count, 0);
+            continue;
+        }
+        return Err(error);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn peer_groups(_stream: &tokio::net::UnixStream) -> std::io::Result<Vec<u32>> {
+    Ok(Vec::new())
 }
 
 /// How a connection reached the server.
@@ -133,6 +182,8 @@ pub struct Caller {
     pub gid: u32,
     /// Pid, when known (never for TCP).
     pub pid: Option<u32>,
+    /// Supplementary groups, when known.
+    pub groups: Arc<[u32]>,
     /// The container the caller runs in, when its cgroup names one.
     pub container_id: Option<String>,
     /// How it connected.
@@ -166,7 +217,8 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Caller {
 /// Who may call mutating routes.
 ///
 /// Allowed: uid 0, the server's own effective uid, the configured `allow_uids`, and callers
-/// whose (primary, as `SO_PEERCRED` reports it) gid is in `allow_gids`. Reads are open to
+/// whose gid or one of whose supplementary groups (`SO_PEERCRED`, `SO_PEERGROUPS`) is in
+/// `allow_gids`. Reads are open to
 /// anyone who can connect to the socket (whose mode 0700 is the first gate). TCP callers have
 /// no credentials: they are treated as the server's own uid and gid only when the
 /// configuration enabled TCP (`api.tcp`); otherwise they get no [`Caller`] and every mutating
@@ -218,18 +270,22 @@ impl AccessPolicy {
             c.uid == 0
                 || c.uid == self.server_uid
                 || self.allow_uids.contains(&c.uid)
-                || self.allow_gids.contains(&c.gid)
+                || self
+                    .allow_gids
+                    .iter()
+                    .any(|g| *g == c.gid || c.groups.contains(g))
         })
     }
 
     /// The [`Caller`] for a connection, resolving the container through `cache`.
     pub fn caller(&self, peer: &Peer, cache: &CallerCache) -> Option<Caller> {
-        match (peer.transport, peer.credentials) {
-            (Transport::Unix, Some(creds)) => Some(cache.resolve(creds)),
+        match (peer.transport, &peer.credentials) {
+            (Transport::Unix, Some(creds)) => Some(cache.resolve(creds.clone())),
             (Transport::Tcp(_), _) if self.trust_tcp => Some(Caller {
                 uid: self.server_uid,
                 gid: self.server_gid,
                 pid: None,
+                groups: Arc::from([]),
                 container_id: None,
                 transport: peer.transport,
             }),
@@ -420,6 +476,7 @@ impl CallerCache {
             uid: creds.uid,
             gid: creds.gid,
             pid: creds.pid,
+            groups: creds.groups,
             container_id,
             transport: Transport::Unix,
         }
@@ -620,6 +677,7 @@ mod tests {
             uid,
             gid: uid,
             pid: Some(pid),
+            groups: Arc::from([]),
         }
     }
 
@@ -752,6 +810,7 @@ mod tests {
             uid,
             gid,
             pid: Some(1),
+            groups: Arc::from([7, 8]),
             container_id: None,
             transport: Transport::Unix,
         };
@@ -769,6 +828,14 @@ mod tests {
             "configured gid"
         );
         assert!(!policy.allows_mutation(Some(&caller(1002, 51))));
+        let member = Caller {
+            groups: Arc::from([7, 50]),
+            ..caller(1002, 51)
+        };
+        assert!(
+            policy.allows_mutation(Some(&member)),
+            "configured supplementary group"
+        );
         assert!(!policy.allows_mutation(None), "unknown caller");
 
         let tcp = Peer {

@@ -278,15 +278,28 @@ print(json.dumps({
 "#;
 
 fn run_child(sock: &std::path::Path, uid: u32, gid: u32) -> Value {
+    run_child_in_groups(sock, uid, gid, &[])
+}
+
+/// [`run_child`] with supplementary groups (set before dropping to `uid`).
+fn run_child_in_groups(sock: &std::path::Path, uid: u32, gid: u32, groups: &[u32]) -> Value {
     use std::os::unix::process::CommandExt as _;
-    let out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(CHILD_CLIENT)
-        .arg(sock)
-        .uid(uid)
-        .gid(gid)
-        .output()
-        .unwrap();
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c").arg(CHILD_CLIENT).arg(sock);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "child failed: {}",
@@ -358,9 +371,19 @@ async fn configured_uids_and_gids_may_mutate() {
         .unwrap();
     assert_eq!(by_gid["install"]["status"], 200, "{by_gid}");
     let sock = srv.sock.clone();
-    let neither = tokio::task::spawn_blocking(move || run_child(&sock, 65533, 65533))
-        .await
-        .unwrap();
+    let by_group =
+        tokio::task::spawn_blocking(move || run_child_in_groups(&sock, 65533, 65533, &[100, 4242]))
+            .await
+            .unwrap();
+    assert_eq!(
+        by_group["install"]["status"], 200,
+        "a supplementary group counts: {by_group}"
+    );
+    let sock = srv.sock.clone();
+    let neither =
+        tokio::task::spawn_blocking(move || run_child_in_groups(&sock, 65533, 65533, &[100]))
+            .await
+            .unwrap();
     assert_eq!(neither["install"]["status"], 403, "{neither}");
     srv.stop().await.unwrap();
 }

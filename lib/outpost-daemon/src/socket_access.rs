@@ -11,9 +11,8 @@
 //! ```
 //!
 //! Everybody else still cannot connect (`ls -l` shows `srwxrw----+`: the group bits show the
-//! ACL mask). A member of an allowed group through a supplementary group can connect, but
-//! the access check of mutations sees the primary gid only (`SO_PEERCRED`), so make that
-//! group the caller's primary group (or list its uid).
+//! ACL mask). A member of an allowed group, as its primary or a supplementary group, can
+//! connect and mutate (the API reads both, `SO_PEERCRED` and `SO_PEERGROUPS`).
 //!
 //! Why an ACL rather than a wider mode: a mode can name one group and "everyone", not a list
 //! of uids, and opening the socket to everyone would expose `/status` to every local user.
