@@ -151,6 +151,7 @@ impl AgentOptions {
                 runners: agent.runners,
                 timeout,
                 spread: true,
+                dedicated_thread: true,
             },
             agent,
             output: None,

@@ -1,5 +1,15 @@
 //! The production [`Job`]: a Python check instance of the embedded runtime.
+//!
+//! # Runner threads keep a Python thread state
+//! The embedding API creates a Python thread state when a thread without one attaches, and
+//! destroys it when the thread detaches: for a runner thread that is, per run, an allocation
+//! of the thread state, an `mmap`/`munmap` of the 16 KiB frame stack (with the TLB shootdown
+//! that `munmap` sends to the other cores) and a page fault. Like rtloader's goroutines pinned
+//! to their OS thread, a runner thread here creates its thread state on its first run and keeps
+//! it (detached, the GIL released) until the thread ends; later attaches on that thread find
+//! it and only take the GIL.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +86,49 @@ impl PythonCheck {
     }
 }
 
+/// The thread state this thread keeps, and the `PyGILState_Ensure` result to release it with.
+struct PinnedThreadState(
+    Cell<Option<(pyo3::ffi::PyGILState_STATE, *mut pyo3::ffi::PyThreadState)>>,
+);
+
+impl Drop for PinnedThreadState {
+    fn drop(&mut self) {
+        if let Some((state, tstate)) = self.0.take() {
+            // SAFETY: `tstate` is this thread's own, saved by `PyEval_SaveThread` in
+            // `pin_thread_state` and never restored since; the interpreter is never finalized,
+            // so restoring it (taking the GIL) then releasing the `PyGILState_Ensure` that
+            // created it (which deletes it and drops the GIL) is the documented pairing.
+            unsafe {
+                pyo3::ffi::PyEval_RestoreThread(tstate);
+                pyo3::ffi::PyGILState_Release(state);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static PINNED: PinnedThreadState = const { PinnedThreadState(Cell::new(None)) };
+}
+
+/// Gives this thread a Python thread state that outlives the attaches of single runs (see
+/// the module docs). Only for threads that are not attached to the interpreter, once it runs.
+fn pin_thread_state() {
+    PINNED.with(|p| {
+        if p.0.get().is_none() {
+            // SAFETY: the interpreter is initialised (a `PythonCheck` exists only once the
+            // runtime started) and this thread is not attached (runner threads only attach
+            // inside `CheckInstance` calls, which have returned). `PyGILState_Ensure` creates
+            // the thread state and takes the GIL; `PyEval_SaveThread` releases the GIL and
+            // keeps the thread state for later attaches of this thread.
+            let pinned = unsafe {
+                let state = pyo3::ffi::PyGILState_Ensure();
+                (state, pyo3::ffi::PyEval_SaveThread())
+            };
+            p.0.set(Some(pinned));
+        }
+    });
+}
+
 impl Job for PythonCheck {
     type Report = RunReport;
 
@@ -92,10 +145,12 @@ impl Job for PythonCheck {
     }
 
     fn run(&self) -> RunReport {
+        pin_thread_state();
         self.instance.run()
     }
 
     fn cancel(&self) {
+        pin_thread_state();
         if let Err(e) = self.instance.cancel() {
             tracing::warn!(check.id = %self.instance.id(), error = %e, "cancel() failed");
         }

@@ -93,6 +93,15 @@ pub enum AgentError {
         /// What is wrong with it.
         message: String,
     },
+    /// A thread of the agent could not be started.
+    #[error("cannot start {what}: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A background task of the agent failed (panicked or was cancelled).
     #[error("{what} failed: {source}")]
     Task {
@@ -120,7 +129,10 @@ impl AgentError {
             Self::InvalidConfig { .. } => ErrorCode::BadRequest,
             Self::ConfDir { .. } | Self::Output { .. } => ErrorCode::Filesystem,
             Self::Api(e) => e.error_code(),
-            Self::RunPanicked { .. } | Self::NoRuntime | Self::Task { .. } => ErrorCode::Internal,
+            Self::RunPanicked { .. }
+            | Self::NoRuntime
+            | Self::Task { .. }
+            | Self::Thread { .. } => ErrorCode::Internal,
         }
     }
 }

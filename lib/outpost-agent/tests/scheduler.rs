@@ -235,6 +235,8 @@ fn start(runners: usize, spread: bool) -> (Scheduler<TestJob>, Arc<Recorder>) {
             runners,
             timeout: None,
             spread,
+            // The loop must run on the test's runtime, whose clock is paused.
+            dedicated_thread: false,
         },
         recorder.clone(),
     )

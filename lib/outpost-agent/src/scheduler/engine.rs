@@ -29,12 +29,22 @@
 //! Runs execute through [`tokio::task::spawn_blocking`], so each run has a thread of its own
 //! for as long as it lasts. All timing uses [`tokio::time::Instant`]: under tokio's paused
 //! test clock the loop is fully deterministic (the clock does not auto-advance while a run is
-//! in progress on a current-thread runtime, and the completion reaches the loop before it
-//! does again).
+//! in progress on a current-thread runtime, and a finished run is posted before it does
+//! again).
+//!
+//! # Finished runs do not always wake the loop
+//! Waking a thread costs more than everything the loop does for a run, so a runner thread
+//! records the run's statistics itself, posts the completion in a mailbox, and wakes the loop
+//! only when it must act before its next wake-up anyway: the job's next due time comes before
+//! the loop's next timer, someone waits for the run (run-now), jobs wait for a runner, or
+//! shutdown waits for runs. Otherwise the loop takes the completion at its next wake-up,
+//! before it looks at any timer (so a run that finished is never reported late). With many
+//! jobs the loop wakes about once per due time instead of twice per run.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use outpost_checks::CheckError;
@@ -58,6 +68,12 @@ pub struct SchedulerConfig {
     pub timeout: Option<Duration>,
     /// Spread first runs over the interval (default true); off, a new job runs at once.
     pub spread: bool,
+    /// Run the scheduling loop on a thread of its own (`check-scheduler`, a current-thread
+    /// tokio runtime) instead of the caller's runtime (default true). A wake-up of the loop
+    /// (a due time, a finished run) then wakes that one thread, where a multi-thread
+    /// runtime may wake a second worker to look for work; the loop is on the clock of its
+    /// own runtime, so tests on the paused clock turn this off.
+    pub dedicated_thread: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +82,7 @@ impl Default for SchedulerConfig {
             runners: 4,
             timeout: None,
             spread: true,
+            dedicated_thread: true,
         }
     }
 }
@@ -147,6 +164,119 @@ struct Completion<J: Job> {
     outcome: Result<Arc<J::Report>, String>,
 }
 
+/// What a run shares with the loop while it is in progress.
+#[derive(Debug, Default)]
+struct RunFlags {
+    /// `run()` has returned (a timeout that fires now is not a late run).
+    done: AtomicBool,
+    /// The loop found it past its timeout.
+    late: AtomicBool,
+    /// The loop must hear of its end at once: someone waits for it or for the job's next
+    /// run (run-now), or the job was removed and retires with it.
+    wake: AtomicBool,
+}
+
+/// Whether the loop sleeps, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoopState {
+    /// It is working, and looks at the mailbox before it sleeps again.
+    Awake,
+    /// It sleeps until this time (`None`: until something wakes it).
+    Asleep(Option<Instant>),
+}
+
+struct MailboxState<J: Job> {
+    completions: Vec<Completion<J>>,
+    state: LoopState,
+    /// Jobs due and waiting for a runner.
+    queued: usize,
+    shutting_down: bool,
+}
+
+/// Where runner threads leave finished runs (see the module docs).
+struct Mailbox<J: Job> {
+    state: Mutex<MailboxState<J>>,
+    wake: tokio::sync::Notify,
+}
+
+impl<J: Job> Mailbox<J> {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(MailboxState {
+                completions: Vec::new(),
+                state: LoopState::Awake,
+                queued: 0,
+                shutting_down: false,
+            }),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MailboxState<J>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Posts a finished run; wakes the loop when it must act before its next wake-up.
+    /// `next_due`: the job's next due time (scheduled runs); `urgent`: someone waits.
+    fn post(&self, done: Completion<J>, next_due: Option<Instant>, urgent: bool) {
+        let mut m = self.lock();
+        let wake = match m.state {
+            LoopState::Awake => false,
+            LoopState::Asleep(until) => {
+                urgent
+                    || m.queued > 0
+                    || m.shutting_down
+                    || match (next_due, until) {
+                        (Some(due), Some(until)) => due < until,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    }
+            }
+        };
+        m.completions.push(done);
+        if wake {
+            m.state = LoopState::Awake;
+        }
+        drop(m);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The loop wakes: takes what was posted.
+    fn take(&self) -> Vec<Completion<J>> {
+        let mut m = self.lock();
+        m.state = LoopState::Awake;
+        std::mem::take(&mut m.completions)
+    }
+
+    /// The loop is about to sleep until `until`: false (stay awake) when runs were posted
+    /// since it last looked.
+    fn sleep(&self, until: Option<Instant>, queued: usize, shutting_down: bool) -> bool {
+        let mut m = self.lock();
+        if !m.completions.is_empty() {
+            return false;
+        }
+        m.state = LoopState::Asleep(until);
+        m.queued = queued;
+        m.shutting_down = shutting_down;
+        true
+    }
+}
+
+/// When a scheduled run that was due at `due` and ran from `started` to `finished` makes the
+/// next one due (see the module docs).
+fn next_due(due: Instant, interval: Duration, started: Instant, finished: Instant) -> Instant {
+    let mut next = due + interval;
+    if next <= started {
+        // It waited for a runner past its next due time: skip the missed slots instead of
+        // catching up with back-to-back runs.
+        next = started + interval;
+    }
+    // An overrun: the next run comes right after this one.
+    next.max(finished)
+}
+
 /// A handle to a running scheduler. Cheap to clone; the loop stops when shut down, or when
 /// every handle is dropped (as a shutdown with a 5 s grace period).
 pub struct Scheduler<J: Job> {
@@ -172,11 +302,13 @@ impl<J: Job> std::fmt::Debug for Scheduler<J> {
 }
 
 impl<J: Job> Scheduler<J> {
-    /// Starts the scheduling loop on the current tokio runtime.
+    /// Starts the scheduling loop: on a thread of its own, or on the current tokio runtime
+    /// when [`SchedulerConfig::dedicated_thread`] is off.
     ///
     /// # Errors
-    /// [`AgentError::InvalidConfig`] for zero runners; [`AgentError::NoRuntime`] outside a
-    /// tokio runtime.
+    /// [`AgentError::InvalidConfig`] for zero runners; [`AgentError::Thread`] when the
+    /// scheduler's thread cannot start; [`AgentError::NoRuntime`] outside a tokio runtime
+    /// (without a dedicated thread).
     pub fn start(
         config: SchedulerConfig,
         observer: Arc<dyn Observer<J>>,
@@ -187,23 +319,45 @@ impl<J: Job> Scheduler<J> {
                 message: "must be at least 1".into(),
             });
         }
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| AgentError::NoRuntime)?;
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (completions, completion_rx) = mpsc::unbounded_channel();
         let stats = SharedStats::new(config.runners);
         let engine = Engine {
             free: config.runners,
             config,
             observer,
             stats: stats.clone(),
-            completions,
+            mailbox: Arc::new(Mailbox::new()),
             entries: HashMap::new(),
             timers: BTreeMap::new(),
             ready: VecDeque::new(),
             seq: 0,
             shutdown: None,
         };
-        handle.spawn(engine.run(command_rx, completion_rx));
+        if engine.config.dedicated_thread {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name("check-runner")
+                .build()
+                .map_err(|source| AgentError::Thread {
+                    what: "the scheduler's runtime",
+                    source,
+                })?;
+            std::thread::Builder::new()
+                .name("check-scheduler".into())
+                .spawn(move || {
+                    runtime.block_on(engine.run(command_rx));
+                    // Runs still stuck in a check are abandoned, not waited for.
+                    runtime.shutdown_background();
+                })
+                .map_err(|source| AgentError::Thread {
+                    what: "the scheduler thread",
+                    source,
+                })?;
+        } else {
+            let handle =
+                tokio::runtime::Handle::try_current().map_err(|_| AgentError::NoRuntime)?;
+            handle.spawn(engine.run(command_rx));
+        }
         Ok(Self { commands, stats })
     }
 
@@ -277,7 +431,10 @@ struct Running<J: Job> {
     run: u64,
     kind: RunKind,
     due: Option<Instant>,
-    late: bool,
+    /// Its timeout timer, removed when the run ends (a stale timer would wake the loop for
+    /// nothing, about once per run with the default timeout of one interval).
+    timeout_timer: (Instant, u64),
+    flags: Arc<RunFlags>,
     waiters: Vec<RunReply<J>>,
 }
 
@@ -314,7 +471,7 @@ struct Engine<J: Job> {
     config: SchedulerConfig,
     observer: Arc<dyn Observer<J>>,
     stats: SharedStats,
-    completions: mpsc::UnboundedSender<Completion<J>>,
+    mailbox: Arc<Mailbox<J>>,
     entries: HashMap<Arc<str>, Entry<J>>,
     /// Keyed by time then sequence number (unique); `Arc<str>` is the job (empty for Grace).
     timers: BTreeMap<(Instant, u64), (Arc<str>, Timer)>,
@@ -348,36 +505,45 @@ impl<J: Job> Engine<J> {
         self.seq
     }
 
-    fn add_timer(&mut self, at: Instant, id: Arc<str>, timer: Timer) {
+    fn add_timer(&mut self, at: Instant, id: Arc<str>, timer: Timer) -> (Instant, u64) {
         let seq = self.next_seq();
         self.timers.insert((at, seq), (id, timer));
+        (at, seq)
     }
 
     fn busy(&self) -> usize {
         self.config.runners - self.free
     }
 
-    async fn run(
-        mut self,
-        mut commands: mpsc::UnboundedReceiver<Command<J>>,
-        mut completions: mpsc::UnboundedReceiver<Completion<J>>,
-    ) {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command<J>>) {
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
         let mut handles_gone = false;
+        let mailbox = Arc::clone(&self.mailbox);
         loop {
-            match self.timers.first_key_value() {
-                Some(((at, _), _)) if armed != Some(*at) => {
-                    sleep.as_mut().reset(*at);
-                    armed = Some(*at);
-                }
-                Some(_) => {}
-                None => armed = None,
+            // Finished runs first: a run that finished is never reported late.
+            for done in mailbox.take() {
+                self.on_completion(done);
+            }
+            self.on_timers(Instant::now());
+            self.dispatch();
+            if self.try_finish() {
+                return;
+            }
+            let next = self.timers.first_key_value().map(|((at, _), _)| *at);
+            if !mailbox.sleep(next, self.ready.len(), self.shutdown.is_some()) {
+                continue;
+            }
+            if let Some(at) = next
+                && armed != Some(at)
+            {
+                sleep.as_mut().reset(at);
+                armed = Some(at);
             }
             tokio::select! {
                 biased;
-                Some(done) = completions.recv() => self.on_completion(done),
+                () = mailbox.wake.notified() => {}
                 command = commands.recv(), if !handles_gone => match command {
                     Some(c) => self.on_command(c),
                     None => {
@@ -385,14 +551,7 @@ impl<J: Job> Engine<J> {
                         self.begin_shutdown(Duration::from_secs(5), None);
                     }
                 },
-                () = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    self.on_timers(Instant::now());
-                }
-            }
-            self.dispatch();
-            if self.try_finish() {
-                return;
+                () = &mut sleep, if next.is_some() => armed = None,
             }
         }
     }
@@ -424,6 +583,9 @@ impl<J: Job> Engine<J> {
                 };
                 if let Some(e) = self.entries.get_mut(&key) {
                     e.waiters.push(reply);
+                    if let Some(r) = &e.running {
+                        r.flags.wake.store(true, Ordering::SeqCst);
+                    }
                     if e.running.is_none() && !e.queued {
                         e.queued = true;
                         self.ready.push_back(key);
@@ -512,6 +674,9 @@ impl<J: Job> Engine<J> {
         }
         let job = Arc::clone(&e.job);
         let running = e.running.is_some();
+        if let Some(r) = &e.running {
+            r.flags.wake.store(true, Ordering::SeqCst);
+        }
         self.stats.set_next_due(id, None);
         spawn_cancel(vec![job]);
         if !running {
@@ -581,10 +746,12 @@ impl<J: Job> Engine<J> {
         if e.generation != generation {
             return;
         }
-        let Some(r) = e.running.as_mut().filter(|r| r.run == run && !r.late) else {
+        let Some(r) = e.running.as_ref().filter(|r| r.run == run) else {
             return;
         };
-        r.late = true;
+        if r.flags.done.load(Ordering::SeqCst) || r.flags.late.swap(true, Ordering::SeqCst) {
+            return;
+        }
         self.stats.late(id);
         tracing::warn!(
             check.id = %id,
@@ -610,7 +777,7 @@ impl<J: Job> Engine<J> {
                 self.start(id);
             }
         }
-        self.stats.set_load(self.busy(), self.ready.len());
+        self.stats.set_queued(self.ready.len());
     }
 
     fn start(&mut self, id: Arc<str>) {
@@ -624,34 +791,44 @@ impl<J: Job> Engine<J> {
         } else {
             RunKind::Manual
         };
-        e.running = Some(Running {
-            run,
-            kind,
-            due,
-            late: false,
-            waiters: std::mem::take(&mut e.waiters),
+        let waiters = std::mem::take(&mut e.waiters);
+        let flags = Arc::new(RunFlags {
+            wake: AtomicBool::new(!waiters.is_empty()),
+            ..RunFlags::default()
         });
         let generation = e.generation;
-        let timeout = e.timeout;
+        let (timeout, interval) = (e.timeout, e.interval);
         let job = Arc::clone(&e.job);
         self.free -= 1;
         let now = Instant::now();
-        self.add_timer(
+        let timeout_timer = self.add_timer(
             now + timeout,
             Arc::clone(&id),
             Timer::Timeout { generation, run },
         );
-        self.stats.started(&id, now, self.busy());
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.running = Some(Running {
+                run,
+                kind,
+                due,
+                timeout_timer,
+                flags: Arc::clone(&flags),
+                waiters,
+            });
+        }
+        self.stats.started(&id, now);
         if kind == RunKind::Scheduled {
             self.stats.set_next_due(&id, None);
         }
         let observer = Arc::clone(&self.observer);
-        let completions = self.completions.clone();
+        let mailbox = Arc::clone(&self.mailbox);
+        let stats = self.stats.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let started_at = SystemTime::now();
             let cpu_before = thread_cpu_time();
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| job.run()));
+            flags.done.store(true, Ordering::SeqCst);
             let cpu_time = thread_cpu_time().saturating_sub(cpu_before);
             let info = RunInfo {
                 kind,
@@ -661,7 +838,7 @@ impl<J: Job> Engine<J> {
                 started_at,
                 cpu_time,
             };
-            let outcome = match result {
+            let (outcome, summary) = match result {
                 Ok(report) => {
                     let report = Arc::new(report);
                     let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -674,18 +851,50 @@ impl<J: Job> Engine<J> {
                             "observer panicked; this run's submissions may be incomplete"
                         );
                     }
-                    Ok(report)
+                    let summary = report.summary();
+                    (Ok(report), summary)
                 }
-                Err(p) => Err(panic_message(&*p)),
+                Err(p) => {
+                    let message = panic_message(&*p);
+                    let summary = RunSummary {
+                        error: Some(CheckError {
+                            message: format!("the run panicked: {message}"),
+                            traceback: String::new(),
+                        }),
+                        ..RunSummary::default()
+                    };
+                    (Err(message), summary)
+                }
             };
-            // The loop only goes away after shutdown, when nobody waits for this run.
-            let _ = completions.send(Completion {
-                id,
-                generation,
-                run,
-                info,
-                outcome,
-            });
+            let overrun = kind == RunKind::Scheduled && info.duration() > interval;
+            if overrun {
+                tracing::warn!(
+                    check.id = %id,
+                    duration_ms = info.duration().as_millis(),
+                    interval_ms = interval.as_millis(),
+                    "run took longer than its interval; the next run is delayed"
+                );
+            }
+            let next = due.map(|due| next_due(due, interval, info.started, info.finished));
+            stats.finished(
+                &id,
+                &info,
+                summary,
+                flags.late.load(Ordering::SeqCst),
+                overrun,
+                next,
+            );
+            mailbox.post(
+                Completion {
+                    id,
+                    generation,
+                    run,
+                    info,
+                    outcome,
+                },
+                next,
+                flags.wake.load(Ordering::SeqCst),
+            );
         });
     }
 
@@ -700,28 +909,7 @@ impl<J: Job> Engine<J> {
             return;
         };
         self.free += 1;
-        let duration = done.info.duration();
-        let overrun = running.kind == RunKind::Scheduled && duration > e.interval;
-        let summary = match &done.outcome {
-            Ok(report) => report.summary(),
-            Err(message) => RunSummary {
-                error: Some(CheckError {
-                    message: format!("the run panicked: {message}"),
-                    traceback: String::new(),
-                }),
-                ..RunSummary::default()
-            },
-        };
-        if overrun && self.shutdown.is_none() {
-            tracing::warn!(
-                check.id = %done.id,
-                duration_ms = duration.as_millis(),
-                interval_ms = e.interval.as_millis(),
-                "run took longer than its interval; the next run is delayed"
-            );
-        }
-        self.stats
-            .finished(&done.id, &done.info, summary, running.late, overrun);
+        self.timers.remove(&running.timeout_timer);
         for waiter in running.waiters {
             let answer = match &done.outcome {
                 Ok(report) => Ok(ManualRun {
@@ -744,20 +932,11 @@ impl<J: Job> Engine<J> {
             return;
         }
         if let (RunKind::Scheduled, Some(due)) = (running.kind, running.due) {
-            let mut next = due + e.interval;
-            if next <= done.info.started {
-                // It waited for a runner past its next due time: skip the missed slots
-                // instead of catching up with back-to-back runs.
-                next = done.info.started + e.interval;
-            }
-            // An overrun: the next run comes right after this one.
-            let next = next.max(done.info.finished);
+            let next = next_due(due, e.interval, done.info.started, done.info.finished);
             let generation = e.generation;
             if next <= Instant::now() {
                 e.due = Some(next);
-                self.stats.set_next_due(&done.id, Some(next));
             } else {
-                self.stats.set_next_due(&done.id, Some(next));
                 self.add_timer(next, Arc::clone(&done.id), Timer::Due { generation });
             }
         }
@@ -782,6 +961,7 @@ impl<J: Job> Engine<J> {
             "scheduler shutting down: cancelling every job"
         );
         self.stats.shutting_down();
+        self.mailbox.lock().shutting_down = true;
         self.ready.clear();
         let mut running = Vec::new();
         let mut idle = Vec::new();

@@ -262,9 +262,9 @@ impl SharedStats {
         t.totals.jobs = t.jobs.len();
     }
 
-    pub(crate) fn started(&self, id: &str, at: tokio::time::Instant, busy: usize) {
+    pub(crate) fn started(&self, id: &str, at: tokio::time::Instant) {
         let mut t = self.lock();
-        t.totals.busy = busy;
+        t.totals.busy += 1;
         if let Some(r) = t.jobs.get_mut(id) {
             r.stats.running = true;
             r.running_since = Some(at);
@@ -285,17 +285,16 @@ impl SharedStats {
         }
     }
 
-    pub(crate) fn set_load(&self, busy: usize, queued: usize) {
-        let mut t = self.lock();
-        t.totals.busy = busy;
-        t.totals.queued = queued;
+    pub(crate) fn set_queued(&self, queued: usize) {
+        self.lock().totals.queued = queued;
     }
 
     pub(crate) fn shutting_down(&self) {
         self.lock().totals.shutting_down = true;
     }
 
-    /// Records a finished run.
+    /// Records a finished run (on its runner thread); `next_due`: the job's next due time,
+    /// for scheduled runs.
     pub(crate) fn finished(
         &self,
         id: &str,
@@ -303,10 +302,12 @@ impl SharedStats {
         summary: RunSummary,
         late: bool,
         overrun: bool,
+        next_due: Option<tokio::time::Instant>,
     ) {
         let mut t = self.lock();
         let failed = summary.error.is_some();
         let totals = &mut t.totals;
+        totals.busy = totals.busy.saturating_sub(1);
         totals.runs += 1;
         totals.errors += u64::from(failed);
         totals.overruns += u64::from(overrun);
@@ -326,6 +327,9 @@ impl SharedStats {
             s.total_duration += info.duration();
             s.total_cpu += info.cpu_time;
             r.running_since = None;
+            if next_due.is_some() {
+                r.next_due = next_due;
+            }
             s.last_run = Some(LastRun {
                 kind: info.kind,
                 started_at: info.started_at,

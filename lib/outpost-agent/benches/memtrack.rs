@@ -1,0 +1,262 @@
+//! Memory tracking on vs off, at the agent level: an allocation-heavy check (the workload of
+//! `outpost-checks`' benchmark: 20,000 small dicts with lists and strings, indexed) run
+//! through the whole agent (`run-now`: the scheduler hands the run to a runner thread, the
+//! sinks commit it), in two child processes of this benchmark, one started with
+//! `memtrack_enabled: true`, one with `false` (the interpreter starts once per process).
+//!
+//! Each child answers "N" on stdin with the wall time of N runs and the runner threads' CPU
+//! time inside them. Criterion times both sides back to back; then 15 alternating rounds
+//! give the median of the per-round on/off ratios, which a change of machine load affects
+//! less.
+//!
+//! `cargo bench -p outpost-agent --bench memtrack`; without `--bench` a smoke pass.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)] // a benchmark
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use outpost_agent::{Agent, AgentOptions, RunFormat};
+use outpost_checks::{CheckError, RunReport, Runtime, RuntimeConfig};
+use outpost_types::config::AgentConfig;
+use serde_json::Value;
+
+fn venv() -> PathBuf {
+    std::env::var_os("OUTPOST_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"))
+}
+
+const ALLOC: &str = r#"
+from datadog_checks.base import AgentCheck
+
+class AllocCheck(AgentCheck):
+    def check(self, instance):
+        data = [{"key": str(i), "values": [i, i + 1, float(i)], "name": "item-%d" % i} for i in range(20000)]
+        index = {d["key"]: d for d in data}
+        total = sum(len(d["name"]) for d in index.values())
+        self.gauge("alloc.total", total)
+"#;
+
+struct NoFormat;
+
+impl RunFormat for NoFormat {
+    fn run_entry(&self, _: &RunReport) -> Value {
+        Value::Null
+    }
+    fn failed_entry(&self, _: &str, _: &CheckError) -> Value {
+        Value::Null
+    }
+}
+
+/// Child mode: an agent with memory tracking `on` or not, timing run-now of the check.
+fn child(root: &Path, on: bool) {
+    let agent_config = AgentConfig {
+        memtrack_enabled: on,
+        ..AgentConfig::default()
+    };
+    let runtime = Runtime::start(
+        RuntimeConfig::new(venv(), root.join(if on { "run-on" } else { "run-off" }))
+            .with_checks_dir(root.join("checks.d"))
+            .with_agent_config(agent_config.clone()),
+    )
+    .unwrap();
+    assert_eq!(runtime.memory().enabled, on);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut options = AgentOptions::new(
+            root,
+            root.join("conf.d"),
+            root.join("checks.d"),
+            venv(),
+            agent_config,
+            Arc::new(NoFormat),
+        )
+        .unwrap();
+        options.runtime = Some(runtime);
+        let agent = Agent::start(options).await.unwrap();
+        for _ in 0..20 {
+            let doc = agent.run_check("alloc").await.unwrap();
+            assert_eq!(doc["instances"].as_array().unwrap().len(), 1);
+        }
+        println!("ready");
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(n) = line.unwrap().trim().parse::<u64>() else {
+                break;
+            };
+            let cpu0 = agent.scheduler_stats().run_cpu;
+            let t0 = Instant::now();
+            for _ in 0..n {
+                agent.run_check("alloc").await.unwrap();
+            }
+            let wall = t0.elapsed();
+            let cpu = agent.scheduler_stats().run_cpu - cpu0;
+            println!("{} {}", wall.as_nanos(), cpu.as_nanos());
+        }
+        agent.shutdown().await.unwrap();
+    });
+}
+
+/// A long-lived child answering "how long do N runs take".
+struct Timer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Timer {
+    fn spawn(root: &Path, mode: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env("OUTPOST_BENCH_CHILD", mode)
+            .env("OUTPOST_BENCH_ROOT", root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready", "child did not start");
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// (wall, CPU inside runs) of `n` runs.
+    fn time(&mut self, n: u64) -> (Duration, Duration) {
+        writeln!(self.stdin, "{n}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let mut parts = line.split_whitespace().map(|p| p.parse::<u64>().unwrap());
+        (
+            Duration::from_nanos(parts.next().unwrap()),
+            Duration::from_nanos(parts.next().unwrap()),
+        )
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // An empty line ends the child's loop; wait so no process is left behind.
+        let _ = writeln!(self.stdin);
+        let _ = self.child.wait();
+    }
+}
+
+fn main() {
+    if let Ok(mode) = std::env::var("OUTPOST_BENCH_CHILD") {
+        let root = PathBuf::from(std::env::var_os("OUTPOST_BENCH_ROOT").unwrap());
+        child(&root, mode == "on");
+        return;
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs_err::create_dir_all(root.join("conf.d")).unwrap();
+    fs_err::create_dir_all(root.join("checks.d")).unwrap();
+    fs_err::write(root.join("checks.d/alloc.py"), ALLOC).unwrap();
+    // A day's interval: the check runs when asked to (its first scheduled run is hours away
+    // unless its spread offset is unlucky; a scheduled run would only delay one sample).
+    fs_err::write(
+        root.join("conf.d/alloc.yaml"),
+        "instances:\n  - {min_collection_interval: 86400}\n",
+    )
+    .unwrap();
+    let mut on = Timer::spawn(root, "on");
+    let mut off = Timer::spawn(root, "off");
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(20)
+        .configure_from_args();
+    let (mut sums_on, mut sums_off) = ((0u128, 0u64), (0u128, 0u64));
+    {
+        let mut g = c.benchmark_group("memtrack_agent");
+        g.bench_function("on", |b| {
+            b.iter_custom(|iters| {
+                let (wall, _) = on.time(iters);
+                sums_on.0 += wall.as_nanos();
+                sums_on.1 += iters;
+                wall
+            })
+        });
+        g.bench_function("off", |b| {
+            b.iter_custom(|iters| {
+                let (wall, _) = off.time(iters);
+                sums_off.0 += wall.as_nanos();
+                sums_off.1 += iters;
+                wall
+            })
+        });
+        g.finish();
+    }
+    c.final_summary();
+
+    let rounds = if full { 15 } else { 3 };
+    let per_round = if full { 20 } else { 2 };
+    let (mut wall_ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
+    let (mut wall_on, mut wall_off, mut cpu_on, mut cpu_off) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    for round in 0..rounds {
+        // Alternate which side goes first.
+        let (a, b) = if round % 2 == 0 {
+            let a = on.time(per_round);
+            (a, off.time(per_round))
+        } else {
+            let b = off.time(per_round);
+            (on.time(per_round), b)
+        };
+        wall_ratios.push(a.0.as_secs_f64() / b.0.as_secs_f64());
+        cpu_ratios.push(a.1.as_secs_f64() / b.1.as_secs_f64());
+        wall_on += a.0;
+        wall_off += b.0;
+        cpu_on += a.1;
+        cpu_off += b.1;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let n = (rounds as u64 * per_round) as f64;
+    let mean = |(ns, iters): (u128, u64)| ns as f64 / iters.max(1) as f64 / 1e6;
+    let load = fs_err::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "\nmemory tracking, allocation-heavy check through the agent (run-now):\n\
+         criterion means: on {:.2} ms, off {:.2} ms per run: {:+.1}%\n\
+         interleaved ({rounds} rounds x {per_round} runs): wall on {:.2} ms, off {:.2} ms; \
+         CPU in runs on {:.2} ms, off {:.2} ms\n\
+         median per-round overhead: wall {:+.1}%, CPU in runs {:+.1}% (target <= 10%)\n\
+         load average: {}",
+        mean(sums_on),
+        mean(sums_off),
+        (mean(sums_on) / mean(sums_off) - 1.0) * 100.0,
+        wall_on.as_secs_f64() * 1e3 / n,
+        wall_off.as_secs_f64() * 1e3 / n,
+        cpu_on.as_secs_f64() * 1e3 / n,
+        cpu_off.as_secs_f64() * 1e3 / n,
+        (median(&mut wall_ratios) - 1.0) * 100.0,
+        (median(&mut cpu_ratios) - 1.0) * 100.0,
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
