@@ -564,13 +564,14 @@ fn instance_ids(config: &CheckConfigFile) -> Vec<String> {
 
 impl Agent {
     /// Starts the agent: the output file, the Python runtime (failing that, the agent runs
-    /// without checks and says why), the scheduler, and a first load of the configurations.
-    /// Must run inside a tokio runtime.
+    /// without checks and says why), the scheduler, and a first load of the configurations
+    /// (a configuration directory that cannot be read is reported in the load errors and
+    /// leaves the agent without checks until a reload succeeds). Must run inside a tokio
+    /// runtime.
     ///
     /// # Errors
     /// [`AgentError::Output`] when `--output` cannot be opened; [`AgentError::InvalidConfig`];
-    /// [`AgentError::NoRuntime`]; [`AgentError::ConfDir`] when the configuration directory
-    /// cannot be read.
+    /// [`AgentError::Thread`]; [`AgentError::Task`].
     pub async fn start(options: AgentOptions) -> Result<Agent, AgentError> {
         let output = match &options.output {
             Some(o) => Some(Arc::new(JsonLines::open(&o.path, o.max_bytes)?)),
@@ -609,13 +610,31 @@ impl Agent {
                 reloads: AtomicU64::new(0),
             }),
         };
-        let summary = agent.load().await?;
-        tracing::info!(
-            instances = summary.added.len(),
-            load_errors = summary.errors.len(),
-            conf_dir = %agent.inner.options.conf_dir.display(),
-            "check configurations loaded"
-        );
+        match agent.load().await {
+            Ok(summary) => tracing::info!(
+                instances = summary.added.len(),
+                load_errors = summary.errors.len(),
+                conf_dir = %agent.inner.options.conf_dir.display(),
+                "check configurations loaded"
+            ),
+            // An unreadable configuration directory does not keep the agent (and its API)
+            // down: it runs no check, says why, and a reload tries again.
+            Err(AgentError::ConfDir { path, source }) => {
+                tracing::error!(
+                    conf_dir = %path.display(),
+                    error = %source,
+                    "cannot read the check configurations; no check runs until a reload succeeds"
+                );
+                agent.loaded().errors = vec![LoadError {
+                    check: None,
+                    config: Some(path),
+                    index: None,
+                    check_id: None,
+                    error: check_error(&source),
+                }];
+            }
+            Err(e) => return Err(e),
+        }
         Ok(agent)
     }
 

@@ -513,3 +513,37 @@ class Legacy(AgentCheck):
     assert_eq!(agent.validations().len(), validations.len());
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_conf_dir_is_reported_and_a_reload_picks_it_up() {
+    let env = Env::new();
+    fs_err::remove_dir(env.conf_dir()).unwrap();
+    let (agent, _stop) = env.start().await;
+    let view = get_json(&env.socket(), "/checks").await;
+    assert_eq!(view["instances"], json!([]));
+    let error = &view["load_errors"][0];
+    assert_eq!(error["config"], env.conf_dir().display().to_string());
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&env.conf_dir().display().to_string()),
+        "{error}"
+    );
+    // Still missing: the reload fails and says why; nothing changes.
+    let e = agent.reload().await.unwrap_err();
+    assert!(
+        matches!(e, outpost_agent::AgentError::ConfDir { .. }),
+        "{e}"
+    );
+    fs_err::create_dir_all(env.conf_dir()).unwrap();
+    env.check(
+        "md_late",
+        "from datadog_checks.base import AgentCheck\nclass L(AgentCheck):\n    def check(self, i):\n        self.gauge('md_late.up', 1)\n",
+        "instances:\n  - {}\n",
+    );
+    let summary = agent.reload().await.unwrap();
+    assert_eq!(summary.added.len(), 1, "{summary:?}");
+    assert!(agent.checks_view().load_errors.is_empty());
+    agent.shutdown().await.unwrap();
+}
