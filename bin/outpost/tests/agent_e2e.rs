@@ -422,6 +422,7 @@ fn bad_arguments_and_a_socket_in_use_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("agent.sock"), "{stderr}");
+    assert!(stderr.contains("already serving"), "{stderr}");
     assert!(
         request(&root.socket(), "GET", "/checks").is_some(),
         "the first still serves"

@@ -58,6 +58,15 @@ pub enum AgentError {
     /// The scheduler was started outside a tokio runtime.
     #[error("the scheduler must be started inside a tokio runtime")]
     NoRuntime,
+    /// Another agent already serves on the socket.
+    #[error(
+        "another check agent is already serving on {}; refusing to start a second one",
+        socket.display()
+    )]
+    AlreadyRunning {
+        /// The socket.
+        socket: PathBuf,
+    },
     /// Python could not be started, so checks cannot be loaded or run.
     #[error("Python is unavailable: {source}")]
     PythonUnavailable {
@@ -121,7 +130,9 @@ impl AgentError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::UnknownJob { .. } | Self::UnknownCheck { .. } => ErrorCode::NotFound,
-            Self::DuplicateJob { .. } | Self::JobRemoved { .. } => ErrorCode::InvalidState,
+            Self::DuplicateJob { .. } | Self::JobRemoved { .. } | Self::AlreadyRunning { .. } => {
+                ErrorCode::InvalidState
+            }
             Self::RunTimedOut { .. } => ErrorCode::Busy,
             Self::ShuttingDown | Self::SchedulerStopped | Self::PythonUnavailable { .. } => {
                 ErrorCode::Unavailable

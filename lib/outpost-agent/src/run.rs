@@ -21,9 +21,9 @@ use crate::error::AgentError;
 /// Runs the agent until SIGTERM or SIGINT. Returns `Ok` after a graceful shutdown.
 ///
 /// # Errors
-/// Start-up failures: [`AgentError::Output`], [`AgentError::ConfDir`],
-/// [`AgentError::InvalidConfig`], [`AgentError::Api`] (the socket is in use or cannot be
-/// bound).
+/// Start-up failures: [`AgentError::AlreadyRunning`], [`AgentError::Output`],
+/// [`AgentError::InvalidConfig`], [`AgentError::Thread`], [`AgentError::Api`] (the socket
+/// cannot be bound).
 pub async fn run(options: AgentOptions, api: &ApiConfig) -> Result<(), AgentError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -55,6 +55,11 @@ pub async fn run(options: AgentOptions, api: &ApiConfig) -> Result<(), AgentErro
     }
 
     let socket = options.socket_path();
+    // Before any check runs: a live agent on this root is not to be doubled (binding the
+    // socket below refuses it too, but only after the checks would have started).
+    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        return Err(AgentError::AlreadyRunning { socket });
+    }
     let agent = Agent::start(options).await?;
     let api = crate::api::build_api(&agent, AccessPolicy::from_config(api))?;
     let server = Server::new(api).bind_unix(&socket).await?;
