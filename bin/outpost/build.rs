@@ -1,7 +1,7 @@
 //! Link settings of the two binaries.
 //!
-//! * Relative relocations are packed (`-z pack-relative-relocs`, glibc >= 2.36 and binutils
-//!   >= 2.38, as on Debian 12): the loader then reads a few kilobytes of relocations at exec
+//! * Relative relocations are packed (`-z pack-relative-relocs`; needs glibc 2.36 and
+//!   binutils 2.38 or later, as on Debian 12): the loader then reads a few kilobytes of relocations at exec
 //!   instead of ~700 KB, which is resident memory the root daemon would otherwise carry for
 //!   its whole life. `OUTPOST_NO_RELR=1` turns it off for older targets.
 //! * `outpost-agent` gets a RUNPATH to the libpython it was built against (PyO3's choice,

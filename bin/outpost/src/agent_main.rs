@@ -7,6 +7,7 @@
 mod cli;
 #[allow(dead_code)] // shared with `outpost`
 mod logging;
+mod process;
 mod pyagent;
 
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         // The long-running agent logs at info level, in the format it was asked for.
         return pyagent::agent::run(global, args);
     }
+    process::restore_sigpipe();
     pyagent::init_logging(global);
     match &cli.command {
         Command::Check(CheckCommand::Run {

@@ -7,6 +7,7 @@ mod cli;
 mod client_cmd;
 mod logging;
 mod pack_cmd;
+mod process;
 
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Daemon(_)) {
-        restore_sigpipe();
+        process::restore_sigpipe();
     }
     if cli.command.needs_python() {
         return exec_agent_binary();
@@ -151,17 +152,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
-}
-
-/// Gives SIGPIPE back its default action, so `outpost status | head` ends quietly the way
-/// other command-line tools do instead of failing to print. Not for the daemon, which must
-/// survive a client that hangs up (it never writes to a pipe it does not own anyway).
-fn restore_sigpipe() {
-    // SAFETY: setting a signal's disposition to SIG_DFL at start-up, before any thread is
-    // spawned, has no memory-safety implications.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
 }
 
 /// `outpost --version`: the same as `outpost version`; when `outpost-agent` is not installed,

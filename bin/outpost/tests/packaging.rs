@@ -64,7 +64,7 @@ fn dynamic_section(binary: &str) -> String {
         .output()
         .expect("readelf (binutils) must be installed");
     assert!(out.status.success(), "readelf -d {binary} failed");
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(out.stdout).expect("readelf prints text")
 }
 
 #[test]
