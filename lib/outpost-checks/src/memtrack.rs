@@ -480,6 +480,16 @@ fn entry(addr: usize, create: bool) -> Option<&'static AtomicU16> {
         // handed over, which orders them).
         return Some(unsafe { &(*leaf).0[index] });
     }
+    entry_walk(key, create)
+}
+
+/// [`entry`] when the block is not in the leaf used last: walks the table from the top and
+/// remembers the leaf. Out of line, so that the hooks' fast path needs few registers.
+#[cold]
+#[inline(never)]
+fn entry_walk(key: usize, create: bool) -> Option<&'static AtomicU16> {
+    let prefix = (key >> LEAF_BITS) + 1;
+    let index = key & ((1 << LEAF_BITS) - 1);
     let e = entry_in(&SMALL_TOP, key, create)?;
     // The leaf is the start of the array that holds `e`.
     let leaf = (e as *const AtomicU16).wrapping_sub(index) as *mut Leaf<AtomicU16>;
@@ -518,14 +528,22 @@ fn record_alloc(ptr: *mut c_void, size: usize) {
         );
         (class + 1) << 4
     } else {
-        let Some(large) = entry_in(&LARGE_TOP, addr >> LARGE_SHIFT, true) else {
-            return;
-        };
-        large.store(size as u64, Ordering::Relaxed);
-        e.store(LARGE | owner_bits, Ordering::Relaxed);
-        size
+        return record_large_alloc(e, owner, owner_bits, addr, size);
     };
     slot_counters(owner).on_alloc(counted as u64);
+}
+
+/// The part of [`record_alloc`] for blocks over [`SMALL_MAX`] bytes (rarer, and out of line
+/// to keep the common path short).
+#[cold]
+#[inline(never)]
+fn record_large_alloc(e: &'static AtomicU16, owner: u16, owner_bits: u16, addr: usize, size: usize) {
+    let Some(large) = entry_in(&LARGE_TOP, addr >> LARGE_SHIFT, true) else {
+        return;
+    };
+    large.store(size as u64, Ordering::Relaxed);
+    e.store(LARGE | owner_bits, Ordering::Relaxed);
+    slot_counters(owner).on_alloc(size as u64);
 }
 
 /// Reads the small-table entry of the block at `ptr` (first half of a free).
@@ -627,12 +645,14 @@ extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
     }
     // SAFETY: ctx is the leaked `Underlying` installed with this hook.
     let under = unsafe { &(*ctx.cast::<Underlying>()).0 };
+    // Bookkeeping first, while the block is still allocated (the GIL is held, so nobody can
+    // free or reuse it meanwhile); the underlying free is then a tail call, with no frame of
+    // ours left to restore.
     let (e, word) = lookup(ptr);
+    record_free(ptr, e, word);
     if let Some(free) = under.free {
         free(under.ctx, ptr);
     }
-    // The GIL is held: nobody can allocate this address again before we finish.
-    record_free(ptr, e, word);
 }
 
 /// Wraps the `MEM` and `OBJ` domains (once; later calls do nothing). Blocks allocated before
