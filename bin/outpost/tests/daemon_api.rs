@@ -867,10 +867,15 @@ impl Drop for TmpfsMount {
 #[test]
 fn telemetry_and_debug_vars_answer_on_the_daemon_socket() {
     let s = Scratch::new();
-    let d = Daemon::start(&s.root());
+    let v1 = standard(&s.fixtures(), "pkg", "1.0");
+    let d = daemon_with(&s, &[&v1]);
     assert_eq!(d.get("/status").status, 200);
     d.post("/nope/remove", None)
         .assert_error(404, "not_installed");
+    d.post("/pkg/install", Some(&json!({"version": "1.0"})))
+        .assert_ok_empty();
+    d.post("/pkg/experiment/promote", None)
+        .assert_error(409, "invalid_state");
     let r = d.get("/telemetry");
     assert_eq!(r.status, 200);
     let text = r.text();
@@ -884,9 +889,34 @@ fn telemetry_and_debug_vars_answer_on_the_daemon_socket() {
         ),
         "{text}"
     );
+    // The daemon's own metrics, in the same exposition.
+    for expected in [
+        r#"outpost_daemon_operations_total{operation="install",result="ok"} 1"#,
+        r#"outpost_daemon_operations_total{operation="promote_experiment",result="invalid_state"} 1"#,
+        r#"outpost_daemon_operation_duration_seconds_count{operation="install"} 1"#,
+        "outpost_daemon_catalog_entries 1",
+        "outpost_daemon_operations_waiting 0",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    // Garbage collection runs after the answer; poll its figures with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = d.get("/telemetry").text();
+        if text.contains("outpost_daemon_packages_installed 1")
+            && text.contains(r#"outpost_daemon_gc_runs_total{result="ok"}"#)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no GC figures in\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let vars = d.debug_vars();
     assert_eq!(vars["daemon"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(vars["daemon"]["root"], s.root().display().to_string());
     assert!(vars["daemon"]["gc"]["runs"].as_u64().is_some(), "{vars}");
-    assert_eq!(vars["status"]["packages"], json!({}));
+    assert_eq!(vars["status"]["packages"]["pkg"]["Stable"], "1.0");
 }

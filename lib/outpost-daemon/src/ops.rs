@@ -34,6 +34,7 @@ use outpost_types::{PackageName, Version};
 
 use crate::error::DaemonError;
 use crate::hooks::{self, HookEvent};
+use crate::metrics::DaemonMetrics;
 use crate::store::Store;
 use crate::tasks::{ProgressCell, TaskTable};
 
@@ -75,6 +76,8 @@ pub struct Daemon {
     waiting: AtomicUsize,
     /// The serialised `/status` body, while nothing changed.
     status_cache: StatusCache,
+    /// The daemon's own telemetry.
+    metrics: DaemonMetrics,
 }
 
 /// How long a cached `/status` body may be served without looking at the disk again. Every
@@ -154,6 +157,8 @@ impl Daemon {
         }
         let catalog = store.catalog()?;
         let limits = Limits::from(&config.packages);
+        let metrics = DaemonMetrics::new(outpost_api::Telemetry::new());
+        metrics.catalog_entries(catalog.packages.len());
         let daemon = Self {
             repo,
             _writer: writer,
@@ -167,6 +172,7 @@ impl Daemon {
             gc_stats: GcStats::default(),
             waiting: AtomicUsize::new(0),
             status_cache: StatusCache::default(),
+            metrics,
         };
         Ok(Arc::new(daemon))
     }
@@ -202,6 +208,12 @@ impl Daemon {
                 tracing::warn!(error = %e, "start-up cleanup task failed");
             }
         })
+    }
+
+    /// The telemetry registry holding the daemon's metrics (see [`crate::metrics`]); the API
+    /// serves it on `/telemetry`, with its own request counters.
+    pub fn telemetry(&self) -> &outpost_api::Telemetry {
+        self.metrics.telemetry()
     }
 
     /// How many mutations are waiting for the one running now (they are served in turn).
@@ -345,6 +357,7 @@ impl Daemon {
         catalog.validate().map_err(DaemonError::BadRequest)?;
         self.store.set_catalog(&catalog)?;
         let count = catalog.packages.len();
+        self.metrics.catalog_entries(count);
         *self
             .catalog
             .write()
@@ -605,9 +618,11 @@ impl Daemon {
     {
         let this = self.clone();
         let handle = tokio::spawn(async move {
-            this.waiting.fetch_add(1, Ordering::Relaxed);
+            this.metrics
+                .waiting(this.waiting.fetch_add(1, Ordering::Relaxed) + 1);
             let _guard = this.op_lock.lock().await;
-            this.waiting.fetch_sub(1, Ordering::Relaxed);
+            this.metrics
+                .waiting(this.waiting.fetch_sub(1, Ordering::Relaxed) - 1);
             if let Some(refusal) = requires_installed
                 && this.repo.state(&name)?.is_none()
             {
@@ -643,6 +658,8 @@ impl Daemon {
             {
                 tracing::warn!(error = %e, "could not persist the finished task");
             }
+            let code = result.as_ref().err().map_or("ok", |e| e.code().as_str());
+            this.metrics.operation(operation, code, started.elapsed());
             match &result {
                 Ok(()) => {
                     tracing::info!(task.id = %task.id, package.name = %name, operation, elapsed_ms = started.elapsed().as_millis() as u64, "operation done")
@@ -674,6 +691,7 @@ impl Daemon {
         match self.repo.gc() {
             Ok(report) => {
                 tracing::debug!(?report, "garbage collected");
+                self.metrics.gc(Some(report.removed_versions.len()));
                 *self
                     .gc_stats
                     .last
@@ -681,11 +699,16 @@ impl Daemon {
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
             }
             Err(e) => {
+                self.metrics.gc(None);
                 self.gc_stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "garbage collection failed; will retry");
             }
         }
         self.gc_stats.runs.fetch_add(1, Ordering::Relaxed);
+        match self.repo.states() {
+            Ok(states) => self.metrics.packages(states.len()),
+            Err(e) => tracing::debug!(error = %e, "could not count the installed packages"),
+        }
         // GC repairs links and removes empty packages: let /status look again.
         self.state_changed();
         // Every operation ends with a collection: hand back what it freed.

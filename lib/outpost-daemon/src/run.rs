@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use outpost_api::{AccessPolicy, Api, DebugVars, Server, Telemetry};
+use outpost_api::{AccessPolicy, Api, DebugVars, Server};
 use outpost_types::config::Config;
 
 use crate::error::DaemonError;
@@ -63,7 +63,8 @@ pub enum RunError {
 
 /// Builds the daemon's API: the LocalAPI at the root, `/telemetry` and `/debug/vars`.
 pub fn build_api(daemon: Arc<Daemon>) -> Result<Api, RunError> {
-    let telemetry = Telemetry::new();
+    // The daemon's registry: its own metrics, and the API's request counters beside them.
+    let telemetry = daemon.telemetry().clone();
     let debug = DebugVars::new();
     {
         let d = daemon.clone();

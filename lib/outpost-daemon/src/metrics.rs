@@ -1,0 +1,180 @@
+//! The daemon's own telemetry, served on `/telemetry` beside the API's request counters:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `outpost_daemon_operations_total` | counter | `operation`, `result` (`ok` or the error code) |
+//! | `outpost_daemon_operation_duration_seconds` | histogram | `operation` |
+//! | `outpost_daemon_operations_waiting` | gauge | |
+//! | `outpost_daemon_packages_installed` | gauge | |
+//! | `outpost_daemon_catalog_entries` | gauge | |
+//! | `outpost_daemon_gc_runs_total` | counter | `result` (`ok`, `error`) |
+//! | `outpost_daemon_gc_removed_versions_total` | counter | |
+//! | `outpost_daemon_start_time_seconds` | gauge | |
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use outpost_api::{MetricKind, Telemetry};
+
+const OPERATIONS: &str = "outpost_daemon_operations_total";
+const DURATION: &str = "outpost_daemon_operation_duration_seconds";
+const WAITING: &str = "outpost_daemon_operations_waiting";
+const PACKAGES: &str = "outpost_daemon_packages_installed";
+const CATALOG: &str = "outpost_daemon_catalog_entries";
+const GC_RUNS: &str = "outpost_daemon_gc_runs_total";
+const GC_REMOVED: &str = "outpost_daemon_gc_removed_versions_total";
+const START_TIME: &str = "outpost_daemon_start_time_seconds";
+
+/// Operation durations: from a no-op switch to a download of many minutes.
+const DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0,
+];
+
+/// The daemon's metrics, in the registry its API serves.
+#[derive(Debug, Clone)]
+pub(crate) struct DaemonMetrics {
+    telemetry: Telemetry,
+}
+
+/// Logs a failed registry call: the names are fixed, so this only happens if another part of
+/// the process registered one of them with another type, which is a bug to see, not to die of.
+fn logged(result: Result<(), outpost_api::Error>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, "daemon metric not recorded");
+    }
+}
+
+impl DaemonMetrics {
+    /// Declares every family in `telemetry` and records the start time.
+    pub(crate) fn new(telemetry: Telemetry) -> Self {
+        let described = [
+            (
+                OPERATIONS,
+                "Package operations finished, by operation and result (ok or the error code).",
+                MetricKind::Counter,
+            ),
+            (
+                WAITING,
+                "Mutations waiting for the one running now.",
+                MetricKind::Gauge,
+            ),
+            (
+                PACKAGES,
+                "Packages installed in the repository.",
+                MetricKind::Gauge,
+            ),
+            (CATALOG, "Entries in the catalog.", MetricKind::Gauge),
+            (
+                GC_RUNS,
+                "Garbage collection passes, by result.",
+                MetricKind::Counter,
+            ),
+            (
+                GC_REMOVED,
+                "Version directories removed by garbage collection.",
+                MetricKind::Counter,
+            ),
+            (
+                START_TIME,
+                "When the daemon started, in seconds since the Unix epoch.",
+                MetricKind::Gauge,
+            ),
+        ];
+        for (name, help, kind) in described {
+            logged(telemetry.describe(name, help, kind));
+        }
+        logged(telemetry.describe_histogram(
+            DURATION,
+            "How long package operations took, by operation.",
+            &DURATION_BUCKETS,
+        ));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        logged(telemetry.set_gauge(START_TIME, &[], now.as_secs_f64()));
+        Self { telemetry }
+    }
+
+    /// The registry (served on `/telemetry`).
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// One finished operation: `result` is `"ok"` or the error's code.
+    pub(crate) fn operation(&self, operation: &str, result: &str, elapsed: Duration) {
+        logged(self.telemetry.add_counter(
+            OPERATIONS,
+            &[("operation", operation), ("result", result)],
+            1.0,
+        ));
+        logged(self.telemetry.observe(
+            DURATION,
+            &[("operation", operation)],
+            elapsed.as_secs_f64(),
+        ));
+    }
+
+    /// Mutations waiting for the operation lock.
+    pub(crate) fn waiting(&self, n: usize) {
+        logged(self.telemetry.set_gauge(WAITING, &[], n as f64));
+    }
+
+    /// Packages installed.
+    pub(crate) fn packages(&self, n: usize) {
+        logged(self.telemetry.set_gauge(PACKAGES, &[], n as f64));
+    }
+
+    /// Catalog size.
+    pub(crate) fn catalog_entries(&self, n: usize) {
+        logged(self.telemetry.set_gauge(CATALOG, &[], n as f64));
+    }
+
+    /// One garbage collection pass: `removed` versions when it succeeded, `None` when it failed.
+    pub(crate) fn gc(&self, removed: Option<usize>) {
+        let result = if removed.is_some() { "ok" } else { "error" };
+        logged(
+            self.telemetry
+                .add_counter(GC_RUNS, &[("result", result)], 1.0),
+        );
+        logged(
+            self.telemetry
+                .add_counter(GC_REMOVED, &[], removed.unwrap_or(0) as f64),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render() {
+        let metrics = DaemonMetrics::new(Telemetry::new());
+        metrics.operation("install", "ok", Duration::from_millis(30));
+        metrics.operation("install", "integrity", Duration::from_secs(2));
+        metrics.waiting(2);
+        metrics.packages(3);
+        metrics.catalog_entries(5);
+        metrics.gc(Some(1));
+        metrics.gc(None);
+        let text = metrics.telemetry().render();
+        for expected in [
+            "outpost_daemon_operations_total{operation=\"install\",result=\"ok\"} 1",
+            "outpost_daemon_operations_total{operation=\"install\",result=\"integrity\"} 1",
+            "outpost_daemon_operation_duration_seconds_bucket{operation=\"install\",le=\"0.05\"} 1",
+            "outpost_daemon_operation_duration_seconds_count{operation=\"install\"} 2",
+            "outpost_daemon_operations_waiting 2",
+            "outpost_daemon_packages_installed 3",
+            "outpost_daemon_catalog_entries 5",
+            "outpost_daemon_gc_runs_total{result=\"ok\"} 1",
+            "outpost_daemon_gc_runs_total{result=\"error\"} 1",
+            "outpost_daemon_gc_removed_versions_total 1",
+            "# TYPE outpost_daemon_operation_duration_seconds histogram",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(
+            text.contains("outpost_daemon_start_time_seconds "),
+            "{text}"
+        );
+    }
+}
