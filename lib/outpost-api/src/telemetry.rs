@@ -247,7 +247,8 @@ pub fn sanitize_label_name(name: &str) -> Cow<'_, str> {
     sanitize(name, false)
 }
 
-fn escape_label_value(value: &str, out: &mut String) {
+/// Appends a label value escaped for the text format (`\`, `"`, newline).
+pub fn escape_label_value(value: &str, out: &mut String) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -258,7 +259,8 @@ fn escape_label_value(value: &str, out: &mut String) {
     }
 }
 
-fn escape_help(help: &str, out: &mut String) {
+/// Appends a `# HELP` text escaped for the text format (`\`, newline).
+pub fn escape_help(help: &str, out: &mut String) {
     for c in help.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -293,7 +295,8 @@ fn label_key(labels: &[(&str, &str)]) -> String {
     out
 }
 
-fn write_value(out: &mut String, v: f64) {
+/// Appends a sample value: `NaN`, `+Inf`, `-Inf` or the shortest float that round-trips.
+pub fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
     } else if v == f64::INFINITY {
@@ -599,7 +602,9 @@ impl Telemetry {
     }
 }
 
-fn write_sample(
+/// Appends one sample line, `name<suffix>{labels[,le="..."]} value`, where `labels` is the
+/// already escaped `a="x",b="y"` form (possibly empty).
+pub fn write_sample(
     out: &mut String,
     name: &str,
     suffix: &str,

@@ -2,33 +2,8 @@
 //! several sources contribute (the API's registry, the agent's own series, the checks').
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 
-/// Escapes a label value (`\`, `"`, newline).
-pub(crate) fn escape_label_value(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Writes a sample value: `NaN`, `+Inf`, `-Inf` or the shortest float that round-trips.
-pub(crate) fn write_value(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v == f64::INFINITY {
-        out.push_str("+Inf");
-    } else if v == f64::NEG_INFINITY {
-        out.push_str("-Inf");
-    } else {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{v}");
-    }
-}
+use outpost_api::telemetry::{escape_help, escape_label_value, write_sample};
 
 /// The `a="x",b="y"` form of label pairs given in order (names must already be valid).
 pub(crate) fn labels(pairs: &[(&str, &str)]) -> String {
@@ -91,13 +66,7 @@ impl Exposition {
             self.out.push_str("# HELP ");
             self.out.push_str(name);
             self.out.push(' ');
-            for c in help.chars() {
-                match c {
-                    '\\' => self.out.push_str("\\\\"),
-                    '\n' => self.out.push_str("\\n"),
-                    c => self.out.push(c),
-                }
-            }
+            escape_help(help, &mut self.out);
             self.out.push('\n');
         }
         self.out.push_str("# TYPE ");
@@ -117,25 +86,7 @@ impl Exposition {
         le: Option<f64>,
         value: f64,
     ) {
-        let out = &mut self.out;
-        out.push_str(name);
-        out.push_str(suffix);
-        if !labels.is_empty() || le.is_some() {
-            out.push('{');
-            out.push_str(labels);
-            if let Some(le) = le {
-                if !labels.is_empty() {
-                    out.push(',');
-                }
-                out.push_str("le=\"");
-                write_value(out, le);
-                out.push('"');
-            }
-            out.push('}');
-        }
-        out.push(' ');
-        write_value(out, value);
-        out.push('\n');
+        write_sample(&mut self.out, name, suffix, labels, le, value);
     }
 
     pub(crate) fn finish(self) -> String {

@@ -47,7 +47,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use outpost_api::telemetry::{sanitize_label_name, sanitize_metric_name};
 use outpost_checks::{MetricType, Submissions};
 
-use super::exposition::{Exposition, escape_label_value};
+use outpost_api::telemetry::escape_label_value;
+
+use super::exposition::Exposition;
 
 /// Prefixes of the agent's own series; checks may not use them.
 pub const RESERVED_PREFIXES: [&str; 2] = ["outpost_", "rtloader__"];
