@@ -132,14 +132,7 @@ fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> Exi
             ExitCode::from(EXIT_FAILED)
         }
         ClientErrorKind::Protocol => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                message.push_str(": ");
-                message.push_str(&s.to_string());
-                source = s.source();
-            }
-            eprintln!("error {doing}: {message}");
+            eprintln!("error {doing}: {}", outpost_types::error_chain(e));
             ExitCode::from(EXIT_FAILED)
         }
     }

@@ -133,25 +133,10 @@ fn daemon(global: &cli::GlobalArgs, args: &cli::DaemonArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "daemon failed");
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", outpost_types::error_chain(&e));
             ExitCode::from(client_cmd::EXIT_FAILED)
         }
     }
-}
-
-/// `e` and its sources, joined with ": ".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = cause.source();
-    }
-    s
 }
 
 /// `outpost --version`: the same as `outpost version`; when `outpost-agent` is not installed,

@@ -537,7 +537,13 @@ fn record_alloc(ptr: *mut c_void, size: usize) {
 /// to keep the common path short).
 #[cold]
 #[inline(never)]
-fn record_large_alloc(e: &'static AtomicU16, owner: u16, owner_bits: u16, addr: usize, size: usize) {
+fn record_large_alloc(
+    e: &'static AtomicU16,
+    owner: u16,
+    owner_bits: u16,
+    addr: usize,
+    size: usize,
+) {
     let Some(large) = entry_in(&LARGE_TOP, addr >> LARGE_SHIFT, true) else {
         return;
     };

@@ -115,17 +115,7 @@ impl DaemonError {
     /// first line of some errors (the repository's name the step and path, their `source`
     /// says what the system answered, e.g. "No space left on device").
     pub fn message(&self) -> String {
-        let mut out = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !out.ends_with(&text) {
-                out.push_str(": ");
-                out.push_str(&text);
-            }
-            source = cause.source();
-        }
-        out
+        outpost_types::error_chain(self)
     }
 }
 

@@ -152,17 +152,7 @@ impl RepoError {
     /// The message followed by every cause in the source chain, joined with `": "`, for a
     /// report that must stand on its own (an API error body, a log line without a chain).
     pub fn detail(&self) -> String {
-        let mut out = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !out.ends_with(&text) {
-                out.push_str(": ");
-                out.push_str(&text);
-            }
-            source = cause.source();
-        }
-        out
+        outpost_types::error_chain(self)
     }
 
     pub(crate) fn fs(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {

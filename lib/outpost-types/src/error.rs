@@ -132,6 +132,23 @@ impl ApiError {
     }
 }
 
+/// An error and its causes, joined with ": ", each cause once: a cause whose text the message
+/// already ends with (errors that print their source themselves) is not repeated. This is the
+/// message for people wherever an error chain reaches the API or the terminal.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
 /// The body of every error response: `{"error": {"message": "...", "code": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -151,6 +168,20 @@ mod tests {
             let back: ErrorCode = serde_json::from_str(&json).unwrap();
             assert_eq!(back, code);
         }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle: {0}")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn chains_name_each_cause_once() {
+        let e = Outer(Middle(std::io::Error::other("disk on fire")));
+        assert_eq!(error_chain(&e), "outer: middle: disk on fire");
+        assert_eq!(error_chain(&std::io::Error::other("alone")), "alone");
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod platform;
 pub mod source;
 pub mod wire;
 
-pub use error::ErrorCode;
+pub use error::{ErrorCode, error_chain};
 pub use names::{NameError, PackageName, Version};
 
 /// outpost's own version, reported by `/status` and `--version`.

@@ -46,21 +46,6 @@ impl RunFormat for CheckRunFormat {
     }
 }
 
-/// `e` and its sources, joined with ": " (each cause once).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = cause.source();
-    }
-    s
-}
-
 pub(crate) fn run(global: &GlobalArgs, args: &AgentArgs) -> ExitCode {
     crate::logging::init(
         args.log_format,
@@ -100,7 +85,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &AgentArgs) -> ExitCode {
     ) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", outpost_types::error_chain(&e));
             return ExitCode::from(1);
         }
     };
@@ -128,7 +113,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &AgentArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "agent failed");
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", outpost_types::error_chain(&e));
             ExitCode::from(1)
         }
     }
