@@ -36,58 +36,11 @@ use outpost_types::source::OciReference;
 use outpost_types::wire::{CatalogEntry, ResolvedPackage};
 use outpost_types::{PackageName, Version};
 
+mod common;
+use common::{fresh_dir, print_ratio, random_bytes, text_bytes, vm_hwm_kib};
+
 const CHILD_ENV: &str = "OUTPOST_BENCH_REGISTRY_CHILD";
 const DAEMON_ENV: &str = "OUTPOST_BENCH_DAEMON";
-
-/// A deterministic xorshift64* stream: incompressible.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Text-like data: words drawn at random from a small vocabulary (compresses about 3:1).
-fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
-    const WORDS: [&str; 16] = [
-        "package",
-        "version",
-        "stable",
-        "experiment",
-        "agent",
-        "check",
-        "metric",
-        "host",
-        "the",
-        "of",
-        "and",
-        "install",
-        "digest",
-        "layer",
-        "index",
-        "manifest",
-    ];
-    let noise = random_bytes(seed, len / 4 + 8);
-    let mut out = Vec::with_capacity(len + 16);
-    let mut i = 0;
-    while out.len() < len {
-        out.extend_from_slice(WORDS[usize::from(noise[i % noise.len()] & 15)].as_bytes());
-        out.push(if noise[(i + 1) % noise.len()] < 24 {
-            b'\n'
-        } else {
-            b' '
-        });
-        i += 2;
-    }
-    out.truncate(len);
-    out
-}
 
 /// A directory of `files` files of `each` bytes.
 fn make_tree(dir: &Path, files: usize, each: usize, text: bool) {
@@ -101,18 +54,6 @@ fn make_tree(dir: &Path, files: usize, each: usize, text: bool) {
         fs_err::write(dir.join(format!("data/blob-{i}.bin")), data).unwrap();
     }
     fs_err::write(dir.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
-}
-
-fn fresh_dir(root: &Path) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("dest-")
-        .tempdir_in(root)
-        .unwrap()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Runs `a` and `b` alternately `rounds` times (with `between`, untimed, after each pair)
@@ -137,14 +78,7 @@ fn ratio_report<A, B>(
         drop(out);
         between();
     }
-    let (ma, mb) = (median(ta), median(tb));
-    let ratio = ma.as_secs_f64() / mb.as_secs_f64();
-    println!(
-        "ratio {label}: ours {:.1} ms / theirs {:.1} ms = {ratio:.3} (median of {rounds}, alternating)",
-        ma.as_secs_f64() * 1e3,
-        mb.as_secs_f64() * 1e3
-    );
-    ratio
+    print_ratio(label, ta, tb)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -238,15 +172,6 @@ fn theirs_pack(tree: &Path, out: &Path) {
     );
     let status = Command::new("sh").arg("-c").arg(&script).status().unwrap();
     assert!(status.success(), "{script}");
-}
-
-fn vm_hwm_kib(status: &str) -> u64 {
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in {status:?}"))
 }
 
 /// The child side of the memory measurement: install, then print the peak RSS.

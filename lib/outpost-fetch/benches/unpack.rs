@@ -24,57 +24,10 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion};
 use outpost_fetch::{Cancel, Digest, Expected, Limits, NoProgress, unpack_tarball_file};
 
+mod common;
+use common::{fresh_dir, print_ratio, random_bytes, text_bytes, vm_hwm_kib};
+
 const CHILD_ENV: &str = "OUTPOST_BENCH_UNPACK_CHILD";
-
-/// A deterministic xorshift64* stream: incompressible for gzip and zstd, and cheap.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Text-like data: words drawn at random from a small vocabulary (compresses about 3:1).
-fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
-    const WORDS: [&str; 16] = [
-        "package",
-        "version",
-        "stable",
-        "experiment",
-        "agent",
-        "check",
-        "metric",
-        "host",
-        "the",
-        "of",
-        "and",
-        "install",
-        "digest",
-        "layer",
-        "index",
-        "manifest",
-    ];
-    let noise = random_bytes(seed, len / 4 + 8);
-    let mut out = Vec::with_capacity(len + 16);
-    let mut i = 0;
-    while out.len() < len {
-        out.extend_from_slice(WORDS[usize::from(noise[i % noise.len()] & 15)].as_bytes());
-        out.push(if noise[(i + 1) % noise.len()] < 24 {
-            b'\n'
-        } else {
-            b' '
-        });
-        i += 2;
-    }
-    out.truncate(len);
-    out
-}
 
 fn gzip_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let path = dir.join(name);
@@ -182,18 +135,6 @@ fn theirs(t: &Tarball, dest: &Path) {
     assert!(status.success(), "{script}");
 }
 
-fn fresh_dir(root: &Path) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("dest-")
-        .tempdir_in(root)
-        .unwrap()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// Runs both sides alternately and prints the ratio of the medians.
 fn ratio_report(label: &str, t: &Tarball, root: &Path, rounds: usize) -> f64 {
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -209,14 +150,7 @@ fn ratio_report(label: &str, t: &Tarball, root: &Path, rounds: usize) -> f64 {
             times.push(start.elapsed());
         }
     }
-    let (ma, mb) = (median(a), median(b));
-    let ratio = ma.as_secs_f64() / mb.as_secs_f64();
-    println!(
-        "ratio {label}: ours {:.1} ms / theirs {:.1} ms = {ratio:.3} (median of {rounds}, alternating)",
-        ma.as_secs_f64() * 1e3,
-        mb.as_secs_f64() * 1e3
-    );
-    ratio
+    print_ratio(label, a, b)
 }
 
 /// The child side of the memory measurement: unpack, then print the peak RSS.
@@ -235,13 +169,10 @@ fn child() {
         &NoProgress,
     )
     .unwrap();
-    let status = fs_err::read_to_string("/proc/self/status").unwrap();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap()
-        .to_owned();
-    println!("{hwm}");
+    println!(
+        "{}",
+        vm_hwm_kib(&fs_err::read_to_string("/proc/self/status").unwrap())
+    );
 }
 
 /// Peak RSS in KiB of a child process unpacking `t`.
@@ -261,10 +192,9 @@ fn peak_rss(t: &Tarball, root: &Path) -> u64 {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|kb| kb.parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in {text:?}"))
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("child printed {text:?}, not a size in KiB: {e}"))
 }
 
 fn main() {
