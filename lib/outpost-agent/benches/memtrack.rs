@@ -20,16 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use outpost_agent::{Agent, AgentOptions, RunFormat};
-use outpost_checks::{CheckError, RunReport, Runtime, RuntimeConfig};
+use outpost_agent::{Agent, AgentOptions};
+use outpost_checks::{Runtime, RuntimeConfig};
 use outpost_types::config::AgentConfig;
-use serde_json::Value;
 
-fn venv() -> PathBuf {
-    std::env::var_os("OUTPOST_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"))
-}
+mod common;
+use common::{NoFormat, venv};
 
 const ALLOC: &str = r#"
 from datadog_checks.base import AgentCheck
@@ -41,17 +37,6 @@ class AllocCheck(AgentCheck):
         total = sum(len(d["name"]) for d in index.values())
         self.gauge("alloc.total", total)
 "#;
-
-struct NoFormat;
-
-impl RunFormat for NoFormat {
-    fn run_entry(&self, _: &RunReport) -> Value {
-        Value::Null
-    }
-    fn failed_entry(&self, _: &str, _: &CheckError) -> Value {
-        Value::Null
-    }
-}
 
 /// Child mode: an agent with memory tracking `on` or not, timing run-now of the check.
 fn child(root: &Path, on: bool) {

@@ -17,24 +17,17 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)] // a benchmark
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use outpost_agent::scheduler::{Job, JobReport, NoObserver, RunSummary};
-use outpost_agent::{Agent, AgentOptions, RunFormat, Scheduler, SchedulerConfig, SeriesStore};
-use outpost_checks::{
-    CheckError, Metric, MetricType, RunReport, Runtime, RuntimeConfig, Submissions,
-};
+use outpost_agent::{Agent, AgentOptions, Scheduler, SchedulerConfig, SeriesStore};
+use outpost_checks::{Metric, MetricType, Runtime, RuntimeConfig, Submissions};
 use outpost_types::config::AgentConfig;
-use serde_json::Value;
 
-fn venv() -> PathBuf {
-    std::env::var_os("OUTPOST_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"))
-}
+mod common;
+use common::{NoFormat, venv};
 
 const TRIVIAL: &str = r#"
 from datadog_checks.base import AgentCheck
@@ -43,17 +36,6 @@ class TrivialCheck(AgentCheck):
     def check(self, instance):
         self.gauge("trivial.value", 1, tags=["instance:%d" % instance["i"]])
 "#;
-
-struct NoFormat;
-
-impl RunFormat for NoFormat {
-    fn run_entry(&self, _: &RunReport) -> Value {
-        Value::Null
-    }
-    fn failed_entry(&self, _: &str, _: &CheckError) -> Value {
-        Value::Null
-    }
-}
 
 fn process_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);

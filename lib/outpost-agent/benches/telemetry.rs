@@ -20,22 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::Criterion;
-use outpost_agent::{Agent, AgentOptions, RunFormat};
+use outpost_agent::{Agent, AgentOptions};
 use outpost_api::loadgen::{LoadOptions, run as load};
-use outpost_checks::{CheckError, Metric, MetricType, RunReport, Submissions};
+use outpost_checks::{Metric, MetricType, Submissions};
 use outpost_types::config::AgentConfig;
-use serde_json::Value;
 
-struct NoFormat;
-
-impl RunFormat for NoFormat {
-    fn run_entry(&self, _: &RunReport) -> Value {
-        Value::Null
-    }
-    fn failed_entry(&self, _: &str, _: &CheckError) -> Value {
-        Value::Null
-    }
-}
+mod common;
+use common::NoFormat;
 
 const INSTANCES: usize = 1000;
 const PER_INSTANCE: usize = 10;
