@@ -51,7 +51,7 @@ fn agent_runs_checks_serves_its_api_and_stops_cleanly() {
         root.check(name, source);
         root.conf(name, EVERY_SECOND);
     }
-    let output = root.path().join("out.jsonl");
+    let output = root.root().join("out.jsonl");
     let mut agent = root.start_agent(&[
         "--output",
         output.to_str().unwrap(),
@@ -100,8 +100,11 @@ fn agent_runs_checks_serves_its_api_and_stops_cleanly() {
     // GET /telemetry
     let t = agent.get("/telemetry");
     assert_eq!(t.status, 200);
-    assert_eq!(t.content_type, "text/plain; version=0.0.4; charset=utf-8");
-    let text = &t.body;
+    assert_eq!(
+        t.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = &t.text();
     assert_eq!(
         sample(text, r#"good_value{env="e2e",tags="canary"}"#),
         Some(42.0)
@@ -135,7 +138,7 @@ fn agent_runs_checks_serves_its_api_and_stops_cleanly() {
         "the router counts"
     );
     agent.wait_until("the custom checks are validated", |a| {
-        let text = a.get("/telemetry").body;
+        let text = a.get("/telemetry").text();
         ["good", "raising", "slow"].iter().all(|c| {
             text.lines().any(|l| {
                 l.starts_with("datadog_agent_check_ready{")
@@ -224,9 +227,9 @@ fn agent_runs_checks_serves_its_api_and_stops_cleanly() {
 
     // --output: JSON lines of the check run shapes, with check ID and timestamp, rotated.
     agent.wait_until("the output has rotated", |_| {
-        root.path().join("out.jsonl.1").exists()
+        root.root().join("out.jsonl.1").exists()
     });
-    let rotated = fs_err::read_to_string(root.path().join("out.jsonl.1")).unwrap();
+    let rotated = fs_err::read_to_string(root.root().join("out.jsonl.1")).unwrap();
     assert!(rotated.len() <= 2048, "{}", rotated.len());
     let mut kinds = std::collections::BTreeSet::new();
     for line in rotated.lines() {
@@ -289,7 +292,7 @@ class C(AgentCheck):
     );
     let mut agent = root.start_agent(&[]);
     agent.wait_until("both ran", |a| {
-        let t = a.get("/telemetry").body;
+        let t = a.get("/telemetry").text();
         sample(&t, "alpha_value") == Some(1.0) && sample(&t, "beta_value") == Some(2.0)
     });
     let old_alpha = agent.instance("alpha")["id"].as_str().unwrap().to_owned();
@@ -317,7 +320,7 @@ class C(AgentCheck):
         "a changed instance restarts with a new ID"
     );
     agent.wait_until("the new configuration reports", |a| {
-        let t = a.get("/telemetry").body;
+        let t = a.get("/telemetry").text();
         sample(&t, "alpha_value") == Some(10.0)
             && sample(&t, "gamma_value") == Some(3.0)
             && sample(&t, "beta_value").is_none()
@@ -351,7 +354,7 @@ class C(AgentCheck):
             .any(|i| i["id"] == old_beta.as_str())
     });
     agent.wait_until("beta reports again", |a| {
-        sample(&a.get("/telemetry").body, "beta_value") == Some(2.0)
+        sample(&a.get("/telemetry").text(), "beta_value") == Some(2.0)
     });
     let vars = agent.get_json("/debug/vars");
     assert_eq!(vars["agent"]["reloads"], 3);
@@ -365,7 +368,7 @@ fn without_python_the_agent_serves_its_api_and_says_why() {
     let root = Root::new();
     root.check("hello", GOOD);
     root.conf("hello", EVERY_SECOND);
-    let missing = root.path().join("no-venv");
+    let missing = root.root().join("no-venv");
     let mut agent = root.start_agent_with_venv(&missing, &[]);
     let view = agent.get_json("/checks");
     assert_eq!(view["python"]["available"], false);
@@ -404,7 +407,7 @@ fn bad_arguments_and_a_socket_in_use_are_refused() {
     let out = root
         .outpost(&["agent", "--output", "/nonexistent/dir/out.jsonl"])
         .arg("--python-venv")
-        .arg(root.path().join("none"))
+        .arg(root.root().join("none"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -413,7 +416,7 @@ fn bad_arguments_and_a_socket_in_use_are_refused() {
     assert_no_rust_noise(&stderr);
 
     // A second agent on the same root does not steal the socket.
-    let missing = root.path().join("no-venv");
+    let missing = root.root().join("no-venv");
     let mut first = root.start_agent_with_venv(&missing, &[]);
     let out = root
         .outpost(&["agent", "--python-venv", missing.to_str().unwrap()])

@@ -181,7 +181,7 @@ fn failing_checks_are_reported_and_the_agent_keeps_going() {
 
     // What the wrong-types check sent before failing is kept (the base decodes the bytes
     // tag; the int and None tags are skipped).
-    let text = agent.get("/telemetry").body;
+    let text = agent.get("/telemetry").text();
     assert!(
         text.contains("\nwrong_types_before{ok=\"1\",tags=\"bytes\"} 1\n"),
         "{text}"

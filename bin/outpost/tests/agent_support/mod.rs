@@ -1,59 +1,30 @@
-//! Shared fixtures of the `agent_*` tests: a root with `conf.d/` and `checks.d/`, the real
-//! `outpost agent` process on the test venv, and a small HTTP/1.1 client for its socket.
+//! Shared fixtures of the `agent_*` tests: the `checks_*` tests' root (`conf.d/` and
+//! `checks.d/`) and test venv, the real `outpost agent` process, and the daemon tests' HTTP/1.1
+//! client for its socket.
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses part of it; tests unwrap
 
-use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub(crate) const OUTPOST: &str = env!("CARGO_BIN_EXE_outpost");
+#[path = "../checks_support/mod.rs"]
+mod checks_support;
+#[path = "../support/mod.rs"]
+mod support;
 
-/// The venv with datadog-checks-base[deps] 38.5.0.
-pub(crate) fn venv() -> PathBuf {
-    std::env::var_os("OUTPOST_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"))
-}
-
-/// A root directory with `conf.d/` and `checks.d/`.
-pub(crate) struct Root {
-    pub(crate) dir: tempfile::TempDir,
-}
+pub(crate) use checks_support::{Fixture as Root, OUTPOST, assert_no_rust_noise, venv};
+pub(crate) use support::Response;
 
 impl Root {
-    pub(crate) fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        fs_err::create_dir_all(dir.path().join("conf.d")).unwrap();
-        fs_err::create_dir_all(dir.path().join("checks.d")).unwrap();
-        Self { dir }
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes `checks.d/<name>.py`.
-    pub(crate) fn check(&self, name: &str, source: &str) {
-        fs_err::write(self.path().join(format!("checks.d/{name}.py")), source).unwrap();
-    }
-
-    /// Writes `conf.d/<name>.d/conf.yaml`.
-    pub(crate) fn conf(&self, name: &str, yaml: &str) {
-        let d = self.path().join(format!("conf.d/{name}.d"));
-        fs_err::create_dir_all(&d).unwrap();
-        fs_err::write(d.join("conf.yaml"), yaml).unwrap();
-    }
-
     /// Removes `conf.d/<name>.d`.
     pub(crate) fn remove_conf(&self, name: &str) {
-        fs_err::remove_dir_all(self.path().join(format!("conf.d/{name}.d"))).unwrap();
+        fs_err::remove_dir_all(self.root().join(format!("conf.d/{name}.d"))).unwrap();
     }
 
     pub(crate) fn socket(&self) -> PathBuf {
-        self.path().join("run/agent.sock")
+        self.root().join("run/agent.sock")
     }
 
     /// `outpost <args> --root <root>`, with the environment cleared of outpost variables.
@@ -61,7 +32,7 @@ impl Root {
         let mut c = Command::new(OUTPOST);
         c.args(args)
             .arg("--root")
-            .arg(self.path())
+            .arg(self.root())
             .env_remove("OUTPOST_ROOT")
             .env_remove("OUTPOST_CONFIG")
             .env_remove("OUTPOST_SOCKET")
@@ -75,12 +46,12 @@ impl Root {
     }
 
     pub(crate) fn start_agent_with_venv(&self, venv: &Path, extra: &[&str]) -> AgentProcess {
-        let log = self.path().join("agent.log");
+        let log = self.root().join("agent.log");
         let mut cmd = self.outpost(&["agent"]);
         cmd.arg("--conf-dir")
-            .arg(self.path().join("conf.d"))
+            .arg(self.root().join("conf.d"))
             .arg("--checks-dir")
-            .arg(self.path().join("checks.d"))
+            .arg(self.root().join("checks.d"))
             .arg("--python-venv")
             .arg(venv)
             .args(extra)
@@ -142,7 +113,7 @@ impl AgentProcess {
 
     pub(crate) fn get_json(&self, path: &str) -> Value {
         let r = self.get(path);
-        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
         r.json()
     }
 
@@ -195,47 +166,9 @@ impl Drop for AgentProcess {
     }
 }
 
-/// An HTTP answer.
-#[derive(Debug)]
-pub(crate) struct Response {
-    pub(crate) status: u16,
-    pub(crate) content_type: String,
-    pub(crate) body: String,
-}
-
-impl Response {
-    pub(crate) fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-/// Sends `method path` (no body) over the socket with `Connection: close`.
+/// Sends `method path` (no body) over the socket; `None` when the socket does not answer.
 pub(crate) fn request(socket: &Path, method: &str, path: &str) -> Option<Response> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: agent\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let raw = String::from_utf8(raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    Some(Response {
-        status,
-        content_type,
-        body: body.to_owned(),
-    })
+    support::try_request(socket, &support::request(method, path, &[], None)).ok()
 }
 
 /// The value of the sample line `series` (name and labels, exactly) in an exposition.
@@ -244,17 +177,4 @@ pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
         let (name, value) = l.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok())?
     })
-}
-
-/// Users never see a panic, a Rust backtrace or a `Debug` dump.
-pub(crate) fn assert_no_rust_noise(text: &str) {
-    for bad in [
-        "panicked",
-        "stack backtrace",
-        "RUST_BACKTRACE",
-        "Os {",
-        "Error {",
-    ] {
-        assert!(!text.contains(bad), "{bad:?} in output:\n{text}");
-    }
 }
