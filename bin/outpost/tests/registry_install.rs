@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use outpost_fetch::oci::{ImageIndex, ImageManifest, annotation};
-use outpost_fetch::testkit::{Fault, FaultProxy, FileServer, Registry, Rule};
+use outpost_fetch::testkit::{Fault, FaultProxy, FileServer, Registry, Rule, noise};
 use outpost_fetch::{Cancel, Digest, RegistrySettings};
 use outpost_types::source::OciReference;
 use serde_json::{Value, json};

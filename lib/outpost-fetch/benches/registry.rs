@@ -37,7 +37,8 @@ use outpost_types::wire::{CatalogEntry, ResolvedPackage};
 use outpost_types::{PackageName, Version};
 
 mod common;
-use common::{fresh_dir, print_ratio, random_bytes, text_bytes, vm_hwm_kib};
+use common::{fresh_dir, print_ratio, text_bytes, vm_hwm_kib};
+use outpost_fetch::testkit::noise;
 
 const CHILD_ENV: &str = "OUTPOST_BENCH_REGISTRY_CHILD";
 const DAEMON_ENV: &str = "OUTPOST_BENCH_DAEMON";
@@ -49,7 +50,7 @@ fn make_tree(dir: &Path, files: usize, each: usize, text: bool) {
         let data = if text {
             text_bytes(i as u64 + 1, each)
         } else {
-            random_bytes(i as u64 + 1, each)
+            noise(each, i as u64 + 1)
         };
         fs_err::write(dir.join(format!("data/blob-{i}.bin")), data).unwrap();
     }

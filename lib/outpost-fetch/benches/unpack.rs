@@ -25,7 +25,8 @@ use criterion::{BatchSize, Criterion};
 use outpost_fetch::{Cancel, Digest, Expected, Limits, NoProgress, unpack_tarball_file};
 
 mod common;
-use common::{fresh_dir, print_ratio, random_bytes, text_bytes, vm_hwm_kib};
+use common::{fresh_dir, print_ratio, text_bytes, vm_hwm_kib};
+use outpost_fetch::testkit::noise;
 
 const CHILD_ENV: &str = "OUTPOST_BENCH_UNPACK_CHILD";
 
@@ -58,7 +59,7 @@ fn make_tarballs(dir: &Path, files: usize, each: usize) -> (Tarball, Tarball) {
         let out = std::io::BufWriter::new(fs_err::File::create(&tar_path).unwrap());
         let mut b = tar::Builder::new(out);
         for i in 0..files {
-            let data = random_bytes(i as u64 + 1, each);
+            let data = noise(each, i as u64 + 1);
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);

@@ -9,6 +9,7 @@
 //!   (method, path, `Range`) and injects faults into chosen ones: an error status, a
 //!   connection cut in the middle of a body, a corrupted byte.
 //! - [`FileServer`]: serves the files of a directory, with range requests.
+//! - [`noise`]: deterministic incompressible bytes for packages and archives.
 //!
 //! Everything is std threads and blocking sockets, independent of the caller's runtime.
 //! Waits poll with a deadline; nothing sleeps a fixed time before using a server.
@@ -23,6 +24,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// `len` deterministic bytes (xorshift64 from `seed`) that neither gzip nor zstd can
+/// compress: package payloads whose size on the wire is their size on disk.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
 
 /// How long a server may take to start.
 const START_DEADLINE: Duration = Duration::from_secs(30);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{Node, snapshot, write_tree};
 use outpost_fetch::pack::{PackFormat, PackOptions, PackedImage, pack};
-use outpost_fetch::testkit::{Fault, FaultProxy, Registry, Rule};
+use outpost_fetch::testkit::{Fault, FaultProxy, Registry, Rule, noise};
 use outpost_fetch::{
     Cancel, Digest, FetchContext, FetchError, FetchedMeta, Limits, Progress, RegistrySettings,
     RetryPolicy,
@@ -23,20 +23,6 @@ use outpost_types::ErrorCode;
 use outpost_types::source::OciReference;
 use outpost_types::wire::{CatalogEntry, Phase, ResolvedPackage};
 use outpost_types::{PackageName, Version};
-
-/// Deterministic incompressible bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -9,26 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use outpost_fetch::pack::{PackOptions, pack};
-use outpost_fetch::testkit::{Fault, FaultProxy, FileServer, Rule};
+use outpost_fetch::testkit::{Fault, FaultProxy, FileServer, Rule, noise};
 use outpost_fetch::{
     Digest, FetchContext, FetchError, Limits, Progress, RegistrySettings, RetryPolicy,
 };
 use outpost_types::ErrorCode;
 use outpost_types::wire::{CatalogEntry, Phase, ResolvedPackage};
 use outpost_types::{PackageName, Version};
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// A served directory holding `pkg.tar.zst` (a 4 MiB random file and a script).
 struct Served {

@@ -552,20 +552,6 @@ pub(crate) fn with_hook(mut files: Files, event: &str, script: &str) -> Files {
     files
 }
 
-/// Deterministic incompressible bytes.
-pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn write_tree(dir: &Path, files: &Files) {
     fs_err::create_dir_all(dir).unwrap();
     for (path, data, mode) in files {

@@ -1,22 +1,10 @@
-//! What the fetch benchmarks share: generated data, scratch directories, and the
+//! What the fetch benchmarks share: text-like data, scratch directories, and the
 //! alternating-median ratio they print.
 
 use std::path::Path;
 use std::time::Duration;
 
-/// A deterministic xorshift64* stream: incompressible for gzip and zstd, and cheap.
-pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use outpost_fetch::testkit::noise;
 
 /// Text-like data: words drawn at random from a small vocabulary (compresses about 3:1).
 pub(crate) fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -38,7 +26,7 @@ pub(crate) fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
         "index",
         "manifest",
     ];
-    let noise = random_bytes(seed, len / 4 + 8);
+    let noise = noise(len / 4 + 8, seed);
     let mut out = Vec::with_capacity(len + 16);
     let mut i = 0;
     while out.len() < len {
