@@ -270,6 +270,18 @@ pub fn escape_help(help: &str, out: &mut String) {
     }
 }
 
+/// Appends `name="value"` to a label list (`out` holds the pairs so far, without braces),
+/// after a comma unless it is the first; the value is escaped, the name must be valid.
+pub fn push_label(out: &mut String, name: &str, value: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(name);
+    out.push_str("=\"");
+    escape_label_value(value, out);
+    out.push('"');
+}
+
 /// The canonical series key: label names sanitised, sorted, de-duplicated (last value wins),
 /// values escaped, without braces.
 fn label_key(labels: &[(&str, &str)]) -> String {
@@ -284,13 +296,7 @@ fn label_key(labels: &[(&str, &str)]) -> String {
         if sorted.get(i + 1).is_some_and(|next| next.0 == *k) {
             continue;
         }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(k);
-        out.push_str("=\"");
-        escape_label_value(v, &mut out);
-        out.push('"');
+        push_label(&mut out, k, v);
     }
     out
 }

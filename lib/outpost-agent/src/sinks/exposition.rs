@@ -3,19 +3,13 @@
 
 use std::collections::HashSet;
 
-use outpost_api::telemetry::{escape_help, escape_label_value, write_sample};
+use outpost_api::telemetry::{escape_help, push_label, write_sample};
 
 /// The `a="x",b="y"` form of label pairs given in order (names must already be valid).
 pub(crate) fn labels(pairs: &[(&str, &str)]) -> String {
     let mut out = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(k);
-        out.push_str("=\"");
-        escape_label_value(v, &mut out);
-        out.push('"');
+    for (k, v) in pairs {
+        push_label(&mut out, k, v);
     }
     out
 }
