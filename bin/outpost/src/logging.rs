@@ -17,25 +17,32 @@ use crate::cli::LogFormat;
 /// The span `outpost-api` opens around each request.
 const REQUEST_SPAN: &str = "api.request";
 
-/// Installs the global subscriber. `verbose`/`quiet` are the counts of `-v`/`-q`; `default`
-/// is the level with neither.
-pub(crate) fn init(format: LogFormat, verbose: u8, quiet: u8, default: tracing::Level) {
-    let levels = [
+/// The level `verbose` steps of `-v` above `default`, less `quiet` steps of `-q`, within
+/// `error..=trace`.
+pub(crate) fn level(default: tracing::Level, verbose: u8, quiet: u8) -> tracing::Level {
+    const LEVELS: [tracing::Level; 5] = [
         tracing::Level::ERROR,
         tracing::Level::WARN,
         tracing::Level::INFO,
         tracing::Level::DEBUG,
         tracing::Level::TRACE,
     ];
-    let base = levels.iter().position(|l| *l == default).unwrap_or(2);
+    let base = LEVELS.iter().position(|l| *l == default).unwrap_or(2);
     let index = (base + usize::from(verbose))
         .saturating_sub(usize::from(quiet))
-        .min(levels.len() - 1);
+        .min(LEVELS.len() - 1);
+    LEVELS[index]
+}
+
+/// Installs the global subscriber. `verbose`/`quiet` are the counts of `-v`/`-q`; `default`
+/// is the level with neither.
+pub(crate) fn init(format: LogFormat, verbose: u8, quiet: u8, default: tracing::Level) {
+    let level = level(default, verbose, quiet);
     let (filter, explicit) = match std::env::var("OUTPOST_LOG") {
         Ok(directives) if !directives.is_empty() => (EnvFilter::new(directives), true),
-        _ => (EnvFilter::new(levels[index].as_str()), false),
+        _ => (EnvFilter::new(level.as_str()), false),
     };
-    let keep_request_spans = explicit || index >= 3;
+    let keep_request_spans = explicit || level >= tracing::Level::DEBUG;
     let spans = filter_fn(move |meta| {
         keep_request_spans || !(meta.is_span() && meta.name() == REQUEST_SPAN)
     });
@@ -55,4 +62,21 @@ pub(crate) fn init(format: LogFormat, verbose: u8, quiet: u8, default: tracing::
     };
     // A second initialisation (tests) keeps the first subscriber, which is fine.
     let _ = Registry::default().with(layer).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::level;
+    use tracing::Level;
+
+    #[test]
+    fn verbosity_steps_from_the_default_and_stays_in_range() {
+        assert_eq!(level(Level::INFO, 0, 0), Level::INFO);
+        assert_eq!(level(Level::INFO, 1, 0), Level::DEBUG);
+        assert_eq!(level(Level::WARN, 1, 0), Level::INFO);
+        assert_eq!(level(Level::WARN, 0, 1), Level::ERROR);
+        assert_eq!(level(Level::INFO, 9, 0), Level::TRACE);
+        assert_eq!(level(Level::INFO, 0, 9), Level::ERROR);
+        assert_eq!(level(Level::INFO, 2, 1), Level::DEBUG);
+    }
 }

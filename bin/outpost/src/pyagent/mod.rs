@@ -63,19 +63,10 @@ pub(crate) fn init_logging(global: &GlobalArgs) {
         );
         return;
     }
-    let levels = [
-        tracing::Level::ERROR,
-        tracing::Level::WARN,
-        tracing::Level::INFO,
-        tracing::Level::DEBUG,
-        tracing::Level::TRACE,
-    ];
-    let index = (1 + usize::from(global.verbose))
-        .saturating_sub(usize::from(global.quiet))
-        .min(levels.len() - 1);
+    let level = crate::logging::level(tracing::Level::WARN, global.verbose, global.quiet);
     // A second initialisation (tests) keeps the first subscriber, which is fine.
     let _ = tracing_subscriber::fmt()
-        .with_max_level(levels[index])
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
