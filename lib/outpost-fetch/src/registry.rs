@@ -491,19 +491,48 @@ impl Session {
         cancel: &Cancel,
     ) -> Result<Bytes, FetchError> {
         let cx = self.cx.for_what(what);
-        with_retries(&self.retry, cancel, &cx.what.clone(), || {
+        self.call(
+            cancel,
+            &cx,
+            reference,
+            |client, auth, reference| async move {
+                client
+                    .pull_manifest_raw(&reference, &auth, &ACCEPT)
+                    .await
+                    .map(|(body, _digest)| body)
+            },
+        )
+        .await
+    }
+
+    /// One registry request, retried by the session's policy while it fails transiently, its
+    /// errors classified for `cx`. `op` gets its own handles on the client, the credentials
+    /// and the reference; the credentials are registered for the host first (a no-op after
+    /// the first request), for the calls of `oci-client` that take none.
+    async fn call<T, Fut>(
+        &self,
+        cancel: &Cancel,
+        cx: &ReqCtx,
+        reference: &Reference,
+        op: impl Fn(Client, RegistryAuth, Reference) -> Fut,
+    ) -> Result<T, FetchError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, OciDistributionError>> + Send + 'static,
+    {
+        with_retries(&self.retry, cancel, &cx.what, || {
             let (client, auth, reference, cx) = (
                 self.client.clone(),
                 self.auth.clone(),
                 reference.clone(),
                 cx.clone(),
             );
+            let attempt = op(client.clone(), auth.clone(), reference.clone());
             Box::pin(async move {
                 client
-                    .pull_manifest_raw(&reference, &auth, &ACCEPT)
-                    .await
-                    .map(|(body, _digest)| body)
-                    .map_err(|e| classify(e, &cx))
+                    .store_auth_if_needed(reference.resolve_registry(), &auth)
+                    .await;
+                attempt.await.map_err(|e| classify(e, &cx))
             })
         })
         .await
@@ -1067,47 +1096,29 @@ impl Pusher<'_> {
         let what = format!("pushing blob {} to {}", blob.digest, self.session.cx.what);
         let cx = self.session.cx.for_what(what.clone());
         let digest = blob.digest.to_string();
-        let exists = with_retries(&self.session.retry, self.cancel, &what, || {
-            let (client, auth, reference, digest, cx) = (
-                self.session.client.clone(),
-                self.session.auth.clone(),
-                self.reference.clone(),
-                digest.clone(),
-                cx.clone(),
-            );
-            Box::pin(async move {
-                client
-                    .store_auth_if_needed(reference.resolve_registry(), &auth)
-                    .await;
-                client
-                    .blob_exists(&reference, &digest)
-                    .await
-                    .map_err(|e| classify(e, &cx))
+        let exists = self
+            .session
+            .call(self.cancel, &cx, self.reference, |client, _, reference| {
+                let digest = digest.clone();
+                async move { client.blob_exists(&reference, &digest).await }
             })
-        })
-        .await?;
+            .await?;
         if exists {
             self.pushed.blobs_present += 1;
             return Ok(());
         }
         let size = blob.size;
-        with_retries(&self.session.retry, self.cancel, &what, || {
-            let (client, reference, digest, cx, path) = (
-                self.session.client.clone(),
-                self.reference.clone(),
-                digest.clone(),
-                cx.clone(),
-                path.clone(),
-            );
-            Box::pin(async move {
-                client
-                    .push_blob_stream(&reference, file_stream(path), &digest, Some(size))
-                    .await
-                    .map(|_url| ())
-                    .map_err(|e| classify(e, &cx))
+        self.session
+            .call(self.cancel, &cx, self.reference, |client, _, reference| {
+                let (digest, path) = (digest.clone(), path.clone());
+                async move {
+                    client
+                        .push_blob_stream(&reference, file_stream(path), &digest, Some(size))
+                        .await
+                        .map(|_url| ())
+                }
             })
-        })
-        .await?;
+            .await?;
         self.pushed.blobs_pushed += 1;
         self.pushed.bytes_pushed += size;
         Ok(())
@@ -1131,47 +1142,33 @@ impl Pusher<'_> {
                 reason: format!("invalid media type {content_type:?}"),
             }
         })?;
-        with_retries(&self.session.retry, self.cancel, &what, || {
-            let (client, auth, reference, body, header, cx) = (
-                self.session.client.clone(),
-                self.session.auth.clone(),
-                reference.clone(),
-                body.clone(),
-                header.clone(),
-                cx.clone(),
-            );
-            Box::pin(async move {
-                client
-                    .store_auth_if_needed(reference.resolve_registry(), &auth)
-                    .await;
-                client
-                    .push_manifest_raw(&reference, body, header)
-                    .await
-                    .map(|_url| ())
-                    .map_err(|e| classify(e, &cx))
+        self.session
+            .call(self.cancel, &cx, reference, |client, _, reference| {
+                let (body, header) = (body.clone(), header.clone());
+                async move {
+                    client
+                        .push_manifest_raw(&reference, body, header)
+                        .await
+                        .map(|_url| ())
+                }
             })
-        })
-        .await
+            .await
     }
 
     /// The digest the registry serves for a reference.
     async fn stored_digest(&self, reference: &Reference) -> Result<Digest, FetchError> {
         let cx = self.session.cx.clone();
-        let stored = with_retries(&self.session.retry, self.cancel, &cx.what.clone(), || {
-            let (client, auth, reference, cx) = (
-                self.session.client.clone(),
-                self.session.auth.clone(),
-                reference.clone(),
-                cx.clone(),
-            );
-            Box::pin(async move {
-                client
-                    .fetch_manifest_digest(&reference, &auth)
-                    .await
-                    .map_err(|e| classify(e, &cx))
-            })
-        })
-        .await?;
+        let stored = self
+            .session
+            .call(
+                self.cancel,
+                &cx,
+                reference,
+                |client, auth, reference| async move {
+                    client.fetch_manifest_digest(&reference, &auth).await
+                },
+            )
+            .await?;
         Digest::parse(&stored)
     }
 }
