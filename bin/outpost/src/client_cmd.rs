@@ -280,7 +280,9 @@ fn read_catalog(source: &str) -> Result<serde_json::Value, String> {
     } else if source.trim_start().starts_with('{') {
         ("the argument".to_string(), source.to_string())
     } else {
-        let text = fs_err::read_to_string(source).map_err(|e| e.to_string())?;
+        let text = fs_err::read_to_string(source).map_err(|e| {
+            format!("{e}; the catalog is a file, `-` for stdin, or the JSON itself")
+        })?;
         (source.to_string(), text)
     };
     serde_json::from_str(&text).map_err(|e| format!("invalid catalog JSON in {what}: {e}"))

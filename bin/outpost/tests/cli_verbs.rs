@@ -153,7 +153,8 @@ fn catalog_set_errors_name_what_was_wrong() {
     assert_eq!(code(&out), 1);
     assert!(
         stderr(&out).contains("error setting catalog:")
-            && stderr(&out).contains(missing.to_str().unwrap()),
+            && stderr(&out).contains(missing.to_str().unwrap())
+            && stderr(&out).contains("the catalog is a file, `-` for stdin, or the JSON itself"),
         "{}",
         stderr(&out)
     );

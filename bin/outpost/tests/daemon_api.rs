@@ -243,7 +243,10 @@ fn install_without_a_body_takes_the_only_catalog_version() {
     let message = d
         .post("/absent/install", None)
         .assert_error(422, "package_not_found");
-    assert!(message.contains("absent"), "{message}");
+    assert!(
+        message.contains("package absent, any version for"),
+        "{message}"
+    );
 }
 
 #[test]

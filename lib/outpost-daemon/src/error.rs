@@ -14,12 +14,15 @@ pub enum DaemonError {
     #[error("{0}")]
     BadRequest(String),
     /// No catalog entry for this package and version on this host.
-    #[error("could not get package {package}, {version} for {arch}, {os}: not in the catalog")]
+    #[error(
+        "could not get package {package}, {} for {arch}, {os}: not in the catalog",
+        .version.as_deref().unwrap_or("any version")
+    )]
     PackageNotFound {
         /// Package asked for.
         package: String,
-        /// Version asked for.
-        version: String,
+        /// Version asked for; `None` when the request let the catalog choose.
+        version: Option<String>,
         /// Host architecture.
         arch: &'static str,
         /// Host OS.

@@ -380,7 +380,7 @@ impl Daemon {
         let entry = catalog.lookup_host(name.as_str(), version).ok_or_else(|| {
             DaemonError::PackageNotFound {
                 package: name.to_string(),
-                version: version.to_string(),
+                version: Some(version.to_string()),
                 arch: platform::host_arch(),
                 os: platform::host_os(),
             }
@@ -410,7 +410,7 @@ impl Daemon {
                     [] => {
                         return Err(DaemonError::PackageNotFound {
                             package: name.to_string(),
-                            version: String::new(),
+                            version: None,
                             arch: platform::host_arch(),
                             os: platform::host_os(),
                         });

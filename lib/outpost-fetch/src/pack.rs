@@ -140,12 +140,15 @@ pub fn pack(
     opts: &PackOptions,
     out: &Path,
 ) -> Result<PackedImage, FetchError> {
-    let dir_meta = fs_err::metadata(dir)?;
-    if !dir_meta.is_dir() {
-        return Err(FetchError::PackInput {
-            path: dir.to_owned(),
-            reason: "not a directory".into(),
-        });
+    let input = |reason: String| FetchError::PackInput {
+        path: dir.to_owned(),
+        reason,
+    };
+    match dir.metadata() {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(input("not a directory".into())),
+        // The error names the path already; the io error alone says what is wrong with it.
+        Err(e) => return Err(input(e.to_string())),
     }
     match fs_err::symlink_metadata(out) {
         Ok(m) if m.is_dir() && fs_err::read_dir(out)?.next().is_none() => {}

@@ -364,6 +364,28 @@ fn output_rules() {
     )
     .unwrap_err();
     assert!(matches!(err, FetchError::PackInput { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("cannot pack {}: not a directory", file.display())
+    );
+
+    // Missing: the message names the directory and says what is wrong with it.
+    let missing = tmp.path().join("missing");
+    let err = pack(
+        &missing,
+        &name(),
+        &version(),
+        &PackOptions::default(),
+        &tmp.path().join("o3"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, FetchError::PackInput { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot pack {}: No such file", missing.display())),
+        "{err}"
+    );
+    assert!(!tmp.path().join("o3").exists());
 
     let names: Vec<_> = fs_err::read_dir(tmp.path())
         .unwrap()
