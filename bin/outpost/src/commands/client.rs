@@ -5,19 +5,15 @@
 //! (`spec/cli.md`): 0 success, 1 the operation failed (the daemon's message on stderr,
 //! prefixed by what was being done), 3 the daemon is not reachable.
 
-use std::io::{IsTerminal as _, Read as _, Write as _};
-use std::process::ExitCode;
+use std::io::{IsTerminal as _, Read as _};
 use std::time::Duration;
 
 use outpost_api::{ApiClient, ClientError, ClientErrorKind};
+use outpost_cli::ExitStatus;
+use outpost_cli::args::GlobalArgs;
+use outpost_cli::output::{print_json, print_table};
+use outpost_cli::report::{self, Service};
 use outpost_types::wire::{Catalog, Empty, Phase, StatusResponse, TaskParams, TaskState};
-
-use crate::cli::GlobalArgs;
-
-/// Exit status when the operation failed.
-pub(crate) const EXIT_FAILED: u8 = 1;
-/// Exit status when the daemon is not reachable.
-pub(crate) const EXIT_UNREACHABLE: u8 = 3;
 
 /// A client verb, ready to send.
 #[derive(Debug)]
@@ -72,24 +68,21 @@ impl Verb {
 }
 
 /// Runs a client verb and returns the process exit status.
-pub(crate) fn run(global: &GlobalArgs, verb: Verb) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+pub(crate) fn run(global: &GlobalArgs, verb: Verb) -> ExitStatus {
+    let runtime = match outpost_cli::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the I/O runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
+            return ExitStatus::Failure;
         }
     };
     let client = ApiClient::new(global.socket());
     let doing = verb.doing();
     match runtime.block_on(execute(&client, global, verb)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitStatus::Success,
         Err(Failure::Local(message)) => {
             eprintln!("error {doing}: {message}");
-            ExitCode::from(EXIT_FAILED)
+            ExitStatus::Failure
         }
         Err(Failure::Client(e)) => report_client_error(global, doing, &e),
     }
@@ -108,18 +101,10 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> ExitCode {
+fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> ExitStatus {
     match e.kind() {
         ClientErrorKind::NotReachable => {
-            let cause = std::error::Error::source(e)
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            eprintln!(
-                "error {doing}: the outpost daemon is not reachable at {}: {cause}\n\
-                 hint: start it with `outpost daemon` (and check --root / --socket / OUTPOST_SOCKET)",
-                global.socket().display()
-            );
-            ExitCode::from(EXIT_UNREACHABLE)
+            report::unreachable(Some(doing), Service::Daemon, &global.socket(), e)
         }
         ClientErrorKind::Api => {
             if let Some(api) = e.api_error() {
@@ -129,19 +114,13 @@ fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> Exi
                 }
                 eprintln!("error {doing}: {}", api.message);
             }
-            ExitCode::from(EXIT_FAILED)
+            ExitStatus::Failure
         }
         ClientErrorKind::Protocol => {
             eprintln!("error {doing}: {}", outpost_types::error_chain(e));
-            ExitCode::from(EXIT_FAILED)
+            ExitStatus::Failure
         }
     }
-}
-
-fn print_json<T: serde::Serialize>(value: &T) {
-    let mut out = std::io::stdout().lock();
-    // A closed stdout (e.g. `| head`) is not worth failing over.
-    let _ = serde_json::to_writer_pretty(&mut out, value).map(|()| writeln!(out));
 }
 
 async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<(), Failure> {
@@ -415,32 +394,6 @@ fn print_catalog(catalog: &Catalog) {
         })
         .collect();
     print_table(&["PACKAGE", "VERSION", "PLATFORM", "URL"], &rows);
-}
-
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    let mut line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        // A closed stdout is not worth failing over.
-        let _ = writeln!(out, "{}", s.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }
 
 #[cfg(test)]
