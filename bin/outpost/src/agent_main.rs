@@ -41,8 +41,8 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "error: outpost-agent serves `agent`, `check` and `version`; run this command \
-                 with `outpost`"
+                "error: outpost-agent serves `agent` (not `agent status|reload`), `check` and \
+                 `version`; run this command with `outpost`"
             );
             ExitStatus::Usage
         }
