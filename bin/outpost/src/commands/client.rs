@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use outpost_api::{ApiClient, ClientError, ClientErrorKind};
 use outpost_cli::ExitStatus;
-use outpost_cli::args::GlobalArgs;
+use outpost_cli::args::{ExperimentStartArgs, GlobalArgs, InstallArgs, PackageArgs};
 use outpost_cli::output::{print_json, print_table};
 use outpost_cli::report::{self, Service};
 use outpost_types::wire::{Catalog, Empty, Phase, StatusResponse, TaskParams, TaskState};
@@ -20,27 +20,15 @@ use outpost_types::wire::{Catalog, Empty, Phase, StatusResponse, TaskParams, Tas
 pub(crate) enum Verb {
     Status,
     CatalogShow,
+    /// `catalog set` and `set-catalog`: a file, `-` for stdin, or the JSON itself.
     CatalogSet {
         source: String,
     },
-    Install {
-        package: String,
-        version: Option<String>,
-        install_args: Vec<String>,
-    },
-    StartExperiment {
-        package: String,
-        version: String,
-    },
-    StopExperiment {
-        package: String,
-    },
-    PromoteExperiment {
-        package: String,
-    },
-    Remove {
-        package: String,
-    },
+    Install(InstallArgs),
+    StartExperiment(ExperimentStartArgs),
+    StopExperiment(PackageArgs),
+    PromoteExperiment(PackageArgs),
+    Remove(PackageArgs),
 }
 
 impl Verb {
@@ -50,18 +38,19 @@ impl Verb {
             Verb::Status => "getting status",
             Verb::CatalogShow => "getting the catalog",
             Verb::CatalogSet { .. } => "setting catalog",
-            Verb::Install { .. } => "installing",
-            Verb::StartExperiment { .. } => "starting experiment",
-            Verb::StopExperiment { .. } => "stopping experiment",
-            Verb::PromoteExperiment { .. } => "promoting experiment",
-            Verb::Remove { .. } => "removing",
+            Verb::Install(_) => "installing",
+            Verb::StartExperiment(_) => "starting experiment",
+            Verb::StopExperiment(_) => "stopping experiment",
+            Verb::PromoteExperiment(_) => "promoting experiment",
+            Verb::Remove(_) => "removing",
         }
     }
 
     /// The package whose task progress is worth showing while the call runs.
     fn long_running_package(&self) -> Option<&str> {
         match self {
-            Verb::Install { package, .. } | Verb::StartExperiment { package, .. } => Some(package),
+            Verb::Install(InstallArgs { package, .. })
+            | Verb::StartExperiment(ExperimentStartArgs { package, .. }) => Some(package),
             _ => None,
         }
     }
@@ -151,11 +140,11 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 .map_or(0, Vec::len);
             done(global, &format!("catalog set ({count} entries)"));
         }
-        Verb::Install {
+        Verb::Install(InstallArgs {
             package,
             version,
             install_args,
-        } => {
+        }) => {
             // Without a version the daemon takes the catalog's only one; the install
             // arguments still need a body (an empty version means "not given").
             let params = (version.is_some() || !install_args.is_empty()).then(|| TaskParams {
@@ -181,7 +170,7 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 print_json(&Empty {});
             }
         }
-        Verb::StartExperiment { package, version } => {
+        Verb::StartExperiment(ExperimentStartArgs { package, version }) => {
             let params = TaskParams {
                 version: version.clone(),
                 install_args: None,
@@ -193,13 +182,13 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
             .await?;
             done(global, &format!("experiment {package} {version} started"));
         }
-        Verb::StopExperiment { package } => {
+        Verb::StopExperiment(PackageArgs { package }) => {
             let _: Empty = client
                 .post::<(), _>(&format!("/{}/experiment/stop", path_segment(package)), None)
                 .await?;
             done(global, &format!("experiment of {package} stopped"));
         }
-        Verb::PromoteExperiment { package } => {
+        Verb::PromoteExperiment(PackageArgs { package }) => {
             let _: Empty = client
                 .post::<(), _>(
                     &format!("/{}/experiment/promote", path_segment(package)),
@@ -211,7 +200,7 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 &format!("experiment of {package} promoted to stable"),
             );
         }
-        Verb::Remove { package } => {
+        Verb::Remove(PackageArgs { package }) => {
             let _: Empty = client
                 .post::<(), _>(&format!("/{}/remove", path_segment(package)), None)
                 .await?;

@@ -49,29 +49,16 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
         Command::SetCatalog(args) => Verb::CatalogSet {
             source: args.catalog,
         },
-        Command::Install(args) => Verb::Install {
-            package: args.package,
-            version: args.version,
-            install_args: args.install_args,
-        },
+        Command::Install(args) => Verb::Install(args),
         Command::Experiment(ExperimentCommand::Start(args)) | Command::StartExperiment(args) => {
-            Verb::StartExperiment {
-                package: args.package,
-                version: args.version,
-            }
+            Verb::StartExperiment(args)
         }
         Command::Experiment(ExperimentCommand::Stop(args)) | Command::StopExperiment(args) => {
-            Verb::StopExperiment {
-                package: args.package,
-            }
+            Verb::StopExperiment(args)
         }
         Command::Experiment(ExperimentCommand::Promote(args))
-        | Command::PromoteExperiment(args) => Verb::PromoteExperiment {
-            package: args.package,
-        },
-        Command::Remove(args) => Verb::Remove {
-            package: args.package,
-        },
+        | Command::PromoteExperiment(args) => Verb::PromoteExperiment(args),
+        Command::Remove(args) => Verb::Remove(args),
     };
     outpost_cli::logging::init_for_command(global);
     client::run(global, verb)
