@@ -1,6 +1,7 @@
 //! The whole `outpost` command line (`spec/cli.md`), shared by both binaries: `outpost` parses
-//! it and hands the commands that embed Python ([`Command::needs_python`]) to `outpost-agent`,
-//! which parses the same definition, so help, completions and flags stay one thing.
+//! it and hands the commands that embed Python (`agent` itself, `check`, `version`) to
+//! `outpost-agent`, which parses the same definition, so help, completions and flags stay one
+//! thing.
 //!
 //! Each subcommand with arguments has a struct of its own (`InstallArgs`,
 //! `ExperimentStartArgs`, ...), shared with its Datadog-style alias, so a new flag is one field.
@@ -296,16 +297,6 @@ pub struct CheckValidateArgs {
     /// Where the check comes from
     #[command(flatten)]
     pub checks: ChecksArgs,
-}
-
-impl Command {
-    /// True for the subcommands that `outpost-agent` serves because they embed Python:
-    /// `agent` (the agent itself, not its clients `agent status|reload`), `check` and
-    /// `version`.
-    pub fn needs_python(&self) -> bool {
-        matches!(self, Command::Agent(a) if a.command.is_none())
-            || matches!(self, Command::Check(_) | Command::Version)
-    }
 }
 
 /// The default state directory: `/opt/outpost` for root, else `$XDG_DATA_HOME/outpost` or
