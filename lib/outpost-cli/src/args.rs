@@ -410,6 +410,51 @@ mod tests {
         assert_eq!(args.install_args, ["--apm", "-x"]);
     }
 
+    fn global_with(root: &Path, config: Option<PathBuf>) -> GlobalArgs {
+        let mut global = Cli::try_parse_from(["outpost", "status"]).unwrap().global;
+        global.root = Some(root.to_owned());
+        global.config = config;
+        global
+    }
+
+    #[test]
+    fn the_configuration_file_is_optional_only_when_not_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // No <root>/outpost.yaml: the defaults.
+        let config = global_with(dir.path(), None).load_config().unwrap();
+        assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
+        // A named file must exist; the error names it.
+        let missing = dir.path().join("missing.yaml");
+        let err = global_with(dir.path(), Some(missing.clone()))
+            .load_config()
+            .unwrap_err();
+        assert!(matches!(err, Error::ReadConfig(_)), "{err:?}");
+        let text = outpost_types::error_chain(&err);
+        assert!(
+            text.starts_with("reading the configuration file: ")
+                && text.contains(&missing.display().to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_configuration_file_is_named_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("outpost.yaml");
+        fs_err::write(&file, "api: [\n").unwrap();
+        let err = global_with(dir.path(), None).load_config().unwrap_err();
+        let Error::InvalidConfig { path, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(path, &file);
+        let text = outpost_types::error_chain(&err);
+        assert!(
+            text.starts_with(&format!("invalid configuration file {}: ", file.display()))
+                && text.contains("line 1"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn aliases() {
         let cli = Cli::try_parse_from(["outpost", "start-experiment", "p", "1"]).unwrap();

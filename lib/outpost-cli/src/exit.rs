@@ -34,3 +34,34 @@ impl ExitStatus {
         if ok { Self::Success } else { Self::Failure }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ExitCode` has no equality; its debug form shows the code.
+    fn code(status: ExitStatus) -> String {
+        format!("{:?}", ExitCode::from(status))
+    }
+
+    #[test]
+    fn each_status_has_the_code_of_spec_cli_md() {
+        assert_eq!(
+            code(ExitStatus::Success),
+            format!("{:?}", ExitCode::SUCCESS)
+        );
+        for (status, n) in [
+            (ExitStatus::Failure, 1u8),
+            (ExitStatus::Usage, 2),
+            (ExitStatus::Unreachable, 3),
+        ] {
+            assert_eq!(
+                code(status),
+                format!("{:?}", ExitCode::from(n)),
+                "{status:?}"
+            );
+        }
+        assert_eq!(ExitStatus::from_success(true), ExitStatus::Success);
+        assert_eq!(ExitStatus::from_success(false), ExitStatus::Failure);
+    }
+}
