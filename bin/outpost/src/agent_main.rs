@@ -1,20 +1,15 @@
 //! `outpost-agent`: the check agent and `outpost check`, which embed CPython.
 //!
 //! `outpost agent|check|version` hand over to this binary with their arguments unchanged; it
-//! parses the same command-line definition. Exit status: 0 success, 1 the operation failed,
-//! 2 usage error.
-#[allow(dead_code)] // the definition is shared with `outpost`, which uses the rest
-mod cli;
-#[allow(dead_code)] // shared with `outpost`
-mod logging;
-mod process;
+//! parses the same command-line definition (`outpost-cli`). Exit status: 0 success, 1 the
+//! operation failed, 2 usage error.
 mod pyagent;
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
-
-use crate::cli::{AgentArgs, AgentCommand, CheckCommand, Cli, Command};
+use outpost_cli::ExitStatus;
+use outpost_cli::args::{AgentArgs, CheckCommand, Cli, Command, GlobalArgs};
 
 fn main() -> ExitCode {
     // Parsed through `ArgMatches` to tell an explicit `--times` from its default.
@@ -24,46 +19,39 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let global = &cli.global;
-    if let Command::Agent(args) = &cli.command
-        && args.command.is_none()
-    {
+    let status = match &cli.command {
         // The long-running agent logs at info level, in the format it was asked for.
-        return pyagent::agent::run(global, args);
-    }
-    process::restore_sigpipe();
-    pyagent::init_logging(global);
-    match &cli.command {
-        Command::Check(CheckCommand::Run {
-            name,
-            checks,
-            times,
-        }) => {
+        Command::Agent(args @ AgentArgs { command: None, .. }) => pyagent::agent::run(global, args),
+        Command::Check(CheckCommand::Run(args)) => {
+            one_shot(global);
             let times_given = matches
                 .subcommand_matches("check")
                 .and_then(|m| m.subcommand_matches("run"))
                 .and_then(|m| m.value_source("times"))
                 == Some(clap::parser::ValueSource::CommandLine);
-            pyagent::run::run(global, name, checks, *times, times_given)
+            pyagent::run::run(global, args, times_given)
         }
-        Command::Check(CheckCommand::Validate { target, checks }) => {
-            pyagent::validate::run(global, target, checks)
+        Command::Check(CheckCommand::Validate(args)) => {
+            one_shot(global);
+            pyagent::validate::run(global, args)
         }
-        Command::Version => pyagent::version::run(global),
-        Command::Agent(AgentArgs {
-            command: Some(AgentCommand::Status),
-            ..
-        }) => pyagent::agent_status::status(global),
-        Command::Agent(AgentArgs {
-            command: Some(AgentCommand::Reload),
-            ..
-        }) => pyagent::agent_status::reload(global),
-        Command::Agent(args) => pyagent::agent::run(global, args),
+        Command::Version => {
+            one_shot(global);
+            pyagent::version::run(global)
+        }
         _ => {
             eprintln!(
-                "error: outpost-agent serves `agent`, `check` and `version`; run this command \
-                 with `outpost`"
+                "error: outpost-agent serves `agent` (not `agent status|reload`), `check` and \
+                 `version`; run this command with `outpost`"
             );
-            ExitCode::from(2)
+            ExitStatus::Usage
         }
-    }
+    };
+    status.into()
+}
+
+/// Set-up of a one-shot command: default SIGPIPE, a warn-level stderr log.
+fn one_shot(global: &GlobalArgs) {
+    outpost_cli::process::restore_sigpipe();
+    outpost_cli::logging::init_for_command(global);
 }

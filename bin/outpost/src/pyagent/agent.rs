@@ -6,7 +6,6 @@
 //! is not fatal: the agent serves its API and reports why.
 
 use std::collections::BTreeMap;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,8 @@ use outpost_types::config::ByteSize;
 
 use super::Paths;
 use super::output::{Entry, ErrorOut, InstanceOut};
-use crate::cli::{AgentArgs, GlobalArgs};
+use outpost_cli::ExitStatus;
+use outpost_cli::args::{AgentArgs, GlobalArgs};
 
 /// The instance entries of `outpost check run --json`, for run-now and `--output`.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +46,9 @@ impl RunFormat for CheckRunFormat {
     }
 }
 
-pub(crate) fn run(global: &GlobalArgs, args: &AgentArgs) -> ExitCode {
-    crate::logging::init(
+/// Runs the agent until SIGTERM or SIGINT.
+pub(crate) fn run(global: &GlobalArgs, args: &AgentArgs) -> ExitStatus {
+    outpost_cli::logging::init(
         args.log_format,
         global.verbose,
         global.quiet,
@@ -56,22 +57,22 @@ pub(crate) fn run(global: &GlobalArgs, args: &AgentArgs) -> ExitCode {
     let config = match global.load_config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(1);
+            eprintln!("error: {}", outpost_types::error_chain(&e));
+            return ExitStatus::Failure;
         }
     };
     let max_bytes = match ByteSize::parse(&args.output_max_bytes) {
         Ok(b) if b.0 > 0 => b.0,
         Ok(_) => {
             eprintln!("error: invalid --output-max-bytes: must be more than 0");
-            return ExitCode::from(2);
+            return ExitStatus::Usage;
         }
         Err(e) => {
             eprintln!(
                 "error: invalid --output-max-bytes {:?}: {e}",
                 args.output_max_bytes
             );
-            return ExitCode::from(2);
+            return ExitStatus::Usage;
         }
     };
     let paths = Paths::resolve(global, &args.checks, &config);
@@ -86,7 +87,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &AgentArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {}", outpost_types::error_chain(&e));
-            return ExitCode::from(1);
+            return ExitStatus::Failure;
         }
     };
     let options = match &args.output {
@@ -94,27 +95,22 @@ pub(crate) fn run(global: &GlobalArgs, args: &AgentArgs) -> ExitCode {
         None => options,
     };
     // Two workers serve the API and the scheduling loop; check runs have threads of their own.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("outpost-agent")
-        .enable_all()
-        .build()
-    {
+    let runtime = match outpost_cli::runtime::service("outpost-agent", 2, None) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the agent's runtime: {e}");
-            return ExitCode::from(1);
+            return ExitStatus::Failure;
         }
     };
     let result = runtime.block_on(outpost_agent::run(options, &config.api));
     // Runs still stuck in a check after the grace period are abandoned with the process.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitStatus::Success,
         Err(e) => {
             tracing::error!(error = %e, "agent failed");
             eprintln!("error: {}", outpost_types::error_chain(&e));
-            ExitCode::from(1)
+            ExitStatus::Failure
         }
     }
 }

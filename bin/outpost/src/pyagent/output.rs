@@ -10,6 +10,7 @@ use outpost_checks::{
     CheckError, Event, EventPlatformEvent, ExternalTags, HistogramBucket, Metric, RunReport,
     ServiceCheck,
 };
+use outpost_cli::output::table;
 use serde::{Serialize, Serializer};
 
 /// A float that serialises as a JSON number when finite, else as `"+Inf"`/`"-Inf"`/`"NaN"`.
@@ -229,33 +230,6 @@ pub(crate) struct LoadErrorOut<'a> {
 fn push_line(out: &mut String, text: std::fmt::Arguments<'_>) {
     out.push_str(&text.to_string());
     out.push('\n');
-}
-
-/// Renders rows as aligned columns, indented by `indent`.
-fn table(out: &mut String, indent: &str, header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut l = String::from(indent);
-        for (i, c) in cells.enumerate() {
-            if i + 1 == widths.len() {
-                l.push_str(c);
-            } else {
-                l.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        l.trim_end().to_owned()
-    };
-    out.push_str(&line(&mut header.iter().copied()));
-    out.push('\n');
-    for row in rows {
-        out.push_str(&line(&mut row.iter().map(String::as_str)));
-        out.push('\n');
-    }
 }
 
 fn host(h: &str) -> String {

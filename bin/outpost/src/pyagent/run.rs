@@ -2,19 +2,21 @@
 //! what it submitted. Exit status 0 when every run succeeded, else 1.
 
 use std::collections::BTreeMap;
-use std::process::ExitCode;
 
 use outpost_checks::{Runtime, conf_d};
 
 use super::output::{CheckRunOut, Entry, ErrorOut, InstanceOut, LoadErrorOut, render_entry};
-use super::{Paths, print_json};
-use crate::cli::{ChecksArgs, GlobalArgs};
+use outpost_cli::ExitStatus;
+use outpost_cli::args::{CheckRunArgs, GlobalArgs};
+use outpost_cli::output::{print_json_line, print_stdout};
+
+use super::Paths;
 
 /// Reports a failure before any instance ran: the load-error body with `--json`, else the
 /// message (and traceback) on stderr. Always exit status 1.
-fn load_failure(json: bool, name: &str, message: String, traceback: String) -> ExitCode {
+fn load_failure(json: bool, name: &str, message: String, traceback: String) -> ExitStatus {
     if json {
-        print_json(&LoadErrorOut {
+        print_json_line(&LoadErrorOut {
             check: name,
             error: ErrorOut { message, traceback },
             instances: [],
@@ -25,20 +27,24 @@ fn load_failure(json: bool, name: &str, message: String, traceback: String) -> E
             eprintln!("{}", traceback.trim_end());
         }
     }
-    ExitCode::from(1)
+    ExitStatus::Failure
 }
 
-pub(crate) fn run(
-    global: &GlobalArgs,
-    name: &str,
-    checks: &ChecksArgs,
-    times: u32,
-    times_given: bool,
-) -> ExitCode {
+/// Runs `outpost check run`; `times_given` tells an explicit `--times 1` from the default
+/// (the JSON output then numbers the runs).
+pub(crate) fn run(global: &GlobalArgs, args: &CheckRunArgs, times_given: bool) -> ExitStatus {
+    let CheckRunArgs {
+        name,
+        checks,
+        times,
+    } = args;
+    let (name, times) = (name.as_str(), *times);
     let json = global.json;
     let config = match global.load_config() {
         Ok(c) => c,
-        Err(e) => return load_failure(json, name, format!("{e:#}"), String::new()),
+        Err(e) => {
+            return load_failure(json, name, outpost_types::error_chain(&e), String::new());
+        }
     };
     let paths = Paths::resolve(global, checks, &config);
     let files = match conf_d::find(&paths.conf_dir, name) {
@@ -104,7 +110,7 @@ pub(crate) fn run(
     if json {
         let empty = BTreeMap::new();
         let show_run = times_given || times > 1;
-        print_json(&CheckRunOut {
+        print_json_line(&CheckRunOut {
             check: name,
             version: &version,
             instances: entries
@@ -115,12 +121,8 @@ pub(crate) fn run(
     } else {
         println!("{name} {version}");
         for e in &entries {
-            print!("{}", render_entry(e, times));
+            print_stdout(&render_entry(e, times));
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    ExitStatus::from_success(ok)
 }

@@ -1,14 +1,16 @@
 //! `outpost check validate NAME|FILE`: readiness of a check for the embedded interpreter.
 //! Exit status 0 when `ready`, else 1.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use outpost_checks::{CHECK_READY_METRIC, ReadyStatus, Runtime, Validation, ValidationTarget};
 use serde::Serialize;
 
-use super::{Paths, print_json};
-use crate::cli::{ChecksArgs, GlobalArgs};
+use outpost_cli::ExitStatus;
+use outpost_cli::args::{CheckValidateArgs, GlobalArgs};
+use outpost_cli::output::print_json_line;
+
+use super::Paths;
 
 /// Default for `agent.python3_linter_timeout` (seconds), as in the Datadog agent.
 const DEFAULT_TIMEOUT_SECS: u64 = 120;
@@ -27,8 +29,10 @@ struct ValidationOut<'a> {
     metric: MetricOut<'a>,
 }
 
-pub(crate) fn run(global: &GlobalArgs, target: &str, checks: &ChecksArgs) -> ExitCode {
-    let target = ValidationTarget::parse(target);
+/// Runs `outpost check validate`.
+pub(crate) fn run(global: &GlobalArgs, args: &CheckValidateArgs) -> ExitStatus {
+    let checks = &args.checks;
+    let target = ValidationTarget::parse(&args.target);
     let check_name = match &target {
         ValidationTarget::Name(n) => n.clone(),
         ValidationTarget::File(p) => p
@@ -43,7 +47,10 @@ pub(crate) fn run(global: &GlobalArgs, target: &str, checks: &ChecksArgs) -> Exi
         messages: vec![message],
     };
     let (validation, version) = match global.load_config() {
-        Err(e) => (unknown(format!("{e:#}")), outpost_types::VERSION.to_owned()),
+        Err(e) => (
+            unknown(outpost_types::error_chain(&e)),
+            outpost_types::VERSION.to_owned(),
+        ),
         Ok(config) => {
             let paths = Paths::resolve(global, checks, &config);
             let timeout = config
@@ -62,7 +69,7 @@ pub(crate) fn run(global: &GlobalArgs, target: &str, checks: &ChecksArgs) -> Exi
     };
     let tags = validation.tags(&version);
     if global.json {
-        print_json(&ValidationOut {
+        print_json_line(&ValidationOut {
             validation: &validation,
             metric: MetricOut {
                 name: CHECK_READY_METRIC,
@@ -79,9 +86,5 @@ pub(crate) fn run(global: &GlobalArgs, target: &str, checks: &ChecksArgs) -> Exi
             println!("  - {m}");
         }
     }
-    if validation.status == ReadyStatus::Ready {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    ExitStatus::from_success(validation.status == ReadyStatus::Ready)
 }

@@ -1,12 +1,13 @@
 //! `outpost version`: outpost's version and the embedded Python's version and prefix.
 
-use std::process::ExitCode;
-
 use outpost_checks::{PythonInfo, Runtime, interpreter};
 use serde::Serialize;
 
-use super::{Paths, print_json};
-use crate::cli::{ChecksArgs, GlobalArgs};
+use outpost_cli::ExitStatus;
+use outpost_cli::args::{ChecksArgs, GlobalArgs};
+use outpost_cli::output::print_json_line;
+
+use super::Paths;
 
 #[derive(Serialize)]
 struct VersionOut<'a> {
@@ -18,9 +19,10 @@ struct VersionOut<'a> {
     python_error: Option<String>,
 }
 
-pub(crate) fn run(global: &GlobalArgs) -> ExitCode {
+/// Runs `outpost version`: exit status 1 when the interpreter could not be described.
+pub(crate) fn run(global: &GlobalArgs) -> ExitStatus {
     let config = global.load_config().unwrap_or_else(|e| {
-        tracing::warn!(error = %format!("{e:#}"), "ignoring the configuration file");
+        tracing::warn!(error = %outpost_types::error_chain(&e), "ignoring the configuration file");
         Default::default()
     });
     let paths = Paths::resolve(global, &ChecksArgs::default(), &config);
@@ -45,7 +47,7 @@ pub(crate) fn run(global: &GlobalArgs) -> ExitCode {
         }
     };
     if global.json {
-        print_json(&VersionOut {
+        print_json_line(&VersionOut {
             version: outpost_types::VERSION,
             python: info.as_ref(),
             venv_error,
@@ -82,9 +84,5 @@ pub(crate) fn run(global: &GlobalArgs) -> ExitCode {
             println!("  error:      {e}");
         }
     }
-    if info.is_some() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    ExitStatus::from_success(info.is_some())
 }

@@ -12,14 +12,14 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
-use crate::cli::LogFormat;
+use crate::args::{GlobalArgs, LogFormat};
 
 /// The span `outpost-api` opens around each request.
 const REQUEST_SPAN: &str = "api.request";
 
 /// The level `verbose` steps of `-v` above `default`, less `quiet` steps of `-q`, within
 /// `error..=trace`.
-pub(crate) fn level(default: tracing::Level, verbose: u8, quiet: u8) -> tracing::Level {
+pub fn level(default: tracing::Level, verbose: u8, quiet: u8) -> tracing::Level {
     const LEVELS: [tracing::Level; 5] = [
         tracing::Level::ERROR,
         tracing::Level::WARN,
@@ -35,8 +35,8 @@ pub(crate) fn level(default: tracing::Level, verbose: u8, quiet: u8) -> tracing:
 }
 
 /// Installs the global subscriber. `verbose`/`quiet` are the counts of `-v`/`-q`; `default`
-/// is the level with neither.
-pub(crate) fn init(format: LogFormat, verbose: u8, quiet: u8, default: tracing::Level) {
+/// is the level with neither. A second call keeps the first subscriber.
+pub fn init(format: LogFormat, verbose: u8, quiet: u8, default: tracing::Level) {
     let level = level(default, verbose, quiet);
     let (filter, explicit) = match std::env::var("OUTPOST_LOG") {
         Ok(directives) if !directives.is_empty() => (EnvFilter::new(directives), true),
@@ -62,6 +62,30 @@ pub(crate) fn init(format: LogFormat, verbose: u8, quiet: u8, default: tracing::
     };
     // A second initialisation (tests) keeps the first subscriber, which is fine.
     let _ = Registry::default().with(layer).try_init();
+}
+
+/// Installs the stderr log of a one-shot command: `-v`/`-q` around `warn`, text lines. With
+/// `OUTPOST_LOG` set, [`init`] (an `EnvFilter`) serves the directives; otherwise a plain level
+/// filter does the same job without compiling the filter's regular expressions, which would
+/// cost `outpost-agent`, whose resident memory is budgeted against plain Python's, about
+/// 0.8 MiB. A second call keeps the first subscriber.
+pub fn init_for_command(global: &GlobalArgs) {
+    if std::env::var_os("OUTPOST_LOG").is_some_and(|v| !v.is_empty()) {
+        init(
+            LogFormat::Text,
+            global.verbose,
+            global.quiet,
+            tracing::Level::WARN,
+        );
+        return;
+    }
+    let level = level(tracing::Level::WARN, global.verbose, global.quiet);
+    // A second initialisation (tests) keeps the first subscriber, which is fine.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 #[cfg(test)]

@@ -2,20 +2,29 @@
 //! (`<root>/run/agent.sock`). Exit status: 0 success, 1 the agent refused, 3 the agent is not
 //! reachable.
 
+//!
+//! They run in `outpost` itself: a client of the agent's socket has no use for Python.
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use outpost_api::{ApiClient, ClientError, ClientErrorKind};
+use outpost_cli::ExitStatus;
+use outpost_cli::args::{AgentCommand, GlobalArgs};
+use outpost_cli::output::{print_json_line, print_stdout, table};
+use outpost_cli::report::{self, Service};
 use serde_json::Value;
 
-use super::print_json;
-use crate::cli::GlobalArgs;
+/// Runs `outpost agent status` or `outpost agent reload`.
+pub(crate) fn run(global: &GlobalArgs, command: &AgentCommand) -> ExitStatus {
+    match command {
+        AgentCommand::Status => status(global),
+        AgentCommand::Reload => reload(global),
+    }
+}
 
-const EXIT_FAILED: u8 = 1;
-const EXIT_UNREACHABLE: u8 = 3;
-
+/// The agent's socket under `--root`.
 fn socket(global: &GlobalArgs) -> PathBuf {
     global.root().join("run").join("agent.sock")
 }
@@ -23,63 +32,52 @@ fn socket(global: &GlobalArgs) -> PathBuf {
 fn call(
     global: &GlobalArgs,
     f: impl AsyncFnOnce(ApiClient) -> Result<Value, ClientError>,
-) -> Result<Value, ExitCode> {
+) -> Result<Value, ExitStatus> {
     let socket = socket(global);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match outpost_cli::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the client's runtime: {e}");
-            return Err(ExitCode::from(EXIT_FAILED));
+            return Err(ExitStatus::Failure);
         }
     };
     match runtime.block_on(f(ApiClient::new(&socket))) {
         Ok(v) => Ok(v),
         Err(e) if e.kind() == ClientErrorKind::NotReachable => {
-            let cause = std::error::Error::source(&e)
-                .map(|c| format!(": {c}"))
-                .unwrap_or_default();
-            eprintln!(
-                "error: the check agent is not reachable at {}{cause}\n\
-                 hint: start it with `outpost agent` (with the same --root)",
-                socket.display()
-            );
-            Err(ExitCode::from(EXIT_UNREACHABLE))
+            Err(report::unreachable(None, Service::Agent, &socket, &e))
         }
         Err(e) => {
             eprintln!("error: {e}");
-            Err(ExitCode::from(EXIT_FAILED))
+            Err(ExitStatus::Failure)
         }
     }
 }
 
 /// `outpost agent status`: the check table of `GET /checks` (or its body with `--json`).
-pub(crate) fn status(global: &GlobalArgs) -> ExitCode {
+fn status(global: &GlobalArgs) -> ExitStatus {
     let body = match call(global, async |c| c.get::<Value>("/checks").await) {
         Ok(b) => b,
-        Err(code) => return code,
+        Err(status) => return status,
     };
     if global.json {
-        print_json(&body);
+        print_json_line(&body);
     } else {
-        print!("{}", render_status(&body, now_unix()));
+        print_stdout(&render_status(&body, now_unix()));
     }
-    ExitCode::SUCCESS
+    ExitStatus::Success
 }
 
 /// `outpost agent reload`: `POST /checks/reload`, then what changed.
-pub(crate) fn reload(global: &GlobalArgs) -> ExitCode {
+fn reload(global: &GlobalArgs) -> ExitStatus {
     let body = match call(global, async |c| {
         c.post::<(), Value>("/checks/reload", None).await
     }) {
         Ok(b) => b,
-        Err(code) => return code,
+        Err(status) => return status,
     };
     if global.json {
-        print_json(&body);
-        return ExitCode::SUCCESS;
+        print_json_line(&body);
+        return ExitStatus::Success;
     }
     let count = |k: &str| body[k].as_array().map_or(0, Vec::len);
     println!(
@@ -97,7 +95,7 @@ pub(crate) fn reload(global: &GlobalArgs) -> ExitCode {
     let mut errors = String::new();
     write_load_errors(&mut errors, &body["errors"]);
     print!("{errors}");
-    ExitCode::SUCCESS
+    ExitStatus::Success
 }
 
 fn now_unix() -> f64 {
@@ -210,27 +208,7 @@ fn render_status(body: &Value, now: f64) -> String {
                 ]
             })
             .collect();
-        let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let line = |cells: Vec<&str>| {
-            let mut l = String::new();
-            for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-                if i + 1 == cells.len() {
-                    l.push_str(cell);
-                } else {
-                    let _ = write!(l, "{cell:<w$}  ");
-                }
-            }
-            l.trim_end().to_owned()
-        };
-        let _ = writeln!(out, "{}", line(header.to_vec()));
-        for row in &rows {
-            let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
-        }
+        table(&mut out, "", &header, &rows);
         let failing: Vec<&Value> = instances.iter().filter(|i| !i["error"].is_null()).collect();
         if !failing.is_empty() {
             out.push_str("errors:\n");

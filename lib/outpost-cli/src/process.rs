@@ -3,8 +3,8 @@
 /// Gives SIGPIPE back its default action, so `outpost status | head` ends quietly the way
 /// other command-line tools do, instead of failing to print (Rust starts with SIGPIPE
 /// ignored). Only for one-shot commands: the daemon and the agent must survive a client that
-/// hangs up, and keep ignoring it.
-pub(crate) fn restore_sigpipe() {
+/// hangs up, and keep ignoring it. Call it at start-up, before any thread is spawned.
+pub fn restore_sigpipe() {
     // SAFETY: setting a signal's disposition to SIG_DFL at start-up, before any thread is
     // spawned, has no memory-safety implications.
     unsafe {

@@ -5,46 +5,30 @@
 //! (`spec/cli.md`): 0 success, 1 the operation failed (the daemon's message on stderr,
 //! prefixed by what was being done), 3 the daemon is not reachable.
 
-use std::io::{IsTerminal as _, Read as _, Write as _};
-use std::process::ExitCode;
+use std::io::{IsTerminal as _, Read as _};
 use std::time::Duration;
 
 use outpost_api::{ApiClient, ClientError, ClientErrorKind};
+use outpost_cli::ExitStatus;
+use outpost_cli::args::{ExperimentStartArgs, GlobalArgs, InstallArgs, PackageArgs};
+use outpost_cli::output::{print_json, print_table};
+use outpost_cli::report::{self, Service};
 use outpost_types::wire::{Catalog, Empty, Phase, StatusResponse, TaskParams, TaskState};
-
-use crate::cli::GlobalArgs;
-
-/// Exit status when the operation failed.
-pub(crate) const EXIT_FAILED: u8 = 1;
-/// Exit status when the daemon is not reachable.
-pub(crate) const EXIT_UNREACHABLE: u8 = 3;
 
 /// A client verb, ready to send.
 #[derive(Debug)]
 pub(crate) enum Verb {
     Status,
     CatalogShow,
+    /// `catalog set` and `set-catalog`: a file, `-` for stdin, or the JSON itself.
     CatalogSet {
         source: String,
     },
-    Install {
-        package: String,
-        version: Option<String>,
-        install_args: Vec<String>,
-    },
-    StartExperiment {
-        package: String,
-        version: String,
-    },
-    StopExperiment {
-        package: String,
-    },
-    PromoteExperiment {
-        package: String,
-    },
-    Remove {
-        package: String,
-    },
+    Install(InstallArgs),
+    StartExperiment(ExperimentStartArgs),
+    StopExperiment(PackageArgs),
+    PromoteExperiment(PackageArgs),
+    Remove(PackageArgs),
 }
 
 impl Verb {
@@ -54,42 +38,40 @@ impl Verb {
             Verb::Status => "getting status",
             Verb::CatalogShow => "getting the catalog",
             Verb::CatalogSet { .. } => "setting catalog",
-            Verb::Install { .. } => "installing",
-            Verb::StartExperiment { .. } => "starting experiment",
-            Verb::StopExperiment { .. } => "stopping experiment",
-            Verb::PromoteExperiment { .. } => "promoting experiment",
-            Verb::Remove { .. } => "removing",
+            Verb::Install(_) => "installing",
+            Verb::StartExperiment(_) => "starting experiment",
+            Verb::StopExperiment(_) => "stopping experiment",
+            Verb::PromoteExperiment(_) => "promoting experiment",
+            Verb::Remove(_) => "removing",
         }
     }
 
     /// The package whose task progress is worth showing while the call runs.
     fn long_running_package(&self) -> Option<&str> {
         match self {
-            Verb::Install { package, .. } | Verb::StartExperiment { package, .. } => Some(package),
+            Verb::Install(InstallArgs { package, .. })
+            | Verb::StartExperiment(ExperimentStartArgs { package, .. }) => Some(package),
             _ => None,
         }
     }
 }
 
 /// Runs a client verb and returns the process exit status.
-pub(crate) fn run(global: &GlobalArgs, verb: Verb) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+pub(crate) fn run(global: &GlobalArgs, verb: Verb) -> ExitStatus {
+    let runtime = match outpost_cli::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the I/O runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
+            return ExitStatus::Failure;
         }
     };
     let client = ApiClient::new(global.socket());
     let doing = verb.doing();
     match runtime.block_on(execute(&client, global, verb)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitStatus::Success,
         Err(Failure::Local(message)) => {
             eprintln!("error {doing}: {message}");
-            ExitCode::from(EXIT_FAILED)
+            ExitStatus::Failure
         }
         Err(Failure::Client(e)) => report_client_error(global, doing, &e),
     }
@@ -108,18 +90,10 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> ExitCode {
+fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> ExitStatus {
     match e.kind() {
         ClientErrorKind::NotReachable => {
-            let cause = std::error::Error::source(e)
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            eprintln!(
-                "error {doing}: the outpost daemon is not reachable at {}: {cause}\n\
-                 hint: start it with `outpost daemon` (and check --root / --socket / OUTPOST_SOCKET)",
-                global.socket().display()
-            );
-            ExitCode::from(EXIT_UNREACHABLE)
+            report::unreachable(Some(doing), Service::Daemon, &global.socket(), e)
         }
         ClientErrorKind::Api => {
             if let Some(api) = e.api_error() {
@@ -129,19 +103,13 @@ fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> Exi
                 }
                 eprintln!("error {doing}: {}", api.message);
             }
-            ExitCode::from(EXIT_FAILED)
+            ExitStatus::Failure
         }
         ClientErrorKind::Protocol => {
             eprintln!("error {doing}: {}", outpost_types::error_chain(e));
-            ExitCode::from(EXIT_FAILED)
+            ExitStatus::Failure
         }
     }
-}
-
-fn print_json<T: serde::Serialize>(value: &T) {
-    let mut out = std::io::stdout().lock();
-    // A closed stdout (e.g. `| head`) is not worth failing over.
-    let _ = serde_json::to_writer_pretty(&mut out, value).map(|()| writeln!(out));
 }
 
 async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<(), Failure> {
@@ -172,11 +140,11 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 .map_or(0, Vec::len);
             done(global, &format!("catalog set ({count} entries)"));
         }
-        Verb::Install {
+        Verb::Install(InstallArgs {
             package,
             version,
             install_args,
-        } => {
+        }) => {
             // Without a version the daemon takes the catalog's only one; the install
             // arguments still need a body (an empty version means "not given").
             let params = (version.is_some() || !install_args.is_empty()).then(|| TaskParams {
@@ -202,7 +170,7 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 print_json(&Empty {});
             }
         }
-        Verb::StartExperiment { package, version } => {
+        Verb::StartExperiment(ExperimentStartArgs { package, version }) => {
             let params = TaskParams {
                 version: version.clone(),
                 install_args: None,
@@ -214,13 +182,13 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
             .await?;
             done(global, &format!("experiment {package} {version} started"));
         }
-        Verb::StopExperiment { package } => {
+        Verb::StopExperiment(PackageArgs { package }) => {
             let _: Empty = client
                 .post::<(), _>(&format!("/{}/experiment/stop", path_segment(package)), None)
                 .await?;
             done(global, &format!("experiment of {package} stopped"));
         }
-        Verb::PromoteExperiment { package } => {
+        Verb::PromoteExperiment(PackageArgs { package }) => {
             let _: Empty = client
                 .post::<(), _>(
                     &format!("/{}/experiment/promote", path_segment(package)),
@@ -232,7 +200,7 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 &format!("experiment of {package} promoted to stable"),
             );
         }
-        Verb::Remove { package } => {
+        Verb::Remove(PackageArgs { package }) => {
             let _: Empty = client
                 .post::<(), _>(&format!("/{}/remove", path_segment(package)), None)
                 .await?;
@@ -415,32 +383,6 @@ fn print_catalog(catalog: &Catalog) {
         })
         .collect();
     print_table(&["PACKAGE", "VERSION", "PLATFORM", "URL"], &rows);
-}
-
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    let mut line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        // A closed stdout is not worth failing over.
-        let _ = writeln!(out, "{}", s.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,17 @@
 //! The whole `outpost` command line (`spec/cli.md`), shared by both binaries: `outpost` parses
-//! it and hands `agent` and `check` to `outpost-agent`, which parses the same definition, so
-//! help, completions and flags stay one thing.
+//! it and hands the commands that embed Python (`agent` itself, `check`, `version`) to
+//! `outpost-agent`, which parses the same definition, so help, completions and flags stay one
+//! thing.
+//!
+//! Each subcommand with arguments has a struct of its own (`InstallArgs`,
+//! `ExperimentStartArgs`, ...), shared with its Datadog-style alias, so a new flag is one field.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use outpost_types::config::Config;
+
+use crate::Error;
 
 /// A host agent: a fleet daemon for versioned packages, and a runner of Python monitoring checks.
 #[derive(Debug, Parser)]
@@ -14,42 +21,42 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     propagate_version = true,
     max_term_width = 100
 )]
-pub(crate) struct Cli {
+pub struct Cli {
     /// Flags accepted before or after any subcommand.
     #[command(flatten)]
-    pub(crate) global: GlobalArgs,
+    pub global: GlobalArgs,
     /// What to do.
     #[command(subcommand)]
-    pub(crate) command: Command,
+    pub command: Command,
 }
 
 /// Flags accepted before or after any subcommand.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct GlobalArgs {
+pub struct GlobalArgs {
     /// State directory [default: /opt/outpost for root, else $XDG_DATA_HOME/outpost or
     /// ~/.local/share/outpost]
     #[arg(long, global = true, env = "OUTPOST_ROOT", value_name = "DIR")]
-    pub(crate) root: Option<PathBuf>,
+    pub root: Option<PathBuf>,
     /// The daemon's API socket [default: <root>/run/outpost.sock]
     #[arg(long, global = true, env = "OUTPOST_SOCKET", value_name = "PATH")]
-    pub(crate) socket: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
     /// Configuration file (YAML) [default: <root>/outpost.yaml if present]
     #[arg(long, global = true, env = "OUTPOST_CONFIG", value_name = "FILE")]
-    pub(crate) config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Print machine-readable JSON on stdout
     #[arg(long, global = true)]
-    pub(crate) json: bool,
+    pub json: bool,
     /// More log output (repeat for more)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub(crate) verbose: u8,
+    pub verbose: u8,
     /// Less output (repeat for less)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
-    pub(crate) quiet: u8,
+    pub quiet: u8,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Run the fleet daemon in the foreground
     Daemon(DaemonArgs),
     /// Show installed packages, their stable and experiment versions, and the last task
@@ -58,24 +65,12 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Catalog(CatalogCommand),
     /// Install a version of a package as stable
-    Install {
-        /// Package name
-        package: String,
-        /// Version (may be omitted when the catalog holds exactly one version of the package)
-        #[arg(id = "pkg_version", value_name = "VERSION")]
-        version: Option<String>,
-        /// Arguments passed to the package's install hook
-        #[arg(long = "install-arg", value_name = "ARG", allow_hyphen_values = true)]
-        install_args: Vec<String>,
-    },
+    Install(InstallArgs),
     /// Start, stop or promote an experiment
     #[command(subcommand)]
     Experiment(ExperimentCommand),
     /// Remove a package entirely
-    Remove {
-        /// Package name
-        package: String,
-    },
+    Remove(PackageArgs),
     /// Build a package (an OCI image layout) from a directory, and optionally push it
     Pack(PackArgs),
     /// Run the check agent, or query it
@@ -86,52 +81,68 @@ pub(crate) enum Command {
     /// Print outpost's version and the embedded Python's version and prefix
     Version,
     /// Print shell completions
-    Completions {
-        /// The shell
-        shell: clap_complete::Shell,
-    },
+    Completions(CompletionsArgs),
 
     // Aliases for users of the Datadog installer.
     /// Same as `catalog set`
     #[command(name = "set-catalog", hide = true)]
-    SetCatalog {
-        /// A file, `-` for stdin, or the catalog JSON itself
-        catalog: String,
-    },
+    SetCatalog(SetCatalogArgs),
     /// Same as `experiment start`
     #[command(name = "start-experiment", hide = true)]
-    StartExperiment {
-        /// Package name
-        package: String,
-        /// Version
-        #[arg(id = "pkg_version", value_name = "VERSION")]
-        version: String,
-    },
+    StartExperiment(ExperimentStartArgs),
     /// Same as `experiment stop`
     #[command(name = "stop-experiment", hide = true)]
-    StopExperiment {
-        /// Package name
-        package: String,
-    },
+    StopExperiment(PackageArgs),
     /// Same as `experiment promote`
     #[command(name = "promote-experiment", hide = true)]
-    PromoteExperiment {
-        /// Package name
-        package: String,
-    },
+    PromoteExperiment(PackageArgs),
+}
+
+/// `outpost install`
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// Package name
+    pub package: String,
+    /// Version (may be omitted when the catalog holds exactly one version of the package)
+    #[arg(id = "pkg_version", value_name = "VERSION")]
+    pub version: Option<String>,
+    /// Arguments passed to the package's install hook
+    #[arg(long = "install-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub install_args: Vec<String>,
+}
+
+/// The commands that take a package name only: `remove`, `experiment stop|promote`.
+#[derive(Debug, Clone, Args)]
+pub struct PackageArgs {
+    /// Package name
+    pub package: String,
+}
+
+/// `outpost completions`
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    pub shell: clap_complete::Shell,
+}
+
+/// `outpost set-catalog` (the Datadog installer's spelling of `catalog set`)
+#[derive(Debug, Clone, Args)]
+pub struct SetCatalogArgs {
+    /// A file, `-` for stdin, or the catalog JSON itself
+    pub catalog: String,
 }
 
 /// `outpost daemon`
 #[derive(Debug, Clone, Args)]
-pub(crate) struct DaemonArgs {
+pub struct DaemonArgs {
     /// Log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub(crate) log_format: LogFormat,
+    pub log_format: LogFormat,
 }
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     /// Human-readable lines
     Text,
     /// One JSON object per line
@@ -140,42 +151,44 @@ pub(crate) enum LogFormat {
 
 /// `outpost catalog ...`
 #[derive(Debug, Subcommand)]
-pub(crate) enum CatalogCommand {
+pub enum CatalogCommand {
     /// Replace the daemon's catalog with the one in FILE (`-` for stdin)
-    Set {
-        /// A file, `-` for stdin, or the catalog JSON itself
-        file: String,
-    },
+    Set(CatalogSetArgs),
     /// Print the catalog the daemon holds
     Show,
 }
 
+/// `outpost catalog set`
+#[derive(Debug, Clone, Args)]
+pub struct CatalogSetArgs {
+    /// A file, `-` for stdin, or the catalog JSON itself
+    pub file: String,
+}
+
 /// `outpost experiment ...`
 #[derive(Debug, Subcommand)]
-pub(crate) enum ExperimentCommand {
+pub enum ExperimentCommand {
     /// Install a version beside stable and point `experiment` at it
-    Start {
-        /// Package name
-        package: String,
-        /// Version
-        #[arg(id = "pkg_version", value_name = "VERSION")]
-        version: String,
-    },
+    Start(ExperimentStartArgs),
     /// Drop the experiment; stable is untouched
-    Stop {
-        /// Package name
-        package: String,
-    },
+    Stop(PackageArgs),
     /// Make the experiment the new stable
-    Promote {
-        /// Package name
-        package: String,
-    },
+    Promote(PackageArgs),
+}
+
+/// `outpost experiment start` (and its alias `start-experiment`)
+#[derive(Debug, Clone, Args)]
+pub struct ExperimentStartArgs {
+    /// Package name
+    pub package: String,
+    /// Version
+    #[arg(id = "pkg_version", value_name = "VERSION")]
+    pub version: String,
 }
 
 /// Layer compression for `outpost pack`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum PackFormat {
+pub enum PackFormat {
     /// zstd (`application/vnd.oci.image.layer.v1.tar+zstd`)
     Zstd,
     /// gzip (`application/vnd.oci.image.layer.v1.tar+gzip`)
@@ -186,68 +199,68 @@ pub(crate) enum PackFormat {
 #[derive(Debug, Clone, Args)]
 #[command(disable_version_flag = true)]
 #[command(group = clap::ArgGroup::new("dest").required(true).multiple(true).args(["out", "push"]))]
-pub(crate) struct PackArgs {
+pub struct PackArgs {
     /// Directory whose contents become the package
-    pub(crate) dir: PathBuf,
+    pub dir: PathBuf,
     /// Package name
     #[arg(long)]
-    pub(crate) name: String,
+    pub name: String,
     /// Package version
     #[arg(long = "version", id = "pkg_version", value_name = "VERSION")]
-    pub(crate) version: String,
+    pub version: String,
     /// Write the OCI image layout to this directory
     #[arg(long, value_name = "LAYOUT")]
-    pub(crate) out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
     /// Push to a registry: oci://host[:port]/repo:tag
     #[arg(long, value_name = "REF")]
-    pub(crate) push: Option<String>,
+    pub push: Option<String>,
     /// Layer compression
     #[arg(long, value_enum, default_value_t = PackFormat::Zstd)]
-    pub(crate) format: PackFormat,
+    pub format: PackFormat,
     /// Platform of the image: os/arch, or `any` [default: the host's]
     #[arg(long)]
-    pub(crate) platform: Option<String>,
+    pub platform: Option<String>,
 }
 
 /// Where checks and their configuration come from.
 #[derive(Debug, Clone, Default, Args)]
-pub(crate) struct ChecksArgs {
+pub struct ChecksArgs {
     /// Check configurations [default: agent.conf_dir, else <root>/conf.d]
     #[arg(long, value_name = "DIR")]
-    pub(crate) conf_dir: Option<PathBuf>,
+    pub conf_dir: Option<PathBuf>,
     /// Custom checks [default: agent.checks_dir, else <root>/checks.d]
     #[arg(long, value_name = "DIR")]
-    pub(crate) checks_dir: Option<PathBuf>,
+    pub checks_dir: Option<PathBuf>,
     /// Python virtual environment with datadog-checks-base [default: agent.python_venv, else
     /// <root>/venv]
     #[arg(long, value_name = "DIR")]
-    pub(crate) python_venv: Option<PathBuf>,
+    pub python_venv: Option<PathBuf>,
 }
 
 /// `outpost agent`
 #[derive(Debug, Clone, Args)]
 #[command(args_conflicts_with_subcommands = true)]
-pub(crate) struct AgentArgs {
+pub struct AgentArgs {
     /// Query a running agent instead of starting one
     #[command(subcommand)]
-    pub(crate) command: Option<AgentCommand>,
+    pub command: Option<AgentCommand>,
     /// Where checks come from
     #[command(flatten)]
-    pub(crate) checks: ChecksArgs,
+    pub checks: ChecksArgs,
     /// Also write every submission as a JSON line to FILE (rotated at --output-max-bytes)
     #[arg(long, value_name = "FILE")]
-    pub(crate) output: Option<PathBuf>,
+    pub output: Option<PathBuf>,
     /// Size at which --output is rotated
     #[arg(long, default_value = "64MiB", value_name = "SIZE")]
-    pub(crate) output_max_bytes: String,
+    pub output_max_bytes: String,
     /// Log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub(crate) log_format: LogFormat,
+    pub log_format: LogFormat,
 }
 
 /// `outpost agent <command>`
 #[derive(Debug, Clone, Subcommand)]
-pub(crate) enum AgentCommand {
+pub enum AgentCommand {
     /// Print the running agent's check table
     Status,
     /// Ask the running agent to reload check configurations
@@ -256,39 +269,39 @@ pub(crate) enum AgentCommand {
 
 /// `outpost check ...`
 #[derive(Debug, Subcommand)]
-pub(crate) enum CheckCommand {
+pub enum CheckCommand {
     /// Run each instance of a check once (or N times) and print what it submitted
-    Run {
-        /// Check name (its conf.d entry)
-        name: String,
-        /// Where the check and its configuration come from
-        #[command(flatten)]
-        checks: ChecksArgs,
-        /// Run every instance N times
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-        times: u32,
-    },
+    Run(CheckRunArgs),
     /// Tell whether a check is ready for the embedded interpreter
-    Validate {
-        /// A check name or a path to its .py file
-        target: String,
-        /// Where the check comes from
-        #[command(flatten)]
-        checks: ChecksArgs,
-    },
+    Validate(CheckValidateArgs),
 }
 
-impl Command {
-    /// True for the subcommands that `outpost-agent` serves (they embed Python).
-    pub(crate) fn needs_python(&self) -> bool {
-        matches!(self, Command::Agent(a) if a.command.is_none())
-            || matches!(self, Command::Check(_) | Command::Version)
-    }
+/// `outpost check run`
+#[derive(Debug, Clone, Args)]
+pub struct CheckRunArgs {
+    /// Check name (its conf.d entry)
+    pub name: String,
+    /// Where the check and its configuration come from
+    #[command(flatten)]
+    pub checks: ChecksArgs,
+    /// Run every instance N times
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub times: u32,
+}
+
+/// `outpost check validate`
+#[derive(Debug, Clone, Args)]
+pub struct CheckValidateArgs {
+    /// A check name or a path to its .py file
+    pub target: String,
+    /// Where the check comes from
+    #[command(flatten)]
+    pub checks: ChecksArgs,
 }
 
 /// The default state directory: `/opt/outpost` for root, else `$XDG_DATA_HOME/outpost` or
 /// `~/.local/share/outpost`.
-pub(crate) fn default_root() -> PathBuf {
+pub fn default_root() -> PathBuf {
     if rustix::process::geteuid().is_root() {
         return PathBuf::from("/opt/outpost");
     }
@@ -303,12 +316,12 @@ pub(crate) fn default_root() -> PathBuf {
 
 impl GlobalArgs {
     /// The state directory in effect.
-    pub(crate) fn root(&self) -> PathBuf {
+    pub fn root(&self) -> PathBuf {
         self.root.clone().unwrap_or_else(default_root)
     }
 
     /// The daemon socket in effect.
-    pub(crate) fn socket(&self) -> PathBuf {
+    pub fn socket(&self) -> PathBuf {
         self.socket
             .clone()
             .unwrap_or_else(|| self.root().join("run/outpost.sock"))
@@ -316,8 +329,11 @@ impl GlobalArgs {
 
     /// Reads the configuration file: `--config` (must exist), else `<root>/outpost.yaml` if
     /// present, else the defaults.
-    pub(crate) fn load_config(&self) -> anyhow::Result<outpost_types::config::Config> {
-        use anyhow::Context as _;
+    ///
+    /// # Errors
+    /// [`Error::ReadConfig`] when the file cannot be read (a missing `--config` included),
+    /// [`Error::InvalidConfig`] when it is not a valid configuration.
+    pub fn load_config(&self) -> Result<Config, Error> {
         let (path, required) = match &self.config {
             Some(p) => (p.clone(), true),
             None => (self.root().join("outpost.yaml"), false),
@@ -325,12 +341,14 @@ impl GlobalArgs {
         let text = match fs_err::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Default::default());
+                return Ok(Config::default());
             }
-            Err(e) => return Err(e).context("reading the configuration file"),
+            Err(e) => return Err(Error::ReadConfig(e)),
         };
-        outpost_types::config::Config::from_yaml(&text)
-            .with_context(|| format!("invalid configuration file {}", path.display()))
+        Config::from_yaml(&text).map_err(|e| Error::InvalidConfig {
+            path,
+            source: e.into(),
+        })
     }
 }
 
@@ -386,15 +404,60 @@ mod tests {
             "-x",
         ])
         .unwrap();
-        let Command::Install { install_args, .. } = cli.command else {
+        let Command::Install(args) = cli.command else {
             panic!("not install")
         };
-        assert_eq!(install_args, ["--apm", "-x"]);
+        assert_eq!(args.install_args, ["--apm", "-x"]);
+    }
+
+    fn global_with(root: &Path, config: Option<PathBuf>) -> GlobalArgs {
+        let mut global = Cli::try_parse_from(["outpost", "status"]).unwrap().global;
+        global.root = Some(root.to_owned());
+        global.config = config;
+        global
+    }
+
+    #[test]
+    fn the_configuration_file_is_optional_only_when_not_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // No <root>/outpost.yaml: the defaults.
+        let config = global_with(dir.path(), None).load_config().unwrap();
+        assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
+        // A named file must exist; the error names it.
+        let missing = dir.path().join("missing.yaml");
+        let err = global_with(dir.path(), Some(missing.clone()))
+            .load_config()
+            .unwrap_err();
+        assert!(matches!(err, Error::ReadConfig(_)), "{err:?}");
+        let text = outpost_types::error_chain(&err);
+        assert!(
+            text.starts_with("reading the configuration file: ")
+                && text.contains(&missing.display().to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_configuration_file_is_named_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("outpost.yaml");
+        fs_err::write(&file, "api: [\n").unwrap();
+        let err = global_with(dir.path(), None).load_config().unwrap_err();
+        let Error::InvalidConfig { path, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(path, &file);
+        let text = outpost_types::error_chain(&err);
+        assert!(
+            text.starts_with(&format!("invalid configuration file {}: ", file.display()))
+                && text.contains("line 1"),
+            "{text}"
+        );
     }
 
     #[test]
     fn aliases() {
         let cli = Cli::try_parse_from(["outpost", "start-experiment", "p", "1"]).unwrap();
-        assert!(matches!(cli.command, Command::StartExperiment { .. }));
+        assert!(matches!(cli.command, Command::StartExperiment(_)));
     }
 }

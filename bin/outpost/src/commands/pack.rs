@@ -5,22 +5,22 @@
 //! `--out`, the layout is built in a temporary directory and removed after the push.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use outpost_fetch::pack::{PackFormat as Format, PackOptions};
 use outpost_fetch::{Cancel, PushedImage, RegistrySettings};
 use outpost_types::source::OciReference;
 use outpost_types::{PackageName, Version};
 
-use crate::cli::{GlobalArgs, PackArgs, PackFormat};
+use outpost_cli::ExitStatus;
+use outpost_cli::args::{GlobalArgs, PackArgs, PackFormat};
 
 /// Runs `outpost pack`.
-pub(crate) fn run(global: &GlobalArgs, args: &PackArgs) -> ExitCode {
+pub(crate) fn run(global: &GlobalArgs, args: &PackArgs) -> ExitStatus {
     match pack(global, args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitStatus::Success,
         Err(message) => {
             eprintln!("error packing: {message}");
-            ExitCode::from(crate::client_cmd::EXIT_FAILED)
+            ExitStatus::Failure
         }
     }
 }
@@ -52,7 +52,9 @@ fn pack(global: &GlobalArgs, args: &PackArgs) -> Result<(), String> {
     let push = match &args.push {
         Some(p) => {
             let target = push_target(p)?;
-            let config = global.load_config().map_err(|e| format!("{e:#}"))?;
+            let config = global
+                .load_config()
+                .map_err(|e| outpost_types::error_chain(&e))?;
             Some((target, RegistrySettings::from_config(&config.registry)))
         }
         None => None,
@@ -91,7 +93,7 @@ fn pack(global: &GlobalArgs, args: &PackArgs) -> Result<(), String> {
                 "bytes_pushed": p.bytes_pushed,
             })),
         });
-        println!("{body:#}");
+        outpost_cli::output::print_json(&body);
     } else if global.quiet == 0 {
         let place = match &args.out {
             Some(_) => format!(" into {}", packed.out.display()),
@@ -132,9 +134,7 @@ fn push_layout(
     layout: &std::path::Path,
     target: &OciReference,
 ) -> Result<PushedImage, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let runtime = outpost_cli::runtime::current_thread()
         .map_err(|e| format!("cannot start the runtime for the push: {e}"))?;
     runtime
         .block_on(outpost_fetch::push_layout(

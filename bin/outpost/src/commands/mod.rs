@@ -1,0 +1,65 @@
+//! The commands `outpost` serves itself: the daemon, its client verbs, `pack`, the clients of
+//! the check agent's socket (`agent status|reload`) and `completions`. The commands that
+//! embed Python (`agent`, `check`, `version`) are handed over to `outpost-agent`.
+
+mod agent_client;
+mod client;
+mod daemon;
+mod handover;
+mod pack;
+
+use clap::CommandFactory as _;
+use outpost_cli::ExitStatus;
+use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand};
+
+use self::client::Verb;
+pub(crate) use self::handover::version_with_python;
+
+/// Runs the command `cli` names.
+pub(crate) fn run(cli: Cli) -> ExitStatus {
+    let global = &cli.global;
+    let verb = match cli.command {
+        Command::Daemon(args) => return daemon::run(global, &args),
+        Command::Agent(AgentArgs {
+            command: Some(command),
+            ..
+        }) => {
+            outpost_cli::logging::init_for_command(global);
+            return agent_client::run(global, &command);
+        }
+        Command::Agent(_) | Command::Check(_) | Command::Version => {
+            return handover::exec_agent_binary();
+        }
+        Command::Pack(args) => {
+            outpost_cli::logging::init_for_command(global);
+            return pack::run(global, &args);
+        }
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "outpost",
+                &mut std::io::stdout(),
+            );
+            return ExitStatus::Success;
+        }
+        Command::Status => Verb::Status,
+        Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,
+        Command::Catalog(CatalogCommand::Set(args)) => Verb::CatalogSet { source: args.file },
+        Command::SetCatalog(args) => Verb::CatalogSet {
+            source: args.catalog,
+        },
+        Command::Install(args) => Verb::Install(args),
+        Command::Experiment(ExperimentCommand::Start(args)) | Command::StartExperiment(args) => {
+            Verb::StartExperiment(args)
+        }
+        Command::Experiment(ExperimentCommand::Stop(args)) | Command::StopExperiment(args) => {
+            Verb::StopExperiment(args)
+        }
+        Command::Experiment(ExperimentCommand::Promote(args))
+        | Command::PromoteExperiment(args) => Verb::PromoteExperiment(args),
+        Command::Remove(args) => Verb::Remove(args),
+    };
+    outpost_cli::logging::init_for_command(global);
+    client::run(global, verb)
+}
