@@ -174,14 +174,15 @@ pub enum Error {
         /// The imported module.
         module: String,
     },
-    /// The check class could not be instantiated for an instance.
-    #[error("error instantiating check {check_id}: {source}")]
+    /// The check class could not be instantiated for an instance. Shown as the check's own
+    /// exception (`ConfigurationError: ...`), as a run error is: the check ID goes with the
+    /// instance it concerns. The exception is the message, so it is not also the `source()`.
+    #[error("{exception}")]
     Instantiate {
         /// The ID the instance would have had.
         check_id: String,
-        /// The Python error.
-        #[source]
-        source: PythonException,
+        /// The constructor's exception, with its traceback.
+        exception: PythonException,
     },
     /// Two instances of one configuration file have the same configuration, hence the same ID.
     #[error(
@@ -248,7 +249,9 @@ impl Error {
         match self {
             Error::BaseMissing { source, .. }
             | Error::Import { source, .. }
-            | Error::Instantiate { source, .. }
+            | Error::Instantiate {
+                exception: source, ..
+            }
             | Error::Python { source, .. } => {
                 Some(source.traceback.as_str()).filter(|t| !t.is_empty())
             }
