@@ -216,7 +216,7 @@ impl Runtime {
     /// thread, for example). Taken out: a second call returns only newer ones.
     pub fn take_unattributed_external_tags(&self) -> Vec<ExternalTags> {
         std::mem::take(
-            &mut *crate::modules::agent::UNATTRIBUTED_EXTERNAL_TAGS
+            &mut *crate::modules::datadog_agent::UNATTRIBUTED_EXTERNAL_TAGS
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         )
