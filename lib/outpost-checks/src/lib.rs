@@ -104,7 +104,7 @@ mod validate;
 pub mod value;
 
 pub use conf_d::{CheckConfigFile, Discovery, InstanceSettings};
-pub use error::{Error, PythonException};
+pub use error::{ConfigProblem, Error, InitFailure, PythonException};
 pub use id::CheckId;
 pub use instance::{CheckError, CheckInstance, RunReport};
 pub use interpreter::PythonInfo;
