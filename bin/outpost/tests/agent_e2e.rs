@@ -436,3 +436,86 @@ fn bad_arguments_and_a_socket_in_use_are_refused() {
     let out = root.outpost(&["agent", "reload"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn legacy_constructors_run_and_constructor_errors_are_the_checks_own() {
+    let root = Root::new();
+    root.check(
+        "legacy",
+        r#"
+from datadog_checks.base import AgentCheck
+import datadog_agent
+
+class LegacyCheck(AgentCheck):
+    def __init__(self, name, init_config, agentConfig, instances=None):
+        super(LegacyCheck, self).__init__(name, init_config, agentConfig, instances)
+        self.port = int(agentConfig["dogstatsd_port"])
+
+    def check(self, instance):
+        h = datadog_agent.headers(self.agentConfig, http_host="legacy.example")
+        self.gauge("legacy.port", self.port, tags=["host_header:" + h["Host"]])
+        self.gauge("legacy.metadata", int(self.agentConfig["enable_metadata_collection"]))
+"#,
+    );
+    root.conf("legacy", EVERY_SECOND);
+    root.check(
+        "ctorerr",
+        r#"
+from datadog_checks.base import AgentCheck
+from datadog_checks.base.errors import ConfigurationError
+
+class CtorErr(AgentCheck):
+    def __init__(self, name, init_config, instances):
+        super().__init__(name, init_config, instances)
+        raise ConfigurationError("`%s` is an invalid `port`" % self.instance["port"])
+
+    def check(self, instance):
+        pass
+"#,
+    );
+    root.conf("ctorerr", "instances:\n  - port: not-a-port\n");
+    let config = root.config("agent:\n  dogstatsd_port: 8200\n");
+    let mut agent = root.start_agent(&["--config", config.to_str().unwrap()]);
+    agent.wait_until("the legacy check reports", |a| {
+        let t = a.get("/telemetry").text();
+        sample(&t, r#"legacy_port{host_header="legacy.example"}"#) == Some(8200.0)
+            && sample(&t, "legacy_metadata") == Some(1.0)
+    });
+    assert_eq!(agent.instance("legacy")["error"], Value::Null);
+
+    let view = agent.get_json("/checks");
+    let error = view["load_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["check"] == "ctorerr")
+        .unwrap_or_else(|| panic!("no load error for ctorerr: {view}"))["error"]
+        .clone();
+    assert_eq!(
+        error["message"],
+        "ConfigurationError: `not-a-port` is an invalid `port`"
+    );
+    let tb = error["traceback"].as_str().unwrap();
+    assert_eq!(
+        tb.matches("Traceback (most recent call last)").count(),
+        1,
+        "{tb}"
+    );
+
+    // A reload instantiates the legacy check again; the warning stays one per check.
+    let summary = agent.post("/checks/reload").json();
+    assert!(summary.is_object(), "{summary}");
+    agent.wait_until("the reloaded legacy check runs", |a| {
+        runs(&a.instance("legacy")) >= 1
+    });
+    agent.signal(Signal::TERM);
+    assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.log());
+    let log = agent.log();
+    assert_eq!(
+        log.matches("passing `agentConfig` to the constructor is deprecated")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_no_rust_noise(&log);
+}

@@ -172,6 +172,99 @@ fn instance_init_failure_is_reported_per_instance() {
 }
 
 #[test]
+fn constructor_errors_are_the_checks_own_once() {
+    let fx = Fixture::new();
+    fx.check(
+        "ctorerr",
+        r#"
+from datadog_checks.base import AgentCheck
+from datadog_checks.base.errors import ConfigurationError
+
+class CtorErr(AgentCheck):
+    def __init__(self, name, init_config, instances):
+        super().__init__(name, init_config, instances)
+        port = self.instance["port"]
+        if not str(port).isdigit():
+            raise ConfigurationError("`%s` is an invalid `port`" % port)
+
+    def check(self, instance):
+        self.gauge("ctorerr.up", 1)
+"#,
+    );
+    fx.conf(
+        "ctorerr",
+        "instances:
+  - port: not-a-port
+  - port: 8080
+",
+    );
+    let (doc, code) = fx.run_json("ctorerr", &[]);
+    assert_eq!(code, 1, "{doc}");
+    let instances = doc["instances"].as_array().unwrap();
+    let err = &instances[0]["error"];
+    assert_eq!(
+        err["message"], "ConfigurationError: `not-a-port` is an invalid `port`",
+        "the check's own exception, not the retry's: {err}"
+    );
+    let tb = err["traceback"].as_str().unwrap();
+    assert_eq!(
+        tb.matches("Traceback (most recent call last)").count(),
+        1,
+        "{tb}"
+    );
+    assert!(
+        tb.trim_end()
+            .ends_with("ConfigurationError: `not-a-port` is an invalid `port`"),
+        "{tb}"
+    );
+    assert_eq!(
+        err.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["message", "traceback"],
+        "the shape of a run error"
+    );
+    assert_eq!(instances[1]["error"], Value::Null);
+    assert_eq!(instances[1]["metrics"][0]["name"], "ctorerr.up");
+
+    // The readable form leads with the check's exception too, once.
+    let out = fx.agent(&["check", "run", "ctorerr"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_no_rust_noise(&stdout);
+    assert!(
+        stdout.contains("\n  error: ConfigurationError: `not-a-port` is an invalid `port`\n"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("Traceback (most recent call last)").count(),
+        1,
+        "{stdout}"
+    );
+
+    // A legacy constructor that fails for its own reason shows that reason, not the
+    // TypeError of the call without `agentConfig`.
+    fx.check(
+        "promnons",
+        "from datadog_checks.base.checks.prometheus import GenericPrometheusCheck
+
+\
+         class PromNoNamespace(GenericPrometheusCheck):
+    pass
+",
+    );
+    fx.conf(
+        "promnons",
+        "instances:
+  - prometheus_url: http://127.0.0.1:1/metrics
+",
+    );
+    let (doc, code) = fx.run_json("promnons", &[]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(
+        doc["instances"][0]["error"]["message"],
+        "CheckException: You have to define a namespace for each prometheus check"
+    );
+}
+
+#[test]
 fn python_that_cannot_start_is_a_clear_message() {
     let fx = Fixture::new();
     fx.check(

@@ -410,6 +410,146 @@ class AgentApi(AgentCheck):
     );
 }
 
+/// A check written for the legacy constructor, reading the agent's settings from
+/// `agentConfig`; `datadog_agent.headers(self.agentConfig, ...)` only where the agent runs it
+/// (the stubs have no `headers`).
+const LEGACY: &str = r#"
+from datadog_checks.base import AgentCheck
+from datadog_checks.base.agent import AGENT_RUNNING, datadog_agent
+__version__ = "0.5.0"
+
+class LegacyCheck(AgentCheck):
+    def __init__(self, name, init_config, agentConfig, instances=None):
+        super(LegacyCheck, self).__init__(name, init_config, agentConfig, instances)
+        self.port = int(agentConfig.get("dogstatsd_port", 8125))
+
+    def check(self, instance):
+        tags = ["level:%s" % self.agentConfig["log_level"]] + instance.get("tags", [])
+        self.gauge("legacy.port", self.port, tags=tags)
+        self.gauge("legacy.metadata", int(self.agentConfig["enable_metadata_collection"]), tags=tags)
+        self.count("legacy.instances", len(self.instances), tags=tags)
+        self.service_check("legacy.up", AgentCheck.OK, tags=tags)
+        self.set_metadata("agent_config_type", type(self.agentConfig).__name__)
+        if AGENT_RUNNING:
+            h = datadog_agent.headers(self.agentConfig, http_host="legacy.example")
+            self.set_metadata("headers", "%s|%s" % (h["User-Agent"], h["Host"]))
+            self.set_metadata("hostname", self.agentConfig["hostname"])
+"#;
+
+#[test]
+fn legacy_constructor_gets_agent_config_and_matches_plain_python() {
+    let fx = Fixture::new();
+    fx.check("legacy", LEGACY);
+    fx.conf(
+        "legacy",
+        "init_config:
+instances:
+  - tags: [\"zone:a\"]
+  - tags: [\"zone:b\"]
+",
+    );
+    let config = fx.config(
+        "agent:\n  hostname: legacyhost\n  version_reported_to_checks: 7.50.0\n  \
+         log_level: debug\n  dogstatsd_port: 8200\n",
+    );
+    let out = fx
+        .agent(&[
+            "check",
+            "run",
+            "legacy",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let (doc, code) = parse_json_output(&out);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["version"], "0.5.0");
+    // What the Go agent passes: the settings of the file over the agent's defaults.
+    let reference = fx.reference_legacy(
+        "legacy",
+        1,
+        &json!({"log_level": "debug", "dogstatsd_port": 8200, "enable_metadata_collection": true}),
+    );
+    let ours = doc["instances"].as_array().unwrap();
+    assert_eq!(ours.len(), 2);
+    for (o, r) in ours.iter().zip(reference.as_array().unwrap()) {
+        assert_eq!(o["error"], Value::Null, "{o}");
+        assert_same_submissions(o, r, None);
+        assert_eq!(o["metadata"]["agent_config_type"], "dict");
+        assert_eq!(
+            o["metadata"]["headers"],
+            "Datadog Agent/7.50.0|legacy.example"
+        );
+        assert_eq!(o["metadata"]["hostname"], "legacyhost");
+    }
+    assert_eq!(ours[0]["metrics"][0]["value"], 8200.0, "{}", ours[0]);
+    // One deprecation warning for the check, not one per instance.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("passing `agentConfig` to the constructor is deprecated")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("check.name=legacy"), "{stderr}");
+}
+
+#[test]
+fn prometheus_style_base_class_with_agent_config_works_through_a_subclass() {
+    // The `prometheus` integration's pattern: GenericPrometheusCheck's __init__ takes
+    // `agentConfig` positionally; a subclass that keeps that constructor.
+    let url = serve_metrics(PROMETHEUS);
+    let fx = Fixture::new();
+    fx.check(
+        "promlegacy",
+        "from datadog_checks.base.checks.prometheus import GenericPrometheusCheck
+
+\
+         class PromLegacy(GenericPrometheusCheck):
+    pass
+",
+    );
+    fx.conf(
+        "promlegacy",
+        &format!(
+            "init_config:
+instances:
+\
+             - prometheus_url: {url}
+  namespace: legacyprom
+  tags: [\"team:c\"]
+  metrics:
+\
+             \x20   - http_requests_total: requests
+    - temperature_celsius: temperature
+\
+             \x20   - request_latency_seconds: latency
+    - rpc_duration_seconds: rpc
+"
+        ),
+    );
+    let (doc, code) = fx.run_json("promlegacy", &["--times", "2"]);
+    assert_eq!(code, 0, "{doc}");
+    let ours = doc["instances"].as_array().unwrap();
+    assert_eq!(ours.len(), 2);
+    let reference = fx.reference_legacy("promlegacy", 2, &json!({}));
+    for (o, r) in ours.iter().zip(reference.as_array().unwrap()) {
+        assert_eq!(o["error"], Value::Null, "{o}");
+        assert_same_submissions(o, r, None);
+    }
+    let names: Vec<&str> = ours[0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"legacyprom.temperature"), "{names:?}");
+    assert!(names.contains(&"legacyprom.requests"), "{names:?}");
+}
+
 #[test]
 fn wrong_argument_types_raise_type_error_inside_the_check() {
     let fx = Fixture::new();

@@ -16,7 +16,7 @@
 //! The ratios asked for are printed at the end, computed from the mean time per iteration
 //! of the samples criterion took in this run.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)] // a benchmark
+#![allow(clippy::unwrap_used)] // a benchmark
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};

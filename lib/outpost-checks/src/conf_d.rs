@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{ConfigProblem, Error};
 use crate::id::config_digest;
 use crate::value::Value;
 
@@ -86,43 +86,38 @@ impl CheckConfigFile {
                 source: Box::new(source),
             }
         })?;
-        let shape = |problem: String| Error::ConfigShape {
+        let shape = |problem: ConfigProblem| Error::ConfigShape {
             path: path.to_owned(),
             problem,
         };
         if !matches!(doc, Value::Map(_)) {
-            return Err(shape(format!(
-                "the file must be a mapping with `init_config` and `instances`, not {}",
-                doc.kind()
-            )));
+            return Err(shape(ConfigProblem::NotAMapping { found: doc.kind() }));
         }
         let init_config = match doc.get("init_config") {
             None | Some(Value::Null) => Value::Map(Vec::new()),
             Some(v @ Value::Map(_)) => v.clone(),
             Some(other) => {
-                return Err(shape(format!(
-                    "`init_config` must be a mapping or null, not {}",
-                    other.kind()
-                )));
+                return Err(shape(ConfigProblem::InitConfig {
+                    found: other.kind(),
+                }));
             }
         };
         let instances = match doc.get("instances") {
             Some(Value::Seq(items)) => items.clone(),
             None if doc.get("logs").is_some() => return Ok(None),
-            None => return Err(shape("missing `instances` (a list of mappings)".into())),
+            None => return Err(shape(ConfigProblem::MissingInstances)),
             Some(other) => {
-                return Err(shape(format!(
-                    "`instances` must be a list of mappings, not {}",
-                    other.kind()
-                )));
+                return Err(shape(ConfigProblem::Instances {
+                    found: other.kind(),
+                }));
             }
         };
         for (i, instance) in instances.iter().enumerate() {
             if !matches!(instance, Value::Map(_)) {
-                return Err(shape(format!(
-                    "instance {i} must be a mapping, not {}",
-                    instance.kind()
-                )));
+                return Err(shape(ConfigProblem::Instance {
+                    index: i,
+                    found: instance.kind(),
+                }));
             }
         }
         let digest = config_digest(name, &init_config, &instances);

@@ -9,6 +9,26 @@ use serde_json::{Value as Json, json};
 
 use crate::cache::PersistentCache;
 
+/// The keys [`default_for`] answers.
+const DEFAULT_KEYS: &[&str] = &[
+    "enable_metadata_collection",
+    "log_level",
+    "logs_enabled",
+    "integration_tracing",
+    "integration_tracing_futures",
+    "integration_tracing_exhaustive",
+    "integration_profiling",
+    "tracemalloc_debug",
+    "disable_py3_validation",
+    "python3_linter_timeout",
+    "skip_ssl_validation",
+    "min_collection_interval",
+    "check_runners",
+    "hostname",
+    "run_path",
+    "version_reported_to_checks",
+];
+
 /// Datadog agent defaults for keys checks read through `get_config` when the configuration
 /// file is silent. Keys read by datadog-checks-base 38.5.0 at import or instantiation whose
 /// "unset" (`None`) meaning differs from the agent's default are here; keys whose default is
@@ -55,6 +75,9 @@ pub(crate) struct AgentContext {
     pub(crate) cache: PersistentCache,
     pub(crate) process_start_time: f64,
     pub(crate) host_tags_json: String,
+    /// The `agentConfig` dict of legacy constructors: every default of [`default_for`],
+    /// overridden by what the `agent:` section sets.
+    pub(crate) settings: Json,
     inputs: AgentContextInputs,
 }
 
@@ -87,6 +110,7 @@ impl AgentContext {
             cache: PersistentCache::new(run_dir.join("checks-cache")),
             process_start_time: process_start_time(),
             host_tags_json,
+            settings: settings(&config, &inputs),
             config,
             inputs,
         }
@@ -112,6 +136,26 @@ impl AgentContext {
     pub(crate) fn tracemalloc_enabled(&self) -> bool {
         matches!(self.config.get("tracemalloc_debug"), Some(Json::Bool(true)))
     }
+}
+
+/// The agent's settings as one JSON object, what the Go agent passes as `agentConfig` (its
+/// `AllSettings()`): the defaults `get_config` answers, then every key the `agent:` section
+/// sets (`null`s, the unset optional keys, leave the default in place).
+fn settings(config: &AgentConfig, inputs: &AgentContextInputs) -> Json {
+    let mut map: serde_json::Map<String, Json> = DEFAULT_KEYS
+        .iter()
+        .filter_map(|k| default_for(k, inputs).map(|v| ((*k).to_owned(), v)))
+        .collect();
+    match serde_json::to_value(config) {
+        Ok(Json::Object(file)) => map.extend(file.into_iter().filter(|(_, v)| !v.is_null())),
+        Ok(other) => {
+            tracing::warn!(settings = %other, "the agent section is not a map; agentConfig holds the defaults only");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the agent section cannot be serialised; agentConfig holds the defaults only");
+        }
+    }
+    Json::Object(map)
 }
 
 static CONTEXT: OnceLock<Arc<AgentContext>> = OnceLock::new();
@@ -188,6 +232,45 @@ mod tests {
         assert_eq!(ctx.version, outpost_types::VERSION);
         assert_eq!(ctx.host_tags_json, "{}");
         assert!(!ctx.tracemalloc_enabled());
+    }
+
+    #[test]
+    fn settings_are_the_defaults_overridden_by_the_file() {
+        let mut config = AgentConfig::default();
+        config.extra.insert("log_level".into(), json!("debug"));
+        config
+            .extra
+            .insert("proxy".into(), json!({"http": "http://p:3128"}));
+        config.runners = 2;
+        let ctx = AgentContext::new(config, PathBuf::from("/r/run"));
+        let s = ctx.settings.as_object().unwrap();
+        for key in DEFAULT_KEYS {
+            assert!(s.contains_key(*key), "{key} in {s:?}");
+            assert!(
+                default_for(key, &ctx.inputs).is_some(),
+                "{key} has a default"
+            );
+        }
+        assert_eq!(s["log_level"], json!("debug"), "the file wins");
+        assert_eq!(s["enable_metadata_collection"], json!(true));
+        assert_eq!(s["proxy"], json!({"http": "http://p:3128"}));
+        assert_eq!(s["runners"], json!(2));
+        assert_eq!(s["check_runners"], json!(2));
+        assert_eq!(
+            s["hostname"],
+            json!(ctx.hostname),
+            "an unset key keeps its default"
+        );
+        assert_eq!(s["run_path"], json!("/r/run"));
+        assert_eq!(s["version_reported_to_checks"], json!(ctx.version));
+        for (key, value) in s {
+            assert!(!value.is_null(), "{key} is null");
+            assert_eq!(
+                ctx.get_config(key).as_ref(),
+                Some(value),
+                "get_config({key})"
+            );
+        }
     }
 
     #[test]

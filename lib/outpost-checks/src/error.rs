@@ -31,6 +31,106 @@ impl fmt::Display for PythonException {
 
 impl std::error::Error for PythonException {}
 
+/// What is wrong with a configuration file that is YAML but not a check configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// The document is not a mapping.
+    NotAMapping {
+        /// What it is instead (`a list`, `a string`, ...).
+        found: &'static str,
+    },
+    /// `init_config` is neither a mapping nor null.
+    InitConfig {
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// There is no `instances` key (and no `logs` key either).
+    MissingInstances,
+    /// `instances` is not a list.
+    Instances {
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// An entry of `instances` is not a mapping.
+    Instance {
+        /// 0-based index of the entry.
+        index: usize,
+        /// What it is instead.
+        found: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigProblem::NotAMapping { found } => write!(
+                f,
+                "the file must be a mapping with `init_config` and `instances`, not {found}"
+            ),
+            ConfigProblem::InitConfig { found } => {
+                write!(f, "`init_config` must be a mapping or null, not {found}")
+            }
+            ConfigProblem::MissingInstances => {
+                f.write_str("missing `instances` (a list of mappings)")
+            }
+            ConfigProblem::Instances { found } => {
+                write!(f, "`instances` must be a list of mappings, not {found}")
+            }
+            ConfigProblem::Instance { index, found } => {
+                write!(f, "instance {index} must be a mapping, not {found}")
+            }
+        }
+    }
+}
+
+/// Why the embedded interpreter did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InitFailure {
+    /// CPython's start-up returned a failed `PyStatus`.
+    Status {
+        /// The CPython function that failed, when it says.
+        function: Option<String>,
+        /// CPython's message, when it gives one.
+        message: Option<String>,
+        /// The exit code it asked for (meaningful without a message).
+        exit_code: i32,
+    },
+    /// A start earlier in this process failed; CPython cannot be started twice.
+    EarlierStart {
+        /// Why the earlier start failed.
+        earlier: Box<InitFailure>,
+    },
+    /// Something else in the process initialised CPython first.
+    InitialisedElsewhere,
+    /// The interpreter path (from the venv) contains a NUL byte.
+    NulInProgramPath,
+}
+
+impl fmt::Display for InitFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitFailure::Status {
+                function,
+                message,
+                exit_code,
+            } => match (function, message) {
+                (_, None) => write!(f, "exit with status {exit_code}"),
+                (None, Some(msg)) => f.write_str(msg),
+                (Some(func), Some(msg)) => write!(f, "{func}: {msg}"),
+            },
+            InitFailure::EarlierStart { earlier } => {
+                write!(f, "an earlier start in this process failed: {earlier}")
+            }
+            InitFailure::InitialisedElsewhere => {
+                f.write_str("the interpreter was initialised outside the check runtime")
+            }
+            InitFailure::NulInProgramPath => f.write_str("the venv path contains a NUL byte"),
+        }
+    }
+}
+
 /// Everything that can go wrong in the check runtime.
 ///
 /// Variants carry the path, check or instance they concern. [`Error::code`] maps each to the
@@ -83,11 +183,11 @@ pub enum Error {
         /// The embedded interpreter's `major.minor`.
         embedded: String,
     },
-    /// CPython refused to initialise (its own message).
-    #[error("the embedded Python interpreter failed to start: {message}")]
+    /// CPython refused to initialise.
+    #[error("the embedded Python interpreter failed to start: {failure}")]
     InterpreterInit {
-        /// What CPython said (`PyStatus.err_msg`, and the function that failed).
-        message: String,
+        /// Why (CPython's status, or an earlier failed start).
+        failure: InitFailure,
     },
     /// The interpreter started but `datadog_checks.base.AgentCheck` cannot be imported.
     #[error(
@@ -146,7 +246,7 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// What is wrong, naming the key.
-        problem: String,
+        problem: ConfigProblem,
     },
     /// No configuration file exists for the check.
     #[error(
@@ -174,14 +274,15 @@ pub enum Error {
         /// The imported module.
         module: String,
     },
-    /// The check class could not be instantiated for an instance.
-    #[error("error instantiating check {check_id}: {source}")]
+    /// The check class could not be instantiated for an instance. Shown as the check's own
+    /// exception (`ConfigurationError: ...`), as a run error is: the check ID goes with the
+    /// instance it concerns. The exception is the message, so it is not also the `source()`.
+    #[error("{exception}")]
     Instantiate {
         /// The ID the instance would have had.
         check_id: String,
-        /// The Python error.
-        #[source]
-        source: PythonException,
+        /// The constructor's exception, with its traceback.
+        exception: PythonException,
     },
     /// Two instances of one configuration file have the same configuration, hence the same ID.
     #[error(
@@ -248,7 +349,9 @@ impl Error {
         match self {
             Error::BaseMissing { source, .. }
             | Error::Import { source, .. }
-            | Error::Instantiate { source, .. }
+            | Error::Instantiate {
+                exception: source, ..
+            }
             | Error::Python { source, .. } => {
                 Some(source.traceback.as_str()).filter(|t| !t.is_empty())
             }
@@ -271,5 +374,82 @@ impl Error {
             Error::ConfigRead { .. } | Error::CheckFile { .. } => ErrorCode::Filesystem,
             _ => ErrorCode::Internal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_failures_read_as_cpython_said() {
+        let status = |function: Option<&str>, message: Option<&str>| InitFailure::Status {
+            function: function.map(str::to_owned),
+            message: message.map(str::to_owned),
+            exit_code: 3,
+        };
+        let failed = |failure| Error::InterpreterInit { failure }.to_string();
+        assert_eq!(
+            failed(status(Some("init_fs_encoding"), Some("bad codec"))),
+            "the embedded Python interpreter failed to start: init_fs_encoding: bad codec"
+        );
+        assert_eq!(status(None, Some("bad codec")).to_string(), "bad codec");
+        assert_eq!(status(Some("f"), None).to_string(), "exit with status 3");
+        let again = Error::InterpreterInit {
+            failure: InitFailure::EarlierStart {
+                earlier: Box::new(InitFailure::NulInProgramPath),
+            },
+        };
+        assert_eq!(
+            again.to_string(),
+            "the embedded Python interpreter failed to start: an earlier start in this \
+             process failed: the venv path contains a NUL byte"
+        );
+        assert!(again.is_python_unavailable());
+        assert_eq!(again.code(), ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn config_problems_name_the_key() {
+        let e = Error::ConfigShape {
+            path: PathBuf::from("/c/x.yaml"),
+            problem: ConfigProblem::Instance {
+                index: 2,
+                found: "a string",
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "invalid check configuration /c/x.yaml: instance 2 must be a mapping, not a string"
+        );
+        assert_eq!(e.code(), ErrorCode::BadRequest);
+        assert_eq!(
+            ConfigProblem::MissingInstances.to_string(),
+            "missing `instances` (a list of mappings)"
+        );
+    }
+
+    #[test]
+    fn constructor_errors_read_as_the_checks_exception() {
+        let e = Error::Instantiate {
+            check_id: "x:1".into(),
+            exception: PythonException {
+                kind: "ConfigurationError".into(),
+                message: "`p` is an invalid `port`".into(),
+                traceback: "Traceback (most recent call last):\n...".into(),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "ConfigurationError: `p` is an invalid `port`"
+        );
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "not repeated as a cause"
+        );
+        assert_eq!(
+            e.traceback(),
+            Some("Traceback (most recent call last):\n...")
+        );
     }
 }

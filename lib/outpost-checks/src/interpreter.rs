@@ -24,7 +24,7 @@ use std::sync::{Mutex, PoisonError};
 use pyo3::ffi;
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, InitFailure};
 
 /// The Python the binary was built against (`PYO3_PYTHON`), if known.
 const BUILD_PYTHON: &str = env!("OUTPOST_BUILD_PYTHON");
@@ -54,7 +54,7 @@ pub struct PythonInfo {
 #[derive(Debug, Clone)]
 enum Started {
     Ok { venv: Option<PathBuf> },
-    Failed { message: String },
+    Failed { failure: InitFailure },
 }
 
 static STARTED: Mutex<Option<Started>> = Mutex::new(None);
@@ -149,7 +149,7 @@ pub(crate) fn check_venv(venv: &Path) -> Result<PathBuf, Error> {
     Ok(python)
 }
 
-fn status_error(status: &ffi::PyStatus) -> Option<String> {
+fn status_error(status: &ffi::PyStatus) -> Option<InitFailure> {
     // SAFETY: PyStatus_Exception only reads the struct.
     if unsafe { ffi::PyStatus_Exception(*status) } == 0 {
         return None;
@@ -162,11 +162,11 @@ fn status_error(status: &ffi::PyStatus) -> Option<String> {
             unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
         }
     };
-    let (func, msg) = (text(status.func), text(status.err_msg));
-    Some(match (func.is_empty(), msg.is_empty()) {
-        (_, true) => format!("exit with status {}", status.exitcode),
-        (true, false) => msg,
-        (false, false) => format!("{func}: {msg}"),
+    let given = |s: String| Some(s).filter(|s| !s.is_empty());
+    Some(InitFailure::Status {
+        function: given(text(status.func)),
+        message: given(text(status.err_msg)),
+        exit_code: status.exitcode,
     })
 }
 
@@ -180,9 +180,11 @@ pub(crate) fn start(venv: Option<&Path>) -> Result<(), Error> {
                 venv: v.clone().unwrap_or_default(),
             });
         }
-        Some(Started::Failed { message }) => {
+        Some(Started::Failed { failure }) => {
             return Err(Error::InterpreterInit {
-                message: format!("an earlier start in this process failed: {message}"),
+                failure: InitFailure::EarlierStart {
+                    earlier: Box::new(failure.clone()),
+                },
             });
         }
         None => {}
@@ -196,7 +198,7 @@ pub(crate) fn start(venv: Option<&Path>) -> Result<(), Error> {
     // SAFETY: plain query.
     if unsafe { ffi::Py_IsInitialized() } != 0 {
         return Err(Error::InterpreterInit {
-            message: "the interpreter was initialised outside the check runtime".into(),
+            failure: InitFailure::InitialisedElsewhere,
         });
     }
     let result = init(program.as_deref());
@@ -204,14 +206,14 @@ pub(crate) fn start(venv: Option<&Path>) -> Result<(), Error> {
         Ok(()) => Started::Ok {
             venv: venv.map(Path::to_owned),
         },
-        Err(e) => Started::Failed {
-            message: e.to_string(),
+        Err(failure) => Started::Failed {
+            failure: failure.clone(),
         },
     });
-    result
+    result.map_err(|failure| Error::InterpreterInit { failure })
 }
 
-fn init(program: Option<&Path>) -> Result<(), Error> {
+fn init(program: Option<&Path>) -> Result<(), InitFailure> {
     crate::modules::register();
     // SAFETY: the pre-config is initialised by CPython before use; nothing else in the
     // process uses the Python API yet (checked by the caller under the STARTED lock).
@@ -222,16 +224,14 @@ fn init(program: Option<&Path>) -> Result<(), Error> {
         pre.utf8_mode = 1;
         pre.parse_argv = 0;
         let status = ffi::Py_PreInitialize(&pre);
-        if let Some(message) = status_error(&status) {
-            return Err(Error::InterpreterInit { message });
+        if let Some(failure) = status_error(&status) {
+            return Err(failure);
         }
     }
     let program = program
         .map(|p| CString::new(p.as_os_str().as_bytes()))
         .transpose()
-        .map_err(|_| Error::InterpreterInit {
-            message: "the venv path contains a NUL byte".into(),
-        })?;
+        .map_err(|_| InitFailure::NulInProgramPath)?;
     // SAFETY: the config is initialised by CPython, set through its API and cleared after
     // use; Py_InitializeFromConfig reports failures as a status instead of aborting.
     unsafe {
@@ -249,15 +249,15 @@ fn init(program: Option<&Path>) -> Result<(), Error> {
                 &mut config.program_name,
                 program.as_ptr(),
             );
-            if let Some(message) = status_error(&status) {
+            if let Some(failure) = status_error(&status) {
                 ffi::PyConfig_Clear(&mut config);
-                return Err(Error::InterpreterInit { message });
+                return Err(failure);
             }
         }
         let status = ffi::Py_InitializeFromConfig(&config);
         ffi::PyConfig_Clear(&mut config);
-        if let Some(message) = status_error(&status) {
-            return Err(Error::InterpreterInit { message });
+        if let Some(failure) = status_error(&status) {
+            return Err(failure);
         }
         // Release the GIL taken by initialisation; every use attaches again.
         ffi::PyEval_SaveThread();

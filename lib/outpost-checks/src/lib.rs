@@ -62,6 +62,11 @@
 //! * **Submissions never block Python**: they go into a per-instance collector (a short
 //!   uncontended lock) and are committed after each run; see [`CheckInstance::run`] for the
 //!   commit rule (after the run, whether or not it reported an error).
+//! * **Legacy constructors run.** A check class whose constructor raises is instantiated
+//!   again with the deprecated `agentConfig=` argument (the `agent:` settings with the
+//!   defaults `get_config` applies), as the Go agent does; a deprecation warning is logged
+//!   once per check. An instance that fails both ways reports the check's own exception
+//!   (`ConfigurationError: ...`) with its traceback.
 //! * **Check IDs** are the Go agent's layout, stable across restarts ([`id`]).
 //! * **Memory tracking** attributes Python allocations to check instances ([`memtrack`]);
 //!   it starts when [`Runtime::start`] returns, so what the interpreter and the base library
@@ -99,7 +104,7 @@ mod validate;
 pub mod value;
 
 pub use conf_d::{CheckConfigFile, Discovery, InstanceSettings};
-pub use error::{Error, PythonException};
+pub use error::{ConfigProblem, Error, InitFailure, PythonException};
 pub use id::CheckId;
 pub use instance::{CheckError, CheckInstance, RunReport};
 pub use interpreter::PythonInfo;

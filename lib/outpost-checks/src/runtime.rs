@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use outpost_types::config::AgentConfig;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
@@ -16,7 +18,7 @@ use crate::id::CheckId;
 use crate::instance::CheckInstance;
 use crate::interpreter::{self, PythonInfo};
 use crate::memtrack::{self, MemorySnapshot, OwnerGuard, Slot};
-use crate::pyutil::capture;
+use crate::pyutil::{capture, display, json_to_py};
 use crate::submission::ExternalTags;
 
 /// How to start the runtime.
@@ -67,6 +69,8 @@ struct CheckClass {
     module: String,
     loaded_as_wheel: bool,
     file: Option<PathBuf>,
+    /// Set once the deprecation warning of the `agentConfig` constructor was logged.
+    legacy_warned: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -212,7 +216,7 @@ impl Runtime {
     /// thread, for example). Taken out: a second call returns only newer ones.
     pub fn take_unattributed_external_tags(&self) -> Vec<ExternalTags> {
         std::mem::take(
-            &mut *crate::modules::agent::UNATTRIBUTED_EXTERNAL_TAGS
+            &mut *crate::modules::datadog_agent::UNATTRIBUTED_EXTERNAL_TAGS
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         )
@@ -221,7 +225,9 @@ impl Runtime {
     /// Loads check `name` for one configuration file: imports its module (first
     /// `datadog_checks.<name>`, then `<name>` from the checks directory; cached after the
     /// first success), picks the leaf `AgentCheck` subclass, and instantiates it once per
-    /// instance as `klass(name=, init_config=, instances=(instance,))` with `check_id` set.
+    /// instance as `klass(name=, init_config=, instances=(instance,))` (retried with the
+    /// deprecated `agentConfig=` argument when that raises, as the Go agent does) with
+    /// `check_id` set.
     ///
     /// # Errors
     /// The module cannot be imported ([`Error::Import`], with the traceback) or has no check
@@ -292,16 +298,10 @@ impl Runtime {
         let created = {
             let _current = CurrentCheck::enter(&collector);
             let _owner = OwnerGuard::enter(slot.as_ref());
-            (|| -> PyResult<Py<PyAny>> {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("name", name)?;
-                kwargs.set_item("init_config", config.init_config.to_python(py)?)?;
-                let instance = config.instances[index].to_python(py)?;
-                kwargs.set_item("instances", PyTuple::new(py, [instance])?)?;
-                let obj = class.class.bind(py).call((), Some(&kwargs))?;
+            construct(py, class, name, config, index, &self.inner.context).and_then(|obj| {
                 obj.setattr("check_id", id.as_str())?;
                 Ok(obj.unbind())
-            })()
+            })
         };
         match created {
             Ok(check) => Ok(CheckInstance::new(
@@ -319,7 +319,7 @@ impl Runtime {
                 collector::unregister(&collector);
                 Err(Error::Instantiate {
                     check_id: id.to_string(),
-                    source: capture(py, &e),
+                    exception: capture(py, &e),
                 })
             }
         }
@@ -377,6 +377,7 @@ impl Runtime {
                         module: module_name.clone(),
                         loaded_as_wheel: i == 0,
                         file,
+                        legacy_warned: AtomicBool::new(false),
                     });
                 }
                 Ok(None) => errors.push(Error::NoCheckClass {
@@ -397,6 +398,85 @@ impl Runtime {
         let index = existing.unwrap_or(errors.len().saturating_sub(1));
         Err(errors.swap_remove(index))
     }
+}
+
+/// The keyword arguments of a constructor call, built afresh for each call (a constructor
+/// may change the dicts it was given): `name`, `init_config`, `instances=(instance,)`.
+fn constructor_kwargs<'py>(
+    py: Python<'py>,
+    name: &str,
+    config: &CheckConfigFile,
+    index: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("name", name)?;
+    kwargs.set_item("init_config", config.init_config.to_python(py)?)?;
+    let instance = config.instances[index].to_python(py)?;
+    kwargs.set_item("instances", PyTuple::new(py, [instance])?)?;
+    Ok(kwargs)
+}
+
+/// Instantiates `class` for instance `index` of `config` as the Go agent does:
+/// `klass(name=, init_config=, instances=(instance,))`, and when that raises, the deprecated
+/// form with `agentConfig=<the agent's settings>` (legacy constructors such as
+/// `GenericPrometheusCheck(name, init_config, agentConfig, instances=None)` require it). A
+/// constructor that succeeds only in the deprecated form gets a deprecation warning in the
+/// log, once per check class.
+///
+/// # Errors
+/// When both calls raise, the first call's exception: the one a check written for the
+/// current API needs. The exception is the second call's when the first one only said that
+/// the constructor requires `agentConfig` (a `TypeError` naming it): the check is then a
+/// legacy one, and what stopped its constructor is in the second.
+fn construct<'py>(
+    py: Python<'py>,
+    class: &CheckClass,
+    name: &str,
+    config: &CheckConfigFile,
+    index: usize,
+    agent: &AgentContext,
+) -> PyResult<Bound<'py, PyAny>> {
+    let klass = class.class.bind(py);
+    let first = match klass.call((), Some(&constructor_kwargs(py, name, config, index)?)) {
+        Ok(check) => return Ok(check),
+        Err(e) => e,
+    };
+    let legacy = constructor_kwargs(py, name, config, index).and_then(|kwargs| {
+        kwargs.set_item("agentConfig", json_to_py(py, &agent.settings)?)?;
+        klass.call((), Some(&kwargs))
+    });
+    match legacy {
+        Ok(check) => {
+            if !class.legacy_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    check.name = %name,
+                    check.module = %class.module,
+                    "passing `agentConfig` to the constructor is deprecated, please use the \
+                     `get_config` function from the 'datadog_agent' package"
+                );
+            }
+            Ok(check)
+        }
+        Err(second) => {
+            tracing::debug!(
+                check.name = %name,
+                error = %display(second.value(py).as_any()),
+                "the deprecated constructor with `agentConfig` failed too"
+            );
+            if requires_agent_config(py, &first) {
+                Err(second)
+            } else {
+                Err(first)
+            }
+        }
+    }
+}
+
+/// True when `err` is the `TypeError` of a constructor called without its required
+/// `agentConfig` argument.
+fn requires_agent_config(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyTypeError>(py)
+        && display(err.value(py).as_any()).contains("'agentConfig'")
 }
 
 /// True when the import error says that `module` itself (or its top package) does not

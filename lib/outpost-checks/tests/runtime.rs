@@ -375,6 +375,139 @@ fn load_errors_are_values() {
     assert!(errs[2].contains("duplicates instance 1"), "{errs:?}");
 }
 
+/// Loads check `name` from `source` for the instances of `config`, keeping failures.
+fn load_all(
+    name: &str,
+    source: &str,
+    config: &str,
+) -> Vec<Result<CheckInstance, outpost_checks::InstanceLoadError>> {
+    let e = env();
+    fs_err::write(e.checks_dir.join(format!("{name}.py")), source).unwrap();
+    let cfg = CheckConfigFile::parse(name, Path::new("x.yaml"), config)
+        .unwrap()
+        .unwrap();
+    e.runtime.load_check(name, &cfg).unwrap().instances
+}
+
+#[test]
+fn legacy_constructors_get_agent_config() {
+    let instances = load(
+        "rt_legacy",
+        r#"
+from datadog_checks.base import AgentCheck
+import datadog_agent
+
+class LegacyCheck(AgentCheck):
+    def __init__(self, name, init_config, agentConfig, instances=None):
+        super(LegacyCheck, self).__init__(name, init_config, agentConfig, instances)
+        self.settings = agentConfig
+
+    def check(self, instance):
+        assert self.agentConfig is self.settings and isinstance(self.settings, dict)
+        self.gauge("rt_legacy.metadata", int(self.agentConfig["enable_metadata_collection"]))
+        self.gauge("rt_legacy.runners", self.agentConfig["check_runners"])
+        self.gauge("rt_legacy.instances", len(self.instances), tags=["port:%d" % instance["port"]])
+        h = datadog_agent.headers(self.agentConfig, http_host="h.example")
+        self.service_check("rt_legacy.headers", AgentCheck.OK, message=h["Host"])
+"#,
+        "instances:
+  - port: 1
+  - port: 2
+",
+    );
+    assert_eq!(instances.len(), 2);
+    for (i, inst) in instances.iter().enumerate() {
+        let report = inst.run();
+        assert!(report.is_ok(), "{:?}", report.error);
+        let m = &report.submissions.metrics;
+        assert_eq!(
+            m[0].value, 1.0,
+            "enable_metadata_collection defaults to true"
+        );
+        assert_eq!(m[1].value, 4.0, "check_runners is the default runners");
+        assert_eq!(m[2].value, 1.0, "one instance per check");
+        assert_eq!(m[2].tags, vec![format!("port:{}", i + 1)]);
+        assert_eq!(report.submissions.service_checks[0].message, "h.example");
+    }
+}
+
+#[test]
+fn constructor_errors_are_the_checks_own() {
+    // A current-style check: the first call's error, once, as the check raised it.
+    let failed = load_all(
+        "rt_ctor_config",
+        r#"
+from datadog_checks.base import AgentCheck
+from datadog_checks.base.errors import ConfigurationError
+
+class C(AgentCheck):
+    def __init__(self, name, init_config, instances):
+        super().__init__(name, init_config, instances)
+        port = self.instance["port"]
+        if not str(port).isdigit():
+            raise ConfigurationError("`%s` is an invalid `port`" % port)
+    def check(self, instance):
+        pass
+"#,
+        "instances: [{port: not-a-port}]
+",
+    );
+    let err = &failed[0].as_ref().unwrap_err().error;
+    assert_eq!(
+        err.to_string(),
+        "ConfigurationError: `not-a-port` is an invalid `port`"
+    );
+    let tb = err.traceback().unwrap();
+    assert_eq!(
+        tb.matches("Traceback (most recent call last)").count(),
+        1,
+        "{tb}"
+    );
+    assert!(tb.contains("ConfigurationError"), "{tb}");
+    assert!(
+        !tb.contains("agentConfig"),
+        "the retry's error is not shown: {tb}"
+    );
+
+    // A constructor that wants something else than agentConfig: the first error too.
+    let failed = load_all(
+        "rt_ctor_other",
+        r#"
+from datadog_checks.base import AgentCheck
+class C(AgentCheck):
+    def __init__(self, name, init_config, instances, extra):
+        super().__init__(name, init_config, instances)
+    def check(self, instance):
+        pass
+"#,
+        "instances: [{}]
+",
+    );
+    let err = &failed[0].as_ref().unwrap_err().error;
+    let text = err.to_string();
+    assert!(text.starts_with("TypeError: "), "{text}");
+    assert!(text.contains("'extra'"), "{text}");
+
+    // A legacy constructor that fails for its own reason: that reason, not the TypeError
+    // of the first call without agentConfig.
+    let failed = load_all(
+        "rt_ctor_legacy",
+        r#"
+from datadog_checks.base.checks.prometheus import GenericPrometheusCheck
+class C(GenericPrometheusCheck):
+    pass
+"#,
+        "instances: [{prometheus_url: 'http://127.0.0.1:1/metrics'}]
+",
+    );
+    let err = &failed[0].as_ref().unwrap_err().error;
+    assert_eq!(
+        err.to_string(),
+        "CheckException: You have to define a namespace for each prometheus check"
+    );
+    assert!(!err.traceback().unwrap().contains("'agentConfig'"));
+}
+
 #[test]
 fn handles_cross_threads() {
     fn send_sync<T: Send + Sync>() {}

@@ -89,17 +89,30 @@ impl Fixture {
 
     /// Runs the reference: the same check in plain Python with the stub aggregator.
     pub(crate) fn reference(&self, name: &str, times: u32) -> Value {
+        self.reference_with(name, times, None)
+    }
+
+    /// Runs the reference for a check with a legacy constructor, instantiated the old way
+    /// with `agent_config` as its `agentConfig`: `cls(name, init_config, agentConfig,
+    /// [instance])`.
+    pub(crate) fn reference_legacy(&self, name: &str, times: u32, agent_config: &Value) -> Value {
+        self.reference_with(name, times, Some(agent_config))
+    }
+
+    fn reference_with(&self, name: &str, times: u32, agent_config: Option<&Value>) -> Value {
         let script = self.root().join("reference.py");
         fs_err::write(&script, REFERENCE).unwrap();
         let conf = self.root().join(format!("conf.d/{name}.d/conf.yaml"));
-        let out = Command::new(venv().join("bin/python"))
-            .arg(&script)
+        let mut cmd = Command::new(venv().join("bin/python"));
+        cmd.arg(&script)
             .arg(self.checks_dir())
             .arg(&conf)
             .arg(name)
-            .arg(times.to_string())
-            .output()
-            .unwrap();
+            .arg(times.to_string());
+        if let Some(agent_config) = agent_config {
+            cmd.arg(agent_config.to_string());
+        }
+        let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
             "reference failed: {}",
@@ -139,6 +152,8 @@ pub(crate) fn assert_no_rust_noise(text: &str) {
 /// The reference runner: loads the check like the loader (leaf AgentCheck subclass of the
 /// module in the checks dir), instantiates each instance of the YAML file, runs them
 /// `times` times with the stubs, and prints, per run, what the stub aggregator recorded.
+/// With a fifth argument (a JSON object), checks are instantiated the legacy way, with it as
+/// their `agentConfig`.
 const REFERENCE: &str = r#"
 import importlib, json, math, sys
 import yaml
@@ -146,6 +161,7 @@ from datadog_checks.base.stubs import aggregator, datadog_agent
 from datadog_checks.checks import AgentCheck
 
 checks_dir, conf_path, name, times = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+agent_config = json.loads(sys.argv[5]) if len(sys.argv) > 5 else None
 sys.path.append(checks_dir)
 module = importlib.import_module(name)
 cls = None
@@ -158,7 +174,7 @@ cfg = yaml.safe_load(open(conf_path))
 init = cfg.get('init_config') or {}
 checks = []
 for i, inst in enumerate(cfg['instances']):
-    c = cls(name, init, [inst])
+    c = cls(name, init, [inst]) if agent_config is None else cls(name, init, agent_config, [inst])
     c.check_id = '%s:ref%d' % (name, i)
     checks.append(c)
 

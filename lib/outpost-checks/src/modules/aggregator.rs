@@ -106,7 +106,6 @@ pub(crate) fn submit_metric(
 
 #[pyfunction]
 #[pyo3(signature = (_check, check_id, name, status, tags, hostname, message, /))]
-#[allow(clippy::too_many_arguments)] // the Python signature
 pub(crate) fn submit_service_check(
     _check: &Bound<'_, PyAny>,
     check_id: &str,

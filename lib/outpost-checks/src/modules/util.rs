@@ -114,7 +114,7 @@ pub(crate) mod util {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use super::super::agent::headers;
+    use super::super::datadog_agent::headers;
     #[pymodule_export]
     use super::get_subprocess_output;
 
@@ -130,7 +130,7 @@ pub(crate) mod private_util {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use super::super::agent::headers;
+    use super::super::datadog_agent::headers;
     #[pymodule_export]
     use super::get_subprocess_output;
 
