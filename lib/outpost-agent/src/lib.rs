@@ -61,10 +61,10 @@ pub use agent::{
     ReloadSummary,
 };
 pub use check::{CheckSource, PythonCheck};
-pub use error::AgentError;
+pub use error::{AgentError, InvalidValue, OutputStep};
 pub use run::run;
 pub use scheduler::{
-    Job, JobReport, JobStats, ManualRun, Observer, RunInfo, RunKind, RunSummary, Scheduler,
-    SchedulerConfig, SchedulerStats, ShutdownReport,
+    Job, JobReport, JobStats, ManualRun, Observer, RunError, RunInfo, RunKind, RunSummary,
+    Scheduler, SchedulerConfig, SchedulerStats, ShutdownReport,
 };
 pub use sinks::{JsonLines, RunFormat, SeriesStore};
