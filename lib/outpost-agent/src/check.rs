@@ -10,7 +10,7 @@ use std::time::Duration;
 use outpost_checks::{CheckError, CheckInstance, LoadedCheck, RunReport};
 use serde::Serialize;
 
-use crate::scheduler::{Job, JobReport, RunError, RunSummary};
+use crate::scheduler::{Job, JobError, JobReport, RunSummary};
 
 /// Where a check's code came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -122,15 +122,15 @@ impl JobReport for RunReport {
 }
 
 /// A check's error as the scheduler keeps it.
-pub(crate) fn run_error(e: &CheckError) -> RunError {
-    RunError {
+pub(crate) fn run_error(e: &CheckError) -> JobError {
+    JobError {
         message: e.message.clone(),
         traceback: e.traceback.clone(),
     }
 }
 
 /// A run's error as the check views show it.
-pub(crate) fn check_error_of_run(e: &RunError) -> CheckError {
+pub(crate) fn check_error_of_run(e: &JobError) -> CheckError {
     CheckError {
         message: e.message.clone(),
         traceback: e.traceback.clone(),

@@ -44,7 +44,7 @@ pub trait JobReport: Send + Sync + 'static {
 /// An error a run reported, as the statistics keep it (for a check: its exception and
 /// traceback).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RunError {
+pub struct JobError {
     /// What went wrong.
     pub message: String,
     /// Where (a Python traceback for a check; may be empty).
@@ -55,7 +55,7 @@ pub struct RunError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunSummary {
     /// `None` when the run succeeded.
-    pub error: Option<RunError>,
+    pub error: Option<JobError>,
     /// Warnings the run reported.
     pub warnings: Vec<String>,
     /// Metric samples submitted.

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::engine::{Engine, Running, Timer};
 use super::handle::ManualRun;
-use super::job::{Job, JobReport, RunError, RunInfo, RunKind, RunSummary};
+use super::job::{Job, JobError, JobReport, RunInfo, RunKind, RunSummary};
 use super::mailbox::{Completion, RunFlags};
 use super::timing::next_due;
 use crate::error::AgentError;
@@ -93,7 +93,7 @@ impl<J: Job> Engine<J> {
                 Err(p) => {
                     let message = panic_message(&*p);
                     let summary = RunSummary {
-                        error: Some(RunError {
+                        error: Some(JobError {
                             message: format!("the run panicked: {message}"),
                             traceback: String::new(),
                         }),
