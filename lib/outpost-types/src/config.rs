@@ -181,6 +181,40 @@ pub struct RegistryConfig {
     pub auths: BTreeMap<String, RegistryLogin>,
 }
 
+impl RegistryConfig {
+    /// Whether `host` (`host[:port]`) is spoken to over plain HTTP.
+    pub fn is_insecure(&self, host: &str) -> bool {
+        self.insecure_hosts.iter().any(|h| h == host)
+    }
+
+    /// The host a pull of a reference on `host` goes to: the mirror, when one is set (an
+    /// empty mirror is none).
+    pub fn pull_host<'a>(&'a self, host: &'a str) -> &'a str {
+        self.mirror
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .unwrap_or(host)
+    }
+
+    /// The login of hosts without their own entry in `auths`: `registry.username` and
+    /// `registry.password_file`.
+    pub fn default_login(&self) -> RegistryLogin {
+        RegistryLogin {
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+        }
+    }
+
+    /// The login for `host` and the key it is configured under, for messages: its own entry
+    /// (`registry.auths."<host>"`), else the default one (`registry`).
+    pub fn login_for(&self, host: &str) -> (RegistryLogin, String) {
+        match self.auths.get(host) {
+            Some(login) => (login.clone(), format!("registry.auths.\"{host}\"")),
+            None => (self.default_login(), "registry".to_owned()),
+        }
+    }
+}
+
 /// `registry.auths.<host>`: the configured credentials for one registry host, a username
 /// and the file holding its password.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -475,6 +509,19 @@ agent: {runners: 2, memtrack_enabled: false, tags: [a:b], enable_metadata_collec
         assert_eq!(c.api.allow_uids, vec![1000]);
         assert_eq!(c.packages.max_unpacked_bytes, ByteSize(8 << 30));
         assert_eq!(c.registry.auths["ghcr.io"].username.as_deref(), Some("u"));
+        assert!(c.registry.is_insecure("127.0.0.1:5000"));
+        assert!(!c.registry.is_insecure("ghcr.io"));
+        assert_eq!(c.registry.pull_host("ghcr.io"), "ghcr.io");
+        let (login, key) = c.registry.login_for("ghcr.io");
+        assert_eq!(login.username.as_deref(), Some("u"));
+        assert_eq!(key, "registry.auths.\"ghcr.io\"");
+        let (login, key) = c.registry.login_for("docker.io");
+        assert_eq!(
+            (login, key.as_str()),
+            (RegistryLogin::default(), "registry")
+        );
+        let mirrored = Config::from_yaml("registry: {mirror: \"m:5000\"}\n").unwrap();
+        assert_eq!(mirrored.registry.pull_host("ghcr.io"), "m:5000");
         assert_eq!(c.agent.runners, 2);
         assert_eq!(c.agent.get("nested.k"), Some(serde_json::json!(3)));
         assert_eq!(
