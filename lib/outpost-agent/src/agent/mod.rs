@@ -37,14 +37,14 @@ use crate::scheduler::{Scheduler, ShutdownReport};
 use crate::sinks::{JsonLines, SeriesStore};
 
 #[derive(Debug, Default)]
-pub(super) struct Loaded {
+struct Loaded {
     jobs: BTreeMap<String, Arc<PythonCheck>>,
     errors: Vec<LoadError>,
     /// Custom checks already sent for validation (once per name).
     validated: HashSet<String>,
 }
 
-pub(super) struct Inner {
+struct Inner {
     options: AgentOptions,
     python: Mutex<Python>,
     scheduler: Scheduler<PythonCheck>,

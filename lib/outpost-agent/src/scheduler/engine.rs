@@ -19,6 +19,7 @@ use super::stats::SharedStats;
 use super::timing::{MIN_PERIOD, spread_offset};
 use crate::error::AgentError;
 
+/// A run in progress, as the loop knows it.
 pub(super) struct Running<J: Job> {
     pub(super) run: u64,
     pub(super) kind: RunKind,
@@ -30,6 +31,7 @@ pub(super) struct Running<J: Job> {
     pub(super) waiters: Vec<RunReply<J>>,
 }
 
+/// One scheduled job and where it stands.
 pub(super) struct Entry<J: Job> {
     pub(super) job: Arc<J>,
     pub(super) generation: u64,
@@ -46,6 +48,7 @@ pub(super) struct Entry<J: Job> {
     pub(super) successor: Option<Arc<J>>,
 }
 
+/// What a timer of the loop is for (stale ones, of an older generation or run, are ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Timer {
     Due { generation: u64 },
@@ -53,12 +56,14 @@ pub(super) enum Timer {
     Grace,
 }
 
+/// A shutdown under way: who waits for it, and whether the grace period is over.
 pub(super) struct ShutdownState {
     pub(super) replies: Vec<oneshot::Sender<ShutdownReport>>,
     pub(super) cancelled: usize,
     pub(super) grace_over: bool,
 }
 
+/// The loop's state; owned by the loop's task, never shared.
 pub(super) struct Engine<J: Job> {
     pub(super) config: SchedulerConfig,
     pub(super) observer: Arc<dyn Observer<J>>,

@@ -16,6 +16,8 @@ use super::timing::next_due;
 use crate::error::AgentError;
 
 impl<J: Job> Engine<J> {
+    /// Starts a run of `id` on a blocking thread of its own: the run, the observer, the
+    /// statistics, then the completion posted to the mailbox.
     pub(super) fn start(&mut self, id: Arc<str>) {
         let run = self.next_seq();
         let Some(e) = self.entries.get_mut(&id) else {
@@ -134,6 +136,8 @@ impl<J: Job> Engine<J> {
         });
     }
 
+    /// The loop's side of a finished run: frees its runner, answers run-now callers, retires
+    /// a removed job, and sets the next due time.
     pub(super) fn on_completion(&mut self, done: Completion<J>) {
         let Some(e) = self.entries.get_mut(&done.id) else {
             return;
