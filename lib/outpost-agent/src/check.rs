@@ -1,23 +1,16 @@
 //! The production [`Job`]: a Python check instance of the embedded runtime.
 //!
-//! # Runner threads keep a Python thread state
-//! The embedding API creates a Python thread state when a thread without one attaches, and
-//! destroys it when the thread detaches: for a runner thread that is, per run, an allocation
-//! of the thread state, an `mmap`/`munmap` of the 16 KiB frame stack (with the TLB shootdown
-//! that `munmap` sends to the other cores) and a page fault. Like rtloader's goroutines pinned
-//! to their OS thread, a runner thread here creates its thread state on its first run and keeps
-//! it (detached, the GIL released) until the thread ends; later attaches on that thread find
-//! it and only take the GIL.
+//! Runner threads keep a Python thread state from their first run until they end
+//! ([`outpost_checks::thread_state`]): a run then only takes the GIL.
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_checks::{CheckInstance, LoadedCheck, RunReport};
+use outpost_checks::{CheckError, CheckInstance, LoadedCheck, RunReport};
 use serde::Serialize;
 
-use crate::scheduler::{Job, JobReport, RunSummary};
+use crate::scheduler::{Job, JobError, JobReport, RunSummary};
 
 /// Where a check's code came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -86,49 +79,6 @@ impl PythonCheck {
     }
 }
 
-/// The thread state this thread keeps, and the `PyGILState_Ensure` result to release it with.
-struct PinnedThreadState(
-    Cell<Option<(pyo3::ffi::PyGILState_STATE, *mut pyo3::ffi::PyThreadState)>>,
-);
-
-impl Drop for PinnedThreadState {
-    fn drop(&mut self) {
-        if let Some((state, tstate)) = self.0.take() {
-            // SAFETY: `tstate` is this thread's own, saved by `PyEval_SaveThread` in
-            // `pin_thread_state` and never restored since; the interpreter is never finalized,
-            // so restoring it (taking the GIL) then releasing the `PyGILState_Ensure` that
-            // created it (which deletes it and drops the GIL) is the documented pairing.
-            unsafe {
-                pyo3::ffi::PyEval_RestoreThread(tstate);
-                pyo3::ffi::PyGILState_Release(state);
-            }
-        }
-    }
-}
-
-thread_local! {
-    static PINNED: PinnedThreadState = const { PinnedThreadState(Cell::new(None)) };
-}
-
-/// Gives this thread a Python thread state that outlives the attaches of single runs (see
-/// the module docs). Only for threads that are not attached to the interpreter, once it runs.
-fn pin_thread_state() {
-    PINNED.with(|p| {
-        if p.0.get().is_none() {
-            // SAFETY: the interpreter is initialised (a `PythonCheck` exists only once the
-            // runtime started) and this thread is not attached (runner threads only attach
-            // inside `CheckInstance` calls, which have returned). `PyGILState_Ensure` creates
-            // the thread state and takes the GIL; `PyEval_SaveThread` releases the GIL and
-            // keeps the thread state for later attaches of this thread.
-            let pinned = unsafe {
-                let state = pyo3::ffi::PyGILState_Ensure();
-                (state, pyo3::ffi::PyEval_SaveThread())
-            };
-            p.0.set(Some(pinned));
-        }
-    });
-}
-
 impl Job for PythonCheck {
     type Report = RunReport;
 
@@ -145,12 +95,12 @@ impl Job for PythonCheck {
     }
 
     fn run(&self) -> RunReport {
-        pin_thread_state();
+        outpost_checks::thread_state::pin();
         self.instance.run()
     }
 
     fn cancel(&self) {
-        pin_thread_state();
+        outpost_checks::thread_state::pin();
         if let Err(e) = self.instance.cancel() {
             tracing::warn!(check.id = %self.instance.id(), error = %e, "cancel() failed");
         }
@@ -161,12 +111,28 @@ impl JobReport for RunReport {
     fn summary(&self) -> RunSummary {
         let s = &self.submissions;
         RunSummary {
-            error: self.error.clone(),
+            error: self.error.as_ref().map(run_error),
             warnings: self.warnings.clone(),
             metric_count: s.metrics.len(),
             service_check_count: s.service_checks.len(),
             event_count: s.events.len(),
             histogram_bucket_count: s.histogram_buckets.len(),
         }
+    }
+}
+
+/// A check's error as the scheduler keeps it.
+pub(crate) fn run_error(e: &CheckError) -> JobError {
+    JobError {
+        message: e.message.clone(),
+        traceback: e.traceback.clone(),
+    }
+}
+
+/// A run's error as the check views show it.
+pub(crate) fn check_error_of_run(e: &JobError) -> CheckError {
+    CheckError {
+        message: e.message.clone(),
+        traceback: e.traceback.clone(),
     }
 }

@@ -86,8 +86,8 @@ pub enum AgentError {
     /// The `--output` file could not be opened, rotated or written.
     #[error("{op} {}: {source}", path.display())]
     Output {
-        /// What was being done (`opening`, `rotating`, `writing`).
-        op: &'static str,
+        /// What was being done.
+        op: OutputStep,
         /// The file.
         path: PathBuf,
         /// The cause.
@@ -95,12 +95,12 @@ pub enum AgentError {
         source: std::io::Error,
     },
     /// A configuration value is unusable.
-    #[error("invalid {key}: {message}")]
+    #[error("invalid {key}: {problem}")]
     InvalidConfig {
         /// The key, e.g. `agent.runners`.
         key: &'static str,
         /// What is wrong with it.
-        message: String,
+        problem: InvalidValue,
     },
     /// A thread of the agent could not be started.
     #[error("cannot start {what}: {source}")]
@@ -123,6 +123,39 @@ pub enum AgentError {
     /// The API could not be built or served.
     #[error(transparent)]
     Api(#[from] outpost_api::Error),
+}
+
+/// What is wrong with a configuration value (the parser already checked its type and form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidValue {
+    /// A count that must be at least 1 is 0.
+    #[error("must be at least 1")]
+    Zero,
+    /// A duration or size that must be more than 0 is 0.
+    #[error("must be more than 0")]
+    NotPositive,
+}
+
+/// What was being done to the `--output` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStep {
+    /// Opening (or creating) it.
+    Opening,
+    /// Renaming it to `<file>.1` and starting a new one.
+    Rotating,
+    /// Appending a run's lines.
+    Writing,
+}
+
+impl std::fmt::Display for OutputStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Opening => "opening",
+            Self::Rotating => "rotating",
+            Self::Writing => "writing",
+        })
+    }
 }
 
 impl AgentError {

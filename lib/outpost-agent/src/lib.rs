@@ -51,8 +51,8 @@ mod agent;
 pub mod api;
 mod check;
 mod error;
-mod run;
 pub mod scheduler;
+mod serve;
 pub mod sinks;
 pub mod telemetry;
 
@@ -61,10 +61,10 @@ pub use agent::{
     ReloadSummary,
 };
 pub use check::{CheckSource, PythonCheck};
-pub use error::AgentError;
-pub use run::run;
+pub use error::{AgentError, InvalidValue, OutputStep};
 pub use scheduler::{
-    Job, JobReport, JobStats, ManualRun, Observer, RunInfo, RunKind, RunSummary, Scheduler,
-    SchedulerConfig, SchedulerStats, ShutdownReport,
+    Job, JobError, JobReport, JobStats, ManualRun, Observer, RunInfo, RunKind, RunSummary,
+    Scheduler, SchedulerConfig, SchedulerStats, ShutdownReport,
 };
+pub use serve::run;
 pub use sinks::{JsonLines, RunFormat, SeriesStore};

@@ -229,10 +229,9 @@ fn render_agent(agent: &Agent, out: &mut Exposition) {
 
 /// Renders the whole exposition: `api`'s registry, the agent's series, then the checks'.
 pub fn render(agent: &Agent, api: &Telemetry) -> String {
-    let api_text = api.render();
     let mut out =
-        Exposition::with_capacity(api_text.len() + 64 * agent.series().series_count() + 8192);
-    out.append_rendered(&api_text);
+        Exposition::with_capacity(64 * (api.series_count() + agent.series().series_count()) + 8192);
+    out.append_telemetry(api);
     render_memory(&mut out);
     render_agent(agent, &mut out);
     agent.series().render(&mut out);

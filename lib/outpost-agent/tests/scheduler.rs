@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use outpost_agent::AgentError;
 use outpost_agent::scheduler::{
-    Job, JobReport, Observer, RunInfo, RunKind, RunSummary, Scheduler, SchedulerConfig,
+    Job, JobError, JobReport, Observer, RunInfo, RunKind, RunSummary, Scheduler, SchedulerConfig,
     spread_offset,
 };
-use outpost_checks::CheckError;
 use tokio::time::Instant;
 
 /// Permits for runs of a gated job: each run takes one, waiting until there is one.
@@ -641,7 +640,7 @@ async fn a_panicking_run_is_an_error_and_the_job_stays_scheduled() {
     assert_eq!((job.runs(), other.runs()), (3, 3));
     let stats = scheduler.job("panics:1").unwrap();
     assert_eq!(stats.errors, 3);
-    let error: CheckError = stats.last_run.unwrap().summary.error.unwrap();
+    let error: JobError = stats.last_run.unwrap().summary.error.unwrap();
     assert!(error.message.contains("job panics:1 exploded"), "{error:?}");
     let manual = scheduler.run_now("panics:1").await.unwrap_err();
     assert!(matches!(manual, AgentError::RunPanicked { .. }), "{manual}");

@@ -535,21 +535,32 @@ impl Telemetry {
 
     /// Renders every family in the text exposition format 0.0.4.
     pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.render_into(&mut out, |_| {});
+        out
+    }
+
+    /// Appends every family to `out` in the text exposition format 0.0.4, and calls
+    /// `written` with the name of each family written (one `# TYPE` line each, in order),
+    /// so that an exposition assembled from several sources can keep one `# TYPE` per
+    /// family without reading the text back.
+    pub fn render_into(&self, out: &mut String, mut written: impl FnMut(&str)) {
         let families = self.read();
         let estimate: usize = families
             .iter()
             .map(|(name, f)| 64 + f.help.len() + f.series.len() * (name.len() + 48))
             .sum();
-        let mut out = String::with_capacity(estimate);
+        out.reserve(estimate);
         for (name, family) in families.iter() {
             if family.series.is_empty() {
                 continue;
             }
+            written(name);
             if !family.help.is_empty() {
                 out.push_str("# HELP ");
                 out.push_str(name);
                 out.push(' ');
-                escape_help(&family.help, &mut out);
+                escape_help(&family.help, out);
                 out.push('\n');
             }
             out.push_str("# TYPE ");
@@ -560,7 +571,7 @@ impl Telemetry {
             for (labels, series) in &family.series {
                 match series.as_ref() {
                     Series::Scalar(v) => {
-                        write_sample(&mut out, name, "", labels, None, v.get());
+                        write_sample(out, name, "", labels, None, v.get());
                     }
                     Series::Histogram { bounds, state } => {
                         let st = state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -569,7 +580,7 @@ impl Telemetry {
                             cumulative += count;
                             #[allow(clippy::cast_precision_loss)]
                             write_sample(
-                                &mut out,
+                                out,
                                 name,
                                 "_bucket",
                                 labels,
@@ -580,21 +591,20 @@ impl Telemetry {
                         #[allow(clippy::cast_precision_loss)]
                         {
                             write_sample(
-                                &mut out,
+                                out,
                                 name,
                                 "_bucket",
                                 labels,
                                 Some(f64::INFINITY),
                                 st.count as f64,
                             );
-                            write_sample(&mut out, name, "_sum", labels, None, st.sum);
-                            write_sample(&mut out, name, "_count", labels, None, st.count as f64);
+                            write_sample(out, name, "_sum", labels, None, st.sum);
+                            write_sample(out, name, "_count", labels, None, st.count as f64);
                         }
                     }
                 }
             }
         }
-        out
     }
 
     /// The ready-made `telemetry` module: `GET /telemetry` answers [`Telemetry::render`] with

@@ -100,6 +100,7 @@ mod modules;
 mod pyutil;
 mod runtime;
 pub mod submission;
+pub mod thread_state;
 mod validate;
 pub mod value;
 

@@ -18,12 +18,12 @@ pub mod hooks;
 pub mod metrics;
 pub mod ops;
 pub mod routes;
-pub mod run;
+pub mod serve;
 pub mod socket_access;
 mod store;
 pub mod tasks;
 
 pub use error::DaemonError;
 pub use ops::{Daemon, GcSummary, Requester, StatusBody};
-pub use run::{RunError, RunOptions, run};
+pub use serve::{RunError, RunOptions, run};
 pub use socket_access::SocketAccessError;

@@ -1231,7 +1231,7 @@ mod tests {
         };
         c.auths.insert(
             "ghcr.io".into(),
-            outpost_types::config::RegistryAuth {
+            outpost_types::config::RegistryLogin {
                 username: Some("g".into()),
                 password_file: Some("/g".into()),
             },

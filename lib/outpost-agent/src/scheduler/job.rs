@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use outpost_checks::CheckError;
 use serde::Serialize;
 
 /// Something run at an interval on a runner thread: a check instance in production
@@ -42,11 +41,21 @@ pub trait JobReport: Send + Sync + 'static {
     fn summary(&self) -> RunSummary;
 }
 
+/// An error a run reported, as the statistics keep it (for a check: its exception and
+/// traceback).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobError {
+    /// What went wrong.
+    pub message: String,
+    /// Where (a Python traceback for a check; may be empty).
+    pub traceback: String,
+}
+
 /// The part of a run the statistics keep.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunSummary {
     /// `None` when the run succeeded.
-    pub error: Option<CheckError>,
+    pub error: Option<JobError>,
     /// Warnings the run reported.
     pub warnings: Vec<String>,
     /// Metric samples submitted.

@@ -1,13 +1,55 @@
 //! The scheduler: runs [`Job`]s at their interval on a bounded pool of runner threads.
 //!
-//! * `job`: the [`Job`] trait (a check instance in production), [`Observer`] (the sinks).
-//! * `engine`: the scheduling loop and its handle, [`Scheduler`].
+//! * `job`: the [`Job`] trait (a check instance in production), [`Observer`] (the sinks),
+//!   and what the scheduler keeps of a run ([`RunSummary`]; it knows nothing of checks).
+//! * `handle`: [`Scheduler`], the handle callers hold, and its settings.
+//! * `engine`: the scheduling loop, which owns every job's timing.
+//! * `runner`: what happens on a runner thread, and the loop's side of a finished run.
+//! * `mailbox`: where runner threads leave finished runs, and when they wake the loop.
+//! * `timing`: the spread of first runs and the due time of the next run.
 //! * `stats`: per-job and overall statistics.
+//!
+//! # Timing rules
+//! * **First run**: `spread_offset(id, interval)` after the job is added (a hash of its ID
+//!   modulo the interval, so the first runs of many jobs spread over their interval and the
+//!   same ID always gets the same offset); immediately when spreading is off.
+//! * **Next run**: due `interval` after the previous due time. A run that takes longer than
+//!   its interval is an *overrun*: it is counted and the next run is due when it finishes
+//!   (delayed, never stacked: a job never runs twice at once). A run that waited for a
+//!   runner until past its next due time makes the next one due `interval` after its start:
+//!   missed slots are skipped, not caught up.
+//! * **Runners**: at most `runners` runs at once. A due job waits in FIFO order for a free
+//!   runner; its *start delay* (start minus due time) is recorded.
+//! * **Timeout**: a run still going `timeout` after it started (default: the scheduler's
+//!   timeout, else the job's interval) is reported *late* and [`Job::cancel`] is requested
+//!   on a thread of its own. The run keeps its runner until it returns: a hung job occupies
+//!   exactly one runner, and the others keep serving the other jobs.
+//! * **Run now**: [`Scheduler::run_now`] waits for a run that starts after the request (right
+//!   away when a runner is free and the job idle). It does not move the job's schedule; a due
+//!   time that comes while it runs is served right after.
+//! * **Removal**: [`Scheduler::remove`] requests `cancel()`, stops scheduling the job, and
+//!   retires it ([`Observer::retired`]) once its run in progress, if any, has finished.
+//!   Adding a job whose ID is still retiring schedules the new one when the old one retires.
+//! * **Shutdown**: no new runs start, `cancel()` is requested for every job (running ones
+//!   first), and the loop waits up to the grace period for the runs in progress.
+//!
+//! # Threads and the clock
+//! Runs execute through [`tokio::task::spawn_blocking`], so each run has a thread of its own
+//! for as long as it lasts. All timing uses [`tokio::time::Instant`]: under tokio's paused
+//! test clock the loop is fully deterministic (the clock does not auto-advance while a run is
+//! in progress on a current-thread runtime, and a finished run is posted before it does
+//! again).
+//!
 
 mod engine;
+mod handle;
 mod job;
+mod mailbox;
+mod runner;
 mod stats;
+mod timing;
 
-pub use self::engine::{ManualRun, Scheduler, SchedulerConfig, ShutdownReport, spread_offset};
-pub use self::job::{Job, JobReport, NoObserver, Observer, RunInfo, RunKind, RunSummary};
+pub use self::handle::{ManualRun, Scheduler, SchedulerConfig, ShutdownReport};
+pub use self::job::{Job, JobError, JobReport, NoObserver, Observer, RunInfo, RunKind, RunSummary};
 pub use self::stats::{DelayHistogram, JobStats, LastRun, SchedulerStats, unix_seconds};
+pub use self::timing::spread_offset;

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use outpost_api::Telemetry;
 use outpost_api::telemetry::{escape_help, push_label, write_sample};
 
 /// The `a="x",b="y"` form of label pairs given in order (names must already be valid).
@@ -29,19 +30,13 @@ impl Exposition {
         }
     }
 
-    /// Appends an already rendered exposition, remembering its families.
-    pub(crate) fn append_rendered(&mut self, text: &str) {
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ")
-                && let Some(name) = rest.split_whitespace().next()
-            {
-                self.families.insert(name.to_owned());
-            }
-        }
-        self.out.push_str(text);
-        if !text.is_empty() && !text.ends_with('\n') {
-            self.out.push('\n');
-        }
+    /// Appends every family of a telemetry registry, remembering their names as they are
+    /// written (the text is never read back).
+    pub(crate) fn append_telemetry(&mut self, telemetry: &Telemetry) {
+        let families = &mut self.families;
+        telemetry.render_into(&mut self.out, |name| {
+            families.insert(name.to_owned());
+        });
     }
 
     /// True when a family of this name was written.
@@ -94,8 +89,10 @@ mod tests {
 
     #[test]
     fn one_type_line_per_family() {
+        let api = Telemetry::new();
+        api.add_counter("api_total", &[("a", "1")], 2.0).unwrap();
         let mut e = Exposition::default();
-        e.append_rendered("# TYPE api_total counter\napi_total{a=\"1\"} 2\n");
+        e.append_telemetry(&api);
         assert!(e.has_family("api_total"));
         assert!(!e.family("api_total", "gauge", ""));
         assert!(e.family("x", "gauge", "Help \\ with\nnewline"));

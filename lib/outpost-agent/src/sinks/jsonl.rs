@@ -29,7 +29,7 @@ use outpost_checks::RunReport;
 use serde_json::{Map, Value};
 
 use super::RunFormat;
-use crate::error::AgentError;
+use crate::error::{AgentError, InvalidValue, OutputStep};
 use crate::scheduler::unix_seconds;
 
 /// The keys of a `check run --json` instance entry that hold lists of submissions, and the
@@ -106,14 +106,14 @@ fn open_append(path: &Path) -> Result<(fs_err::File, u64), AgentError> {
         .append(true)
         .open(path)
         .map_err(|source| AgentError::Output {
-            op: "opening",
+            op: OutputStep::Opening,
             path: path.to_owned(),
             source,
         })?;
     let size = file
         .metadata()
         .map_err(|source| AgentError::Output {
-            op: "opening",
+            op: OutputStep::Opening,
             path: path.to_owned(),
             source,
         })?
@@ -131,7 +131,7 @@ impl JsonLines {
         if max_bytes == 0 {
             return Err(AgentError::InvalidConfig {
                 key: "--output-max-bytes",
-                message: "must be more than 0".into(),
+                problem: InvalidValue::NotPositive,
             });
         }
         let path = path.into();
@@ -195,7 +195,7 @@ impl JsonLines {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
                     return Err(AgentError::Output {
-                        op: "rotating",
+                        op: OutputStep::Rotating,
                         path: self.path.clone(),
                         source,
                     });
@@ -220,7 +220,7 @@ impl JsonLines {
                 // Reopen next time: the file may have been removed or the disk filled.
                 w.file = None;
                 Err(AgentError::Output {
-                    op: "writing",
+                    op: OutputStep::Writing,
                     path: self.path.clone(),
                     source,
                 })
@@ -277,7 +277,13 @@ mod tests {
         fs_err::create_dir_all(dir.path().join("out.jsonl.1/keep")).unwrap();
         let e = out.write("{\"z\":1}\n").unwrap_err();
         assert!(
-            matches!(e, AgentError::Output { op: "rotating", .. }),
+            matches!(
+                e,
+                AgentError::Output {
+                    op: OutputStep::Rotating,
+                    ..
+                }
+            ),
             "{e}"
         );
         assert!(e.to_string().contains("out.jsonl"), "{e}");
@@ -291,7 +297,10 @@ mod tests {
         );
         assert!(matches!(
             JsonLines::open(dir.path().join("missing/out.jsonl"), 10),
-            Err(AgentError::Output { op: "opening", .. })
+            Err(AgentError::Output {
+                op: OutputStep::Opening,
+                ..
+            })
         ));
         assert!(matches!(
             JsonLines::open(&path, 0),

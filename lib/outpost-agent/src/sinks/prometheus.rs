@@ -706,8 +706,10 @@ mod tests {
         assert_eq!(dropped["type_conflict"], 1);
         assert_eq!(dropped["reserved_name"], 2);
         // A family of the rendered output already written elsewhere is left out.
+        let api = outpost_api::Telemetry::new();
+        api.add_counter("x", &[], 5.0).unwrap();
         let mut out = Exposition::default();
-        out.append_rendered("# TYPE x counter\nx 5\n");
+        out.append_telemetry(&api);
         store.render(&mut out);
         assert_eq!(out.finish(), "# TYPE x counter\nx 5\n");
     }
