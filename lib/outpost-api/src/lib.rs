@@ -56,7 +56,8 @@
 //!   effective uid, and the uids/gids configured in `api.allow_uids` / `api.allow_gids`
 //!   ([`AccessPolicy`]); others get 403 `forbidden`. Each privileged request is logged with
 //!   the caller's uid and pid.
-//! * The optional TCP listener ([`Server::bind_tcp`]) has no credentials: its callers count as
+//! * The optional TCP listener ([`Server::bind_tcp`]) binds loopback addresses only (anything
+//!   else, `0.0.0.0` included, is refused). It has no credentials: its callers count as
 //!   the server's own uid only if the configuration explicitly enabled TCP (`api.tcp`, which
 //!   [`AccessPolicy::from_config`] reads); otherwise they may only read.
 //!
@@ -69,7 +70,7 @@
 //! | header read timeout | 10 s | no complete request head since the accept or the last answer: the connection is closed |
 //! | body read timeout | 10 s | the body is not all there 10 s after its head: 400 `bad_request`, `Connection: close` |
 //! | write timeout | 10 s | the client has read nothing of its answer for 10 s: the connection is closed |
-//! | connections per listener | 1024 | the oldest connection with no request in flight is closed for the new one; with all busy, the new one waits |
+//! | connections per listener | 1024 | the oldest silent connection (no request in flight, nothing to read) is closed for the new one; with none, the new one waits |
 //! | request body | 1 MiB ([`BODY_LIMIT`]) | 413 `payload_too_large` |
 //!
 //! A request answered without its body being read (404, 403, 405, 415, 503) has its body read

@@ -32,11 +32,12 @@
 //!   client that never reads its responses, so the socket buffer stays full) ends the
 //!   connection.
 //! * **Connection limit** (1024 per listener): at the limit, a new connection is accepted and
-//!   the oldest connection with no request in flight (one idle between requests, or still
-//!   sending its head) is closed to make room; requests in flight are never cut. If every
-//!   connection has a request in flight, the new one waits until one finishes. So thousands of
-//!   silent connections cost at most the limit in file descriptors and cannot lock out a new
-//!   client.
+//!   the oldest *silent* connection is closed to make room: one with no request in flight
+//!   whose last read found nothing (idle between requests, or trickling its head). Requests
+//!   in flight are never cut, and a connection the server has not read yet is never chosen
+//!   (its request may be waiting in the socket). With no silent connection, the new one waits
+//!   until one falls silent, finishes or closes. So thousands of silent connections cost at
+//!   most the limit in file descriptors and cannot lock out a new client.
 //! * **Answers before the body is read**: when a request is answered without its body being
 //!   read (an unknown route, 403, 405, 415, a stopped module), the server reads and discards the
 //!   body (up to [`crate::BODY_LIMIT`], within the body read timeout) before sending the
@@ -72,7 +73,7 @@ use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -291,13 +292,25 @@ impl Server {
         Ok(self)
     }
 
-    /// Adds a TCP listener, for tests and tools. TCP callers have no credentials: they may
-    /// use mutating routes only if the [`crate::AccessPolicy`] trusts TCP (the configuration
-    /// set `api.tcp`).
+    /// Adds a TCP listener, for tests and tools, on a loopback address only (`127.0.0.0/8` or
+    /// `::1`): TCP callers have no credentials, and when the configuration set `api.tcp` the
+    /// [`crate::AccessPolicy`] trusts them as the server's own uid, so the listener must never
+    /// be reachable from another host.
     ///
     /// # Errors
-    /// [`Error::BindTcp`].
+    /// [`Error::BindTcp`], also (with an `InvalidInput` cause) for an address that is not
+    /// loopback, such as `0.0.0.0`.
     pub async fn bind_tcp(mut self, addr: SocketAddr) -> Result<Self, Error> {
+        if !addr.ip().is_loopback() {
+            return Err(Error::BindTcp {
+                addr,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the TCP listener is for local tests and tools: only a loopback address \
+                     (127.0.0.0/8 or ::1) may be bound",
+                ),
+            });
+        }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::BindTcp { addr, source })?;
@@ -463,6 +476,9 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// how the accept loop tells it to close.
 struct ConnSlot {
     state: AtomicU8,
+    /// The last read found nothing to read: the client is silent (between requests, or
+    /// trickling), not one whose request is waiting to be parsed.
+    quiet: AtomicBool,
     evict: Notify,
 }
 
@@ -477,6 +493,7 @@ impl ConnSlot {
     fn new() -> Self {
         Self {
             state: AtomicU8::new(IDLE),
+            quiet: AtomicBool::new(false),
             evict: Notify::new(),
         }
     }
@@ -505,7 +522,8 @@ impl ConnSlot {
 struct Connections {
     max: usize,
     slots: Mutex<BTreeMap<u64, Arc<ConnSlot>>>,
-    /// Signalled when a connection ends or a request finishes: room may have appeared.
+    /// Signalled when a connection ends, a request finishes or a connection falls silent: room
+    /// may have appeared.
     room: Notify,
 }
 
@@ -522,14 +540,16 @@ impl Connections {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers connection `id` if there is room, closing the oldest idle connection when at
-    /// the limit; `None` when every connection has a request in flight.
+    /// Registers connection `id` if there is room, closing the oldest silent connection when
+    /// at the limit: one with no request in flight whose last read found nothing. A connection
+    /// not read yet is never chosen (its request may be waiting in the socket). `None` when
+    /// there is no such connection yet.
     fn admit(&self, id: u64) -> Option<Arc<ConnSlot>> {
         let mut slots = self.slots();
         if slots.len() >= self.max {
             let victim = slots
                 .iter()
-                .find(|(_, slot)| slot.try_evict())
+                .find(|(_, slot)| slot.quiet.load(Ordering::Acquire) && slot.try_evict())
                 .map(|(id, _)| *id)?;
             slots.remove(&victim);
             tracing::debug!(
@@ -773,19 +793,24 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     }
 }
 
-/// A connection's I/O whose writes fail once they make no progress for the write timeout.
-struct WriteGuard<T> {
+/// A connection's I/O: its writes fail once they make no progress for the write timeout, and
+/// its reads tell the connection's slot whether the client is silent.
+struct GuardedIo<T> {
     io: T,
     timeout: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    slot: Arc<ConnSlot>,
+    connections: Arc<Connections>,
 }
 
-impl<T> WriteGuard<T> {
-    fn new(io: T, timeout: Duration) -> Self {
+impl<T> GuardedIo<T> {
+    fn new(io: T, timeout: Duration, slot: Arc<ConnSlot>, connections: Arc<Connections>) -> Self {
         Self {
             io,
             timeout,
             stalled: None,
+            slot,
+            connections,
         }
     }
 
@@ -812,17 +837,32 @@ impl<T> WriteGuard<T> {
     }
 }
 
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteGuard<T> {
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for GuardedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        match &polled {
+            Poll::Pending => {
+                if !this.slot.quiet.swap(true, Ordering::AcqRel) {
+                    // A connection that can be closed to make room.
+                    this.connections.room.notify_one();
+                }
+            }
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.slot.quiet.store(false, Ordering::Release);
+            }
+            Poll::Ready(_) => {}
+        }
+        polled
     }
 }
 
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteGuard<T> {
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for GuardedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -906,7 +946,7 @@ async fn accept_loop<A: Acceptor>(
                 waited = true;
                 tracing::warn!(
                     connection.limit = connections.max,
-                    "every connection has a request in flight; a new one waits"
+                    "connection limit reached and no connection is silent yet; a new one waits"
                 );
             }
             tokio::select! {
@@ -931,7 +971,12 @@ async fn accept_loop<A: Acceptor>(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
-            let io = WriteGuard::new(io, limits.write_timeout);
+            let io = GuardedIo::new(
+                io,
+                limits.write_timeout,
+                Arc::clone(&slot),
+                Arc::clone(&connections),
+            );
             let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let result = tokio::select! {

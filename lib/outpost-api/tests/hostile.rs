@@ -664,3 +664,22 @@ async fn bodies_that_cannot_be_drained_are_answered_with_connection_close() {
     assert!(replies.at_eof().await);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn the_tcp_listener_binds_loopback_only() {
+    for addr in ["0.0.0.0:0", "[::]:0"] {
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        let err = Server::new(api(&ApiConfig::default()))
+            .bind_tcp(addr)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BindTcp { .. }), "{err:?}");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(cause.contains("only a loopback address"), "{cause}");
+    }
+    let server = Server::new(api(&ApiConfig::default()))
+        .bind_tcp("127.0.0.2:0".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(server.tcp_local_addr().unwrap().ip().is_loopback());
+}
