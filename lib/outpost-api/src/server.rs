@@ -944,7 +944,8 @@ async fn accept_loop<A: Acceptor>(
             }
             if !waited {
                 waited = true;
-                tracing::warn!(
+                // Debug, like the closing of a silent connection: a flood must not flood the log.
+                tracing::debug!(
                     connection.limit = connections.max,
                     "connection limit reached and no connection is silent yet; a new one waits"
                 );
