@@ -56,9 +56,28 @@
 //!   effective uid, and the uids/gids configured in `api.allow_uids` / `api.allow_gids`
 //!   ([`AccessPolicy`]); others get 403 `forbidden`. Each privileged request is logged with
 //!   the caller's uid and pid.
-//! * The optional TCP listener ([`Server::bind_tcp`]) has no credentials: its callers count as
+//! * The optional TCP listener ([`Server::bind_tcp`]) binds loopback addresses only (anything
+//!   else, `0.0.0.0` included, is refused). It has no credentials: its callers count as
 //!   the server's own uid only if the configuration explicitly enabled TCP (`api.tcp`, which
 //!   [`AccessPolicy::from_config`] reads); otherwise they may only read.
+//!
+//! # Limits on slow and hostile peers
+//! Each listener bounds what one connection may hold ([`ServerLimits`], set with
+//! [`Server::limits`]; details in [`server`](server#slow-and-hostile-peers)):
+//!
+//! | limit | default | when it is reached |
+//! |---|---|---|
+//! | header read timeout | 10 s | no complete request head since the accept or the last answer: the connection is closed |
+//! | body read timeout | 10 s | the body is not all there 10 s after its head: 400 `bad_request`, `Connection: close` |
+//! | write timeout | 10 s | the client has read nothing of its answer for 10 s: the connection is closed |
+//! | connections per listener | 1024 | the oldest silent connection (no request in flight, nothing to read) is closed for the new one; with none, the new one waits |
+//! | request body | 1 MiB ([`BODY_LIMIT`]) | 413 `payload_too_large` |
+//!
+//! A request answered without its body being read (404, 403, 405, 415, 503) has its body read
+//! and discarded first (up to [`BODY_LIMIT`], within the body read timeout), so a client that
+//! sends its body after its head always receives the JSON error rather than a reset; when the
+//! body cannot be read (too large, too slow, held back by `Expect: 100-continue`) the answer
+//! says `Connection: close`.
 //!
 //! # Example: mounting a module
 //! ```no_run
@@ -146,5 +165,5 @@ pub use error::{Error, ErrorResponse};
 pub use json::Json;
 pub use middleware::BODY_LIMIT;
 pub use module::{Access, Api, ApiBuilder, Module, ModuleHandle, REQUESTS_METRIC};
-pub use server::{Server, serve_unix};
+pub use server::{Server, ServerLimits, serve_unix};
 pub use telemetry::{MetricKind, Telemetry};
