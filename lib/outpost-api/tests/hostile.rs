@@ -24,8 +24,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// What a normal client's `/status` round trip must stay under during an attack (it takes
-/// well under a millisecond on an idle machine).
-const NORMAL_LATENCY_BOUND: Duration = Duration::from_secs(1);
+/// well under a millisecond on an idle machine). This is a liveness bound, not a performance
+/// target: the suite runs other test binaries on the same two cores, and the flood's worst
+/// connect waits behind 10,000 others in the listen backlog (up to ~0.7 s seen under load).
+const NORMAL_LATENCY_BOUND: Duration = Duration::from_secs(3);
 
 /// Size of the `/big` answer, so a client that never reads fills its socket buffer.
 const BIG: usize = 256 * 1024;
