@@ -2,10 +2,11 @@
 //!
 //! Every daemon of a fleet polls one signed **desired-state document** and converges to it on
 //! its own; a staged rollout is a sequence of documents. This crate holds the document
-//! ([`Document`]) and its validation.
+//! ([`Document`]) and its validation, and its signature and acceptance ([`accept`]).
 
 pub mod document;
 mod error;
+pub mod signature;
 
 pub use document::{
     Document, ExperimentPolicy, ExperimentSpec, HealthPolicy, MAX_DOCUMENT_BYTES, MEDIA_TYPE,
@@ -13,3 +14,4 @@ pub use document::{
 };
 pub use error::{FleetError, Refusal};
 pub use jiff::Timestamp;
+pub use signature::{Accepted, SigningKey, TrustedKey, accept, verify};
