@@ -3,7 +3,7 @@
 //! Every daemon of a fleet polls one signed **desired-state document** and converges to it on
 //! its own; a staged rollout is a sequence of documents. This crate holds what needs no
 //! network and no disk beyond reading keys: the document ([`Document`]), its signature and
-//! acceptance ([`accept`]), cohorts ([`in_cohort`]) and the convergence plan ([`plan`]).
+//! acceptance ([`accept`]), cohorts ([`in_cohort`]) and the convergence plan ([`plan()`]).
 //!
 //! # The document
 //!
@@ -39,13 +39,13 @@
 //!   [`FleetError::reason`].
 //! - [`in_cohort`] is a pure function of the host id, labels, package, version, percent and
 //!   selector; raising the percent only ever adds hosts (see [`cohort`] for the exact hash).
-//! - [`plan`] is pure and deterministic, touches only the packages the document names, and is
+//! - [`plan()`] is pure and deterministic, touches only the packages the document names, and is
 //!   idempotent: once its actions have run, the plan of the new state is empty.
 
 pub mod cohort;
 pub mod document;
 mod error;
-
+pub mod plan;
 pub mod signature;
 
 pub use cohort::{MACHINE_ID_PATH, bucket, host_id, in_cohort, read_machine_id};
@@ -55,5 +55,5 @@ pub use document::{
 };
 pub use error::{FleetError, Refusal};
 pub use jiff::Timestamp;
-
+pub use plan::{Action, Host, HostState, PackageLinks, Plan, RolledBack, Skip, plan};
 pub use signature::{Accepted, SigningKey, TrustedKey, accept, verify};
