@@ -46,6 +46,7 @@ pub mod cohort;
 pub mod document;
 mod error;
 pub mod plan;
+pub mod poll;
 pub mod signature;
 
 pub use cohort::{MACHINE_ID_PATH, bucket, host_id, in_cohort, read_machine_id};
@@ -56,4 +57,5 @@ pub use document::{
 pub use error::{FleetError, Refusal};
 pub use jiff::Timestamp;
 pub use plan::{Action, Host, HostState, PackageLinks, Plan, RolledBack, Skip, plan};
+pub use poll::poll_delay;
 pub use signature::{Accepted, SigningKey, TrustedKey, accept, verify};
