@@ -13,8 +13,8 @@ use jiff::Timestamp;
 use outpost_types::config::HumanDuration;
 use outpost_types::wire::Catalog;
 use outpost_types::{PackageName, Version};
-use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::FleetError;
 
@@ -43,18 +43,18 @@ pub struct Document {
 }
 
 /// The desired state of one managed package.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackageSpec {
     /// The stable version every host must have.
     pub stable: Version,
     /// The experiment hosts of its cohort run beside `stable`, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<ExperimentSpec>,
 }
 
 /// An experiment and the hosts it runs on.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentSpec {
     /// The version to run as the experiment. Never equal to the package's `stable`.
@@ -62,16 +62,26 @@ pub struct ExperimentSpec {
     /// Share of the hosts matching `selector` that run it.
     pub percent: Percent,
     /// Labels a host must all carry, with these values, to be considered. Empty: every host.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub selector: BTreeMap<String, String>,
     /// The health policy the daemon's experiment watch applies.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthPolicy>,
     /// Longest life of the experiment before the watch stops it.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(
+        default,
+        deserialize_with = "opt_duration",
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_duration: Option<Duration>,
     /// Healthy time after which the watch promotes the experiment.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(
+        default,
+        deserialize_with = "opt_duration",
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_promote_after: Option<Duration>,
 }
 
@@ -101,23 +111,38 @@ pub struct ExperimentPolicy {
 /// How the daemon checks an experiment's health:
 /// `{"command": ["/path", "arg"], "interval": "10s", "timeout": "5s", "failures": 3, "grace": "30s"}`.
 /// Every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthPolicy {
     /// Program and arguments; never empty when given.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
     /// Time between the starts of two runs; above zero.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(
+        default,
+        deserialize_with = "opt_duration",
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interval: Option<Duration>,
     /// How long one run may take; above zero.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(
+        default,
+        deserialize_with = "opt_duration",
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<Duration>,
     /// Consecutive failures that stop the experiment; at least 1.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<u32>,
     /// Time after the start before the first run.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(
+        default,
+        deserialize_with = "opt_duration",
+        serialize_with = "ser_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub grace: Option<Duration>,
 }
 
@@ -174,6 +199,16 @@ impl fmt::Display for Percent {
     }
 }
 
+impl Serialize for Percent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_multiple_of(100) {
+            s.serialize_u16(self.0 / 100)
+        } else {
+            s.serialize_f64(f64::from(self.0) / 100.0)
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Percent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let p = f64::deserialize(d)?;
@@ -196,6 +231,19 @@ fn parse_duration_value(v: &serde_json::Value) -> Result<Duration, String> {
         other => Err(format!(
             "invalid duration {other}: expected a string with a unit (ms, s, m, h) or a number of seconds"
         )),
+    }
+}
+
+/// Writes a duration the way it is best read back: whole seconds as `"30s"`, whole
+/// milliseconds as `"250ms"`, anything finer as a number of seconds.
+fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        None => s.serialize_none(),
+        Some(d) if d.subsec_nanos() == 0 => s.collect_str(&format_args!("{}s", d.as_secs())),
+        Some(d) if d.subsec_nanos().is_multiple_of(1_000_000) => {
+            s.collect_str(&format_args!("{}ms", d.as_millis()))
+        }
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
     }
 }
 
@@ -352,6 +400,28 @@ impl Document {
                 "packages.{name}.{field}: version {version} of {name} has no entry in the document's catalog"
             ))
         }
+    }
+
+    /// The document as JSON (indented), which [`Document::from_json`] reads back into an equal
+    /// value. Sign the bytes that are published, not a re-serialisation of them.
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            generation: u64,
+            expires: String,
+            catalog: &'a Catalog,
+            packages: &'a BTreeMap<PackageName, PackageSpec>,
+        }
+        let out = Out {
+            generation: self.generation,
+            expires: self.expires.to_string(),
+            catalog: &self.catalog,
+            packages: &self.packages,
+        };
+        // Every part is a map with string keys, a string, a number or a sequence of these,
+        // which serde_json always writes.
+        #[allow(clippy::expect_used)]
+        serde_json::to_vec_pretty(&out).expect("a document always serialises to JSON")
     }
 
     /// True when `now` is at or past `expires`.

@@ -298,3 +298,32 @@ fn messages_name_the_full_path() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_document_reads_back_what_it_writes() {
+    let doc = Document::from_json(&bytes(&doc_value())).expect("valid");
+    let again = Document::from_json(&doc.to_json()).expect("its own output is valid");
+    assert_eq!(doc, again);
+    let text = String::from_utf8(doc.to_json()).expect("UTF-8");
+    assert!(
+        text.contains("\"expires\": \"2027-01-31T00:00:00Z\""),
+        "{text}"
+    );
+    assert!(text.contains("\"max_duration\": \"3600s\""), "{text}");
+    assert!(!text.contains("null"), "{text}");
+}
+
+proptest::proptest! {
+    #[test]
+    fn percents_and_durations_survive_a_round_trip(bp in 0u16..=10_000, ms in 1u64..10_000_000, frac in 1u32..1_000_000) {
+        let mut v = doc_value();
+        v["packages"]["web"]["experiment"]["percent"] = json!(f64::from(bp) / 100.0);
+        v["packages"]["web"]["experiment"]["max_duration"] = json!(format!("{ms}ms"));
+        v["packages"]["web"]["experiment"]["health"]["grace"] = json!(f64::from(frac) / 1_000_000.0);
+        let doc = Document::from_json(&bytes(&v)).expect("valid");
+        let exp = doc.packages[&"web".parse().expect("name")].experiment.clone().expect("exp");
+        proptest::prop_assert_eq!(exp.percent.basis_points(), bp);
+        proptest::prop_assert_eq!(exp.max_duration, Some(Duration::from_millis(ms)));
+        proptest::prop_assert_eq!(Document::from_json(&doc.to_json()).expect("valid"), doc);
+    }
+}
