@@ -31,6 +31,28 @@
 //!
 //! Unknown fields are refused with their path; see [`Document::from_json`] for every rule.
 //!
+//! # Use
+//!
+//! A daemon accepts a fetched document, then plans from its own state; each action is one
+//! serialised operation. (Here unsigned, as a lab allows; production passes the signature blob
+//! and the keys of `fleet.trusted_keys`.)
+//!
+//! ```
+//! use std::collections::BTreeSet;
+//! use outpost_fleet::{Action, Host, HostState, Timestamp, accept, plan};
+//!
+//! let bytes = br#"{"generation": 1, "expires": "2099-01-01T00:00:00Z",
+//!   "catalog": {"packages": [{"package": "web", "version": "1.2.0", "url": "oci://registry.example/web:1.2.0"}]},
+//!   "packages": {"web": {"stable": "1.2.0"}}}"#;
+//! let now = Timestamp::from_second(1_800_000_000)?;
+//! let accepted = accept(bytes, None, &[], None, now, true)?;
+//! assert!(accepted.is_unsigned());
+//! let host = Host { id: "host-1".into(), labels: Default::default() };
+//! let p = plan(&accepted.document, &host, &HostState::default(), &BTreeSet::new());
+//! assert!(matches!(&p.actions[..], [Action::Install { .. }]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Guarantees
 //!
 //! - [`accept`] returns a document only when its signature verifies under a trusted key (or it
