@@ -100,13 +100,18 @@ pub fn verify<'k>(
     let sig_key_id = payload_line(text)
         .and_then(key_id_of)
         .ok_or_else(|| FleetError::BadSignature("the signature has no key id".into()))?;
-    let Some(key) = trusted.iter().find(|k| k.key_id == sig_key_id) else {
-        return Err(FleetError::UntrustedKey { key_id: sig_key_id });
-    };
-    key.key
-        .verify(bytes, &sig, true)
-        .map_err(|e| FleetError::BadSignature(format!("key {sig_key_id}: {e}")))?;
-    Ok(key)
+    // Key ids are 8 random bytes: two trusted keys could share one, so each is tried.
+    let mut last = None;
+    for key in trusted.iter().filter(|k| k.key_id == sig_key_id) {
+        match key.key.verify(bytes, &sig, true) {
+            Ok(()) => return Ok(key),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        None => Err(FleetError::UntrustedKey { key_id: sig_key_id }),
+        Some(e) => Err(FleetError::BadSignature(format!("key {sig_key_id}: {e}"))),
+    }
 }
 
 /// A document this host may apply.

@@ -373,3 +373,43 @@ fn a_corrupt_unencrypted_key_is_refused() {
     let err = SigningKey::decode(&lines.join("\n"), "<test>", None).expect_err("refused");
     assert_eq!(err.reason(), "key", "{err}");
 }
+
+#[test]
+fn a_trusted_key_sharing_the_signers_key_id_does_not_hide_the_right_one() {
+    use ct_codecs::{Base64, Decoder, Encoder};
+    let signer = ToolKey::generate();
+    let other = ToolKey::generate();
+    let doc = bytes(&doc_value());
+    let sig = signer.tool_sign(&doc);
+    // `other`'s Ed25519 key under `signer`'s key id.
+    let line = |path: PathBuf| {
+        fs_err::read_to_string(path)
+            .expect("read")
+            .lines()
+            .nth(1)
+            .expect("two lines")
+            .to_string()
+    };
+    let signer_bytes = Base64::decode_to_vec(line(signer.public()), None).expect("base64");
+    let mut forged = Base64::decode_to_vec(line(other.public()), None).expect("base64");
+    forged[2..10].copy_from_slice(&signer_bytes[2..10]);
+    let forged_text = format!(
+        "untrusted comment: forged\n{}\n",
+        Base64::encode_to_string(&forged).expect("base64")
+    );
+    let impostor = TrustedKey::decode(&forged_text, "<forged>").expect("decodes");
+    assert_eq!(impostor.key_id(), signer.trusted().key_id());
+    let err = accept(
+        &doc,
+        Some(&sig),
+        std::slice::from_ref(&impostor),
+        None,
+        now(),
+        false,
+    )
+    .expect_err("refused");
+    assert_eq!(err.reason(), "bad_signature", "{err}");
+    let trusted = [impostor, signer.trusted()];
+    let key = verify(&doc, &sig, &trusted).expect("the real key verifies");
+    assert_eq!(key.origin(), signer.public().display().to_string());
+}
