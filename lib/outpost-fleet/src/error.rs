@@ -69,6 +69,17 @@ pub enum FleetError {
 }
 
 impl FleetError {
+    /// The [`reason`](FleetError::reason) of every refusal, for metrics that register each
+    /// label value up front (a counter at zero is a fact too).
+    pub const REFUSAL_REASONS: [&'static str; 6] = [
+        "malformed",
+        "unsigned",
+        "bad_signature",
+        "untrusted_key",
+        "stale_generation",
+        "expired",
+    ];
+
     /// A stable, lowercase, snake_case name of the variant, for metrics labels, logs and
     /// `/status`: `malformed`, `unsigned`, `bad_signature`, `untrusted_key`,
     /// `stale_generation`, `expired`, `key`, `password_needed`, `sign`, `host_id`, `io`.

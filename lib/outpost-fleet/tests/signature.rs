@@ -413,3 +413,24 @@ fn a_trusted_key_sharing_the_signers_key_id_does_not_hide_the_right_one() {
     let key = verify(&doc, &sig, &trusted).expect("the real key verifies");
     assert_eq!(key.origin(), signer.public().display().to_string());
 }
+
+#[test]
+fn every_refusal_reason_is_listed_and_distinct() {
+    let now = now();
+    let refusals = [
+        FleetError::Malformed("x".into()),
+        FleetError::Unsigned,
+        FleetError::BadSignature("x".into()),
+        FleetError::UntrustedKey { key_id: "x".into() },
+        FleetError::StaleGeneration {
+            generation: 1,
+            applied: 1,
+        },
+        FleetError::Expired { expires: now, now },
+    ];
+    let reasons: Vec<_> = refusals.iter().map(FleetError::reason).collect();
+    assert_eq!(reasons, FleetError::REFUSAL_REASONS);
+    assert!(refusals.iter().all(FleetError::is_refusal));
+    assert!(!FleetError::Sign("x".into()).is_refusal());
+    assert!(!FleetError::PasswordNeeded { origin: "x".into() }.is_refusal());
+}
