@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use outpost_fetch::testkit::noise;
+use outpost_testkit::noise;
 use serde_json::{Value, json};
 use support::*;
 

@@ -30,15 +30,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use outpost_fetch::pack::{PackOptions, PackedImage, pack};
-use outpost_fetch::testkit::Registry;
 use outpost_fetch::{Cancel, FetchContext, Limits, RegistrySettings};
+use outpost_testkit::Registry;
 use outpost_types::source::OciReference;
 use outpost_types::wire::{CatalogEntry, ResolvedPackage};
 use outpost_types::{PackageName, Version};
 
-mod common;
-use common::{fresh_dir, print_ratio, text_bytes, vm_hwm_kib};
-use outpost_fetch::testkit::noise;
+use outpost_testkit::bench::{fresh_dir, print_ratio, text_bytes, vm_hwm_kib};
+use outpost_testkit::noise;
 
 const CHILD_ENV: &str = "OUTPOST_BENCH_REGISTRY_CHILD";
 const DAEMON_ENV: &str = "OUTPOST_BENCH_DAEMON";
