@@ -10,6 +10,8 @@
 //!   (method, path, `Range`) and injects faults into chosen ones: an error status, a
 //!   connection cut in the middle of a body, a corrupted byte.
 //! - [`FileServer`]: serves the files of a directory, with range requests.
+//! - [`client`]: the one test HTTP client (hyper, over a Unix socket or TCP; raw bytes for
+//!   malformed HTTP).
 //! - [`fixtures`]: tar archives (well-formed and hostile), compressed tarballs, trees on disk
 //!   and their snapshots, a sandbox that shows whether anything was written outside it.
 //! - [`noise`]: deterministic incompressible bytes for packages and archives.
@@ -20,6 +22,7 @@
 #![allow(clippy::print_stderr)]
 
 pub mod bench;
+pub mod client;
 mod files;
 pub mod fixtures;
 pub mod loadgen;
@@ -89,34 +92,21 @@ pub(crate) fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Sends one HTTP/1.1 request and returns the status code and the body.
+/// Sends `GET path` to `addr` with [`client`] and returns the status code and the body.
+///
+/// # Errors
+/// Those of [`client::send_blocking`].
 pub fn http_get(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
 ) -> io::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = client::Req::new("GET", path).header("Host", &addr.to_string());
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        req = req.header(k, v);
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let end = find(&buf, b"\r\n\r\n").ok_or_else(|| io::Error::other("no response head"))?;
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
-    Ok((status, buf[end + 4..].to_vec()))
-}
-
-pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    let r = client::send_blocking(addr, &req)?;
+    Ok((r.status, r.body))
 }
 
 /// Standard base64 (with padding) or its URL-safe variant (without).
