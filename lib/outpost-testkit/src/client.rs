@@ -164,6 +164,58 @@ impl Response {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
     }
+
+    /// Asserts a JSON response whose body is exactly `expected` plus a newline.
+    #[track_caller]
+    pub fn assert_json(&self, status: u16, expected: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert_eq!(self.text(), format!("{expected}\n"));
+    }
+
+    /// Asserts the conventions every LocalAPI response follows: JSON content type, one line,
+    /// a trailing newline.
+    #[track_caller]
+    pub fn assert_json_convention(&self) {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        assert!(self.body.ends_with(b"\n"), "no trailing newline: {self:?}");
+        assert!(
+            !self.body[..self.body.len() - 1].contains(&b'\n'),
+            "one line expected: {self:?}"
+        );
+    }
+
+    /// Asserts `200 {}\n`.
+    #[track_caller]
+    pub fn assert_ok_empty(&self) {
+        assert_eq!((self.status, self.text().as_str()), (200, "{}\n"));
+        self.assert_json_convention();
+    }
+
+    /// Asserts an error response with this status and code and exactly the keys `message` and
+    /// `code`; returns the message.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "{}", self.text());
+        self.assert_json_convention();
+        let v = self.json();
+        let obj = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {v}"));
+        assert_eq!(obj.len(), 1, "{v}");
+        let err = obj["error"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no error object: {v}"));
+        assert_eq!(err.len(), 2, "{v}");
+        assert_eq!(err["code"], code, "{v}");
+        let message = err["message"].as_str().unwrap_or_default().to_owned();
+        assert!(!message.is_empty(), "{v}");
+        message
+    }
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
