@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outpost_fetch::oci::{ImageIndex, ImageManifest, ImageMeta, select_manifest};
+use outpost_oci::oci::{ImageIndex, ImageManifest, ImageMeta, select_manifest};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(index) = serde_json::from_slice::<ImageIndex>(data) {

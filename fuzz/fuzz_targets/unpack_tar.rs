@@ -6,7 +6,7 @@
 mod escape_check;
 
 use libfuzzer_sys::fuzz_target;
-use outpost_fetch::{Cancel, Limits, unpack_tar};
+use outpost_archive::{Cancel, Limits, unpack_tar};
 
 fuzz_target!(|data: &[u8]| {
     let sandbox = tempfile::tempdir().expect("tempdir");

@@ -6,7 +6,7 @@
 mod escape_check;
 
 use libfuzzer_sys::fuzz_target;
-use outpost_fetch::{Cancel, Expected, Limits, NoProgress, unpack_tarball};
+use outpost_archive::{Cancel, Expected, Limits, NoProgress, unpack_tarball};
 
 fuzz_target!(|data: &[u8]| {
     let sandbox = tempfile::tempdir().expect("tempdir");

@@ -10,7 +10,7 @@ mod support;
 use std::io::Write as _;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 
-use outpost_fetch::testkit::noise;
+use outpost_testkit::noise;
 use rustix::process::Signal;
 use serde_json::json;
 use support::*;

@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use outpost_fetch::testkit::noise;
+use outpost_testkit::noise;
 use serde_json::{Value, json};
 use support::*;
 
@@ -231,12 +231,15 @@ fn a_client_that_disconnects_does_not_leave_a_half_state() {
     let mut stream = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
     let body = br#"{"version": "1"}"#;
     stream
-        .write_all(&request(
-            "POST",
-            "/slow/install",
-            &[("Content-Type", "application/json")],
-            Some(body),
-        ))
+        .write_all(
+            &request(
+                "POST",
+                "/slow/install",
+                &[("Content-Type", "application/json")],
+                Some(body),
+            )
+            .to_bytes(),
+        )
         .unwrap();
     let mut writer = fs_err::OpenOptions::new().write(true).open(&pipe).unwrap();
     let data = fs_err::read(&slow.layer_blob).unwrap();

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use outpost_fetch::oci::{ImageIndex, ImageManifest, annotation};
-use outpost_fetch::testkit::{Fault, FaultProxy, FileServer, Registry, Rule, noise};
 use outpost_fetch::{Cancel, Digest, RegistrySettings};
+use outpost_testkit::{Fault, FaultProxy, FileServer, Registry, Rule, noise};
 use outpost_types::source::OciReference;
 use serde_json::{Value, json};
 use support::*;
@@ -268,7 +268,7 @@ fn a_plain_http_registry_not_listed_as_insecure_is_refused() {
 fn basic_auth_right_and_wrong_and_the_password_is_never_shown() {
     const PASSWORD: &str = "Tr0ub4dor-never-in-a-log";
     let env = Env::new();
-    let reg = Registry::start_with(outpost_fetch::testkit::RegistryAuth::Htpasswd {
+    let reg = Registry::start_with(outpost_testkit::RegistryAccess::Htpasswd {
         username: "deployer".into(),
         password: PASSWORD.into(),
     });

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use outpost_agent::{Agent, AgentOptions};
-use outpost_api::loadgen::{LoadOptions, run as load};
 use outpost_checks::{Metric, MetricType, Submissions};
+use outpost_testkit::loadgen::{LoadOptions, run as load};
 use outpost_types::config::AgentConfig;
 
 mod common;

@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -128,19 +127,15 @@ impl Env {
     }
 }
 
-/// `GET path` over the socket, the body as text (blocking; call from a blocking thread).
+/// `GET path` over the socket, the body as text (blocking; call from a blocking thread, so
+/// that the exchange does not run on the test's runtime and its clock).
 fn http_get(socket: &Path, path: &str) -> (u16, String) {
-    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+    let r = outpost_testkit::client::send_blocking(
+        socket,
+        &outpost_testkit::client::Req::new("GET", path).header("Host", "agent"),
     )
     .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    (r.status, r.text())
 }
 
 async fn get_json(socket: &Path, path: &str) -> Value {

@@ -1,7 +1,7 @@
 //! `GET /status` with a fixed small JSON body over a Unix socket: the full API stack (module
 //! router, conventions, caller resolution, spans, request counting) against a bare hyper
 //! server answering the same bytes. 32 concurrent keep-alive connections
-//! (`outpost_api::loadgen`).
+//! (`outpost_testkit::loadgen`).
 //!
 //! Criterion measures each side; afterwards a summary runs both back to back in alternating
 //! rounds and prints requests/s, latency percentiles and the ratio (target >= 0.7, and
@@ -18,8 +18,8 @@ use criterion::{Criterion, Throughput, criterion_group};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use outpost_api::loadgen::{LoadOptions, LoadReport, run};
 use outpost_api::{Api, DebugVars, Json, Module, Server, Telemetry};
+use outpost_testkit::loadgen::{LoadOptions, LoadReport, run};
 use tokio::runtime::Runtime;
 
 const STATUS_BODY: &[u8] = b"{\"version\":\"0.1.0\",\"packages\":{\"datadog-agent\":{\"Stable\":\"7.50.0\",\"Experiment\":\"\"}}}\n";

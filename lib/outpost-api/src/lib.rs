@@ -138,10 +138,7 @@
 //! [`ApiClient`] speaks HTTP/1.1 over the socket and tells apart "not reachable", "the API
 //! said no" and "the exchange failed" ([`ClientError`]).
 //!
-//! # Load generator
-//! With the cargo feature `loadgen`, [`loadgen`] drives a socket with concurrent keep-alive
-//! connections and reports requests/s and latency percentiles (used by this crate's and the
-//! daemon's benchmarks).
+//! The benchmarks' load generator is `outpost_testkit::loadgen`.
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod caller;
@@ -149,8 +146,6 @@ pub mod client;
 pub mod debug;
 pub mod error;
 pub mod json;
-#[cfg(feature = "loadgen")]
-pub mod loadgen;
 mod middleware;
 pub mod module;
 pub mod server;

@@ -1,7 +1,7 @@
 //! The real daemon (`outpost daemon`, release build, its own process) measured from outside:
 //!
 //! * **throughput**: `GET /status` over 32 concurrent keep-alive connections
-//!   (`outpost_api::loadgen`), against a bare hyper server answering the very bytes of the
+//!   (`outpost_testkit::loadgen`), against a bare hyper server answering the very bytes of the
 //!   daemon's status, in its own process with the same runtime shape (2 workers); alternating
 //!   rounds, medians and their ratio from the same run;
 //! * **install**: `GET /status` latency (4 closed-loop connections) while a 500 MB package
@@ -26,8 +26,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use outpost_api::loadgen::{LoadOptions, LoadReport, run as load};
 use outpost_fetch::pack::{PackOptions, pack};
+use outpost_testkit::loadgen::{LoadOptions, LoadReport, run as load};
 use outpost_types::{PackageName, Version};
 use serde_json::{Value, json};
 

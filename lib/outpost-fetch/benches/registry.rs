@@ -22,23 +22,21 @@
 // A benchmark harness: any failed step is a failed run.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use outpost_fetch::pack::{PackOptions, PackedImage, pack};
-use outpost_fetch::testkit::Registry;
 use outpost_fetch::{Cancel, FetchContext, Limits, RegistrySettings};
+use outpost_testkit::Registry;
+use outpost_testkit::client::{Req, send_blocking};
 use outpost_types::source::OciReference;
 use outpost_types::wire::{CatalogEntry, ResolvedPackage};
 use outpost_types::{PackageName, Version};
 
-mod common;
-use common::{fresh_dir, print_ratio, text_bytes, vm_hwm_kib};
-use outpost_fetch::testkit::noise;
+use outpost_testkit::bench::{fresh_dir, print_ratio, text_bytes, vm_hwm_kib};
+use outpost_testkit::noise;
 
 const CHILD_ENV: &str = "OUTPOST_BENCH_REGISTRY_CHILD";
 const DAEMON_ENV: &str = "OUTPOST_BENCH_DAEMON";
@@ -277,22 +275,12 @@ impl Drop for RealDaemon {
 /// One HTTP/1.1 request over the daemon's socket: `(status, body)`, `None` if it cannot
 /// connect.
 fn request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: outpost\r\nConnection: close\r\n");
+    let mut req = Req::new(method, path);
     if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
+        req = req.header("Content-Type", "application/json").body(b);
     }
-    req.push_str("\r\n");
-    req.push_str(body.unwrap_or(""));
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    Some((status, body))
+    let r = send_blocking(socket, &req).ok()?;
+    Some((r.status, r.text()))
 }
 
 fn main() {

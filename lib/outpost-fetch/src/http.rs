@@ -9,27 +9,29 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use tokio::sync::mpsc;
 
-use crate::control::{Cancel, Limits, NoProgress, Progress, UnpackStats};
-use crate::digest::Expected;
-use crate::error::{FetchError, RemoteProblem};
-use crate::registry::{RegistrySettings, USER_AGENT, finish, short};
-use crate::remote::{
-    BlobSpec, Body, BoxFut, ChunkReader, DownloadProgress, Failure, QUEUE, stream_resumable,
+use outpost_archive::{Cancel, Expected, Limits, NoProgress, Progress, UnpackStats};
+use outpost_oci::transfer::{
+    BlobSpec, Body, BoxFut, ChunkReader, DownloadProgress, Failure, QUEUE, USER_AGENT, finish,
+    no_end_check, short, stream_resumable, transport_problem,
 };
+use outpost_oci::{OciError, RegistrySettings, RemoteProblem};
+
+use crate::error::FetchError;
 
 /// Downloads the tarball at `url` (`http://` or `https://`) and unpacks it into `dest`, an
 /// existing empty directory, checking its sha256 and size as it streams.
 ///
 /// Redirects are followed. TLS uses the system's trust store. Transient failures
-/// (connection refused or reset, timeouts, HTTP 5xx, 408, 429) are retried with the
-/// settings' policy; an interrupted body resumes with `Range: bytes=N-` (or, when the
+/// (connection refused or reset, timeouts, HTTP 5xx, 408, 429: the registries' rule,
+/// [`outpost_oci::transfer::is_retryable_status`]) are retried with the settings' policy; an interrupted body resumes with `Range: bytes=N-` (or, when the
 /// server answers with the whole file, skips the first N bytes). Progress is reported as
 /// `download`, bytes received out of the catalog's size when known.
 ///
 /// # Errors
-/// [`FetchError::Remote`] (HTTP 404 and other refusals at once; network failures after the
-/// retries); every error of [`unpack_tarball`](crate::unpack_tarball), such as
-/// [`FetchError::DigestMismatch`]; [`FetchError::Cancelled`].
+/// [`OciError::Remote`] (HTTP 404 and other refusals, a TLS failure, at once; network
+/// failures after the retries); every error of
+/// [`unpack_tarball`](outpost_archive::unpack_tarball), such as a digest mismatch, and
+/// cancellation.
 pub async fn fetch_tarball(
     url: &str,
     expect: &Expected,
@@ -39,13 +41,13 @@ pub async fn fetch_tarball(
     cancel: &Cancel,
     progress: Arc<dyn Progress>,
 ) -> Result<UnpackStats, FetchError> {
-    crate::tls::ensure_provider();
+    outpost_oci::transfer::ensure_provider();
     let client = reqwest::Client::builder()
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
         .user_agent(USER_AGENT)
         .build()
-        .map_err(|e| FetchError::Remote {
+        .map_err(|e| OciError::Remote {
             what: url.to_owned(),
             problem: RemoteProblem::Protocol {
                 detail: "the HTTP client cannot be set up".into(),
@@ -62,7 +64,7 @@ pub async fn fetch_tarball(
             format!("tarball {url}"),
         );
         tokio::task::spawn_blocking(move || {
-            crate::tarball::unpack_tarball_named(
+            outpost_archive::unpack_tarball_named(
                 ChunkReader::new(rx),
                 what,
                 &expect,
@@ -71,12 +73,13 @@ pub async fn fetch_tarball(
                 &cancel,
                 &NoProgress,
             )
+            .map_err(OciError::from)
         })
     };
     let spec = BlobSpec {
         what: url,
         size: expect.size,
-        is_end_check: crate::remote::no_end_check,
+        is_end_check: no_end_check,
     };
     let mut progress = DownloadProgress::new(progress, expect.size);
     let open = |offset: u64| -> BoxFut<Result<Body, Failure>> {
@@ -104,7 +107,7 @@ pub async fn fetch_tarball(
 /// Sends `GET url`, from `offset` when it is not 0.
 async fn open(client: &reqwest::Client, url: &str, offset: u64) -> Result<Body, Failure> {
     let remote =
-        |problem, source: Option<Box<dyn std::error::Error + Send + Sync>>| FetchError::Remote {
+        |problem, source: Option<Box<dyn std::error::Error + Send + Sync>>| OciError::Remote {
             what: url.to_owned(),
             problem,
             source,
@@ -115,27 +118,10 @@ async fn open(client: &reqwest::Client, url: &str, offset: u64) -> Result<Body, 
     }
     let response = match request.send().await {
         Ok(r) => r,
-        Err(e) if e.is_builder() => {
-            return Err(Failure::permanent(remote(
-                RemoteProblem::Protocol {
-                    detail: "invalid URL or request".into(),
-                },
-                Some(Box::new(e)),
-            )));
-        }
-        Err(e) if crate::registry::is_tls_failure(&e) => {
-            return Err(Failure::permanent(remote(
-                RemoteProblem::Protocol {
-                    detail: "the TLS connection failed".into(),
-                },
-                Some(Box::new(e)),
-            )));
-        }
         Err(e) => {
-            return Err(Failure::transient(remote(
-                RemoteProblem::Network { attempts: 1 },
-                Some(Box::new(e)),
-            )));
+            let host = e.url().and_then(|u| u.host_str()).unwrap_or(url).to_owned();
+            let classified = transport_problem(&e, &host, false);
+            return Err(classified.into_failure(|p| remote(p, Some(Box::new(e)))));
         }
     };
     let status = response.status();
@@ -170,17 +156,7 @@ async fn open(client: &reqwest::Client, url: &str, offset: u64) -> Result<Body, 
                     detail,
                 }
             };
-            let error = remote(problem, None);
-            return Err(
-                if s.is_server_error()
-                    || s == StatusCode::TOO_MANY_REQUESTS
-                    || s == StatusCode::REQUEST_TIMEOUT
-                {
-                    Failure::transient(error)
-                } else {
-                    Failure::permanent(error)
-                },
-            );
+            return Err(Failure::for_status(s.as_u16(), remote(problem, None)));
         }
     };
     Ok(Body {

@@ -14,11 +14,11 @@ use outpost_types::source::PackageSource;
 use outpost_types::wire::ResolvedPackage;
 use outpost_types::{PackageName, Version};
 
-use crate::control::{Cancel, Limits, NoProgress, Progress, UnpackStats};
-use crate::digest::{Digest, Expected};
+use outpost_archive::{Cancel, Digest, Expected, Limits, NoProgress, Progress, UnpackStats};
+use outpost_oci::layout::{self, LayoutImage};
+use outpost_oci::{RegistryImage, RegistrySettings};
+
 use crate::error::FetchError;
-use crate::layout::{self, LayoutImage};
-use crate::registry::{RegistryImage, RegistrySettings};
 
 /// What a fetch may use and must respect.
 #[derive(Clone)]
@@ -105,8 +105,8 @@ enum Plan {
 /// package and version asked for), or checks that a tarball entry has its sha256.
 ///
 /// # Errors
-/// For a tarball without `sha256`: [`FetchError::BadSettings`]. For images: every error of
-/// [`layout::read`] or [`RegistryImage::resolve`], and [`FetchError::PackageMismatch`].
+/// For a tarball without `sha256`: [`FetchError::MissingSha256`]. For images: every error of
+/// [`layout::read`] or [`RegistryImage::resolve`], and [`OciError::PackageMismatch`](outpost_oci::OciError::PackageMismatch).
 pub async fn prepare(
     resolved: &ResolvedPackage,
     ctx: &FetchContext,
@@ -115,13 +115,10 @@ pub async fn prepare(
         let sha256 = resolved
             .sha256
             .as_deref()
-            .ok_or_else(|| FetchError::BadSettings {
-                reason: format!(
-                    "{}: a tarball needs a sha256 in its catalog entry",
-                    resolved.url
-                ),
+            .ok_or_else(|| FetchError::MissingSha256 {
+                url: resolved.url.clone(),
             })?;
-        Expected::sha256(sha256, resolved.size)
+        Ok(Expected::sha256(sha256, resolved.size)?)
     };
     let plan = match &resolved.source {
         PackageSource::TarballFile(path) => Plan::TarballFile {
@@ -139,7 +136,8 @@ pub async fn prepare(
                 .map_err(|source| FetchError::TaskFailed {
                     what: format!("reading {}", resolved.url),
                     source,
-                })??;
+                })?
+                .map_err(FetchError::from)?;
             image.meta.expect(&resolved.name, &resolved.version)?;
             Plan::Layout(Box::new(image))
         }
@@ -211,7 +209,7 @@ impl Prepared {
                     ctx.progress.clone(),
                 );
                 let stats = blocking(&resolved.url, move || {
-                    crate::unpack_tarball_file(
+                    outpost_archive::unpack_tarball_file(
                         &path,
                         &expect,
                         &dest,
@@ -289,11 +287,11 @@ impl Prepared {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static, E: Into<FetchError> + Send + 'static>(
     what: &str,
-    f: impl FnOnce() -> Result<T, FetchError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, FetchError> {
-    tokio::task::spawn_blocking(f)
+    tokio::task::spawn_blocking(move || f().map_err(Into::into))
         .await
         .map_err(|source| FetchError::TaskFailed {
             what: format!("unpacking {what}"),

@@ -6,19 +6,17 @@
 //! HTTP refused unless listed; limits, cancellation and progress.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Node, snapshot, write_tree};
 use outpost_fetch::pack::{PackFormat, PackOptions, PackedImage, pack};
-use outpost_fetch::testkit::{Fault, FaultProxy, Registry, Rule, noise};
 use outpost_fetch::{
-    Cancel, Digest, FetchContext, FetchError, FetchedMeta, Limits, Progress, RegistrySettings,
-    RetryPolicy,
+    ArchiveError, Cancel, Digest, FetchContext, FetchError, FetchedMeta, Limits, Progress,
+    RegistrySettings, RetryPolicy,
 };
+use outpost_testkit::fixtures::{Node, snapshot, write_tree};
+use outpost_testkit::{Fault, FaultProxy, Registry, Rule, noise};
 use outpost_types::ErrorCode;
 use outpost_types::source::OciReference;
 use outpost_types::wire::{CatalogEntry, Phase, ResolvedPackage};
@@ -572,7 +570,10 @@ fn a_cancelled_fetch_stops() {
     cancel.cancel();
     let ctx = ctx(settings(&[&host])).with_cancel(cancel);
     let err = fetch(&ctx, &entry("agent", "1.0.0", &url), &p.fx.dest("d")).unwrap_err();
-    assert!(matches!(err, FetchError::Cancelled), "{err}");
+    assert!(
+        matches!(err, FetchError::Archive(ArchiveError::Cancelled)),
+        "{err}"
+    );
 }
 
 #[derive(Default)]
@@ -731,25 +732,27 @@ fn push_refuses_targets_without_a_tag_and_broken_layouts() {
     let fx = Fixture::new("agent", "1.0.0", 1024, None);
     let rt = rt();
     let digest_target = reference(&format!("{host}/agent@{}", fx.packed.index_digest));
-    let err = rt
+    let err: FetchError = rt
         .block_on(outpost_fetch::push_layout(
             &s,
             &fx.layout,
             &digest_target,
             &Cancel::new(),
         ))
-        .unwrap_err();
+        .unwrap_err()
+        .into();
     assert_error(&err, ErrorCode::BadRequest, &["a tag is required"]);
     // A layout missing its layer blob.
     fs_err::remove_file(fx.packed.layer.digest.blob_path(&fx.layout)).unwrap();
-    let err = rt
+    let err: FetchError = rt
         .block_on(outpost_fetch::push_layout(
             &s,
             &fx.layout,
             &reference(&format!("{host}/agent:1")),
             &Cancel::new(),
         ))
-        .unwrap_err();
+        .unwrap_err()
+        .into();
     assert_error(
         &err,
         ErrorCode::DownloadFailed,

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use outpost_fetch::pack::{PackOptions, pack};
-use outpost_fetch::testkit::{Registry, RegistryAuth, TokenServer};
 use outpost_fetch::{
     Cancel, FetchContext, FetchError, Limits, Login, RegistrySettings, RetryPolicy,
 };
+use outpost_testkit::{Registry, RegistryAccess, TokenServer};
 use outpost_types::ErrorCode;
 use outpost_types::source::OciReference;
 use outpost_types::wire::{CatalogEntry, ResolvedPackage};
@@ -89,6 +89,7 @@ fn push(s: &RegistrySettings, layout: &Path, target: &str) -> Result<(), FetchEr
         &Cancel::new(),
     ))
     .map(|_| ())
+    .map_err(FetchError::from)
 }
 
 fn resolved(url: &str) -> ResolvedPackage {
@@ -187,7 +188,7 @@ fn exercise(reg: &Registry, sc: &Scratch) {
 
 #[test]
 fn basic_authentication() {
-    let reg = Registry::start_with(RegistryAuth::Htpasswd {
+    let reg = Registry::start_with(RegistryAccess::Htpasswd {
         username: USER.into(),
         password: PASSWORD.into(),
     });

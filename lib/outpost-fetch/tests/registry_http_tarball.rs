@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use outpost_fetch::pack::{PackOptions, pack};
-use outpost_fetch::testkit::{Fault, FaultProxy, FileServer, Rule, noise};
 use outpost_fetch::{
     Digest, FetchContext, FetchError, Limits, Progress, RegistrySettings, RetryPolicy,
 };
+use outpost_testkit::{Fault, FaultProxy, FileServer, Rule, noise};
 use outpost_types::ErrorCode;
 use outpost_types::wire::{CatalogEntry, Phase, ResolvedPackage};
 use outpost_types::{PackageName, Version};

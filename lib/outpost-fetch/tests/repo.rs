@@ -4,19 +4,17 @@
 // Fixture helpers outside `#[test]` functions unwrap too: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Node, TarBuilder, expected_for, snapshot, write_tree};
 use outpost_fetch::pack::{PackOptions, pack};
 use outpost_fetch::{
-    Cancel, Digest, Expected, FetchError, Limits, NoProgress, layout, unpack_tarball,
+    ArchiveError, Cancel, Digest, Expected, FetchError, Limits, NoProgress, layout, unpack_tarball,
     unpack_tarball_file,
 };
 use outpost_repo::{PackageState, Repository};
+use outpost_testkit::fixtures::{Node, TarBuilder, expected_for, snapshot, write_tree};
 use outpost_types::{ErrorCode, PackageName, Version};
 use tar::EntryType;
 
@@ -109,7 +107,8 @@ fn v1_tar() -> Vec<u8> {
 #[test]
 fn unpack_then_install() {
     let w = World::new();
-    w.install_tarball("1", &common::zstd(&v1_tar())).unwrap();
+    w.install_tarball("1", &outpost_testkit::fixtures::zstd(&v1_tar()))
+        .unwrap();
     assert_eq!(w.stable().unwrap().stable, v("1"));
     assert_eq!(
         fs_err::read(w.root().join("packages/tool/stable/current/tool")).unwrap(),
@@ -232,10 +231,10 @@ fn hostile_archives_install_nothing() {
         ),
     ];
     for (case, tar) in hostile {
-        for (enc, bytes) in common::encodings(&tar) {
+        for (enc, bytes) in outpost_testkit::fixtures::encodings(&tar) {
             let err = w.install_tarball("2", &bytes).unwrap_err();
             assert!(
-                matches!(err, FetchError::UnsafeEntry { .. }),
+                matches!(err, FetchError::Archive(ArchiveError::UnsafeEntry { .. })),
                 "{case} ({enc}): {err:?}"
             );
             assert_eq!(err.code(), ErrorCode::Integrity, "{case}");
@@ -250,7 +249,7 @@ fn digest_and_size_mismatch_install_nothing() {
     w.install_tarball("1", &v1_tar()).unwrap();
     let tree = snapshot(&w.version_dir("1"));
     let v2 = TarBuilder::new().file("bin/tool", b"two", 0o755).finish();
-    for (enc, bytes) in common::encodings(&v2) {
+    for (enc, bytes) in outpost_testkit::fixtures::encodings(&v2) {
         for expect in [
             Expected {
                 digest: Digest::of(b"not it"),
@@ -369,7 +368,7 @@ fn disk_full_midway_installs_nothing() {
         .file("big", &vec![2; 3 << 20], 0o644)
         .file("after", b"never written", 0o644)
         .finish();
-    let bytes = common::zstd(&v2);
+    let bytes = outpost_testkit::fixtures::zstd(&v2);
     let tarball = w.tmp.path().join("v2.tar.zst");
     fs_err::write(&tarball, &bytes).unwrap();
 

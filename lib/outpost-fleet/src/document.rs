@@ -220,7 +220,9 @@ impl<'de> Deserialize<'de> for Percent {
 /// [`HumanDuration::parse`], which also knows `d`) or a JSON number of seconds (`30`, `0.5`).
 fn parse_duration_value(v: &serde_json::Value) -> Result<Duration, String> {
     match v {
-        serde_json::Value::String(s) => HumanDuration::parse(s).map(|d| d.0),
+        serde_json::Value::String(s) => HumanDuration::parse(s)
+            .map(|d| d.0)
+            .map_err(|e| e.to_string()),
         serde_json::Value::Number(n) => n
             .as_f64()
             .filter(|s| s.is_finite() && *s >= 0.0)

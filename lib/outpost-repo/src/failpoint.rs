@@ -6,11 +6,13 @@
 //!
 //! Two ways to make a point fire:
 //!
-//! - **Crash** (another process): set the environment variable [`ENV`] (`OUTPOST_FAILPOINT`) to a
-//!   name, or `name#N` for its N-th hit (1-based; plain `name` is its first hit). When the process
-//!   reaches that hit it writes one line to stderr and calls [`std::process::abort`], which is as
-//!   close to a power cut as a process can get: no destructor, no rollback, no flush. The variable
-//!   is read once, at the first hit.
+//! - **Crash** (another process; only with the `failpoints` cargo feature): set the environment
+//!   variable [`ENV`] (`OUTPOST_FAILPOINT`) to a name, or `name#N` for its N-th hit (1-based;
+//!   plain `name` is its first hit). When the process reaches that hit it writes one line to
+//!   stderr and calls [`std::process::abort`], which is as close to a power cut as a process can
+//!   get: no destructor, no rollback, no flush. The variable is read once, at the first hit.
+//!   Without the feature (every release build: the daemon runs as root, and an environment
+//!   variable must not be able to abort it) the variable is never read.
 //! - **Error** (this thread): [`inject`] arms a point for the current thread; that hit returns an
 //!   [`Injected`] I/O error, so the operation fails at exactly that step and must roll back.
 //!
@@ -23,9 +25,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::io::{self, Write as _};
+use std::io;
 use std::rc::Rc;
+#[cfg(feature = "failpoints")]
 use std::sync::OnceLock;
+#[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The environment variable naming the point at which the process aborts: `name` or `name#N`.
@@ -118,7 +122,8 @@ impl fmt::Display for Injected {
 impl std::error::Error for Injected {}
 
 /// Marks a failure point. Returns an [`Injected`] error if [`inject`] armed this hit on the
-/// current thread; aborts the process if [`ENV`] names this hit; otherwise returns `Ok(())`.
+/// current thread; with the `failpoints` feature, aborts the process if [`ENV`] names this hit;
+/// otherwise returns `Ok(())`.
 pub fn hit(name: &'static str) -> io::Result<()> {
     RECORDING.with_borrow(|rec| {
         if let Some(rec) = rec {
@@ -142,6 +147,15 @@ pub fn hit(name: &'static str) -> io::Result<()> {
     if injected {
         return Err(io::Error::other(Injected { name }));
     }
+    #[cfg(feature = "failpoints")]
+    crash_if_targeted(name);
+    Ok(())
+}
+
+/// Aborts the process if [`ENV`] names this hit of `name`.
+#[cfg(feature = "failpoints")]
+fn crash_if_targeted(name: &'static str) {
+    use std::io::Write as _;
     if let Some(target) = env_target()
         && target.name == name
     {
@@ -155,7 +169,6 @@ pub fn hit(name: &'static str) -> io::Result<()> {
             std::process::abort();
         }
     }
-    Ok(())
 }
 
 /// Arms the `nth` hit (1-based; 0 counts as 1) of `name` on the current thread to fail with an
@@ -254,21 +267,26 @@ thread_local! {
     static RECORDING: RefCell<Option<Rc<RefCell<Vec<&'static str>>>>> = const { RefCell::new(None) };
 }
 
+#[cfg(any(test, feature = "failpoints"))]
 #[derive(Debug)]
 struct Target {
     name: String,
     nth: u32,
 }
 
+#[cfg(feature = "failpoints")]
 static TARGET: OnceLock<Option<Target>> = OnceLock::new();
+#[cfg(feature = "failpoints")]
 static TARGET_SEEN: AtomicU32 = AtomicU32::new(0);
 
+#[cfg(feature = "failpoints")]
 fn env_target() -> Option<&'static Target> {
     TARGET
         .get_or_init(|| std::env::var(ENV).ok().and_then(|v| parse_target(&v)))
         .as_ref()
 }
 
+#[cfg(any(test, feature = "failpoints"))]
 fn parse_target(value: &str) -> Option<Target> {
     let value = value.trim();
     if value.is_empty() {

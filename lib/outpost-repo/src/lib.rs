@@ -51,7 +51,8 @@
 //! # Failure points
 //! Every filesystem step of every operation passes through [`failpoint::hit`] before and after
 //! it (names in [`failpoint::ALL`]). Tests use them to crash a child process at each step
-//! (`OUTPOST_FAILPOINT=<name>[#n]`) or to inject an error on the current thread
+//! (`OUTPOST_FAILPOINT=<name>[#n]`, only with the `failpoints` cargo feature, which tests turn
+//! on and release builds never have) or to inject an error on the current thread
 //! ([`failpoint::inject`]) and check the invariants above. Unset, they cost next to nothing.
 //!
 //! # Concurrency

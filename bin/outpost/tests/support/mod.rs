@@ -1,5 +1,5 @@
 //! Shared machinery of the end-to-end tests: the real `outpost` binary started as a daemon on
-//! a temporary root, raw HTTP/1.1 over its Unix socket, the CLI, package fixtures built in code
+//! a temporary root, HTTP/1.1 over its Unix socket (`outpost_testkit::client`), the CLI, package fixtures built in code
 //! (OCI layouts with `outpost_fetch::pack`, tarballs from their layers) and the repository
 //! invariants.
 //!
@@ -8,9 +8,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 #![allow(clippy::unwrap_used)] // test helpers, outside #[test] functions
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -354,171 +353,42 @@ pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-// ---- raw HTTP over the socket -------------------------------------------------------------
+// ---- HTTP over the socket (the testkit's client) -------------------------------------------
 
-/// A parsed HTTP response.
-#[derive(Debug, Clone)]
-pub(crate) struct Response {
-    pub(crate) status: u16,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
-}
+pub(crate) use outpost_testkit::client::{Req, Response};
 
-impl Response {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub(crate) fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
-    }
-
-    /// Asserts the conventions every response follows: JSON content type, trailing newline.
-    pub(crate) fn assert_json_convention(&self) {
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/json"),
-            "{self:?}"
-        );
-        assert!(self.body.ends_with(b"\n"), "no trailing newline: {self:?}");
-        assert!(
-            !self.body[..self.body.len() - 1].contains(&b'\n'),
-            "one line expected: {self:?}"
-        );
-    }
-
-    /// Asserts `200 {}\n`.
-    pub(crate) fn assert_ok_empty(&self) {
-        assert_eq!((self.status, self.text().as_str()), (200, "{}\n"));
-        self.assert_json_convention();
-    }
-
-    /// Asserts an error response with this status and code and exactly the keys `message` and
-    /// `code`; returns the message.
-    #[track_caller]
-    pub(crate) fn assert_error(&self, status: u16, code: &str) -> String {
-        assert_eq!(self.status, status, "{}", self.text());
-        self.assert_json_convention();
-        let v = self.json();
-        let obj = v.as_object().unwrap();
-        assert_eq!(obj.len(), 1, "{v}");
-        let err = obj["error"].as_object().unwrap();
-        assert_eq!(err.len(), 2, "{v}");
-        assert_eq!(err["code"], code, "{v}");
-        let message = err["message"].as_str().unwrap().to_owned();
-        assert!(!message.is_empty());
-        message
-    }
-}
-
-/// Formats a request with `Host`, `Connection: close` and, with a body, `Content-Length`.
+/// A request with `headers` and, if given, a body (its `Content-Length` is added).
 pub(crate) fn request(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-) -> Vec<u8> {
-    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: outpost\r\nConnection: close\r\n");
+) -> Req {
+    let mut req = Req::new(method, path);
     for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
+        req = req.header(k, v);
     }
     if let Some(b) = body {
-        out.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        req = req.body(b);
     }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    if let Some(b) = body {
-        bytes.extend_from_slice(b);
-    }
-    bytes
+    req
 }
 
-/// Sends raw request bytes and reads the response until the server closes.
-pub(crate) fn send(socket: &Path, raw: &[u8]) -> Response {
-    try_request(socket, raw).unwrap_or_else(|e| panic!("request to {}: {e}", socket.display()))
+/// Sends `req` over the socket and reads the response.
+pub(crate) fn send(socket: &Path, req: &Req) -> Response {
+    try_request(socket, req).unwrap_or_else(|e| panic!("request to {}: {e}", socket.display()))
 }
 
 /// Like [`send`], but returns I/O errors (connection refused, reset by a dying daemon).
-pub(crate) fn try_request(socket: &Path, raw: &[u8]) -> std::io::Result<Response> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(DEADLINE * 4))?;
-    stream.set_write_timeout(Some(DEADLINE))?;
-    // The server may answer and close before reading all of a large body (413): keep what
-    // it said.
-    let write_result = stream.write_all(raw);
-    let mut buf = Vec::new();
-    match stream.read_to_end(&mut buf) {
-        Ok(_) => {}
-        Err(e) if !buf.is_empty() => {
-            let _ = e; // the answer arrived before the reset; keep it
-        }
-        Err(e) => return Err(write_result.err().unwrap_or(e)),
-    }
-    if buf.is_empty() {
-        return Err(write_result.err().unwrap_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "empty response")
-        }));
-    }
-    Ok(parse_response(&buf))
+pub(crate) fn try_request(socket: &Path, req: &Req) -> std::io::Result<Response> {
+    outpost_testkit::client::send_blocking(socket, req)
 }
 
-/// Parses one HTTP/1.1 response (Content-Length, chunked, or until EOF).
-pub(crate) fn parse_response(buf: &[u8]) -> Response {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end: {:?}", String::from_utf8_lossy(buf)));
-    let head = std::str::from_utf8(&buf[..end]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_owned(), v.trim().to_owned())
-        })
-        .collect();
-    let rest = &buf[end + 4..];
-    let header = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
-    let body = if let Some(len) = header("content-length") {
-        let len: usize = len.parse().unwrap();
-        rest[..len].to_vec()
-    } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        let mut body = Vec::new();
-        let mut at = rest;
-        loop {
-            let nl = at.windows(2).position(|w| w == b"\r\n").unwrap();
-            let size =
-                usize::from_str_radix(std::str::from_utf8(&at[..nl]).unwrap().trim(), 16).unwrap();
-            at = &at[nl + 2..];
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&at[..size]);
-            at = &at[size + 2..];
-        }
-        body
-    } else {
-        rest.to_vec()
-    };
-    Response {
-        status,
-        headers,
-        body,
-    }
+/// Sends raw request bytes (malformed HTTP, or a body the daemon refuses before reading it
+/// whole) and reads the response until the daemon closes.
+pub(crate) fn send_raw(socket: &Path, raw: &[u8]) -> Response {
+    outpost_testkit::client::send_raw_blocking(socket, raw)
+        .unwrap_or_else(|e| panic!("request to {}: {e}", socket.display()))
 }
 
 // ---- fixtures ------------------------------------------------------------------------------

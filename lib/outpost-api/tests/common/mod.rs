@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: a server on a temporary socket, raw HTTP/1.1
-//! exchanges (so tests see exact bytes), and a module exercising every convention.
+//! Helpers shared by the integration tests: a server on a temporary socket, exchanges through
+//! the testkit's client (raw bytes where a test needs exact or malformed HTTP), and a module
+//! exercising every convention.
 // Test support: a failed unwrap is a failed test.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
@@ -9,9 +10,10 @@ use std::time::Duration;
 
 use axum::extract::Path as UrlPath;
 use outpost_api::{Api, ApiBuilder, Caller, Error, ErrorResponse, Json, Module, Server};
+use outpost_testkit::client::Req;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -67,84 +69,12 @@ pub async fn start_at(api: Api, dir: tempfile::TempDir, sock: PathBuf) -> Runnin
     }
 }
 
-/// A parsed HTTP response.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).unwrap()
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-
-    /// Asserts a JSON response whose body is exactly `expected` plus a newline.
-    pub fn assert_json(&self, status: u16, expected: &str) {
-        assert_eq!(self.status, status, "body: {}", self.text());
-        assert_eq!(self.header("content-type"), Some("application/json"));
-        assert_eq!(self.text(), format!("{expected}\n"));
-    }
-}
-
-fn decode_chunked(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
+/// A parsed HTTP response (the testkit client's).
+pub use outpost_testkit::client::Response as Reply;
 
 /// Parses one response from the bytes read.
 pub fn parse_reply(raw: &[u8]) -> Reply {
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
-    let head = std::str::from_utf8(&raw[..head_end]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_owned(), v.trim().to_owned())
-        })
-        .collect();
-    let rest = &raw[head_end + 4..];
-    let mut reply = Reply {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    reply.body = if let Some(len) = reply.header("content-length") {
-        // A HEAD answer announces a length but carries no body.
-        rest[..len.parse::<usize>().unwrap().min(rest.len())].to_vec()
-    } else if reply.header("transfer-encoding") == Some("chunked") {
-        decode_chunked(rest)
-    } else {
-        rest.to_vec()
-    };
-    reply
+    outpost_testkit::client::parse_response(raw)
 }
 
 /// Reads until the server closes (a reset after the answer also ends the read: the kernel
@@ -169,21 +99,19 @@ pub async fn read_all(stream: &mut tokio::net::UnixStream) -> Vec<u8> {
 
 /// Sends `request` bytes verbatim (it should say `Connection: close`) and parses the answer.
 pub async fn raw(sock: &Path, request: &[u8]) -> Reply {
-    let mut stream = tokio::net::UnixStream::connect(sock).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    parse_reply(&read_all(&mut stream).await)
+    outpost_testkit::client::send_raw(sock, request)
+        .await
+        .unwrap()
 }
 
-/// `METHOD path` without a body.
+/// `METHOD path` without a body, sent with the testkit's hyper client.
 pub async fn request(sock: &Path, method: &str, path: &str) -> Reply {
-    raw(
-        sock,
-        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
+    let req = Req::new(method, path).header("Host", "x");
+    outpost_testkit::client::send(sock, &req).await.unwrap()
 }
 
-/// `METHOD path` with a body and an optional Content-Type.
+/// `METHOD path` with a body and an optional Content-Type, sent with the testkit's hyper
+/// client.
 pub async fn request_with_body(
     sock: &Path,
     method: &str,
@@ -191,17 +119,13 @@ pub async fn request_with_body(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Reply {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut req = Req::new(method, path).header("Host", "x");
     if let Some(ct) = content_type {
-        req.push_str(&format!("Content-Type: {ct}\r\n"));
+        req = req.header("Content-Type", ct);
     }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    raw(sock, &bytes).await
+    outpost_testkit::client::send(sock, &req.body(body))
+        .await
+        .unwrap()
 }
 
 #[derive(Debug, Deserialize)]

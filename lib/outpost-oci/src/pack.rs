@@ -1,0 +1,876 @@
+//! `outpost pack`: a deterministic OCI image layout from a directory.
+//!
+//! # Determinism
+//! The same tree gives the same digests, whatever the files' times, owners or the order the
+//! filesystem lists them in: entries are sorted by name (parents before children), every
+//! header has mtime 0, uid and gid 0 and no user or group names, modes are normalised to
+//! 0644/0755 (directories 0755), and the compression level is fixed ([`ZSTD_LEVEL`],
+//! [`GZIP_LEVEL`]). Nothing time-dependent goes into the config, manifest or index. (The
+//! digests may change with the version of the compression library outpost is built with.)
+//!
+//! # What is refused
+//! Sockets, fifos and devices; symlinks that point outside the directory or to an absolute
+//! path (see [`symlink_target`]); names that unpacking would
+//! refuse (not UTF-8, control characters, backslashes, over-long). Hard-linked files are
+//! stored as separate copies.
+
+use std::fs::Permissions;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use bytes::{Bytes, BytesMut};
+use fs_err::os::unix::fs::OpenOptionsExt;
+use outpost_types::{PackageName, Version};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tar::{EntryType, Header};
+
+use crate::error::OciError;
+use crate::oci::{Descriptor, ImageIndex, ImageManifest, Platform, annotation, media_type};
+use outpost_archive::Digest;
+use outpost_archive::normalized_mode;
+use outpost_archive::path::{SafeRelPath, symlink_target};
+
+/// The zstd level of packed layers.
+pub const ZSTD_LEVEL: i32 = 3;
+/// The gzip level of packed layers.
+pub const GZIP_LEVEL: u32 = 6;
+
+/// How the layer is compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PackFormat {
+    /// `application/vnd.oci.image.layer.v1.tar+zstd` (the default).
+    #[default]
+    Zstd,
+    /// `application/vnd.oci.image.layer.v1.tar+gzip`.
+    Gzip,
+}
+
+impl PackFormat {
+    /// The layer's media type.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Zstd => media_type::OCI_LAYER_ZSTD,
+            Self::Gzip => media_type::OCI_LAYER_GZIP,
+        }
+    }
+}
+
+/// Options of [`pack`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackOptions {
+    /// Layer compression.
+    pub format: PackFormat,
+    /// `(os, architecture)` in Go's names, recorded in the index entry and the image config;
+    /// `None` makes a package for any platform (no platform in the index, an empty config).
+    pub platform: Option<(String, String)>,
+}
+
+impl Default for PackOptions {
+    /// zstd, for the host platform.
+    fn default() -> Self {
+        Self::host(PackFormat::Zstd)
+    }
+}
+
+impl PackOptions {
+    /// A package for the host platform.
+    pub fn host(format: PackFormat) -> Self {
+        Self {
+            format,
+            platform: Some((
+                outpost_types::platform::host_os().to_owned(),
+                outpost_types::platform::host_arch().to_owned(),
+            )),
+        }
+    }
+
+    /// A package for any platform.
+    pub fn any(format: PackFormat) -> Self {
+        Self {
+            format,
+            platform: None,
+        }
+    }
+}
+
+/// What [`pack`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedImage {
+    /// The layout directory.
+    pub out: PathBuf,
+    /// The digest of `index.json`.
+    pub index_digest: Digest,
+    /// The manifest, as the index lists it.
+    pub manifest: Descriptor,
+    /// The config blob.
+    pub config: Descriptor,
+    /// The layer blob.
+    pub layer: Descriptor,
+    /// The digest of the uncompressed layer (the config's `diff_id`).
+    pub diff_id: Digest,
+    /// The sum of the regular files' sizes (the size annotation).
+    pub unpacked_size: u64,
+    /// Entries in the layer.
+    pub entries: u64,
+}
+
+/// Packs the tree at `dir` as package `name` `version` into a new OCI image layout at `out`.
+///
+/// The layout holds one layer (the tree, its root being the version directory), a config,
+/// a manifest annotated with both key families (`com.datadoghq.package.{name,version,size}`
+/// and `dev.outpost.package.*`), and an index whose one entry carries the platform (unless
+/// `opts.platform` is `None`) and `org.opencontainers.image.ref.name` = `version`.
+///
+/// The layout is built in a temporary directory beside `out`, synced, then renamed into
+/// place, so `out` is either absent/empty or complete. An existing, non-empty `out` is
+/// refused.
+///
+/// # Errors
+/// [`OciError::OutputExists`]; [`OciError::PackInput`] for something in `dir` that cannot
+/// be packed (or `out` inside `dir`); [`OciError::Io`] for I/O failures (naming the path).
+pub fn pack(
+    dir: &Path,
+    name: &PackageName,
+    version: &Version,
+    opts: &PackOptions,
+    out: &Path,
+) -> Result<PackedImage, OciError> {
+    let input = |reason: String| OciError::PackInput {
+        path: dir.to_owned(),
+        reason,
+    };
+    match dir.metadata() {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(input("not a directory".into())),
+        // The error names the path already; the io error alone says what is wrong with it.
+        Err(e) => return Err(input(e.to_string())),
+    }
+    match fs_err::symlink_metadata(out) {
+        Ok(m) if m.is_dir() && fs_err::read_dir(out)?.next().is_none() => {}
+        Ok(_) => {
+            return Err(OciError::OutputExists {
+                path: out.to_owned(),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let canon_dir = fs_err::canonicalize(dir)?;
+    let canon_parent = fs_err::canonicalize(&parent)?;
+    if canon_parent.starts_with(&canon_dir) {
+        return Err(OciError::PackInput {
+            path: out.to_owned(),
+            reason: format!(
+                "the output is inside the packed directory {}",
+                dir.display()
+            ),
+        });
+    }
+
+    let tmp = tempfile::Builder::new()
+        .prefix(".outpost-pack-")
+        .tempdir_in(&parent)
+        .map_err(OciError::Io)?;
+    let blobs = tmp.path().join("blobs").join("sha256");
+    fs_err::create_dir_all(&blobs)?;
+
+    let layer = write_layer(dir, &blobs, opts.format)?;
+    let (config_type, config_json) = match &opts.platform {
+        Some((os, arch)) => (
+            media_type::OCI_CONFIG,
+            to_json(&ImageConfig {
+                architecture: arch,
+                os,
+                rootfs: RootFs {
+                    kind: "layers",
+                    diff_ids: vec![layer.diff_id.to_string()],
+                },
+            })?,
+        ),
+        None => (media_type::OCI_EMPTY, b"{}".to_vec()),
+    };
+    let config = write_blob(&blobs, config_type, &config_json)?;
+    let layer_desc = Descriptor {
+        media_type: opts.format.media_type().into(),
+        digest: layer.digest.clone(),
+        size: layer.size,
+        platform: None,
+        annotations: Default::default(),
+    };
+    let size = layer.unpacked.to_string();
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_MANIFEST.into()),
+        config: config.clone(),
+        layers: vec![layer_desc.clone()],
+        annotations: [
+            (annotation::DATADOG_NAME, name.as_str()),
+            (annotation::DATADOG_VERSION, version.as_str()),
+            (annotation::DATADOG_SIZE, size.as_str()),
+            (annotation::OUTPOST_NAME, name.as_str()),
+            (annotation::OUTPOST_VERSION, version.as_str()),
+            (annotation::OUTPOST_SIZE, size.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    };
+    let mut manifest_desc = write_blob(&blobs, media_type::OCI_MANIFEST, &to_json(&manifest)?)?;
+    manifest_desc.platform = opts.platform.as_ref().map(|(os, arch)| Platform {
+        architecture: arch.clone(),
+        os: os.clone(),
+        variant: None,
+    });
+    manifest_desc
+        .annotations
+        .insert(annotation::REF_NAME.into(), version.to_string());
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.into()),
+        manifests: vec![manifest_desc.clone()],
+        annotations: Default::default(),
+    };
+    let index_json = to_json(&index)?;
+    write_synced(&tmp.path().join("index.json"), &index_json)?;
+    write_synced(
+        &tmp.path().join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    for d in [blobs.as_path(), &tmp.path().join("blobs"), tmp.path()] {
+        fs_err::File::open(d)?.sync_all()?;
+    }
+    fs_err::set_permissions(tmp.path(), Permissions::from_mode(0o755))?;
+    match fs_err::rename(tmp.path(), out) {
+        Ok(()) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::NOTEMPTY.raw_os_error() || c == rustix::io::Errno::EXIST.raw_os_error()) =>
+        {
+            return Err(OciError::OutputExists {
+                path: out.to_owned(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // The layout now lives at `out`; the temporary directory's name no longer exists.
+    let _kept = tmp.keep();
+    fs_err::File::open(&parent)?.sync_all()?;
+    tracing::info!(
+        package.name = %name,
+        package.version = %version,
+        manifest.digest = %manifest_desc.digest,
+        out = %out.display(),
+        "packed an OCI layout"
+    );
+    Ok(PackedImage {
+        out: out.to_owned(),
+        index_digest: Digest::of(&index_json),
+        manifest: manifest_desc,
+        config,
+        layer: layer_desc,
+        diff_id: layer.diff_id,
+        unpacked_size: layer.unpacked,
+        entries: layer.entries,
+    })
+}
+
+#[derive(Serialize)]
+struct ImageConfig<'a> {
+    architecture: &'a str,
+    os: &'a str,
+    rootfs: RootFs,
+}
+
+#[derive(Serialize)]
+struct RootFs {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    diff_ids: Vec<String>,
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, OciError> {
+    serde_json::to_vec(v).map_err(|source| OciError::Json {
+        what: "packed image document".into(),
+        source,
+    })
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), OciError> {
+    let mut f = fs_err::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn write_blob(blobs: &Path, media_type: &str, data: &[u8]) -> Result<Descriptor, OciError> {
+    let digest = Digest::of(data);
+    write_synced(&blobs.join(digest.hex()), data)?;
+    Ok(Descriptor {
+        media_type: media_type.into(),
+        digest,
+        size: data.len() as u64,
+        platform: None,
+        annotations: Default::default(),
+    })
+}
+
+/// Bytes handed at a time to the hashing and output threads.
+const PACK_CHUNK: usize = 1 << 20;
+/// Chunks that may wait for a thread before the producer blocks.
+const PACK_QUEUE: usize = 4;
+
+/// A thread that consumes 1 MiB chunks: `consume` sees each one in order; the thread's
+/// result comes back from [`ChunkThread::finish`]. A chunk that cannot be sent means the
+/// thread failed, and its error is returned.
+struct ChunkThread<T> {
+    buf: BytesMut,
+    tx: Option<SyncSender<Bytes>>,
+    handle: Option<JoinHandle<io::Result<T>>>,
+}
+
+impl<T: Send + 'static> ChunkThread<T> {
+    fn spawn(
+        name: &str,
+        mut state: impl FnMut(Option<&Bytes>) -> io::Result<Option<T>> + Send + 'static,
+    ) -> io::Result<Self> {
+        let (tx, rx) = sync_channel::<Bytes>(PACK_QUEUE);
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                for chunk in rx {
+                    state(Some(&chunk))?;
+                }
+                state(None)?.ok_or_else(|| io::Error::other("no result"))
+            })?;
+        Ok(Self {
+            buf: BytesMut::with_capacity(PACK_CHUNK),
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Sends a whole chunk (bypassing the buffer, which must be empty).
+    fn send(&mut self, chunk: Bytes) -> io::Result<()> {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(chunk).is_ok());
+        if sent { Ok(()) } else { Err(self.failure()) }
+    }
+
+    fn send_buffered(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(PACK_CHUNK));
+        self.send(chunk.freeze())
+    }
+
+    /// The error the thread ended with.
+    fn failure(&mut self) -> io::Error {
+        drop(self.tx.take());
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => io::Error::other("a packing thread panicked"),
+            Some(Ok(Ok(_))) | None => io::Error::other("a packing thread stopped early"),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<T> {
+        self.send_buffered()?;
+        drop(self.tx.take());
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("a packing thread panicked")),
+            None => Err(io::Error::other("a packing thread stopped early")),
+        }
+    }
+}
+
+impl<T: Send + 'static> Write for ChunkThread<T> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PACK_CHUNK {
+            self.send_buffered()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<T> Drop for ChunkThread<T> {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            // The pack failed elsewhere; this thread only ends its work.
+            let _ = h.join();
+        }
+    }
+}
+
+/// Hashes and counts the chunks it is sent.
+fn hash_thread() -> io::Result<ChunkThread<(Digest, u64)>> {
+    let mut hasher = Some(Sha256::new());
+    let mut count = 0u64;
+    ChunkThread::spawn("outpost-pack-sha256", move |chunk| match chunk {
+        Some(c) => {
+            if let Some(h) = hasher.as_mut() {
+                h.update(c);
+            }
+            count += c.len() as u64;
+            Ok(None)
+        }
+        None => Ok(hasher.take().map(|h| (Digest::from_hasher(h), count))),
+    })
+}
+
+/// Hashes the chunks it is sent and writes them to `file`.
+fn output_thread(file: fs_err::File) -> io::Result<ChunkThread<(fs_err::File, Digest, u64)>> {
+    let mut file = Some(file);
+    let mut hasher = Some(Sha256::new());
+    let mut count = 0u64;
+    ChunkThread::spawn("outpost-pack-out", move |chunk| match chunk {
+        Some(c) => {
+            if let (Some(f), Some(h)) = (file.as_mut(), hasher.as_mut()) {
+                f.write_all(c)?;
+                h.update(c);
+                start_writeback(f.file(), count, c.len() as u64);
+                count += c.len() as u64;
+            }
+            Ok(None)
+        }
+        None => Ok(file
+            .take()
+            .zip(hasher.take())
+            .map(|(f, h)| (f, Digest::from_hasher(h), count))),
+    })
+}
+
+/// Starts writing a range of a file to the disk now, without waiting: the final `fsync`
+/// then has little left to wait for, and the disk works while the rest is compressed.
+/// (On Linux, `POSIX_FADV_DONTNEED` starts the writeback of the range's dirty pages; pages
+/// still dirty or under writeback stay cached.) Only a hint: a failure changes nothing.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    if let Some(len) = std::num::NonZeroU64::new(len)
+        && let Err(e) = rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::DontNeed)
+    {
+        tracing::debug!(error = %e, "fadvise failed; the final fsync writes everything");
+    }
+}
+
+/// The compressed layer's writer: each chunk of compressed bytes goes to the output thread.
+type Output = ChunkThread<(fs_err::File, Digest, u64)>;
+
+/// The layer's compressor. zstd writes straight into 1 MiB chunks handed to the output
+/// thread (no intermediate buffer); gzip goes through flate2's writer.
+enum Compressor<T: Send + 'static = (fs_err::File, Digest, u64)> {
+    Zstd {
+        raw: zstd::stream::raw::Encoder<'static>,
+        out: Vec<u8>,
+        sink: ChunkThread<T>,
+    },
+    Gzip(flate2::write::GzEncoder<ChunkThread<T>>),
+}
+
+impl<T: Send + 'static> Compressor<T> {
+    fn new(format: PackFormat, sink: ChunkThread<T>) -> io::Result<Self> {
+        Ok(match format {
+            PackFormat::Zstd => {
+                let mut raw = zstd::stream::raw::Encoder::new(ZSTD_LEVEL)?;
+                raw.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
+                Self::Zstd {
+                    raw,
+                    out: Vec::with_capacity(PACK_CHUNK),
+                    sink,
+                }
+            }
+            PackFormat::Gzip => Self::Gzip(flate2::write::GzEncoder::new(
+                sink,
+                flate2::Compression::new(GZIP_LEVEL),
+            )),
+        })
+    }
+
+    /// Hands a full output chunk to the output thread.
+    fn ship(out: &mut Vec<u8>, sink: &mut ChunkThread<T>, force: bool) -> io::Result<()> {
+        if out.len() == out.capacity() || (force && !out.is_empty()) {
+            let full = std::mem::replace(out, Vec::with_capacity(PACK_CHUNK));
+            sink.send(Bytes::from(full))?;
+        }
+        Ok(())
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        use zstd::stream::raw::{InBuffer, Operation as _, OutBuffer};
+        match self {
+            Self::Zstd { raw, out, sink } => {
+                let mut input = InBuffer::around(data);
+                while input.pos() < data.len() {
+                    let at = out.len();
+                    raw.run(&mut input, &mut OutBuffer::around_pos(out, at))?;
+                    Self::ship(out, sink, false)?;
+                }
+                Ok(())
+            }
+            Self::Gzip(e) => e.write_all(data),
+        }
+    }
+
+    /// Ends the stream; returns the output thread.
+    fn finish(self) -> io::Result<ChunkThread<T>> {
+        use zstd::stream::raw::{Operation as _, OutBuffer};
+        match self {
+            Self::Zstd {
+                mut raw,
+                mut out,
+                mut sink,
+            } => loop {
+                let at = out.len();
+                let left = raw.finish(&mut OutBuffer::around_pos(&mut out, at), true)?;
+                Self::ship(&mut out, &mut sink, left == 0)?;
+                if left == 0 {
+                    return Ok(sink);
+                }
+            },
+            Self::Gzip(e) => e.finish(),
+        }
+    }
+}
+
+/// Compresses the chunks it is sent (on its own thread), handing the compressed bytes to
+/// the output thread; returns the output thread at the end.
+fn compress_thread(compressor: Compressor) -> io::Result<ChunkThread<Output>> {
+    let mut compressor = Some(compressor);
+    ChunkThread::spawn("outpost-pack-zstd", move |chunk| match chunk {
+        Some(c) => {
+            if let Some(z) = compressor.as_mut() {
+                z.write_all(c)?;
+            }
+            Ok(None)
+        }
+        None => compressor.take().map(Compressor::finish).transpose(),
+    })
+}
+
+/// Where the tar stream goes. Bytes gather in a 1 MiB chunk; a full chunk is handed to the
+/// hashing thread (for the uncompressed digest, the config's `diff_id`) and to the
+/// compressing thread, whose output thread hashes and writes the compressed layer. Reading
+/// the files, hashing, compressing and writing thus overlap, and no byte is copied between
+/// the file read and the compressor.
+struct TarSink {
+    buf: BytesMut,
+    compress: ChunkThread<Output>,
+    diff: ChunkThread<(Digest, u64)>,
+}
+
+impl TarSink {
+    fn emit(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(PACK_CHUNK)).freeze();
+        self.diff.send(chunk.clone())?;
+        self.compress.send(chunk)
+    }
+
+    /// Appends exactly `size` bytes of `file` (read in large blocks straight into the
+    /// chunk), then the zero padding that ends a tar entry's data.
+    fn copy_file(&mut self, file: &mut impl Read, size: u64) -> io::Result<()> {
+        let mut left = size;
+        while left > 0 {
+            if self.buf.len() >= PACK_CHUNK {
+                self.emit()?;
+            }
+            let start = self.buf.len();
+            let want = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(PACK_CHUNK - start);
+            self.buf.resize(start + want, 0);
+            let n = loop {
+                match file.read(&mut self.buf[start..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            let n = match n {
+                Ok(0) => {
+                    self.buf.truncate(start);
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file got shorter while it was being packed",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf.truncate(start);
+                    return Err(e);
+                }
+            };
+            self.buf.truncate(start + n);
+            left -= n as u64;
+        }
+        let pad = (512 - size % 512) % 512;
+        self.write_all(&[0u8; 512][..pad as usize])
+    }
+
+    fn finish(mut self) -> io::Result<(Output, Digest)> {
+        self.emit()?;
+        let (diff_id, _tar_len) = self.diff.finish()?;
+        Ok((self.compress.finish()?, diff_id))
+    }
+}
+
+impl Write for TarSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PACK_CHUNK {
+            self.emit()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Layer {
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+    unpacked: u64,
+    entries: u64,
+}
+
+type LayerSink = TarSink;
+
+fn write_layer(dir: &Path, blobs: &Path, format: PackFormat) -> Result<Layer, OciError> {
+    let tmp_path = blobs.join(".layer.tmp");
+    let file = fs_err::File::create(&tmp_path)?;
+    let tar_err = |e: io::Error| {
+        OciError::Io(io::Error::new(
+            e.kind(),
+            format!("writing the layer to {}: {e}", tmp_path.display()),
+        ))
+    };
+    let sink = TarSink {
+        buf: BytesMut::with_capacity(PACK_CHUNK),
+        compress: compress_thread(
+            Compressor::new(format, output_thread(file).map_err(tar_err)?).map_err(tar_err)?,
+        )
+        .map_err(tar_err)?,
+        diff: hash_thread().map_err(tar_err)?,
+    };
+    let mut walker = Walker {
+        builder: tar::Builder::new(sink),
+        unpacked: 0,
+        entries: 0,
+    };
+    walker.walk(dir, "")?;
+    let Walker {
+        builder,
+        unpacked,
+        entries,
+    } = walker;
+    let sink = builder.into_inner().map_err(tar_err)?;
+    let (output, diff_id) = sink.finish().map_err(tar_err)?;
+    let (file, digest, size) = output.finish().map_err(tar_err)?;
+    file.sync_all()?;
+    drop(file);
+    fs_err::rename(&tmp_path, blobs.join(digest.hex()))?;
+    Ok(Layer {
+        digest,
+        size,
+        diff_id,
+        unpacked,
+        entries,
+    })
+}
+
+struct Walker {
+    builder: tar::Builder<LayerSink>,
+    unpacked: u64,
+    entries: u64,
+}
+
+fn header(kind: EntryType, mode: u32, size: u64) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+impl Walker {
+    /// Appends the children of `abs` (whose path in the archive is `rel`), sorted by name,
+    /// each directory followed by its own children.
+    fn walk(&mut self, abs: &Path, rel: &str) -> Result<(), OciError> {
+        let mut names = fs_err::read_dir(abs)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let child = abs.join(&name);
+            let refuse = |reason: String| OciError::PackInput {
+                path: child.clone(),
+                reason,
+            };
+            let name = name
+                .to_str()
+                .ok_or_else(|| refuse("the name is not UTF-8".into()))?;
+            let rel_child = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let safe = SafeRelPath::from_archive(rel_child.as_bytes())
+                .map_err(|r| refuse(format!("the name would be refused on unpacking: {r}")))?;
+            let meta = fs_err::symlink_metadata(&child)?;
+            let ft = meta.file_type();
+            let tar_err = |e: io::Error| {
+                OciError::Io(io::Error::new(
+                    e.kind(),
+                    format!("adding {} to the layer: {e}", child.display()),
+                ))
+            };
+            self.entries += 1;
+            if ft.is_dir() {
+                let mut h = header(EntryType::Directory, 0o755, 0);
+                self.builder
+                    .append_data(&mut h, format!("{rel_child}/"), io::empty())
+                    .map_err(tar_err)?;
+                self.walk(&child, &rel_child)?;
+            } else if ft.is_file() {
+                let size = meta.len();
+                let mut file = fs_err::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&child)?;
+                let mut h = header(
+                    EntryType::Regular,
+                    normalized_mode(meta.permissions().mode()),
+                    size,
+                );
+                // The header (and any long-name record) first, with no data: `tar` pads
+                // nothing after an entry it copied no bytes for. The data and its padding
+                // are then read in large blocks straight into the layer's chunk, instead of
+                // through `tar`'s 8 KiB copy loop.
+                self.builder
+                    .append_data(&mut h, &rel_child, io::empty())
+                    .map_err(tar_err)?;
+                self.builder
+                    .get_mut()
+                    .copy_file(&mut file, size)
+                    .map_err(tar_err)?;
+                self.unpacked += size;
+            } else if ft.is_symlink() {
+                let target = fs_err::read_link(&child)?;
+                let target = symlink_target(&safe, target.as_os_str().as_bytes())
+                    .map_err(|r| refuse(format!("{r}")))?;
+                let mut h = header(EntryType::Symlink, 0o777, 0);
+                self.builder
+                    .append_link(&mut h, &rel_child, &target)
+                    .map_err(tar_err)?;
+            } else {
+                return Err(refuse(
+                    "only regular files, directories and symlinks can be packed".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Data that compresses (so zstd does real work) and spans several jobs.
+    fn data(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let word: &[u8] = [b"layer ", b"index ", b"digest", b"stable"][(x & 3) as usize];
+            out.extend_from_slice(word);
+            out.push(if x & 0x30 == 0 { b'\n' } else { b' ' });
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Compresses `input` through [`Compressor`], fed in pieces of the given sizes.
+    fn compress(input: &[u8], pieces: &[usize]) -> Vec<u8> {
+        let collected = ChunkThread::spawn("test", {
+            let mut all = Some(Vec::new());
+            move |chunk| match chunk {
+                Some(c) => {
+                    if let Some(a) = all.as_mut() {
+                        a.extend_from_slice(c);
+                    }
+                    Ok(None)
+                }
+                None => Ok(all.take()),
+            }
+        })
+        .unwrap();
+        let mut c = Compressor::new(PackFormat::Zstd, collected).unwrap();
+        let mut rest = input;
+        for size in pieces.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = (*size).min(rest.len());
+            c.write_all(&rest[..n]).unwrap();
+            rest = &rest[n..];
+        }
+        c.finish().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn the_compressed_layer_does_not_depend_on_how_the_input_is_split() {
+        let input = data(6 << 20);
+        let one = compress(&input, &[PACK_CHUNK]);
+        assert!(one.len() < input.len() / 2, "the data compresses");
+        for pieces in [&[1usize][..], &[512, 8192, 100_000], &[3 << 20]] {
+            if pieces == [1] {
+                // Byte by byte over the first 64 KiB only: slow in a debug build otherwise.
+                let small = &input[..64 << 10];
+                assert!(compress(small, pieces) == compress(small, &[PACK_CHUNK]));
+                continue;
+            }
+            assert!(compress(&input, pieces) == one, "{pieces:?}");
+        }
+        assert!(zstd::stream::decode_all(&one[..]).unwrap() == input);
+    }
+
+    #[test]
+    fn a_failing_output_thread_reports_its_error() {
+        let mut t = ChunkThread::<()>::spawn("test", |chunk| match chunk {
+            Some(_) => Err(io::Error::other("disk on fire")),
+            None => Ok(Some(())),
+        })
+        .unwrap();
+        let mut err = None;
+        for _ in 0..(PACK_QUEUE + 2) {
+            if let Err(e) = t.write_all(&vec![0u8; PACK_CHUNK]) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("a write fails once the thread has failed");
+        assert_eq!(err.to_string(), "disk on fire");
+    }
+}
