@@ -166,7 +166,7 @@ fn catalog_set_errors_name_what_was_wrong() {
     assert_eq!(code(&out), 1);
     assert!(
         stderr(&out)
-            .starts_with("error setting catalog: catalog entry 0 (\"p\" \"..\"): invalid version"),
+            .starts_with("error setting catalog: invalid catalog in the argument: catalog entry 0 (\"p\" \"..\"): invalid version"),
         "{}",
         stderr(&out)
     );

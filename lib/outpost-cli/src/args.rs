@@ -130,6 +130,9 @@ pub struct CompletionsArgs {
 pub struct SetCatalogArgs {
     /// A file, `-` for stdin, or the catalog JSON itself
     pub catalog: String,
+    /// Accept a catalog with no entries (clears the daemon's catalog)
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// `outpost daemon`
@@ -163,6 +166,9 @@ pub enum CatalogCommand {
 pub struct CatalogSetArgs {
     /// A file, `-` for stdin, or the catalog JSON itself
     pub file: String,
+    /// Accept a catalog with no entries (clears the daemon's catalog)
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// `outpost experiment ...`

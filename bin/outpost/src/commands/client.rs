@@ -5,9 +5,10 @@
 //! (`spec/cli.md`): 0 success, 1 the operation failed (the daemon's message on stderr,
 //! prefixed by what was being done), 3 the daemon is not reachable.
 
-use std::io::{IsTerminal as _, Read as _};
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
+use super::catalog;
 use outpost_api::{ApiClient, ClientError, ClientErrorKind};
 use outpost_cli::ExitStatus;
 use outpost_cli::args::{ExperimentStartArgs, GlobalArgs, InstallArgs, PackageArgs};
@@ -23,6 +24,8 @@ pub(crate) enum Verb {
     /// `catalog set` and `set-catalog`: a file, `-` for stdin, or the JSON itself.
     CatalogSet {
         source: String,
+        /// `--allow-empty`: a catalog without entries is meant.
+        allow_empty: bool,
     },
     Install(InstallArgs),
     StartExperiment(ExperimentStartArgs),
@@ -131,14 +134,14 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 print_catalog(&catalog);
             }
         }
-        Verb::CatalogSet { source } => {
-            let body = read_catalog(source).map_err(Failure::Local)?;
+        Verb::CatalogSet {
+            source,
+            allow_empty,
+        } => {
+            let (body, count) = catalog::read(source, *allow_empty).map_err(Failure::Local)?;
             let _: Empty = client.post("/catalog", Some(&body)).await?;
-            let count = body
-                .get("packages")
-                .and_then(|p| p.as_array())
-                .map_or(0, Vec::len);
-            done(global, &format!("catalog set ({count} entries)"));
+            let entries = if count == 1 { "entry" } else { "entries" };
+            done(global, &format!("catalog set ({count} {entries})"));
         }
         Verb::Install(InstallArgs {
             package,
@@ -233,27 +236,6 @@ fn done(global: &GlobalArgs, message: &str) {
     } else if global.quiet == 0 {
         println!("{message}");
     }
-}
-
-/// Reads a catalog: `-` is stdin, a value starting with `{` is the JSON itself (as the
-/// Datadog installer's `set-catalog` takes it), anything else a file path. The JSON is checked
-/// locally so a typo is reported with its position before anything is sent.
-fn read_catalog(source: &str) -> Result<serde_json::Value, String> {
-    let (what, text) = if source == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("reading stdin: {e}"))?;
-        ("stdin".to_string(), text)
-    } else if source.trim_start().starts_with('{') {
-        ("the argument".to_string(), source.to_string())
-    } else {
-        let text = fs_err::read_to_string(source).map_err(|e| {
-            format!("{e}; the catalog is a file, `-` for stdin, or the JSON itself")
-        })?;
-        (source.to_string(), text)
-    };
-    serde_json::from_str(&text).map_err(|e| format!("invalid catalog JSON in {what}: {e}"))
 }
 
 /// Runs `call`, and while it runs on a terminal, polls `/status` and shows the task's
@@ -396,17 +378,5 @@ mod tests {
         assert_eq!(path_segment(".."), "%2E%2E");
         assert_eq!(path_segment("a/b"), "a%2Fb");
         assert_eq!(path_segment("a b"), "a%20b");
-    }
-
-    #[test]
-    fn catalog_sources() {
-        assert!(read_catalog(r#"{"packages": []}"#).is_ok());
-        let err = read_catalog("{oops").unwrap_err();
-        assert!(
-            err.contains("invalid catalog JSON in the argument"),
-            "{err}"
-        );
-        let err = read_catalog("/definitely/not/here.json").unwrap_err();
-        assert!(err.contains("/definitely/not/here.json"), "{err}");
     }
 }

@@ -3,6 +3,7 @@
 //! embed Python (`agent`, `check`, `version`) are handed over to `outpost-agent`.
 
 mod agent_client;
+mod catalog;
 mod client;
 mod daemon;
 mod handover;
@@ -45,9 +46,13 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
         }
         Command::Status => Verb::Status,
         Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,
-        Command::Catalog(CatalogCommand::Set(args)) => Verb::CatalogSet { source: args.file },
+        Command::Catalog(CatalogCommand::Set(args)) => Verb::CatalogSet {
+            source: args.file,
+            allow_empty: args.allow_empty,
+        },
         Command::SetCatalog(args) => Verb::CatalogSet {
             source: args.catalog,
+            allow_empty: args.allow_empty,
         },
         Command::Install(args) => Verb::Install(args),
         Command::Experiment(ExperimentCommand::Start(args)) | Command::StartExperiment(args) => {
