@@ -64,8 +64,9 @@ fn agent_status_and_reload_are_served_by_outpost_itself() {
             stderr(&out),
             format!(
                 "error: the check agent is not reachable at {}: No such file or directory \
-                 (os error 2)\nhint: start it with `outpost agent` (with the same --root)\n",
-                socket.display()
+                 (os error 2)\nhint: start it with `outpost --root {} agent`\n",
+                socket.display(),
+                alone.root().display()
             ),
             "agent {verb}"
         );

@@ -268,9 +268,17 @@ pub struct AgentArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum AgentCommand {
     /// Print the running agent's check table
-    Status,
+    Status(AgentClientArgs),
     /// Ask the running agent to reload check configurations
-    Reload,
+    Reload(AgentClientArgs),
+}
+
+/// `outpost agent status|reload`: where the running agent listens.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentClientArgs {
+    /// The check agent's API socket (`--socket` is the daemon's) [default: <root>/run/agent.sock]
+    #[arg(long, env = "OUTPOST_AGENT_SOCKET", value_name = "PATH")]
+    pub agent_socket: Option<PathBuf>,
 }
 
 /// `outpost check ...`
@@ -305,6 +313,10 @@ pub struct CheckValidateArgs {
     pub checks: ChecksArgs,
 }
 
+/// The system daemon's socket (root's default root `/opt/outpost`), which client commands of
+/// other users try when no daemon answers under their own data directory.
+pub const SYSTEM_SOCKET: &str = "/opt/outpost/run/outpost.sock";
+
 /// The default state directory: `/opt/outpost` for root, else `$XDG_DATA_HOME/outpost` or
 /// `~/.local/share/outpost`.
 pub fn default_root() -> PathBuf {
@@ -331,6 +343,38 @@ impl GlobalArgs {
         self.socket
             .clone()
             .unwrap_or_else(|| self.root().join("run/outpost.sock"))
+    }
+
+    /// The sockets to try for the daemon, in order: the one in effect, and for a user other
+    /// than root who gave neither `--root` nor `--socket` (nor their variables), the system
+    /// daemon's socket [`SYSTEM_SOCKET`] after the one under the user's data directory.
+    pub fn daemon_sockets(&self) -> Vec<PathBuf> {
+        let first = self.socket();
+        let system = PathBuf::from(SYSTEM_SOCKET);
+        if self.root.is_some() || self.socket.is_some() || first == system {
+            vec![first]
+        } else {
+            vec![first, system]
+        }
+    }
+
+    /// The `--root` / `--socket` in effect as flags, each with a leading space (`""` when
+    /// neither is given), for hints whose commands the user can copy as they are.
+    pub fn given_location(&self) -> String {
+        let mut out = String::new();
+        for (flag, value) in [("--root", &self.root), ("--socket", &self.socket)] {
+            if let Some(v) = value {
+                let v = v.display().to_string();
+                if v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%".contains(c))
+                {
+                    out.push_str(&format!(" {flag} {v}"));
+                } else {
+                    out.push_str(&format!(" {flag} '{}'", v.replace('\'', "'\\''")));
+                }
+            }
+        }
+        out
     }
 
     /// Reads the configuration file: `--config` (must exist), else `<root>/outpost.yaml` if
@@ -458,6 +502,31 @@ mod tests {
             text.starts_with(&format!("invalid configuration file {}: ", file.display()))
                 && text.contains("line 1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn hints_repeat_the_location_given_and_users_fall_back_to_the_system_socket() {
+        let mut global = Cli::try_parse_from(["outpost", "status"]).unwrap().global;
+        assert_eq!(global.given_location(), "");
+        global.socket = Some("/tmp/a b.sock".into());
+        global.root = Some("/srv/o".into());
+        assert_eq!(
+            global.given_location(),
+            " --root /srv/o --socket '/tmp/a b.sock'"
+        );
+        assert_eq!(global.daemon_sockets(), [PathBuf::from("/tmp/a b.sock")]);
+        global.socket = None;
+        global.root = None;
+        let sockets = global.daemon_sockets();
+        assert_eq!(sockets.last(), Some(&PathBuf::from(SYSTEM_SOCKET)));
+        assert_eq!(
+            sockets.len(),
+            if rustix::process::geteuid().is_root() {
+                1
+            } else {
+                2
+            }
         );
     }
 

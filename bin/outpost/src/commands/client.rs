@@ -6,15 +6,19 @@
 //! prefixed by what was being done), 3 the daemon is not reachable.
 
 use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::catalog;
 use outpost_api::{ApiClient, ClientError, ClientErrorKind};
 use outpost_cli::ExitStatus;
 use outpost_cli::args::{ExperimentStartArgs, GlobalArgs, InstallArgs, PackageArgs};
-use outpost_cli::output::{print_json, print_table};
+use outpost_cli::output::{print_error_json, print_json, print_table};
 use outpost_cli::report::{self, Service};
-use outpost_types::wire::{Catalog, Empty, Phase, StatusResponse, TaskParams, TaskState};
+use outpost_types::wire::{
+    Catalog, Empty, PackageState, Phase, StatusResponse, TaskParams, TaskState,
+};
+use serde::Serialize;
 
 /// A client verb, ready to send.
 #[derive(Debug)]
@@ -61,30 +65,79 @@ impl Verb {
 
 /// Runs a client verb and returns the process exit status.
 pub(crate) fn run(global: &GlobalArgs, verb: Verb) -> ExitStatus {
+    let doing = verb.doing();
     let runtime = match outpost_cli::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the I/O runtime: {e}");
-            return ExitStatus::Failure;
+            return fail_local(
+                global,
+                doing,
+                "local",
+                &format!("cannot start the I/O runtime: {e}"),
+            );
         }
     };
-    let client = ApiClient::new(global.socket());
-    let doing = verb.doing();
+    let candidates = global.daemon_sockets();
+    let socket = pick_socket(&candidates);
+    let client = ApiClient::new(&socket);
     match runtime.block_on(execute(&client, global, verb)) {
         Ok(()) => ExitStatus::Success,
-        Err(Failure::Local(message)) => {
-            eprintln!("error {doing}: {message}");
-            ExitStatus::Failure
+        Err(Failure::Local { code, message }) => fail_local(global, doing, code, &message),
+        Err(Failure::Client(e)) => {
+            let status = report_client_error(global, doing, &socket, &e);
+            if e.kind() == ClientErrorKind::NotReachable && candidates.len() > 1 {
+                let others: Vec<String> = candidates
+                    .iter()
+                    .filter(|c| **c != socket)
+                    .map(|c| c.display().to_string())
+                    .collect();
+                eprintln!("note: also tried {}", others.join(", "));
+            }
+            status
         }
-        Err(Failure::Client(e)) => report_client_error(global, doing, &e),
     }
+}
+
+/// The first socket a daemon answers on (or refuses us on: that is worth reporting), else
+/// the first candidate, whose failure is the one reported.
+fn pick_socket(candidates: &[PathBuf]) -> PathBuf {
+    candidates
+        .iter()
+        .find(|c| match std::os::unix::net::UnixStream::connect(c) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
+        })
+        .or_else(|| candidates.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn fail_local(global: &GlobalArgs, doing: &str, code: &str, message: &str) -> ExitStatus {
+    eprintln!("error {doing}: {message}");
+    if global.json {
+        print_error_json(code, message);
+    }
+    ExitStatus::Failure
 }
 
 enum Failure {
     /// Something went wrong before talking to the daemon (e.g. reading the catalog file).
-    Local(String),
+    Local {
+        /// The `--json` error code.
+        code: &'static str,
+        message: String,
+    },
     /// The daemon call failed.
     Client(ClientError),
+}
+
+impl Failure {
+    fn input(message: String) -> Self {
+        Failure::Local {
+            code: "invalid_input",
+            message,
+        }
+    }
 }
 
 impl From<ClientError> for Failure {
@@ -93,11 +146,21 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> ExitStatus {
+fn report_client_error(
+    global: &GlobalArgs,
+    doing: &str,
+    socket: &Path,
+    e: &ClientError,
+) -> ExitStatus {
     match e.kind() {
-        ClientErrorKind::NotReachable => {
-            report::unreachable(Some(doing), Service::Daemon, &global.socket(), e)
-        }
+        ClientErrorKind::NotReachable => report::unreachable(
+            Some(doing),
+            Service::Daemon,
+            socket,
+            e,
+            &global.given_location(),
+            global.json,
+        ),
         ClientErrorKind::Api => {
             if let Some(api) = e.api_error() {
                 if global.json {
@@ -109,21 +172,53 @@ fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> Exi
             ExitStatus::Failure
         }
         ClientErrorKind::Protocol => {
-            eprintln!("error {doing}: {}", outpost_types::error_chain(e));
+            let message = outpost_types::error_chain(e);
+            eprintln!("error {doing}: {message}");
+            if global.json {
+                print_error_json("protocol", &message);
+            }
             ExitStatus::Failure
         }
     }
 }
 
+/// What a mutation did, printed by `--json`: the package, the operation (the API's task
+/// names), the version it concerned and whether anything changed (from `/status` before and
+/// after).
+#[derive(Debug, Serialize)]
+struct Outcome<'a> {
+    package: &'a str,
+    operation: &'static str,
+    version: Option<String>,
+    changed: bool,
+}
+
+/// What `catalog set --json` prints.
+#[derive(Debug, Serialize)]
+struct CatalogOutcome {
+    operation: &'static str,
+    entries: usize,
+    changed: bool,
+}
+
+/// The stable and experiment versions of `package` (`None`: not installed).
+async fn links(client: &ApiClient, package: &str) -> Result<Option<PackageState>, ClientError> {
+    let status: StatusResponse = client.get("/status").await?;
+    Ok(status.packages.get(package).cloned())
+}
+
+fn non_empty(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_string())
+}
+
 async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<(), Failure> {
-    let quiet = global.quiet > 0;
     match &verb {
         Verb::Status => {
             let status: StatusResponse = client.get("/status").await?;
             if global.json {
                 print_json(&status);
             } else {
-                print_status(&status);
+                print_status(&status, &global.given_location());
             }
         }
         Verb::CatalogShow => {
@@ -138,16 +233,44 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
             source,
             allow_empty,
         } => {
-            let (body, count) = catalog::read(source, *allow_empty).map_err(Failure::Local)?;
+            let (body, count) = catalog::read(source, *allow_empty).map_err(Failure::input)?;
+            let before: Catalog = client.get("/catalog").await?;
             let _: Empty = client.post("/catalog", Some(&body)).await?;
+            let after: Catalog = client.get("/catalog").await?;
             let entries = if count == 1 { "entry" } else { "entries" };
-            done(global, &format!("catalog set ({count} {entries})"));
+            done(
+                global,
+                &CatalogOutcome {
+                    operation: "set_catalog",
+                    entries: count,
+                    changed: before != after,
+                },
+                &format!("catalog set ({count} {entries})"),
+            );
         }
         Verb::Install(InstallArgs {
             package,
             version,
             install_args,
         }) => {
+            let before = links(client, package).await?;
+            let stable_before = before.as_ref().map(|l| l.stable.as_str()).unwrap_or("");
+            if let Some(v) = version.as_deref().filter(|v| {
+                *v == stable_before && install_args.is_empty() && !stable_before.is_empty()
+            }) {
+                let outcome = Outcome {
+                    package,
+                    operation: "install",
+                    version: Some(v.to_string()),
+                    changed: false,
+                };
+                done(
+                    global,
+                    &outcome,
+                    &format!("{package} {v} is already stable"),
+                );
+                return Ok(());
+            }
             // Without a version the daemon takes the catalog's only one; the install
             // arguments still need a body (an empty version means "not given").
             let params = (version.is_some() || !install_args.is_empty()).then(|| TaskParams {
@@ -161,19 +284,22 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                     .await
             })
             .await?;
-            if !quiet {
-                let status: StatusResponse = client.get("/status").await?;
-                let stable = status
-                    .packages
-                    .get(package)
-                    .map(|s| s.stable.clone())
-                    .unwrap_or_default();
-                done(global, &format!("{package} {stable} installed as stable"));
-            } else if global.json {
-                print_json(&Empty {});
-            }
+            let after = links(client, package).await?;
+            let stable = after.as_ref().map(|l| l.stable.clone()).unwrap_or_default();
+            let outcome = Outcome {
+                package,
+                operation: "install",
+                version: non_empty(&stable),
+                changed: before != after || !install_args.is_empty(),
+            };
+            done(
+                global,
+                &outcome,
+                &format!("{package} {stable} installed as stable"),
+            );
         }
         Verb::StartExperiment(ExperimentStartArgs { package, version }) => {
+            let before = links(client, package).await?;
             let params = TaskParams {
                 version: version.clone(),
                 install_args: None,
@@ -183,31 +309,89 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 client.post::<TaskParams, Empty>(&path, Some(&params)).await
             })
             .await?;
-            done(global, &format!("experiment {package} {version} started"));
+            let after = links(client, package).await?;
+            let outcome = Outcome {
+                package,
+                operation: "start_experiment",
+                version: Some(version.clone()),
+                changed: before != after,
+            };
+            done(
+                global,
+                &outcome,
+                &format!("experiment {package} {version} started"),
+            );
         }
         Verb::StopExperiment(PackageArgs { package }) => {
+            let before = links(client, package).await?;
+            let experiment = before
+                .as_ref()
+                .map(|l| l.experiment.clone())
+                .unwrap_or_default();
+            if before.is_some() && experiment.is_empty() {
+                let outcome = Outcome {
+                    package,
+                    operation: "stop_experiment",
+                    version: None,
+                    changed: false,
+                };
+                done(
+                    global,
+                    &outcome,
+                    &format!("{package} has no experiment: nothing to stop"),
+                );
+                return Ok(());
+            }
             let _: Empty = client
                 .post::<(), _>(&format!("/{}/experiment/stop", path_segment(package)), None)
                 .await?;
-            done(global, &format!("experiment of {package} stopped"));
+            let after = links(client, package).await?;
+            let outcome = Outcome {
+                package,
+                operation: "stop_experiment",
+                version: non_empty(&experiment),
+                changed: before != after,
+            };
+            done(
+                global,
+                &outcome,
+                &format!("experiment of {package} stopped"),
+            );
         }
         Verb::PromoteExperiment(PackageArgs { package }) => {
+            let before = links(client, package).await?;
             let _: Empty = client
                 .post::<(), _>(
                     &format!("/{}/experiment/promote", path_segment(package)),
                     None,
                 )
                 .await?;
+            let after = links(client, package).await?;
+            let outcome = Outcome {
+                package,
+                operation: "promote_experiment",
+                version: after.as_ref().and_then(|l| non_empty(&l.stable)),
+                changed: before != after,
+            };
             done(
                 global,
+                &outcome,
                 &format!("experiment of {package} promoted to stable"),
             );
         }
         Verb::Remove(PackageArgs { package }) => {
+            let before = links(client, package).await?;
             let _: Empty = client
                 .post::<(), _>(&format!("/{}/remove", path_segment(package)), None)
                 .await?;
-            done(global, &format!("{package} removed"));
+            let after = links(client, package).await?;
+            let outcome = Outcome {
+                package,
+                operation: "remove",
+                version: before.as_ref().and_then(|l| non_empty(&l.stable)),
+                changed: before != after,
+            };
+            done(global, &outcome, &format!("{package} removed"));
         }
     }
     Ok(())
@@ -230,9 +414,10 @@ fn path_segment(s: &str) -> String {
     out
 }
 
-fn done(global: &GlobalArgs, message: &str) {
+/// Reports a mutation: `outcome` with `--json`, else `message` unless `-q`.
+fn done(global: &GlobalArgs, outcome: &impl Serialize, message: &str) {
     if global.json {
-        print_json(&Empty {});
+        print_json(outcome);
     } else if global.quiet == 0 {
         println!("{message}");
     }
@@ -296,7 +481,7 @@ async fn with_progress<T>(
     result
 }
 
-fn print_status(status: &StatusResponse) {
+fn print_status(status: &StatusResponse, _given: &str) {
     println!("outpost daemon {}", status.version);
     if status.remote_config_state.is_empty() {
         println!("no packages installed");
