@@ -15,12 +15,7 @@ use crate::Error;
 
 /// A host agent: a fleet daemon for versioned packages, and a runner of Python monitoring checks.
 #[derive(Debug, Parser)]
-#[command(
-    name = "outpost",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "outpost", version, max_term_width = 100)]
 pub struct Cli {
     /// Flags accepted before or after any subcommand.
     #[command(flatten)]
@@ -30,8 +25,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags accepted before or after any subcommand.
+/// Flags accepted before or after any subcommand, listed under their own heading in every
+/// help page.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// State directory [default: /opt/outpost for root, else $XDG_DATA_HOME/outpost or
     /// ~/.local/share/outpost]
@@ -332,6 +329,19 @@ pub fn default_root() -> PathBuf {
     Path::new(&home).join(".local/share/outpost")
 }
 
+/// The command line as completion scripts offer it: without the hidden subcommands (the
+/// Datadog installer's aliases), which still parse.
+pub fn completion_command() -> clap::Command {
+    use clap::CommandFactory as _;
+    let full = Cli::command();
+    let mut out = clap::Command::new("outpost")
+        .about(full.get_about().cloned().unwrap_or_default())
+        .version(env!("CARGO_PKG_VERSION"))
+        .max_term_width(100);
+    out = out.args(full.get_arguments().cloned());
+    out.subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned())
+}
+
 impl GlobalArgs {
     /// The state directory in effect.
     pub fn root(&self) -> PathBuf {
@@ -528,6 +538,34 @@ mod tests {
                 2
             }
         );
+    }
+
+    #[test]
+    fn global_options_have_their_heading_and_only_the_top_command_has_a_version() {
+        let mut cmd = Cli::command();
+        let help = cmd.render_help().to_string();
+        assert!(
+            help.contains("Global options:\n      --root <DIR>"),
+            "{help}"
+        );
+        assert!(help.contains("-V, --version"), "{help}");
+        let status = cmd.find_subcommand_mut("status").unwrap();
+        let help = status.render_help().to_string();
+        assert!(help.contains("Global options:"), "{help}");
+        assert!(!help.contains("--version"), "{help}");
+        assert!(Cli::try_parse_from(["outpost", "status", "-V"]).is_err());
+    }
+
+    #[test]
+    fn completions_leave_out_hidden_aliases() {
+        let cmd = completion_command();
+        let names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+        assert!(
+            names.contains(&"status") && names.contains(&"catalog"),
+            "{names:?}"
+        );
+        assert!(!names.contains(&"set-catalog"), "{names:?}");
+        assert!(!names.contains(&"start-experiment"), "{names:?}");
     }
 
     #[test]

@@ -9,7 +9,6 @@ mod daemon;
 mod handover;
 mod pack;
 
-use clap::CommandFactory as _;
 use outpost_cli::ExitStatus;
 use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand};
 
@@ -38,7 +37,7 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,
-                &mut Cli::command(),
+                &mut outpost_cli::args::completion_command(),
                 "outpost",
                 &mut std::io::stdout(),
             );
