@@ -57,7 +57,7 @@ pub enum Command {
     /// Run the fleet daemon in the foreground
     Daemon(DaemonArgs),
     /// Show installed packages, their stable and experiment versions, and the last task
-    Status,
+    Status(StatusArgs),
     /// Set or show the catalog of installable packages
     #[command(subcommand)]
     Catalog(CatalogCommand),
@@ -106,6 +106,16 @@ pub struct InstallArgs {
     /// Arguments passed to the package's install hook
     #[arg(long = "install-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub install_args: Vec<String>,
+}
+
+/// `outpost status`
+#[derive(Debug, Clone, Default, Args)]
+pub struct StatusArgs {
+    /// Show this package only, with its last task in full
+    pub package: Option<String>,
+    /// Print errors in full instead of one short line each
+    #[arg(long)]
+    pub wide: bool,
 }
 
 /// The commands that take a package name only: `remove`, `experiment stop|promote`.

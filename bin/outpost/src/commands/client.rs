@@ -12,18 +12,18 @@ use std::time::Duration;
 use super::catalog;
 use outpost_api::{ApiClient, ClientError, ClientErrorKind};
 use outpost_cli::ExitStatus;
-use outpost_cli::args::{ExperimentStartArgs, GlobalArgs, InstallArgs, PackageArgs};
+use outpost_cli::args::{ExperimentStartArgs, GlobalArgs, InstallArgs, PackageArgs, StatusArgs};
 use outpost_cli::output::{print_error_json, print_json, print_table};
 use outpost_cli::report::{self, Service};
 use outpost_types::wire::{
-    Catalog, Empty, PackageState, Phase, StatusResponse, TaskParams, TaskState,
+    Catalog, Empty, PackageState, PackageStatus, Phase, StatusResponse, Task, TaskParams, TaskState,
 };
 use serde::Serialize;
 
 /// A client verb, ready to send.
 #[derive(Debug)]
 pub(crate) enum Verb {
-    Status,
+    Status(StatusArgs),
     CatalogShow,
     /// `catalog set` and `set-catalog`: a file, `-` for stdin, or the JSON itself.
     CatalogSet {
@@ -42,7 +42,7 @@ impl Verb {
     /// What was being done, for error messages ("error installing: ...").
     fn doing(&self) -> &'static str {
         match self {
-            Verb::Status => "getting status",
+            Verb::Status(_) => "getting status",
             Verb::CatalogShow => "getting the catalog",
             Verb::CatalogSet { .. } => "setting catalog",
             Verb::Install(_) => "installing",
@@ -213,12 +213,22 @@ fn non_empty(v: &str) -> Option<String> {
 
 async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<(), Failure> {
     match &verb {
-        Verb::Status => {
+        Verb::Status(args) => {
             let status: StatusResponse = client.get("/status").await?;
-            if global.json {
+            if let (true, Some(package)) = (global.json, &args.package) {
+                let entry = status
+                    .remote_config_state
+                    .iter()
+                    .find(|p| &p.package == package)
+                    .ok_or_else(|| Failure::Local {
+                        code: "not_installed",
+                        message: format!("{package} is not installed"),
+                    })?;
+                print_json(entry);
+            } else if global.json {
                 print_json(&status);
             } else {
-                print_status(&status, &global.given_location());
+                print_status(&status, args, &global.given_location())?;
             }
         }
         Verb::CatalogShow => {
@@ -481,41 +491,122 @@ async fn with_progress<T>(
     result
 }
 
-fn print_status(status: &StatusResponse, _given: &str) {
-    println!("outpost daemon {}", status.version);
-    if status.remote_config_state.is_empty() {
-        println!("no packages installed");
-        return;
+/// How wide a task's error may be in the status table before it is cut (without `--wide`).
+const SHORT_ERROR: usize = 60;
+
+/// Whether `p` is what is left of a removed package (nothing installed, last task a finished
+/// `remove`): not worth a line.
+fn is_removed(p: &PackageStatus) -> bool {
+    p.stable_version.is_empty()
+        && p.experiment_version.is_empty()
+        && p.task
+            .as_ref()
+            .is_some_and(|t| t.operation == "remove" && t.state == TaskState::Done)
+}
+
+/// `s` up to its first line and `max` characters, with `…` when anything was cut.
+fn one_line(s: &str, max: usize) -> (String, bool) {
+    let first = s.lines().next().unwrap_or("");
+    let mut out: String = first.chars().take(max).collect();
+    let cut = out.len() < s.trim_end().len();
+    if cut {
+        out.push('…');
     }
-    let rows: Vec<[String; 4]> = status
+    (out, cut)
+}
+
+/// The last task as one cell: `<operation> [<version>] running|done|failed`, then
+/// ` (<code>): <message>` for a failed one, the message shortened unless `wide`. Returns
+/// whether the message was shortened.
+fn task_cell(t: &Task, wide: bool) -> (String, bool) {
+    let state = match t.state {
+        TaskState::Running => "running",
+        TaskState::Done => "done",
+        TaskState::Error => "failed",
+    };
+    let mut s = match t.version.as_deref().filter(|v| !v.is_empty()) {
+        Some(v) => format!("{} {v} {state}", t.operation),
+        None => format!("{} {state}", t.operation),
+    };
+    let mut cut = false;
+    if let Some(e) = &t.error {
+        let message = if wide {
+            e.message.clone()
+        } else {
+            let (m, c) = one_line(&e.message, SHORT_ERROR);
+            cut = c;
+            m
+        };
+        s.push_str(&format!(" ({}): {message}", e.code));
+    }
+    (s, cut)
+}
+
+fn print_status(status: &StatusResponse, args: &StatusArgs, given: &str) -> Result<(), Failure> {
+    let dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    if let Some(package) = &args.package {
+        let Some(p) = status
+            .remote_config_state
+            .iter()
+            .find(|p| &p.package == package)
+        else {
+            return Err(Failure::Local {
+                code: "not_installed",
+                message: format!("{package} is not installed"),
+            });
+        };
+        println!("package:     {}", p.package);
+        println!("stable:      {}", dash(&p.stable_version));
+        println!("experiment:  {}", dash(&p.experiment_version));
+        match &p.task {
+            None => println!("last task:   -"),
+            Some(t) => {
+                let (cell, _) = task_cell(
+                    &Task {
+                        error: None,
+                        ..t.clone()
+                    },
+                    true,
+                );
+                println!("last task:   {cell}");
+                println!("task id:     {}", t.id);
+                if let Some(e) = &t.error {
+                    println!("error code:  {}", e.code);
+                    println!("error:");
+                    for line in e.message.lines() {
+                        println!("  {line}");
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
+    println!("outpost daemon {}", status.version);
+    let shown: Vec<&PackageStatus> = status
         .remote_config_state
+        .iter()
+        .filter(|p| !is_removed(p))
+        .collect();
+    if shown.is_empty() {
+        println!("no packages installed");
+        return Ok(());
+    }
+    let mut any_cut = false;
+    let rows: Vec<[String; 4]> = shown
         .iter()
         .map(|p| {
             let task = match &p.task {
                 None => String::new(),
                 Some(t) => {
-                    let state = match t.state {
-                        TaskState::Running => "running",
-                        TaskState::Done => "done",
-                        TaskState::Error => "failed",
-                    };
-                    let mut s = format!(
-                        "{} {} {state}",
-                        t.operation,
-                        t.version.as_deref().unwrap_or("")
-                    )
-                    .replace("  ", " ");
-                    if let Some(e) = &t.error {
-                        s.push_str(&format!(" ({}): {}", e.code, e.message));
-                    }
-                    s
-                }
-            };
-            let dash = |v: &str| {
-                if v.is_empty() {
-                    "-".to_string()
-                } else {
-                    v.to_string()
+                    let (cell, cut) = task_cell(t, args.wide);
+                    any_cut |= cut;
+                    cell
                 }
             };
             [
@@ -527,6 +618,13 @@ fn print_status(status: &StatusResponse, _given: &str) {
         })
         .collect();
     print_table(&["PACKAGE", "STABLE", "EXPERIMENT", "LAST TASK"], &rows);
+    if any_cut {
+        println!(
+            "(errors shortened: `outpost{given} status PACKAGE` or `outpost{given} status --wide` \
+             shows them in full)"
+        );
+    }
+    Ok(())
 }
 
 fn print_catalog(catalog: &Catalog) {

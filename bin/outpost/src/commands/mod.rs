@@ -43,7 +43,7 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
             );
             return ExitStatus::Success;
         }
-        Command::Status => Verb::Status,
+        Command::Status(args) => Verb::Status(args),
         Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,
         Command::Catalog(CatalogCommand::Set(args)) => Verb::CatalogSet {
             source: args.file,
