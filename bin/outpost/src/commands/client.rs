@@ -433,6 +433,13 @@ fn done(global: &GlobalArgs, outcome: &impl Serialize, message: &str) {
     }
 }
 
+/// The progress display before the total size is known: the bytes so far and the rate.
+const SPINNER_TEMPLATE: &str =
+    "{spinner} {msg} {binary_bytes} ({binary_bytes_per_sec}) [{elapsed}]";
+/// The progress display against a known total.
+const BAR_TEMPLATE: &str =
+    "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta} left)";
+
 /// Runs `call`, and while it runs on a terminal, polls `/status` and shows the task's
 /// progress (phase, bytes and rate).
 async fn with_progress<T>(
@@ -445,13 +452,16 @@ async fn with_progress<T>(
     let Some(package) = verb.long_running_package().filter(|_| show) else {
         return call.await;
     };
+    // Sizes in human units (`12.3 MiB`); until the total is known (or when the source does
+    // not say), a spinner with the bytes so far, then a bar against the total.
+    let style = |template: &str| {
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+            .progress_chars("=> ")
+    };
     let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg} {bytes}/{total_bytes} ({bytes_per_sec}) [{elapsed}]",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
+    bar.set_style(style(SPINNER_TEMPLATE));
+    let mut has_total = false;
     bar.set_message(format!("{} {package}", verb.doing()));
     bar.enable_steady_tick(Duration::from_millis(120));
     let poll = async {
@@ -476,7 +486,11 @@ async fn with_progress<T>(
                     Phase::Switch => "switching",
                 };
                 bar.set_message(format!("{phase} {package}"));
-                if let Some(total) = progress.bytes_total {
+                if let Some(total) = progress.bytes_total.filter(|t| *t > 0) {
+                    if !has_total {
+                        has_total = true;
+                        bar.set_style(style(BAR_TEMPLATE));
+                    }
                     bar.set_length(total);
                 }
                 bar.set_position(progress.bytes_done);
@@ -653,6 +667,16 @@ fn print_catalog(catalog: &Catalog) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_progress_templates_are_valid() {
+        for template in [SPINNER_TEMPLATE, BAR_TEMPLATE] {
+            assert!(
+                indicatif::ProgressStyle::with_template(template).is_ok(),
+                "{template}"
+            );
+        }
+    }
 
     #[test]
     fn path_segments_are_escaped() {
