@@ -55,8 +55,8 @@ fn errors_are_short_in_the_table_and_whole_on_request() {
     assert_eq!(
         *lines.last().unwrap(),
         format!(
-            "(errors shortened: `outpost --socket {0} status PACKAGE` or `outpost --socket {0} \
-             status --wide` shows them in full)",
+            "(errors shortened: `outpost status PACKAGE --socket {0}` or `outpost status --wide \
+             --socket {0}` shows them in full)",
             d.socket.display()
         )
     );

@@ -399,7 +399,7 @@ fn an_unreachable_daemon_exits_3_naming_the_socket() {
                 "{doing}: the outpost daemon is not reachable at {}",
                 socket.display()
             )) && err.contains(&format!(
-                "hint: start it with `outpost --socket {} daemon`",
+                "hint: start it with `outpost daemon --socket {}`",
                 socket.display()
             )),
             "{err}"

@@ -30,10 +30,10 @@ impl Service {
     fn hint(self, given: &str) -> String {
         match self {
             Service::Daemon => format!(
-                "start it with `outpost{given} daemon` (or pass the --root / --socket of a \
+                "start it with `outpost daemon{given}` (or pass the --root / --socket of a \
                  running daemon)"
             ),
-            Service::Agent => format!("start it with `outpost{given} agent`"),
+            Service::Agent => format!("start it with `outpost agent{given}`"),
         }
     }
 }
@@ -69,7 +69,7 @@ pub fn unreachable_text(
         return format!(
             "permission denied while connecting to {} at {}\nhint: ask an administrator to add \
              your uid ({uid}) to api.allow_uids, or a group of yours to api.allow_gids, in the \
-             configuration, or run `sudo outpost{given} ...`",
+             configuration, or run the command as root (`sudo outpost <command>{given}`)",
             service.name(),
             socket.display(),
         );
@@ -157,7 +157,7 @@ mod tests {
             ),
             format!(
                 "error getting status: the outpost daemon is not reachable at {}: {cause}\n\
-                 hint: start it with `outpost --root /r daemon` (or pass the --root / --socket \
+                 hint: start it with `outpost daemon --root /r` (or pass the --root / --socket \
                  of a running daemon)",
                 socket.display()
             )

@@ -263,24 +263,10 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
             version,
             install_args,
         }) => {
+            // Sent even when the version is already stable: the daemon decides (it checks
+            // the caller's rights and makes it a no-op); the status before only chooses the
+            // words.
             let before = links(client, package).await?;
-            let stable_before = before.as_ref().map(|l| l.stable.as_str()).unwrap_or("");
-            if let Some(v) = version.as_deref().filter(|v| {
-                *v == stable_before && install_args.is_empty() && !stable_before.is_empty()
-            }) {
-                let outcome = Outcome {
-                    package,
-                    operation: "install",
-                    version: Some(v.to_string()),
-                    changed: false,
-                };
-                done(
-                    global,
-                    &outcome,
-                    &format!("{package} {v} is already stable"),
-                );
-                return Ok(());
-            }
             // Without a version the daemon takes the catalog's only one; the install
             // arguments still need a body (an empty version means "not given").
             let params = (version.is_some() || !install_args.is_empty()).then(|| TaskParams {
@@ -296,17 +282,19 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
             .await?;
             let after = links(client, package).await?;
             let stable = after.as_ref().map(|l| l.stable.clone()).unwrap_or_default();
+            let changed = before != after;
             let outcome = Outcome {
                 package,
                 operation: "install",
                 version: non_empty(&stable),
-                changed: before != after || !install_args.is_empty(),
+                changed,
             };
-            done(
-                global,
-                &outcome,
-                &format!("{package} {stable} installed as stable"),
-            );
+            let message = if changed {
+                format!("{package} {stable} installed as stable")
+            } else {
+                format!("{package} {stable} is already stable")
+            };
+            done(global, &outcome, &message);
         }
         Verb::StartExperiment(ExperimentStartArgs { package, version }) => {
             let before = links(client, package).await?;
@@ -338,20 +326,8 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 .as_ref()
                 .map(|l| l.experiment.clone())
                 .unwrap_or_default();
-            if before.is_some() && experiment.is_empty() {
-                let outcome = Outcome {
-                    package,
-                    operation: "stop_experiment",
-                    version: None,
-                    changed: false,
-                };
-                done(
-                    global,
-                    &outcome,
-                    &format!("{package} has no experiment: nothing to stop"),
-                );
-                return Ok(());
-            }
+            // Sent even with no experiment (the daemon checks the caller's rights and makes
+            // it a no-op); the status before only chooses the words.
             let _: Empty = client
                 .post::<(), _>(&format!("/{}/experiment/stop", path_segment(package)), None)
                 .await?;
@@ -362,11 +338,12 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 version: non_empty(&experiment),
                 changed: before != after,
             };
-            done(
-                global,
-                &outcome,
-                &format!("experiment of {package} stopped"),
-            );
+            let message = if experiment.is_empty() {
+                format!("{package} has no experiment: nothing to stop")
+            } else {
+                format!("experiment of {package} stopped")
+            };
+            done(global, &outcome, &message);
         }
         Verb::PromoteExperiment(PackageArgs { package }) => {
             let before = links(client, package).await?;
@@ -634,7 +611,7 @@ fn print_status(status: &StatusResponse, args: &StatusArgs, given: &str) -> Resu
     print_table(&["PACKAGE", "STABLE", "EXPERIMENT", "LAST TASK"], &rows);
     if any_cut {
         println!(
-            "(errors shortened: `outpost{given} status PACKAGE` or `outpost{given} status --wide` \
+            "(errors shortened: `outpost status PACKAGE{given}` or `outpost status --wide{given}` \
              shows them in full)"
         );
     }

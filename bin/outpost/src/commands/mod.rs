@@ -28,7 +28,7 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
             return agent_client::run(global, &command);
         }
         Command::Agent(_) | Command::Check(_) | Command::Version => {
-            return handover::exec_agent_binary();
+            return handover::exec_agent_binary(global.json);
         }
         Command::Pack(args) => {
             outpost_cli::logging::init_for_command(global);
