@@ -64,8 +64,9 @@ fn agent_status_and_reload_are_served_by_outpost_itself() {
             stderr(&out),
             format!(
                 "error: the check agent is not reachable at {}: No such file or directory \
-                 (os error 2)\nhint: start it with `outpost agent` (with the same --root)\n",
-                socket.display()
+                 (os error 2)\nhint: start it with `outpost agent --root {}`\n",
+                socket.display(),
+                alone.root().display()
             ),
             "agent {verb}"
         );
@@ -94,7 +95,19 @@ fn the_python_commands_are_handed_to_outpost_agent() {
             ),
             "{args:?}"
         );
+        assert!(out.stdout.is_empty(), "{args:?}");
     }
+    // With --json, the failure is one error document on stdout too.
+    let out = alone.run(&["check", "validate", "disk", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["error"]["code"], "local");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!("cannot run {}", missing.display()))),
+        "{doc}"
+    );
 }
 
 #[test]

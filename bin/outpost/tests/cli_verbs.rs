@@ -109,7 +109,10 @@ fn catalog_set_from_a_file_stdin_or_inline_and_show() {
     d.set_catalog(&[]);
     let out = d.cli(&["catalog", "set", &text, "--json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(json_out(&out), json!({}));
+    assert_eq!(
+        json_out(&out),
+        json!({"operation": "set_catalog", "entries": 2, "changed": true})
+    );
     assert_eq!(d.get("/catalog").json(), expected);
 
     // The Datadog installer's spelling.
@@ -166,7 +169,7 @@ fn catalog_set_errors_name_what_was_wrong() {
     assert_eq!(code(&out), 1);
     assert!(
         stderr(&out)
-            .starts_with("error setting catalog: catalog entry 0 (\"p\" \"..\"): invalid version"),
+            .starts_with("error setting catalog: invalid catalog in the argument: catalog entry 0 (\"p\" \"..\"): invalid version"),
         "{}",
         stderr(&out)
     );
@@ -221,7 +224,13 @@ fn install_experiment_and_remove_round_trip() {
     );
     assert_eq!(d.versions("pkg"), Some(("2.0".into(), String::new())));
     let out = d.cli(&["remove", "pkg", "--json"]);
-    assert_eq!((code(&out), json_out(&out)), (0, json!({})));
+    assert_eq!(
+        (code(&out), json_out(&out)),
+        (
+            0,
+            json!({"package": "pkg", "operation": "remove", "version": "2.0", "changed": true})
+        )
+    );
     assert_eq!(d.versions("pkg"), None);
     assert!(!s.root().join("packages/pkg").exists());
 }
@@ -389,7 +398,10 @@ fn an_unreachable_daemon_exits_3_naming_the_socket() {
             err.starts_with(&format!(
                 "{doing}: the outpost daemon is not reachable at {}",
                 socket.display()
-            )) && err.contains("hint: start it with `outpost daemon`"),
+            )) && err.contains(&format!(
+                "hint: start it with `outpost daemon --socket {}`",
+                socket.display()
+            )),
             "{err}"
         );
         assert_clean(&out);

@@ -104,7 +104,7 @@ fn callers_outside_the_allowed_uids_may_read_but_not_mutate() {
         ),
         (&["remove", "pkg"], "POST", "/{package}/remove"),
         (
-            &["catalog", "set", r#"{"packages": []}"#],
+            &["catalog", "set", r#"{"packages": []}"#, "--allow-empty"],
             "POST",
             "/catalog",
         ),

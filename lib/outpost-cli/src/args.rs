@@ -15,12 +15,7 @@ use crate::Error;
 
 /// A host agent: a fleet daemon for versioned packages, and a runner of Python monitoring checks.
 #[derive(Debug, Parser)]
-#[command(
-    name = "outpost",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "outpost", version, max_term_width = 100)]
 pub struct Cli {
     /// Flags accepted before or after any subcommand.
     #[command(flatten)]
@@ -30,8 +25,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags accepted before or after any subcommand.
+/// Flags accepted before or after any subcommand, listed under their own heading in every
+/// help page.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// State directory [default: /opt/outpost for root, else $XDG_DATA_HOME/outpost or
     /// ~/.local/share/outpost]
@@ -60,7 +57,7 @@ pub enum Command {
     /// Run the fleet daemon in the foreground
     Daemon(DaemonArgs),
     /// Show installed packages, their stable and experiment versions, and the last task
-    Status,
+    Status(StatusArgs),
     /// Set or show the catalog of installable packages
     #[command(subcommand)]
     Catalog(CatalogCommand),
@@ -111,6 +108,16 @@ pub struct InstallArgs {
     pub install_args: Vec<String>,
 }
 
+/// `outpost status`
+#[derive(Debug, Clone, Default, Args)]
+pub struct StatusArgs {
+    /// Show this package only, with its last task in full
+    pub package: Option<String>,
+    /// Print errors in full instead of one short line each
+    #[arg(long)]
+    pub wide: bool,
+}
+
 /// The commands that take a package name only: `remove`, `experiment stop|promote`.
 #[derive(Debug, Clone, Args)]
 pub struct PackageArgs {
@@ -130,6 +137,9 @@ pub struct CompletionsArgs {
 pub struct SetCatalogArgs {
     /// A file, `-` for stdin, or the catalog JSON itself
     pub catalog: String,
+    /// Accept a catalog with no entries (clears the daemon's catalog)
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// `outpost daemon`
@@ -163,6 +173,9 @@ pub enum CatalogCommand {
 pub struct CatalogSetArgs {
     /// A file, `-` for stdin, or the catalog JSON itself
     pub file: String,
+    /// Accept a catalog with no entries (clears the daemon's catalog)
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// `outpost experiment ...`
@@ -262,9 +275,17 @@ pub struct AgentArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum AgentCommand {
     /// Print the running agent's check table
-    Status,
+    Status(AgentClientArgs),
     /// Ask the running agent to reload check configurations
-    Reload,
+    Reload(AgentClientArgs),
+}
+
+/// `outpost agent status|reload`: where the running agent listens.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentClientArgs {
+    /// The check agent's API socket (`--socket` is the daemon's) [default: <root>/run/agent.sock]
+    #[arg(long, env = "OUTPOST_AGENT_SOCKET", value_name = "PATH")]
+    pub agent_socket: Option<PathBuf>,
 }
 
 /// `outpost check ...`
@@ -299,6 +320,10 @@ pub struct CheckValidateArgs {
     pub checks: ChecksArgs,
 }
 
+/// The system daemon's socket (root's default root `/opt/outpost`), which client commands of
+/// other users try when no daemon answers under their own data directory.
+pub const SYSTEM_SOCKET: &str = "/opt/outpost/run/outpost.sock";
+
 /// The default state directory: `/opt/outpost` for root, else `$XDG_DATA_HOME/outpost` or
 /// `~/.local/share/outpost`.
 pub fn default_root() -> PathBuf {
@@ -314,6 +339,19 @@ pub fn default_root() -> PathBuf {
     Path::new(&home).join(".local/share/outpost")
 }
 
+/// The command line as completion scripts offer it: without the hidden subcommands (the
+/// Datadog installer's aliases), which still parse.
+pub fn completion_command() -> clap::Command {
+    use clap::CommandFactory as _;
+    let full = Cli::command();
+    let mut out = clap::Command::new("outpost")
+        .about(full.get_about().cloned().unwrap_or_default())
+        .version(env!("CARGO_PKG_VERSION"))
+        .max_term_width(100);
+    out = out.args(full.get_arguments().cloned());
+    out.subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned())
+}
+
 impl GlobalArgs {
     /// The state directory in effect.
     pub fn root(&self) -> PathBuf {
@@ -325,6 +363,38 @@ impl GlobalArgs {
         self.socket
             .clone()
             .unwrap_or_else(|| self.root().join("run/outpost.sock"))
+    }
+
+    /// The sockets to try for the daemon, in order: the one in effect, and for a user other
+    /// than root who gave neither `--root` nor `--socket` (nor their variables), the system
+    /// daemon's socket [`SYSTEM_SOCKET`] after the one under the user's data directory.
+    pub fn daemon_sockets(&self) -> Vec<PathBuf> {
+        let first = self.socket();
+        let system = PathBuf::from(SYSTEM_SOCKET);
+        if self.root.is_some() || self.socket.is_some() || first == system {
+            vec![first]
+        } else {
+            vec![first, system]
+        }
+    }
+
+    /// The `--root` / `--socket` in effect as flags, each with a leading space (`""` when
+    /// neither is given), for hints whose commands the user can copy as they are.
+    pub fn given_location(&self) -> String {
+        let mut out = String::new();
+        for (flag, value) in [("--root", &self.root), ("--socket", &self.socket)] {
+            if let Some(v) = value {
+                let v = v.display().to_string();
+                if v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@%".contains(c))
+                {
+                    out.push_str(&format!(" {flag} {v}"));
+                } else {
+                    out.push_str(&format!(" {flag} '{}'", v.replace('\'', "'\\''")));
+                }
+            }
+        }
+        out
     }
 
     /// Reads the configuration file: `--config` (must exist), else `<root>/outpost.yaml` if
@@ -453,6 +523,59 @@ mod tests {
                 && text.contains("line 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn hints_repeat_the_location_given_and_users_fall_back_to_the_system_socket() {
+        let mut global = Cli::try_parse_from(["outpost", "status"]).unwrap().global;
+        assert_eq!(global.given_location(), "");
+        global.socket = Some("/tmp/a b.sock".into());
+        global.root = Some("/srv/o".into());
+        assert_eq!(
+            global.given_location(),
+            " --root /srv/o --socket '/tmp/a b.sock'"
+        );
+        assert_eq!(global.daemon_sockets(), [PathBuf::from("/tmp/a b.sock")]);
+        global.socket = None;
+        global.root = None;
+        let sockets = global.daemon_sockets();
+        assert_eq!(sockets.last(), Some(&PathBuf::from(SYSTEM_SOCKET)));
+        assert_eq!(
+            sockets.len(),
+            if rustix::process::geteuid().is_root() {
+                1
+            } else {
+                2
+            }
+        );
+    }
+
+    #[test]
+    fn global_options_have_their_heading_and_only_the_top_command_has_a_version() {
+        let mut cmd = Cli::command();
+        let help = cmd.render_help().to_string();
+        assert!(
+            help.contains("Global options:\n      --root <DIR>"),
+            "{help}"
+        );
+        assert!(help.contains("-V, --version"), "{help}");
+        let status = cmd.find_subcommand_mut("status").unwrap();
+        let help = status.render_help().to_string();
+        assert!(help.contains("Global options:"), "{help}");
+        assert!(!help.contains("--version"), "{help}");
+        assert!(Cli::try_parse_from(["outpost", "status", "-V"]).is_err());
+    }
+
+    #[test]
+    fn completions_leave_out_hidden_aliases() {
+        let cmd = completion_command();
+        let names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+        assert!(
+            names.contains(&"status") && names.contains(&"catalog"),
+            "{names:?}"
+        );
+        assert!(!names.contains(&"set-catalog"), "{names:?}");
+        assert!(!names.contains(&"start-experiment"), "{names:?}");
     }
 
     #[test]

@@ -5,24 +5,55 @@
 //! [`crate::process::restore_sigpipe`]).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 
-/// Prints `value` as indented JSON on stdout (the daemon clients' `--json`: the API body).
+/// Prints `value` as one JSON document on stdout, the one formatting of every command's
+/// `--json`: indented when stdout is a terminal, one compact line otherwise (for pipes and
+/// scripts, one document per line).
 pub fn print_json(value: &impl serde::Serialize) {
-    write_json(serde_json::to_string_pretty(value));
-}
-
-/// Prints `value` as one line of JSON on stdout (`check run`, `agent status`, `version`...).
-pub fn print_json_line(value: &impl serde::Serialize) {
-    write_json(serde_json::to_string(value));
-}
-
-fn write_json(encoded: serde_json::Result<String>) {
+    let encoded = if std::io::stdout().is_terminal() {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
     match encoded {
         Ok(text) => print_stdout(&format!("{text}\n")),
         // Our output types always serialise; if one ever did not, say so instead of nothing.
         Err(e) => eprintln!("error: cannot encode the output as JSON: {e}"),
     }
+}
+
+/// Same as [`print_json`] (kept for the commands that print one document per result).
+pub fn print_json_line(value: &impl serde::Serialize) {
+    print_json(value);
+}
+
+/// The error document of `--json`, the API's shape: `{"error": {"message", "code"}}`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ErrorDocument {
+    /// The error.
+    pub error: ErrorFields,
+}
+
+/// The fields of [`ErrorDocument`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ErrorFields {
+    /// What went wrong, for people (the same text as on stderr, without `error ...:`).
+    pub message: String,
+    /// What went wrong, for machines: the API's codes (`invalid_state`, ...) for API errors,
+    /// and for failures of the command line itself `not_reachable`, `permission_denied`,
+    /// `protocol`, `invalid_input`, `local`.
+    pub code: String,
+}
+
+/// Prints the `--json` error document for a failure of the command itself on stdout.
+pub fn print_error_json(code: &str, message: &str) {
+    print_json(&ErrorDocument {
+        error: ErrorFields {
+            message: message.to_string(),
+            code: code.to_string(),
+        },
+    });
 }
 
 /// Writes `text` as it is on stdout.

@@ -11,56 +11,85 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use outpost_api::{ApiClient, ClientError, ClientErrorKind};
 use outpost_cli::ExitStatus;
-use outpost_cli::args::{AgentCommand, GlobalArgs};
-use outpost_cli::output::{print_json_line, print_stdout, table};
+use outpost_cli::args::{AgentClientArgs, AgentCommand, GlobalArgs};
+use outpost_cli::output::{print_error_json, print_json, print_stdout, table};
 use outpost_cli::report::{self, Service};
 use serde_json::Value;
 
 /// Runs `outpost agent status` or `outpost agent reload`.
 pub(crate) fn run(global: &GlobalArgs, command: &AgentCommand) -> ExitStatus {
     match command {
-        AgentCommand::Status => status(global),
-        AgentCommand::Reload => reload(global),
+        AgentCommand::Status(args) => status(global, args),
+        AgentCommand::Reload(args) => reload(global, args),
     }
 }
 
-/// The agent's socket under `--root`.
-fn socket(global: &GlobalArgs) -> PathBuf {
-    global.root().join("run").join("agent.sock")
+/// The agent's socket: `--agent-socket`, else `<root>/run/agent.sock`.
+fn socket(global: &GlobalArgs, args: &AgentClientArgs) -> PathBuf {
+    args.agent_socket
+        .clone()
+        .unwrap_or_else(|| global.root().join("run").join("agent.sock"))
 }
 
 fn call(
     global: &GlobalArgs,
+    args: &AgentClientArgs,
     f: impl AsyncFnOnce(ApiClient) -> Result<Value, ClientError>,
 ) -> Result<Value, ExitStatus> {
-    let socket = socket(global);
+    let socket = socket(global, args);
+    let fail = |code: &str, message: String| {
+        eprintln!("error: {message}");
+        if global.json {
+            print_error_json(code, &message);
+        }
+        ExitStatus::Failure
+    };
     let runtime = match outpost_cli::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the client's runtime: {e}");
-            return Err(ExitStatus::Failure);
+            return Err(fail(
+                "local",
+                format!("cannot start the client's runtime: {e}"),
+            ));
         }
     };
     match runtime.block_on(f(ApiClient::new(&socket))) {
         Ok(v) => Ok(v),
         Err(e) if e.kind() == ClientErrorKind::NotReachable => {
-            Err(report::unreachable(None, Service::Agent, &socket, &e))
+            let mut given = global.given_location();
+            if let Some(s) = &args.agent_socket {
+                given = format!("{given} --agent-socket {}", s.display());
+            }
+            Err(report::unreachable(
+                None,
+                Service::Agent,
+                &socket,
+                &e,
+                &given,
+                global.json,
+            ))
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(ExitStatus::Failure)
-        }
+        Err(e) => match e.api_error() {
+            Some(api) => {
+                eprintln!("error: {}", api.message);
+                if global.json {
+                    print_json(&outpost_types::error::ErrorBody { error: api.clone() });
+                }
+                Err(ExitStatus::Failure)
+            }
+            None => Err(fail("protocol", outpost_types::error_chain(&e))),
+        },
     }
 }
 
 /// `outpost agent status`: the check table of `GET /checks` (or its body with `--json`).
-fn status(global: &GlobalArgs) -> ExitStatus {
-    let body = match call(global, async |c| c.get::<Value>("/checks").await) {
+fn status(global: &GlobalArgs, args: &AgentClientArgs) -> ExitStatus {
+    let body = match call(global, args, async |c| c.get::<Value>("/checks").await) {
         Ok(b) => b,
         Err(status) => return status,
     };
     if global.json {
-        print_json_line(&body);
+        print_json(&body);
     } else {
         print_stdout(&render_status(&body, now_unix()));
     }
@@ -68,15 +97,15 @@ fn status(global: &GlobalArgs) -> ExitStatus {
 }
 
 /// `outpost agent reload`: `POST /checks/reload`, then what changed.
-fn reload(global: &GlobalArgs) -> ExitStatus {
-    let body = match call(global, async |c| {
+fn reload(global: &GlobalArgs, args: &AgentClientArgs) -> ExitStatus {
+    let body = match call(global, args, async |c| {
         c.post::<(), Value>("/checks/reload", None).await
     }) {
         Ok(b) => b,
         Err(status) => return status,
     };
     if global.json {
-        print_json_line(&body);
+        print_json(&body);
         return ExitStatus::Success;
     }
     let count = |k: &str| body[k].as_array().map_or(0, Vec::len);

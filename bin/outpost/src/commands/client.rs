@@ -5,24 +5,31 @@
 //! (`spec/cli.md`): 0 success, 1 the operation failed (the daemon's message on stderr,
 //! prefixed by what was being done), 3 the daemon is not reachable.
 
-use std::io::{IsTerminal as _, Read as _};
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::catalog;
 use outpost_api::{ApiClient, ClientError, ClientErrorKind};
 use outpost_cli::ExitStatus;
-use outpost_cli::args::{ExperimentStartArgs, GlobalArgs, InstallArgs, PackageArgs};
-use outpost_cli::output::{print_json, print_table};
+use outpost_cli::args::{ExperimentStartArgs, GlobalArgs, InstallArgs, PackageArgs, StatusArgs};
+use outpost_cli::output::{print_error_json, print_json, print_table};
 use outpost_cli::report::{self, Service};
-use outpost_types::wire::{Catalog, Empty, Phase, StatusResponse, TaskParams, TaskState};
+use outpost_types::wire::{
+    Catalog, Empty, PackageState, PackageStatus, Phase, StatusResponse, Task, TaskParams, TaskState,
+};
+use serde::Serialize;
 
 /// A client verb, ready to send.
 #[derive(Debug)]
 pub(crate) enum Verb {
-    Status,
+    Status(StatusArgs),
     CatalogShow,
     /// `catalog set` and `set-catalog`: a file, `-` for stdin, or the JSON itself.
     CatalogSet {
         source: String,
+        /// `--allow-empty`: a catalog without entries is meant.
+        allow_empty: bool,
     },
     Install(InstallArgs),
     StartExperiment(ExperimentStartArgs),
@@ -35,7 +42,7 @@ impl Verb {
     /// What was being done, for error messages ("error installing: ...").
     fn doing(&self) -> &'static str {
         match self {
-            Verb::Status => "getting status",
+            Verb::Status(_) => "getting status",
             Verb::CatalogShow => "getting the catalog",
             Verb::CatalogSet { .. } => "setting catalog",
             Verb::Install(_) => "installing",
@@ -58,30 +65,79 @@ impl Verb {
 
 /// Runs a client verb and returns the process exit status.
 pub(crate) fn run(global: &GlobalArgs, verb: Verb) -> ExitStatus {
+    let doing = verb.doing();
     let runtime = match outpost_cli::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the I/O runtime: {e}");
-            return ExitStatus::Failure;
+            return fail_local(
+                global,
+                doing,
+                "local",
+                &format!("cannot start the I/O runtime: {e}"),
+            );
         }
     };
-    let client = ApiClient::new(global.socket());
-    let doing = verb.doing();
+    let candidates = global.daemon_sockets();
+    let socket = pick_socket(&candidates);
+    let client = ApiClient::new(&socket);
     match runtime.block_on(execute(&client, global, verb)) {
         Ok(()) => ExitStatus::Success,
-        Err(Failure::Local(message)) => {
-            eprintln!("error {doing}: {message}");
-            ExitStatus::Failure
+        Err(Failure::Local { code, message }) => fail_local(global, doing, code, &message),
+        Err(Failure::Client(e)) => {
+            let status = report_client_error(global, doing, &socket, &e);
+            if e.kind() == ClientErrorKind::NotReachable && candidates.len() > 1 {
+                let others: Vec<String> = candidates
+                    .iter()
+                    .filter(|c| **c != socket)
+                    .map(|c| c.display().to_string())
+                    .collect();
+                eprintln!("note: also tried {}", others.join(", "));
+            }
+            status
         }
-        Err(Failure::Client(e)) => report_client_error(global, doing, &e),
     }
+}
+
+/// The first socket a daemon answers on (or refuses us on: that is worth reporting), else
+/// the first candidate, whose failure is the one reported.
+fn pick_socket(candidates: &[PathBuf]) -> PathBuf {
+    candidates
+        .iter()
+        .find(|c| match std::os::unix::net::UnixStream::connect(c) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
+        })
+        .or_else(|| candidates.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn fail_local(global: &GlobalArgs, doing: &str, code: &str, message: &str) -> ExitStatus {
+    eprintln!("error {doing}: {message}");
+    if global.json {
+        print_error_json(code, message);
+    }
+    ExitStatus::Failure
 }
 
 enum Failure {
     /// Something went wrong before talking to the daemon (e.g. reading the catalog file).
-    Local(String),
+    Local {
+        /// The `--json` error code.
+        code: &'static str,
+        message: String,
+    },
     /// The daemon call failed.
     Client(ClientError),
+}
+
+impl Failure {
+    fn input(message: String) -> Self {
+        Failure::Local {
+            code: "invalid_input",
+            message,
+        }
+    }
 }
 
 impl From<ClientError> for Failure {
@@ -90,11 +146,21 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> ExitStatus {
+fn report_client_error(
+    global: &GlobalArgs,
+    doing: &str,
+    socket: &Path,
+    e: &ClientError,
+) -> ExitStatus {
     match e.kind() {
-        ClientErrorKind::NotReachable => {
-            report::unreachable(Some(doing), Service::Daemon, &global.socket(), e)
-        }
+        ClientErrorKind::NotReachable => report::unreachable(
+            Some(doing),
+            Service::Daemon,
+            socket,
+            e,
+            &global.given_location(),
+            global.json,
+        ),
         ClientErrorKind::Api => {
             if let Some(api) = e.api_error() {
                 if global.json {
@@ -106,21 +172,63 @@ fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> Exi
             ExitStatus::Failure
         }
         ClientErrorKind::Protocol => {
-            eprintln!("error {doing}: {}", outpost_types::error_chain(e));
+            let message = outpost_types::error_chain(e);
+            eprintln!("error {doing}: {message}");
+            if global.json {
+                print_error_json("protocol", &message);
+            }
             ExitStatus::Failure
         }
     }
 }
 
+/// What a mutation did, printed by `--json`: the package, the operation (the API's task
+/// names), the version it concerned and whether anything changed (from `/status` before and
+/// after).
+#[derive(Debug, Serialize)]
+struct Outcome<'a> {
+    package: &'a str,
+    operation: &'static str,
+    version: Option<String>,
+    changed: bool,
+}
+
+/// What `catalog set --json` prints.
+#[derive(Debug, Serialize)]
+struct CatalogOutcome {
+    operation: &'static str,
+    entries: usize,
+    changed: bool,
+}
+
+/// The stable and experiment versions of `package` (`None`: not installed).
+async fn links(client: &ApiClient, package: &str) -> Result<Option<PackageState>, ClientError> {
+    let status: StatusResponse = client.get("/status").await?;
+    Ok(status.packages.get(package).cloned())
+}
+
+fn non_empty(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_string())
+}
+
 async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<(), Failure> {
-    let quiet = global.quiet > 0;
     match &verb {
-        Verb::Status => {
+        Verb::Status(args) => {
             let status: StatusResponse = client.get("/status").await?;
-            if global.json {
+            if let (true, Some(package)) = (global.json, &args.package) {
+                let entry = status
+                    .remote_config_state
+                    .iter()
+                    .find(|p| &p.package == package)
+                    .ok_or_else(|| Failure::Local {
+                        code: "not_installed",
+                        message: format!("{package} is not installed"),
+                    })?;
+                print_json(entry);
+            } else if global.json {
                 print_json(&status);
             } else {
-                print_status(&status);
+                print_status(&status, args, &global.given_location())?;
             }
         }
         Verb::CatalogShow => {
@@ -131,20 +239,34 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 print_catalog(&catalog);
             }
         }
-        Verb::CatalogSet { source } => {
-            let body = read_catalog(source).map_err(Failure::Local)?;
+        Verb::CatalogSet {
+            source,
+            allow_empty,
+        } => {
+            let (body, count) = catalog::read(source, *allow_empty).map_err(Failure::input)?;
+            let before: Catalog = client.get("/catalog").await?;
             let _: Empty = client.post("/catalog", Some(&body)).await?;
-            let count = body
-                .get("packages")
-                .and_then(|p| p.as_array())
-                .map_or(0, Vec::len);
-            done(global, &format!("catalog set ({count} entries)"));
+            let after: Catalog = client.get("/catalog").await?;
+            let entries = if count == 1 { "entry" } else { "entries" };
+            done(
+                global,
+                &CatalogOutcome {
+                    operation: "set_catalog",
+                    entries: count,
+                    changed: before != after,
+                },
+                &format!("catalog set ({count} {entries})"),
+            );
         }
         Verb::Install(InstallArgs {
             package,
             version,
             install_args,
         }) => {
+            // Sent even when the version is already stable: the daemon decides (it checks
+            // the caller's rights and makes it a no-op); the status before only chooses the
+            // words.
+            let before = links(client, package).await?;
             // Without a version the daemon takes the catalog's only one; the install
             // arguments still need a body (an empty version means "not given").
             let params = (version.is_some() || !install_args.is_empty()).then(|| TaskParams {
@@ -158,19 +280,24 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                     .await
             })
             .await?;
-            if !quiet {
-                let status: StatusResponse = client.get("/status").await?;
-                let stable = status
-                    .packages
-                    .get(package)
-                    .map(|s| s.stable.clone())
-                    .unwrap_or_default();
-                done(global, &format!("{package} {stable} installed as stable"));
-            } else if global.json {
-                print_json(&Empty {});
-            }
+            let after = links(client, package).await?;
+            let stable = after.as_ref().map(|l| l.stable.clone()).unwrap_or_default();
+            let changed = before != after;
+            let outcome = Outcome {
+                package,
+                operation: "install",
+                version: non_empty(&stable),
+                changed,
+            };
+            let message = if changed {
+                format!("{package} {stable} installed as stable")
+            } else {
+                format!("{package} {stable} is already stable")
+            };
+            done(global, &outcome, &message);
         }
         Verb::StartExperiment(ExperimentStartArgs { package, version }) => {
+            let before = links(client, package).await?;
             let params = TaskParams {
                 version: version.clone(),
                 install_args: None,
@@ -180,31 +307,78 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 client.post::<TaskParams, Empty>(&path, Some(&params)).await
             })
             .await?;
-            done(global, &format!("experiment {package} {version} started"));
+            let after = links(client, package).await?;
+            let outcome = Outcome {
+                package,
+                operation: "start_experiment",
+                version: Some(version.clone()),
+                changed: before != after,
+            };
+            done(
+                global,
+                &outcome,
+                &format!("experiment {package} {version} started"),
+            );
         }
         Verb::StopExperiment(PackageArgs { package }) => {
+            let before = links(client, package).await?;
+            let experiment = before
+                .as_ref()
+                .map(|l| l.experiment.clone())
+                .unwrap_or_default();
+            // Sent even with no experiment (the daemon checks the caller's rights and makes
+            // it a no-op); the status before only chooses the words.
             let _: Empty = client
                 .post::<(), _>(&format!("/{}/experiment/stop", path_segment(package)), None)
                 .await?;
-            done(global, &format!("experiment of {package} stopped"));
+            let after = links(client, package).await?;
+            let outcome = Outcome {
+                package,
+                operation: "stop_experiment",
+                version: non_empty(&experiment),
+                changed: before != after,
+            };
+            let message = if experiment.is_empty() {
+                format!("{package} has no experiment: nothing to stop")
+            } else {
+                format!("experiment of {package} stopped")
+            };
+            done(global, &outcome, &message);
         }
         Verb::PromoteExperiment(PackageArgs { package }) => {
+            let before = links(client, package).await?;
             let _: Empty = client
                 .post::<(), _>(
                     &format!("/{}/experiment/promote", path_segment(package)),
                     None,
                 )
                 .await?;
+            let after = links(client, package).await?;
+            let outcome = Outcome {
+                package,
+                operation: "promote_experiment",
+                version: after.as_ref().and_then(|l| non_empty(&l.stable)),
+                changed: before != after,
+            };
             done(
                 global,
+                &outcome,
                 &format!("experiment of {package} promoted to stable"),
             );
         }
         Verb::Remove(PackageArgs { package }) => {
+            let before = links(client, package).await?;
             let _: Empty = client
                 .post::<(), _>(&format!("/{}/remove", path_segment(package)), None)
                 .await?;
-            done(global, &format!("{package} removed"));
+            let after = links(client, package).await?;
+            let outcome = Outcome {
+                package,
+                operation: "remove",
+                version: before.as_ref().and_then(|l| non_empty(&l.stable)),
+                changed: before != after,
+            };
+            done(global, &outcome, &format!("{package} removed"));
         }
     }
     Ok(())
@@ -227,34 +401,21 @@ fn path_segment(s: &str) -> String {
     out
 }
 
-fn done(global: &GlobalArgs, message: &str) {
+/// Reports a mutation: `outcome` with `--json`, else `message` unless `-q`.
+fn done(global: &GlobalArgs, outcome: &impl Serialize, message: &str) {
     if global.json {
-        print_json(&Empty {});
+        print_json(outcome);
     } else if global.quiet == 0 {
         println!("{message}");
     }
 }
 
-/// Reads a catalog: `-` is stdin, a value starting with `{` is the JSON itself (as the
-/// Datadog installer's `set-catalog` takes it), anything else a file path. The JSON is checked
-/// locally so a typo is reported with its position before anything is sent.
-fn read_catalog(source: &str) -> Result<serde_json::Value, String> {
-    let (what, text) = if source == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("reading stdin: {e}"))?;
-        ("stdin".to_string(), text)
-    } else if source.trim_start().starts_with('{') {
-        ("the argument".to_string(), source.to_string())
-    } else {
-        let text = fs_err::read_to_string(source).map_err(|e| {
-            format!("{e}; the catalog is a file, `-` for stdin, or the JSON itself")
-        })?;
-        (source.to_string(), text)
-    };
-    serde_json::from_str(&text).map_err(|e| format!("invalid catalog JSON in {what}: {e}"))
-}
+/// The progress display before the total size is known: the bytes so far and the rate.
+const SPINNER_TEMPLATE: &str =
+    "{spinner} {msg} {binary_bytes} ({binary_bytes_per_sec}) [{elapsed}]";
+/// The progress display against a known total.
+const BAR_TEMPLATE: &str =
+    "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta} left)";
 
 /// Runs `call`, and while it runs on a terminal, polls `/status` and shows the task's
 /// progress (phase, bytes and rate).
@@ -268,13 +429,16 @@ async fn with_progress<T>(
     let Some(package) = verb.long_running_package().filter(|_| show) else {
         return call.await;
     };
+    // Sizes in human units (`12.3 MiB`); until the total is known (or when the source does
+    // not say), a spinner with the bytes so far, then a bar against the total.
+    let style = |template: &str| {
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+            .progress_chars("=> ")
+    };
     let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg} {bytes}/{total_bytes} ({bytes_per_sec}) [{elapsed}]",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
+    bar.set_style(style(SPINNER_TEMPLATE));
+    let mut has_total = false;
     bar.set_message(format!("{} {package}", verb.doing()));
     bar.enable_steady_tick(Duration::from_millis(120));
     let poll = async {
@@ -299,7 +463,11 @@ async fn with_progress<T>(
                     Phase::Switch => "switching",
                 };
                 bar.set_message(format!("{phase} {package}"));
-                if let Some(total) = progress.bytes_total {
+                if let Some(total) = progress.bytes_total.filter(|t| *t > 0) {
+                    if !has_total {
+                        has_total = true;
+                        bar.set_style(style(BAR_TEMPLATE));
+                    }
                     bar.set_length(total);
                 }
                 bar.set_position(progress.bytes_done);
@@ -314,41 +482,122 @@ async fn with_progress<T>(
     result
 }
 
-fn print_status(status: &StatusResponse) {
-    println!("outpost daemon {}", status.version);
-    if status.remote_config_state.is_empty() {
-        println!("no packages installed");
-        return;
+/// How wide a task's error may be in the status table before it is cut (without `--wide`).
+const SHORT_ERROR: usize = 60;
+
+/// Whether `p` is what is left of a removed package (nothing installed, last task a finished
+/// `remove`): not worth a line.
+fn is_removed(p: &PackageStatus) -> bool {
+    p.stable_version.is_empty()
+        && p.experiment_version.is_empty()
+        && p.task
+            .as_ref()
+            .is_some_and(|t| t.operation == "remove" && t.state == TaskState::Done)
+}
+
+/// `s` up to its first line and `max` characters, with `…` when anything was cut.
+fn one_line(s: &str, max: usize) -> (String, bool) {
+    let first = s.lines().next().unwrap_or("");
+    let mut out: String = first.chars().take(max).collect();
+    let cut = out.len() < s.trim_end().len();
+    if cut {
+        out.push('…');
     }
-    let rows: Vec<[String; 4]> = status
+    (out, cut)
+}
+
+/// The last task as one cell: `<operation> [<version>] running|done|failed`, then
+/// ` (<code>): <message>` for a failed one, the message shortened unless `wide`. Returns
+/// whether the message was shortened.
+fn task_cell(t: &Task, wide: bool) -> (String, bool) {
+    let state = match t.state {
+        TaskState::Running => "running",
+        TaskState::Done => "done",
+        TaskState::Error => "failed",
+    };
+    let mut s = match t.version.as_deref().filter(|v| !v.is_empty()) {
+        Some(v) => format!("{} {v} {state}", t.operation),
+        None => format!("{} {state}", t.operation),
+    };
+    let mut cut = false;
+    if let Some(e) = &t.error {
+        let message = if wide {
+            e.message.clone()
+        } else {
+            let (m, c) = one_line(&e.message, SHORT_ERROR);
+            cut = c;
+            m
+        };
+        s.push_str(&format!(" ({}): {message}", e.code));
+    }
+    (s, cut)
+}
+
+fn print_status(status: &StatusResponse, args: &StatusArgs, given: &str) -> Result<(), Failure> {
+    let dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    if let Some(package) = &args.package {
+        let Some(p) = status
+            .remote_config_state
+            .iter()
+            .find(|p| &p.package == package)
+        else {
+            return Err(Failure::Local {
+                code: "not_installed",
+                message: format!("{package} is not installed"),
+            });
+        };
+        println!("package:     {}", p.package);
+        println!("stable:      {}", dash(&p.stable_version));
+        println!("experiment:  {}", dash(&p.experiment_version));
+        match &p.task {
+            None => println!("last task:   -"),
+            Some(t) => {
+                let (cell, _) = task_cell(
+                    &Task {
+                        error: None,
+                        ..t.clone()
+                    },
+                    true,
+                );
+                println!("last task:   {cell}");
+                println!("task id:     {}", t.id);
+                if let Some(e) = &t.error {
+                    println!("error code:  {}", e.code);
+                    println!("error:");
+                    for line in e.message.lines() {
+                        println!("  {line}");
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
+    println!("outpost daemon {}", status.version);
+    let shown: Vec<&PackageStatus> = status
         .remote_config_state
+        .iter()
+        .filter(|p| !is_removed(p))
+        .collect();
+    if shown.is_empty() {
+        println!("no packages installed");
+        return Ok(());
+    }
+    let mut any_cut = false;
+    let rows: Vec<[String; 4]> = shown
         .iter()
         .map(|p| {
             let task = match &p.task {
                 None => String::new(),
                 Some(t) => {
-                    let state = match t.state {
-                        TaskState::Running => "running",
-                        TaskState::Done => "done",
-                        TaskState::Error => "failed",
-                    };
-                    let mut s = format!(
-                        "{} {} {state}",
-                        t.operation,
-                        t.version.as_deref().unwrap_or("")
-                    )
-                    .replace("  ", " ");
-                    if let Some(e) = &t.error {
-                        s.push_str(&format!(" ({}): {}", e.code, e.message));
-                    }
-                    s
-                }
-            };
-            let dash = |v: &str| {
-                if v.is_empty() {
-                    "-".to_string()
-                } else {
-                    v.to_string()
+                    let (cell, cut) = task_cell(t, args.wide);
+                    any_cut |= cut;
+                    cell
                 }
             };
             [
@@ -360,6 +609,13 @@ fn print_status(status: &StatusResponse) {
         })
         .collect();
     print_table(&["PACKAGE", "STABLE", "EXPERIMENT", "LAST TASK"], &rows);
+    if any_cut {
+        println!(
+            "(errors shortened: `outpost status PACKAGE{given}` or `outpost status --wide{given}` \
+             shows them in full)"
+        );
+    }
+    Ok(())
 }
 
 fn print_catalog(catalog: &Catalog) {
@@ -390,23 +646,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_progress_templates_are_valid() {
+        for template in [SPINNER_TEMPLATE, BAR_TEMPLATE] {
+            assert!(
+                indicatif::ProgressStyle::with_template(template).is_ok(),
+                "{template}"
+            );
+        }
+    }
+
+    #[test]
     fn path_segments_are_escaped() {
         assert_eq!(path_segment("datadog-agent"), "datadog-agent");
         assert_eq!(path_segment("a.b"), "a.b");
         assert_eq!(path_segment(".."), "%2E%2E");
         assert_eq!(path_segment("a/b"), "a%2Fb");
         assert_eq!(path_segment("a b"), "a%20b");
-    }
-
-    #[test]
-    fn catalog_sources() {
-        assert!(read_catalog(r#"{"packages": []}"#).is_ok());
-        let err = read_catalog("{oops").unwrap_err();
-        assert!(
-            err.contains("invalid catalog JSON in the argument"),
-            "{err}"
-        );
-        let err = read_catalog("/definitely/not/here.json").unwrap_err();
-        assert!(err.contains("/definitely/not/here.json"), "{err}");
     }
 }

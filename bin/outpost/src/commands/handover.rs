@@ -33,24 +33,28 @@ python: not available ({AGENT_BINARY} is not installed beside outpost)",
 }
 
 /// Replaces this process with `outpost-agent`, passing the arguments through unchanged.
-/// Returns only on failure, after printing why.
-pub(crate) fn exec_agent_binary() -> ExitStatus {
+/// Returns only on failure, after printing why (on stderr, and with `json` as the error
+/// document on stdout).
+pub(crate) fn exec_agent_binary(json: bool) -> ExitStatus {
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        if json {
+            outpost_cli::output::print_error_json("local", &message);
+        }
+        ExitStatus::Failure
+    };
     let path = match sibling(AGENT_BINARY) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: cannot locate {AGENT_BINARY}: {e}");
-            return ExitStatus::Failure;
-        }
+        Err(e) => return fail(format!("cannot locate {AGENT_BINARY}: {e}")),
     };
     let err = std::process::Command::new(&path)
         .arg0("outpost")
         .args(std::env::args_os().skip(1))
         .exec();
-    eprintln!(
-        "error: cannot run {} (the Python parts of outpost are installed there): {err}",
+    fail(format!(
+        "cannot run {} (the Python parts of outpost are installed there): {err}",
         path.display()
-    );
-    ExitStatus::Failure
+    ))
 }
 
 /// The path of a binary installed in the same directory as this one.

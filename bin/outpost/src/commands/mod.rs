@@ -3,12 +3,12 @@
 //! embed Python (`agent`, `check`, `version`) are handed over to `outpost-agent`.
 
 mod agent_client;
+mod catalog;
 mod client;
 mod daemon;
 mod handover;
 mod pack;
 
-use clap::CommandFactory as _;
 use outpost_cli::ExitStatus;
 use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand};
 
@@ -28,7 +28,7 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
             return agent_client::run(global, &command);
         }
         Command::Agent(_) | Command::Check(_) | Command::Version => {
-            return handover::exec_agent_binary();
+            return handover::exec_agent_binary(global.json);
         }
         Command::Pack(args) => {
             outpost_cli::logging::init_for_command(global);
@@ -37,17 +37,21 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,
-                &mut Cli::command(),
+                &mut outpost_cli::args::completion_command(),
                 "outpost",
                 &mut std::io::stdout(),
             );
             return ExitStatus::Success;
         }
-        Command::Status => Verb::Status,
+        Command::Status(args) => Verb::Status(args),
         Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,
-        Command::Catalog(CatalogCommand::Set(args)) => Verb::CatalogSet { source: args.file },
+        Command::Catalog(CatalogCommand::Set(args)) => Verb::CatalogSet {
+            source: args.file,
+            allow_empty: args.allow_empty,
+        },
         Command::SetCatalog(args) => Verb::CatalogSet {
             source: args.catalog,
+            allow_empty: args.allow_empty,
         },
         Command::Install(args) => Verb::Install(args),
         Command::Experiment(ExperimentCommand::Start(args)) | Command::StartExperiment(args) => {

@@ -4,7 +4,7 @@
 //! (the tag then names the layout's image index; digests are the layout's). Without
 //! `--out`, the layout is built in a temporary directory and removed after the push.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use outpost_fetch::pack::{PackFormat as Format, PackOptions};
 use outpost_fetch::{Cancel, PushedImage, RegistrySettings};
@@ -20,9 +20,43 @@ pub(crate) fn run(global: &GlobalArgs, args: &PackArgs) -> ExitStatus {
         Ok(()) => ExitStatus::Success,
         Err(message) => {
             eprintln!("error packing: {message}");
+            if global.json {
+                outpost_cli::output::print_error_json("local", &message);
+            }
             ExitStatus::Failure
         }
     }
+}
+
+/// Refuses what would only fail later or produce a useless package: a missing or empty
+/// source directory, an `--out` whose parent directory does not exist.
+fn check_paths(args: &PackArgs) -> Result<(), String> {
+    let dir = &args.dir;
+    let mut entries = fs_err::read_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("directory {} does not exist", dir.display()),
+        _ => e.to_string(),
+    })?;
+    if entries.next().is_none() {
+        return Err(format!(
+            "directory {} is empty: there is nothing to pack",
+            dir.display()
+        ));
+    }
+    if let Some(out) = &args.out {
+        let parent = match out.parent() {
+            Some(p) if p.as_os_str().is_empty() => Path::new("."),
+            Some(p) => p,
+            None => Path::new("/"),
+        };
+        if !parent.is_dir() {
+            return Err(format!(
+                "cannot write --out {}: its parent directory {} does not exist",
+                out.display(),
+                parent.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn pack(global: &GlobalArgs, args: &PackArgs) -> Result<(), String> {
@@ -48,6 +82,7 @@ fn pack(global: &GlobalArgs, args: &PackArgs) -> Result<(), String> {
             }
         }
     };
+    check_paths(args)?;
     // Everything about the push is checked before anything is packed.
     let push = match &args.push {
         Some(p) => {

@@ -46,26 +46,41 @@ pub(crate) fn run(global: &GlobalArgs, args: &CheckValidateArgs) -> ExitStatus {
         status: ReadyStatus::Unknown,
         messages: vec![message],
     };
-    let (validation, version) = match global.load_config() {
-        Err(e) => (
-            unknown(outpost_types::error_chain(&e)),
-            outpost_types::VERSION.to_owned(),
-        ),
-        Ok(config) => {
-            let paths = Paths::resolve(global, checks, &config);
-            let timeout = config
-                .agent
-                .get("python3_linter_timeout")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(DEFAULT_TIMEOUT_SECS);
-            match Runtime::start(paths.runtime_config(&config)) {
-                Ok(rt) => (
-                    rt.validate(&target, Duration::from_secs(timeout)),
-                    rt.reported_version().to_owned(),
-                ),
-                Err(e) => (unknown(e.to_string()), outpost_types::VERSION.to_owned()),
+    // A check file that does not exist is reported like a check name that resolves to
+    // nothing: `not_ready`, with one "no ..." message naming what was looked for (rather than
+    // a Python exception from inside the interpreter).
+    let missing_file = match &target {
+        ValidationTarget::File(p) if !p.is_file() => Some(Validation {
+            check: check_name.clone(),
+            file: None,
+            status: ReadyStatus::NotReady,
+            messages: vec![format!("no check file {}", p.display())],
+        }),
+        _ => None,
+    };
+    let (validation, version) = match (missing_file, global.load_config()) {
+        (Some(v), _) => (v, outpost_types::VERSION.to_owned()),
+        (None, config) => match config {
+            Err(e) => (
+                unknown(outpost_types::error_chain(&e)),
+                outpost_types::VERSION.to_owned(),
+            ),
+            Ok(config) => {
+                let paths = Paths::resolve(global, checks, &config);
+                let timeout = config
+                    .agent
+                    .get("python3_linter_timeout")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(DEFAULT_TIMEOUT_SECS);
+                match Runtime::start(paths.runtime_config(&config)) {
+                    Ok(rt) => (
+                        rt.validate(&target, Duration::from_secs(timeout)),
+                        rt.reported_version().to_owned(),
+                    ),
+                    Err(e) => (unknown(e.to_string()), outpost_types::VERSION.to_owned()),
+                }
             }
-        }
+        },
     };
     let tags = validation.tags(&version);
     if global.json {
