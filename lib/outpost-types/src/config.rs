@@ -67,6 +67,9 @@ pub struct PackagesConfig {
     pub max_file_bytes: ByteSize,
     /// Limit on the number of entries in a package (default 1,000,000).
     pub max_entries: u64,
+    /// How long an experiment may run without a promote when its start did not say (default
+    /// 1h); clamped by the daemon to 1 min..24 h.
+    pub experiment_max_duration: HumanDuration,
 }
 
 impl Default for PackagesConfig {
@@ -77,6 +80,7 @@ impl Default for PackagesConfig {
             max_unpacked_bytes: ByteSize(8 << 30),
             max_file_bytes: ByteSize(4 << 30),
             max_entries: 1_000_000,
+            experiment_max_duration: HumanDuration(Duration::from_secs(3600)),
         }
     }
 }
