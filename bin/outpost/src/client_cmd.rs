@@ -35,6 +35,7 @@ pub(crate) enum Verb {
     StartExperiment {
         package: String,
         version: String,
+        policy: crate::cli::ExperimentPolicyArgs,
     },
     StopExperiment {
         package: String,
@@ -108,7 +109,7 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> ExitCode {
+pub(crate) fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> ExitCode {
     match e.kind() {
         ClientErrorKind::NotReachable => {
             let cause = std::error::Error::source(e)
@@ -138,7 +139,7 @@ fn report_client_error(global: &GlobalArgs, doing: &str, e: &ClientError) -> Exi
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
     let mut out = std::io::stdout().lock();
     // A closed stdout (e.g. `| head`) is not worth failing over.
     let _ = serde_json::to_writer_pretty(&mut out, value).map(|()| writeln!(out));
@@ -202,14 +203,17 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
                 print_json(&Empty {});
             }
         }
-        Verb::StartExperiment { package, version } => {
-            let params = TaskParams {
-                version: version.clone(),
-                install_args: None,
-            };
+        Verb::StartExperiment {
+            package,
+            version,
+            policy,
+        } => {
+            let params = crate::experiment_cmd::start_body(version, policy);
             let path = format!("/{}/experiment/start", path_segment(package));
             with_progress(client, global, &verb, async {
-                client.post::<TaskParams, Empty>(&path, Some(&params)).await
+                client
+                    .post::<serde_json::Value, Empty>(&path, Some(&params))
+                    .await
             })
             .await?;
             done(global, &format!("experiment {package} {version} started"));
@@ -244,7 +248,7 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
 
 /// Percent-encodes a path segment, so a name with `/` or `..` reaches the daemon as one
 /// segment and is refused there with a clear message rather than routed elsewhere.
-fn path_segment(s: &str) -> String {
+pub(crate) fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric()
@@ -392,6 +396,7 @@ fn print_status(status: &StatusResponse) {
         })
         .collect();
     print_table(&["PACKAGE", "STABLE", "EXPERIMENT", "LAST TASK"], &rows);
+    crate::experiment_cmd::print_watches(status);
 }
 
 fn print_catalog(catalog: &Catalog) {

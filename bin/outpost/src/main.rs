@@ -5,6 +5,7 @@
 //! daemon, which runs as root, never maps libpython.
 mod cli;
 mod client_cmd;
+mod experiment_cmd;
 mod logging;
 mod pack_cmd;
 mod process;
@@ -74,9 +75,28 @@ fn main() -> ExitCode {
             version,
             install_args,
         },
-        Command::Experiment(ExperimentCommand::Start { package, version })
-        | Command::StartExperiment { package, version } => {
-            Verb::StartExperiment { package, version }
+        Command::Experiment(ExperimentCommand::Start {
+            package,
+            version,
+            policy,
+        }) => Verb::StartExperiment {
+            package,
+            version,
+            policy,
+        },
+        Command::StartExperiment { package, version } => Verb::StartExperiment {
+            package,
+            version,
+            policy: cli::ExperimentPolicyArgs::default(),
+        },
+        Command::Experiment(ExperimentCommand::Watch { package }) => {
+            logging::init(
+                cli::LogFormat::Text,
+                global.verbose,
+                global.quiet,
+                tracing::Level::WARN,
+            );
+            return experiment_cmd::watch(global, &package);
         }
         Command::Experiment(ExperimentCommand::Stop { package })
         | Command::StopExperiment { package } => Verb::StopExperiment { package },

@@ -540,3 +540,81 @@ fn malformed_policies_are_refused_naming_the_field() {
     d.get("/Not_A_Name/experiment/history")
         .assert_error(400, "bad_request");
 }
+
+#[test]
+fn the_cli_starts_with_a_policy_shows_the_watch_and_follows_it_to_the_end() {
+    let s = Scratch::new();
+    let fx = s.fixtures();
+    let v1 = standard(&fx, "pkg", "1");
+    let v2 = standard(&fx, "pkg", "2");
+    let v3 = standard(&fx, "pkg", "3");
+    let d = installed(&s.root(), &[&v2, &v3], &v1);
+    let counter = s.path().join("runs");
+    let cmd = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}; echo \"run $((n+1))\"; [ $n -lt 2 ]",
+        c = counter.display()
+    );
+    let out = d.cli(&[
+        "experiment",
+        "start",
+        "pkg",
+        "2",
+        "--health-cmd",
+        &cmd,
+        "--health-interval",
+        "100ms",
+        "--health-failures",
+        "2",
+        "--max-duration",
+        "10m",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = d.cli(&["status"]);
+    let text = stdout(&status);
+    assert!(
+        text.contains("watch pkg 2: rolls back in 9m")
+            || text.contains("watch pkg 2: rolls back in 10m"),
+        "{text}"
+    );
+    let watch_out = d.cli(&["experiment", "watch", "pkg"]);
+    let text = stdout(&watch_out);
+    assert_eq!(
+        watch_out.status.code(),
+        Some(1),
+        "{text}{}",
+        stderr(&watch_out)
+    );
+    assert!(text.contains("FAIL exit 1 run 4"), "{text}");
+    assert!(
+        text.contains("pkg 2 rolled back (health_check_failed)"),
+        "{text}"
+    );
+    // A clean run with auto-promote: the watch exits 0.
+    let out = d.cli(&[
+        "experiment",
+        "start",
+        "pkg",
+        "3",
+        "--health-cmd",
+        "echo healthy",
+        "--health-interval",
+        "100ms",
+        "--auto-promote-after",
+        "300ms",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let watch_out = d.cli(&["experiment", "watch", "pkg"]);
+    let text = stdout(&watch_out);
+    assert_eq!(
+        watch_out.status.code(),
+        Some(0),
+        "{text}{}",
+        stderr(&watch_out)
+    );
+    assert!(text.contains("pass healthy"), "{text}");
+    assert!(text.contains("pkg 3 promoted (auto_promoted)"), "{text}");
+    assert_eq!(d.versions("pkg"), Some(("3".into(), String::new())));
+    // A bad duration is a usage error, caught before anything is sent.
+    let out = d.cli(&["experiment", "start", "pkg", "2", "--max-duration", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
