@@ -287,6 +287,17 @@ fn spawn_health(
     Ok((child, reader))
 }
 
+/// Kills a process group when dropped (an empty group is not an error).
+struct KillGroupOnDrop(Option<rustix::process::Pid>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// Keeps the last [`HEALTH_OUTPUT_TAIL`] bytes.
 fn keep_tail(buf: &mut Vec<u8>, data: &[u8]) {
     buf.extend_from_slice(data);
@@ -313,6 +324,8 @@ async fn wait_health(
             let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
         }
     };
+    // A run abandoned half-way (its watch ended) still takes its whole group with it.
+    let _on_drop = KillGroupOnDrop(pgid);
     let mut out = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut eof = false;
