@@ -208,6 +208,7 @@ fn watch_cpu(bin: &Path, rt: &tokio::runtime::Runtime) {
 fn one_rollback(
     d: &DaemonProc,
     rt: &tokio::runtime::Runtime,
+    stable: &Value,
     version: u32,
     stamp: &Path,
 ) -> Duration {
@@ -216,7 +217,6 @@ fn one_rollback(
         "#!/bin/sh\necho unhealthy\ndate +%s%N > {}\nexit 1\n",
         stamp.display()
     );
-    let stable = layout(&d.fixtures, "pkg", "1", &[app("pkg", "1")]);
     let exp = layout(
         &d.fixtures,
         "pkg",
@@ -227,7 +227,10 @@ fn one_rollback(
     rt.block_on(async {
         let _: Empty = d
             .client
-            .post("/catalog", Some(&json!({ "packages": [stable, exp] })))
+            .post(
+                "/catalog",
+                Some(&json!({ "packages": [stable.clone(), exp] })),
+            )
             .await
             .unwrap();
         let body = json!({"version": v, "health": {"interval": "100ms", "failures": 1}});
@@ -272,7 +275,7 @@ fn main() {
     rt.block_on(async {
         let _: Empty = d
             .client
-            .post("/catalog", Some(&json!({ "packages": [stable] })))
+            .post("/catalog", Some(&json!({ "packages": [stable.clone()] })))
             .await
             .unwrap();
         let _: Empty = d
@@ -287,7 +290,7 @@ fn main() {
     let mut c = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(50))
-        .measurement_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_millis(400))
         .configure_from_args();
     {
         let mut group = c.benchmark_group("experiment_watch");
@@ -298,7 +301,7 @@ fn main() {
                 for _ in 0..iters {
                     let v = *next.borrow();
                     *next.borrow_mut() += 1;
-                    let latency = one_rollback(&d, &rt, v, &stamp);
+                    let latency = one_rollback(&d, &rt, &stable, v, &stamp);
                     samples.borrow_mut().push(latency);
                     total += latency;
                 }
