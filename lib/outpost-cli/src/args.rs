@@ -181,8 +181,12 @@ pub struct CatalogSetArgs {
 /// `outpost experiment ...`
 #[derive(Debug, Subcommand)]
 pub enum ExperimentCommand {
-    /// Install a version beside stable and point `experiment` at it
+    /// Install a version beside stable and point `experiment` at it; the daemon watches it
+    /// (deadline, health command, auto-promote: docs/experiment-safety.md)
     Start(ExperimentStartArgs),
+    /// Follow the watch of a running experiment, one line per health run; exits 0 when it is
+    /// promoted, 1 when it is rolled back
+    Watch(PackageArgs),
     /// Drop the experiment; stable is untouched
     Stop(PackageArgs),
     /// Make the experiment the new stable
@@ -197,6 +201,42 @@ pub struct ExperimentStartArgs {
     /// Version
     #[arg(id = "pkg_version", value_name = "VERSION")]
     pub version: String,
+    /// The watch's policy
+    #[command(flatten)]
+    pub policy: ExperimentPolicyArgs,
+}
+
+/// The safety policy flags of `outpost experiment start`. Durations take `ms`, `s`, `m`, `h`
+/// or a bare number of seconds; what is not given comes from the catalog entry, the package
+/// or the daemon's defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExperimentPolicyArgs {
+    /// Health command, run with `/bin/sh -c` in the experiment's directory
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between two health runs [daemon default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub health_interval: Option<String>,
+    /// How long one health run may take [daemon default: the interval]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub health_timeout: Option<String>,
+    /// Consecutive failed runs that roll the experiment back [daemon default: 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub health_failures: Option<u32>,
+    /// Time before the first health run [daemon default: 0]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub health_grace: Option<String>,
+    /// Roll back unless promoted within this time (1m..24h) [daemon default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub max_duration: Option<String>,
+    /// Promote after this long without a failed health run
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub auto_promote_after: Option<String>,
+}
+
+/// Checks a duration flag locally, so a typo is reported before anything is sent.
+fn duration_arg(s: &str) -> Result<String, String> {
+    outpost_types::wire::WireDuration::parse(s).map(|_| s.to_string())
 }
 
 /// Layer compression for `outpost pack`.

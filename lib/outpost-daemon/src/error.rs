@@ -74,6 +74,22 @@ pub enum DaemonError {
     /// A background task panicked or was cancelled.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The experiment watch stopped the experiment: the operation succeeded, and its task
+    /// records this code (`health_check_failed`, `experiment_expired`) and message.
+    #[error("{message}")]
+    RolledBack {
+        /// The task's error code.
+        code: ErrorCode,
+        /// Why, with the health command's last output.
+        message: String,
+    },
+    /// An experiment watch was about to act, but its experiment ended or changed first:
+    /// nothing was done and no task recorded.
+    #[error("the experiment watch of {package} was superseded")]
+    Superseded {
+        /// The package.
+        package: String,
+    },
 }
 
 impl DaemonError {
@@ -108,7 +124,15 @@ impl DaemonError {
                 code => code,
             },
             Self::Hook(_) | Self::Internal(_) => ErrorCode::Internal,
+            Self::RolledBack { code, .. } => *code,
+            Self::Superseded { .. } => ErrorCode::InvalidState,
         }
+    }
+
+    /// True for the two ends of a watch's action that are not failures to act: the watch
+    /// stopped the experiment, or found it had nothing to act on.
+    pub fn is_watch_outcome(&self) -> bool {
+        matches!(self, Self::RolledBack { .. } | Self::Superseded { .. })
     }
 }
 

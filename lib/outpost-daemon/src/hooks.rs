@@ -194,6 +194,205 @@ pub async fn run(
     }
 }
 
+/// How much of a health command's output is kept.
+pub const HEALTH_OUTPUT_TAIL: usize = 4096;
+
+/// One run of an experiment's health command (see [`run_health`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HealthRun<'a> {
+    /// The package.
+    pub package: &'a PackageName,
+    /// The experiment version being checked.
+    pub experiment: &'a Version,
+    /// The stable version beside it.
+    pub stable: &'a Version,
+    /// The experiment's version directory: the working directory, and the base of a relative
+    /// program path.
+    pub version_dir: &'a Path,
+    /// Program and arguments.
+    pub command: &'a [String],
+    /// How long the run may take before its process group is killed.
+    pub timeout: Duration,
+}
+
+/// What one health run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthOutcome {
+    /// Exit code 0 within the timeout.
+    pub ok: bool,
+    /// The exit code, when the command exited by itself.
+    pub exit_code: Option<i32>,
+    /// The last [`HEALTH_OUTPUT_TAIL`] bytes of its stdout and stderr as written, followed by
+    /// a note when it timed out, died of a signal or could not start.
+    pub output_tail: String,
+}
+
+/// Runs a health command and never fails: a command that cannot start, exits non-zero, dies
+/// of a signal or outlives `timeout` is a failed run whose output says why.
+///
+/// The command gets the hooks' clean environment (`OUTPOST_PACKAGE`, `OUTPOST_VERSION` and
+/// `OUTPOST_PATH` of the experiment, `OUTPOST_EVENT=health`, the system `PATH`) plus
+/// `OUTPOST_EXPERIMENT_VERSION` and `OUTPOST_STABLE_VERSION`, no stdin, and one pipe for
+/// stdout and stderr. It runs in its own process group, which is killed whole when the run
+/// ends (on a timeout, and after the command exits, so that nothing it left behind lingers).
+pub async fn run_health(run: HealthRun<'_>) -> HealthOutcome {
+    match spawn_health(&run) {
+        Ok((child, reader)) => wait_health(child, reader, run.timeout).await,
+        Err(e) => HealthOutcome {
+            ok: false,
+            exit_code: None,
+            output_tail: format!("could not run {:?}: {e}", run.command.first()),
+        },
+    }
+}
+
+fn spawn_health(
+    run: &HealthRun<'_>,
+) -> std::io::Result<(tokio::process::Child, tokio::net::unix::pipe::Receiver)> {
+    let Some((program, args)) = run.command.split_first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "empty command",
+        ));
+    };
+    // A relative path with a slash is inside the version directory; a bare name is looked up
+    // on the fixed PATH below.
+    let program = if program.contains('/') && !program.starts_with('/') {
+        run.version_dir.join(program)
+    } else {
+        PathBuf::from(program)
+    };
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let write_err = write.try_clone()?;
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
+    // The command (and with it the parent's copies of the pipe's write end) is dropped at the
+    // end of this function, so the reader sees EOF once the command's group is gone.
+    let child = Command::new(&program)
+        .args(args)
+        .current_dir(run.version_dir)
+        .env_clear()
+        .env("PATH", HOOK_PATH)
+        .env("OUTPOST_PACKAGE", run.package.as_str())
+        .env("OUTPOST_VERSION", run.experiment.as_str())
+        .env("OUTPOST_PATH", run.version_dir)
+        .env("OUTPOST_EVENT", "health")
+        .env("OUTPOST_EXPERIMENT_VERSION", run.experiment.as_str())
+        .env("OUTPOST_STABLE_VERSION", run.stable.as_str())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::from(write_err))
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()?;
+    Ok((child, reader))
+}
+
+/// Kills a process group when dropped (an empty group is not an error).
+struct KillGroupOnDrop(Option<rustix::process::Pid>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Keeps the last [`HEALTH_OUTPUT_TAIL`] bytes.
+fn keep_tail(buf: &mut Vec<u8>, data: &[u8]) {
+    buf.extend_from_slice(data);
+    if buf.len() > 2 * HEALTH_OUTPUT_TAIL {
+        buf.drain(..buf.len() - HEALTH_OUTPUT_TAIL);
+    }
+}
+
+async fn wait_health(
+    mut child: tokio::process::Child,
+    mut reader: tokio::net::unix::pipe::Receiver,
+    timeout: Duration,
+) -> HealthOutcome {
+    use std::os::unix::process::ExitStatusExt as _;
+    use tokio::io::AsyncReadExt as _;
+
+    let deadline = tokio::time::Instant::now() + timeout;
+    let pgid = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32));
+    let kill_group = || {
+        if let Some(pgid) = pgid {
+            // The group may already be empty.
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    };
+    // A run abandoned half-way (its watch ended) still takes its whole group with it.
+    let _on_drop = KillGroupOnDrop(pgid);
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut eof = false;
+    let mut status = None;
+    let mut timed_out = false;
+    while status.is_none() {
+        tokio::select! {
+            r = reader.read(&mut chunk), if !eof => match r {
+                Ok(0) | Err(_) => eof = true,
+                Ok(n) => keep_tail(&mut out, &chunk[..n]),
+            },
+            s = child.wait() => status = Some(s),
+            () = tokio::time::sleep_until(deadline) => {
+                timed_out = true;
+                kill_group();
+                status = Some(child.wait().await);
+            }
+        }
+    }
+    // Whatever the command left running goes with it; then the pipe drains to EOF.
+    kill_group();
+    let drain_until = tokio::time::Instant::now() + Duration::from_millis(200);
+    while !eof {
+        match tokio::time::timeout_at(drain_until, reader.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => keep_tail(&mut out, &chunk[..n]),
+            _ => eof = true,
+        }
+    }
+    if out.len() > HEALTH_OUTPUT_TAIL {
+        out.drain(..out.len() - HEALTH_OUTPUT_TAIL);
+    }
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    let note = |text: &mut String, note: String| {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&note);
+    };
+    let (ok, exit_code) = match status {
+        _ if timed_out => {
+            note(
+                &mut text,
+                format!("[timed out after {timeout:?}; process group killed]"),
+            );
+            (false, None)
+        }
+        Some(Ok(st)) => match (st.code(), st.signal()) {
+            (Some(code), _) => (code == 0, Some(code)),
+            (None, Some(sig)) => {
+                note(&mut text, format!("[killed by signal {sig}]"));
+                (false, None)
+            }
+            (None, None) => (false, None),
+        },
+        Some(Err(e)) => {
+            note(&mut text, format!("[could not wait for the command: {e}]"));
+            (false, None)
+        }
+        None => (false, None),
+    };
+    HealthOutcome {
+        ok,
+        exit_code,
+        output_tail: text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +540,137 @@ mod tests {
                 .next()
                 .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
             Err(_) => false,
+        }
+    }
+
+    fn health(dir: &Path, script: &str, timeout: Duration) -> HealthOutcome {
+        let path = dir.join("check");
+        fs_err::write(&path, script).unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (p, v) = names();
+        let stable = Version::new("0.9").unwrap();
+        let command = vec!["./check".to_string()];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run_health(HealthRun {
+            package: &p,
+            experiment: &v,
+            stable: &stable,
+            version_dir: dir,
+            command: &command,
+            timeout,
+        }))
+    }
+
+    #[test]
+    fn health_runs_report_exit_output_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = health(
+            dir.path(),
+            "#!/bin/sh\necho \"$OUTPOST_EXPERIMENT_VERSION/$OUTPOST_STABLE_VERSION/$OUTPOST_EVENT\"\necho err >&2\n",
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            (ok.ok, ok.exit_code, ok.output_tail.as_str()),
+            (true, Some(0), "1.0/0.9/health\nerr\n")
+        );
+        let failed = health(dir.path(), "#!/bin/sh\nexit 7\n", Duration::from_secs(5));
+        assert_eq!((failed.ok, failed.exit_code), (false, Some(7)));
+        let killed = health(
+            dir.path(),
+            "#!/bin/sh\nkill -9 $$\n",
+            Duration::from_secs(5),
+        );
+        assert!(
+            !killed.ok && killed.output_tail.contains("signal 9"),
+            "{killed:?}"
+        );
+        let big = health(
+            dir.path(),
+            "#!/bin/sh\nhead -c 100000 /dev/zero | tr '\\0' x\necho END\n",
+            Duration::from_secs(5),
+        );
+        assert_eq!(big.output_tail.len(), HEALTH_OUTPUT_TAIL);
+        assert!(big.output_tail.ends_with("xEND\n"));
+        let missing = run_missing();
+        assert!(
+            !missing.ok && missing.output_tail.contains("could not run"),
+            "{missing:?}"
+        );
+    }
+
+    fn run_missing() -> HealthOutcome {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, v) = names();
+        let command = vec!["./nothing-here".to_string()];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run_health(HealthRun {
+            package: &p,
+            experiment: &v,
+            stable: &v,
+            version_dir: dir.path(),
+            command: &command,
+            timeout: Duration::from_secs(5),
+        }))
+    }
+
+    /// A hung command and the background process it started are killed at the timeout, and
+    /// a command that exits leaving a process behind does not hold the run open.
+    #[test]
+    fn hung_health_commands_are_killed_with_their_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("bg.pid");
+        let started = std::time::Instant::now();
+        let hung = health(
+            dir.path(),
+            &format!(
+                "#!/bin/sh\necho starting\nsleep 300 &\necho $! > {}\nwait\n",
+                pidfile.display()
+            ),
+            Duration::from_millis(300),
+        );
+        assert!(!hung.ok && hung.exit_code.is_none(), "{hung:?}");
+        assert!(hung.output_tail.starts_with("starting\n"), "{hung:?}");
+        assert!(hung.output_tail.contains("timed out"), "{hung:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let pid: i32 = fs_err::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_gone(pid);
+        let started = std::time::Instant::now();
+        let left = health(
+            dir.path(),
+            &format!(
+                "#!/bin/sh\nsleep 300 &\necho $! > {}\nexit 0\n",
+                pidfile.display()
+            ),
+            Duration::from_secs(20),
+        );
+        assert!(left.ok, "{left:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the run waited for its leftover"
+        );
+        let pid: i32 = fs_err::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_gone(pid);
+    }
+
+    fn wait_gone(pid: i32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) {
+            assert!(std::time::Instant::now() < deadline, "{pid} survived");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

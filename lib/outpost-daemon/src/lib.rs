@@ -22,6 +22,7 @@ pub mod serve;
 pub mod socket_access;
 mod store;
 pub mod tasks;
+mod watch;
 
 pub use error::DaemonError;
 pub use ops::{Daemon, GcSummary, Requester, StatusBody};

@@ -9,6 +9,7 @@
 //! | POST | `/{package}/experiment/start` | [`start_experiment`] |
 //! | POST | `/{package}/experiment/stop` | [`stop_experiment`] |
 //! | POST | `/{package}/experiment/promote` | [`promote_experiment`] |
+//! | GET | `/{package}/experiment/history` | [`experiment_history`] |
 //! | POST | `/{package}/remove` | [`remove`] |
 //!
 //! Names and versions are validated before any work (400). Conventions (JSON bodies, error
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use outpost_api::{Caller, ErrorResponse, Json, Module};
-use outpost_types::wire::{Catalog, Empty, TaskParams};
+use outpost_types::wire::{Catalog, Empty, ExperimentHistory, ExperimentStartParams, TaskParams};
 use outpost_types::{ErrorCode, PackageName, Version};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -58,6 +59,7 @@ pub fn module(daemon: Arc<Daemon>) -> Module {
         .post("/{package}/experiment/start", start_experiment)
         .post("/{package}/experiment/stop", stop_experiment)
         .post("/{package}/experiment/promote", promote_experiment)
+        .get("/{package}/experiment/history", experiment_history)
         .post("/{package}/remove", remove)
         .with_state(daemon)
 }
@@ -127,7 +129,9 @@ pub async fn install(
     Ok(Json(Empty {}))
 }
 
-/// `POST /{package}/experiment/start`: `{"version": "..."}` required.
+/// `POST /{package}/experiment/start`: `{"version": "..."}` required; the optional safety
+/// policy (`health`, `max_duration`, `auto_promote_after`) is checked before any work, and a
+/// malformed one is a 400 naming the field (`docs/experiment-safety.md`).
 pub async fn start_experiment(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
@@ -135,15 +139,29 @@ pub async fn start_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
-    let Some(params) = decode::<TaskParams>(body)? else {
+    let Some(Json(map)) = body else {
         return Err(ErrorResponse::bad_request(
             "a body is required: {\"version\": \"...\"}",
         ));
     };
-    let version = version(params.version)?;
-    d.start_experiment(name, version, requester(caller.as_ref()))
+    // The task parameters first, with the messages install gives for the same fields.
+    decode::<TaskParams>(Some(Json(map.clone())))?;
+    let params = ExperimentStartParams::from_map(&map)
+        .map_err(|e| ErrorResponse::bad_request(format!("invalid request body: {e}")))?;
+    let version = version(params.version.clone())?;
+    d.start_experiment(name, version, params, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
+}
+
+/// `GET /{package}/experiment/history`: the last 20 watches of the package, oldest first,
+/// with their last health runs (`{"package", "watches": [...]}`); empty for a package that
+/// never had one.
+pub async fn experiment_history(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Result<ExperimentHistory> {
+    Ok(Json(d.experiment_history(&package(name)?)?))
 }
 
 /// `POST /{package}/experiment/stop`: no experiment is a no-op.

@@ -144,6 +144,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     )?;
     // Leftovers of a crash are removed in the background; mutations wait for it.
     let cleanup = daemon.start_cleanup();
+    // Experiments resume their watches; an expired one is stopped once the cleanup is done.
+    daemon.start_watches()?;
     if let Some(addr) = options.config.api.tcp {
         server = server.bind_tcp(addr).await?;
         tracing::warn!(tcp.addr = %addr, "TCP listener enabled by configuration");

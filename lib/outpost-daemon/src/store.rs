@@ -1,4 +1,5 @@
-//! The daemon's persistent state: the catalog and the last task of each package, in
+//! The daemon's persistent state: the catalog, the last task of each package, the watch over
+//! each running experiment and the history of past watches, in
 //! `<root>/state.redb`. Package versions are not stored here: the repository on disk is their
 //! only truth.
 //!
@@ -9,14 +10,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use outpost_types::wire::{Catalog, Task};
+use outpost_types::wire::{Catalog, Task, WatchSummary};
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
 use crate::error::DaemonError;
+use crate::watch::WatchSpec;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+const WATCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("experiment_watches");
+const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("experiment_history");
 const CATALOG_KEY: &str = "catalog";
+/// Past watches kept per package.
+pub(crate) const HISTORY_LEN: usize = 20;
 /// redb's page cache; the state is a few kilobytes, so keep the daemon small.
 const CACHE_BYTES: usize = 256 * 1024;
 
@@ -39,6 +45,8 @@ impl Store {
         let txn = db.begin_write().map_err(|e| err(e.into()))?;
         txn.open_table(META).map_err(|e| err(e.into()))?;
         txn.open_table(TASKS).map_err(|e| err(e.into()))?;
+        txn.open_table(WATCHES).map_err(|e| err(e.into()))?;
+        txn.open_table(HISTORY).map_err(|e| err(e.into()))?;
         txn.commit().map_err(|e| err(e.into()))?;
         Ok(Self {
             db,
@@ -103,6 +111,84 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every persisted experiment watch, by package name.
+    pub(crate) fn watches(&self) -> Result<BTreeMap<String, WatchSpec>, DaemonError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(WATCHES).map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let spec: WatchSpec = serde_json::from_slice(v.value())
+                .map_err(|e| DaemonError::corrupt(&self.path, e))?;
+            out.insert(k.value().to_string(), spec);
+        }
+        Ok(out)
+    }
+
+    /// Records (or replaces) the watch of a package.
+    pub(crate) fn put_watch(&self, package: &str, spec: &WatchSpec) -> Result<(), DaemonError> {
+        let bytes = serde_json::to_vec(spec).map_err(|e| DaemonError::corrupt(&self.path, e))?;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(WATCHES).map_err(|e| self.err(e))?;
+            table
+                .insert(package, bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// In one transaction: forgets the watch of `package` if it is the one with `id`, and
+    /// appends `summary` to its history (keeping the last [`HISTORY_LEN`]).
+    pub(crate) fn end_watch(
+        &self,
+        package: &str,
+        id: &str,
+        summary: &WatchSummary,
+    ) -> Result<(), DaemonError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut watches = txn.open_table(WATCHES).map_err(|e| self.err(e))?;
+            let current = match watches.get(package).map_err(|e| self.err(e))? {
+                Some(v) => serde_json::from_slice::<WatchSpec>(v.value()).ok(),
+                None => None,
+            };
+            if current.is_some_and(|c| c.id == id) {
+                watches.remove(package).map_err(|e| self.err(e))?;
+            }
+            let mut history = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
+            let mut past: Vec<WatchSummary> = match history.get(package).map_err(|e| self.err(e))? {
+                Some(v) => serde_json::from_slice(v.value())
+                    .map_err(|e| DaemonError::corrupt(&self.path, e))?,
+                None => Vec::new(),
+            };
+            past.push(summary.clone());
+            if past.len() > HISTORY_LEN {
+                past.drain(..past.len() - HISTORY_LEN);
+            }
+            let bytes =
+                serde_json::to_vec(&past).map_err(|e| DaemonError::corrupt(&self.path, e))?;
+            history
+                .insert(package, bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The past watches of a package, oldest first.
+    pub(crate) fn history(&self, package: &str) -> Result<Vec<WatchSummary>, DaemonError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
+        match table.get(package).map_err(|e| self.err(e))? {
+            Some(v) => {
+                serde_json::from_slice(v.value()).map_err(|e| DaemonError::corrupt(&self.path, e))
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +207,7 @@ mod tests {
                 size: 0,
                 platform: String::new(),
                 arch: String::new(),
+                health: None,
             }],
         };
         let task = Task {

@@ -99,6 +99,7 @@ fn resolved(url: &str) -> ResolvedPackage {
         size: 0,
         platform: String::new(),
         arch: String::new(),
+        health: None,
     }
     .resolve()
     .unwrap()

@@ -120,6 +120,7 @@ fn entry(name: &str, version: &str, url: &str) -> ResolvedPackage {
         size: 0,
         platform: String::new(),
         arch: String::new(),
+        health: None,
     }
     .resolve()
     .unwrap()

@@ -101,6 +101,7 @@ fn resolved(url: &str) -> ResolvedPackage {
         size: 0,
         platform: String::new(),
         arch: String::new(),
+        health: None,
     }
     .resolve()
     .unwrap()

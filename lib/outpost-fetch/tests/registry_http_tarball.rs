@@ -78,6 +78,7 @@ fn entry(url: &str, sha256: &str, size: u64) -> ResolvedPackage {
         size,
         platform: String::new(),
         arch: String::new(),
+        health: None,
     }
     .resolve()
     .unwrap()

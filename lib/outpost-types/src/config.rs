@@ -142,14 +142,15 @@ pub struct PackagesConfig {
     pub gc_interval: HumanDuration,
     /// How long a lifecycle hook may run (default 60s).
     pub hook_timeout: HumanDuration,
-    /// How long an experiment may run before it is stopped (default 1h).
-    pub experiment_max_duration: HumanDuration,
     /// Limit on the bytes one package may unpack to (default 8GiB).
     pub max_unpacked_bytes: ByteSize,
     /// Limit on the size of one file in a package (default 4GiB).
     pub max_file_bytes: ByteSize,
     /// Limit on the number of entries in a package (default 1,000,000).
     pub max_entries: u64,
+    /// How long an experiment may run without a promote when its start did not say (default
+    /// 1h); clamped by the daemon to 1 min..24 h.
+    pub experiment_max_duration: HumanDuration,
 }
 
 impl Default for PackagesConfig {
@@ -157,10 +158,10 @@ impl Default for PackagesConfig {
         Self {
             gc_interval: HumanDuration(Duration::from_secs(3600)),
             hook_timeout: HumanDuration(Duration::from_secs(60)),
-            experiment_max_duration: HumanDuration(Duration::from_secs(3600)),
             max_unpacked_bytes: ByteSize(8 << 30),
             max_file_bytes: ByteSize(4 << 30),
             max_entries: 1_000_000,
+            experiment_max_duration: HumanDuration(Duration::from_secs(3600)),
         }
     }
 }

@@ -42,11 +42,17 @@ pub enum ErrorCode {
     Unavailable,
     /// Anything else (500).
     Internal,
+    /// An experiment was stopped by the daemon because its health command failed (a task
+    /// error, never an HTTP answer; 409 if it ever is one).
+    HealthCheckFailed,
+    /// An experiment was stopped by the daemon because it reached its deadline without a
+    /// promote (a task error, never an HTTP answer; 409 if it ever is one).
+    ExperimentExpired,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::NotFound,
@@ -63,6 +69,8 @@ impl ErrorCode {
         Self::Busy,
         Self::Unavailable,
         Self::Internal,
+        Self::HealthCheckFailed,
+        Self::ExperimentExpired,
     ];
 
     /// The HTTP status code this error is answered with.
@@ -78,7 +86,9 @@ impl ErrorCode {
             Self::DownloadFailed | Self::Integrity => 502,
             Self::NotEnoughDiskSpace => 507,
             Self::Filesystem | Self::Internal => 500,
-            Self::InvalidState | Self::Busy => 409,
+            Self::InvalidState | Self::Busy | Self::HealthCheckFailed | Self::ExperimentExpired => {
+                409
+            }
             Self::Unavailable => 503,
         }
     }
@@ -102,6 +112,8 @@ impl ErrorCode {
             Self::Busy => "busy",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::HealthCheckFailed => "health_check_failed",
+            Self::ExperimentExpired => "experiment_expired",
         }
     }
 }

@@ -37,6 +37,10 @@ pub struct CatalogEntry {
     /// `GOARCH`-style architecture (`amd64`, `arm64`), empty for any.
     #[serde(default)]
     pub arch: String,
+    /// The health policy of experiments of this version, below the one an experiment start
+    /// gives and above the package's own `outpost/health` file (see [`HealthPolicy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthPolicy>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -251,6 +255,9 @@ pub struct PackageStatus {
     /// Last task, if any ran since the state was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
+    /// The daemon's watch over the running experiment, while there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_watch: Option<ExperimentWatch>,
 }
 
 /// Body of `GET /status`.
@@ -264,6 +271,11 @@ pub struct StatusResponse {
     #[serde(default)]
     pub remote_config_state: Vec<PackageStatus>,
 }
+
+pub use crate::experiment::{
+    ExperimentHistory, ExperimentStartParams, ExperimentWatch, HealthCheck, HealthPolicy,
+    WatchSummary, WireDuration, format_rfc3339, parse_rfc3339,
+};
 
 /// The empty success body `{}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,6 +296,7 @@ mod tests {
             size: 0,
             platform: String::new(),
             arch: String::new(),
+            health: None,
         }
     }
 
@@ -367,6 +380,7 @@ mod tests {
                 error: None,
                 progress: None,
             }),
+            experiment_watch: None,
         });
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["packages"]["a"]["Stable"], "1");

@@ -100,7 +100,7 @@ pub(crate) fn run(global: &GlobalArgs, verb: Verb) -> ExitStatus {
 
 /// The first socket a daemon answers on (or refuses us on: that is worth reporting), else
 /// the first candidate, whose failure is the one reported.
-fn pick_socket(candidates: &[PathBuf]) -> PathBuf {
+pub(super) fn pick_socket(candidates: &[PathBuf]) -> PathBuf {
     candidates
         .iter()
         .find(|c| match std::os::unix::net::UnixStream::connect(c) {
@@ -146,7 +146,7 @@ impl From<ClientError> for Failure {
     }
 }
 
-fn report_client_error(
+pub(super) fn report_client_error(
     global: &GlobalArgs,
     doing: &str,
     socket: &Path,
@@ -296,15 +296,18 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
             };
             done(global, &outcome, &message);
         }
-        Verb::StartExperiment(ExperimentStartArgs { package, version }) => {
+        Verb::StartExperiment(ExperimentStartArgs {
+            package,
+            version,
+            policy,
+        }) => {
             let before = links(client, package).await?;
-            let params = TaskParams {
-                version: version.clone(),
-                install_args: None,
-            };
+            let params = super::experiment::start_body(version, policy);
             let path = format!("/{}/experiment/start", path_segment(package));
             with_progress(client, global, &verb, async {
-                client.post::<TaskParams, Empty>(&path, Some(&params)).await
+                client
+                    .post::<serde_json::Value, Empty>(&path, Some(&params))
+                    .await
             })
             .await?;
             let after = links(client, package).await?;
@@ -386,7 +389,7 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
 
 /// Percent-encodes a path segment, so a name with `/` or `..` reaches the daemon as one
 /// segment and is refused there with a clear message rather than routed elsewhere.
-fn path_segment(s: &str) -> String {
+pub(super) fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric()
@@ -609,6 +612,7 @@ fn print_status(status: &StatusResponse, args: &StatusArgs, given: &str) -> Resu
         })
         .collect();
     print_table(&["PACKAGE", "STABLE", "EXPERIMENT", "LAST TASK"], &rows);
+    super::experiment::print_watches(status);
     if any_cut {
         println!(
             "(errors shortened: `outpost status PACKAGE{given}` or `outpost status --wide{given}` \

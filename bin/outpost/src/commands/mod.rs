@@ -6,6 +6,7 @@ mod agent_client;
 mod catalog;
 mod client;
 mod daemon;
+mod experiment;
 mod handover;
 mod pack;
 
@@ -56,6 +57,10 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
         Command::Install(args) => Verb::Install(args),
         Command::Experiment(ExperimentCommand::Start(args)) | Command::StartExperiment(args) => {
             Verb::StartExperiment(args)
+        }
+        Command::Experiment(ExperimentCommand::Watch(args)) => {
+            outpost_cli::logging::init_for_command(global);
+            return experiment::watch(global, &args.package);
         }
         Command::Experiment(ExperimentCommand::Stop(args)) | Command::StopExperiment(args) => {
             Verb::StopExperiment(args)

@@ -1,0 +1,529 @@
+//! The experiment watch (`docs/experiment-safety.md`): every running experiment has one. It
+//! runs the experiment's health command on a schedule, and stops the experiment when the
+//! command keeps failing, flaps, or the deadline passes; or promotes it after a clean run of
+//! `auto_promote_after`.
+//!
+//! # Guarantees
+//! - A watch acts only through the daemon's serialised operations, and only while it is still
+//!   the current watch of its package and the experiment on disk is still its version: a
+//!   promote, stop, remove or new start that wins the race leaves the watch with nothing to
+//!   do, and the watch leaves no task behind.
+//! - The specification (policy, start time, deadline, last failure) is persisted in the state
+//!   file before the start operation ends; a restarted daemon resumes it with the same
+//!   deadlines, and stops at once an experiment whose deadline passed while it was down.
+//! - An experiment found on disk at start-up with no persisted watch (a crash between the
+//!   switch and the record) gets a watch with the default deadline: no experiment is
+//!   unbounded.
+//! - Counters of consecutive failures and flapping are kept in memory: a restart starts them
+//!   afresh (the deadline and the auto-promote clock do not move).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use outpost_types::wire::{ExperimentWatch, HealthCheck, WatchSummary, format_rfc3339};
+use outpost_types::{ErrorCode, PackageName, Version};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::hooks::{self, HealthOutcome, HealthRun};
+use crate::ops::Daemon;
+
+/// Runs kept for the flapping rule and for the history.
+const RECENT_RUNS: usize = 10;
+/// More changes between pass and fail than this among the last [`RECENT_RUNS`] is flapping.
+const MAX_FLIPS: usize = 3;
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What the daemon persists of a watch: enough to resume it with the same deadlines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WatchSpec {
+    /// Unique per watch; an action checks it is still the current one.
+    pub(crate) id: String,
+    /// The experiment version watched.
+    pub(crate) version: String,
+    /// The stable version beside it at the start.
+    pub(crate) stable: String,
+    /// The health command; `None` when neither the start, the catalog nor the package gave one.
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) interval_ms: u64,
+    pub(crate) timeout_ms: u64,
+    pub(crate) failures: u32,
+    pub(crate) grace_ms: u64,
+    pub(crate) started_at_ms: u64,
+    pub(crate) deadline_ms: u64,
+    pub(crate) auto_promote_after_ms: Option<u64>,
+    /// The end of the last failed run: the auto-promote clock starts again from there.
+    #[serde(default)]
+    pub(crate) last_failure_ms: Option<u64>,
+}
+
+impl WatchSpec {
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+}
+
+/// What a watch decided after a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Keep watching.
+    Continue,
+    /// Stop the experiment: the message says why.
+    Fail(String),
+    /// The watch is no longer current: end quietly.
+    Gone,
+}
+
+/// An action of a watch on its experiment.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    /// Stop it; the task records this code and message.
+    Stop { code: ErrorCode, message: String },
+    /// Promote it.
+    Promote,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    consecutive_failures: u32,
+    /// Pass / fail of the last runs, oldest first.
+    recent: VecDeque<bool>,
+    /// The last runs, oldest first.
+    checks: VecDeque<HealthCheck>,
+    /// A run passed since the last failure (or the start).
+    passed_since_failure: bool,
+}
+
+impl Live {
+    fn flips(&self) -> usize {
+        self.recent
+            .iter()
+            .zip(self.recent.iter().skip(1))
+            .filter(|(a, b)| a != b)
+            .count()
+    }
+}
+
+#[derive(Debug)]
+struct Active {
+    spec: WatchSpec,
+    live: Live,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+/// The watches of the running experiments, by package name.
+#[derive(Debug, Default)]
+pub(crate) struct Watches {
+    map: Mutex<BTreeMap<String, Active>>,
+}
+
+impl Watches {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Active>> {
+        // Every update is a single field change or insert: a poisoned map is still whole.
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Installs the watch of a package; returns the one it replaces (its task aborted).
+    pub(crate) fn insert(
+        &self,
+        package: &str,
+        spec: WatchSpec,
+    ) -> Option<(WatchSpec, Vec<HealthCheck>)> {
+        let old = self.lock().insert(
+            package.to_string(),
+            Active {
+                spec,
+                live: Live::default(),
+                task: None,
+            },
+        );
+        old.map(|a| {
+            if let Some(t) = a.task {
+                t.abort();
+            }
+            (a.spec, a.live.checks.into())
+        })
+    }
+
+    /// Attaches the running task of a watch, if it is still current.
+    pub(crate) fn set_task(&self, package: &str, id: &str, task: tokio::task::AbortHandle) {
+        match self.lock().get_mut(package).filter(|a| a.spec.id == id) {
+            Some(a) => a.task = Some(task),
+            None => task.abort(),
+        }
+    }
+
+    /// Removes the watch of a package (aborting its task unless it is the caller); returns
+    /// its specification and last runs.
+    pub(crate) fn remove(&self, package: &str) -> Option<(WatchSpec, Vec<HealthCheck>)> {
+        let a = self.lock().remove(package)?;
+        if let Some(t) = a.task {
+            t.abort();
+        }
+        Some((a.spec, a.live.checks.into()))
+    }
+
+    /// The current watch of a package.
+    pub(crate) fn get(&self, package: &str) -> Option<WatchSpec> {
+        self.lock().get(package).map(|a| a.spec.clone())
+    }
+
+    /// Whether the watch `id` is still the current one of `package`.
+    pub(crate) fn is_current(&self, package: &str, id: &str) -> bool {
+        self.lock().get(package).is_some_and(|a| a.spec.id == id)
+    }
+
+    /// Records a run of watch `id`; returns what to do next, and the specification to
+    /// persist when the run failed (its auto-promote clock restarts).
+    pub(crate) fn record(
+        &self,
+        package: &str,
+        id: &str,
+        outcome: &HealthOutcome,
+        at_ms: u64,
+    ) -> (Verdict, Option<WatchSpec>) {
+        let mut map = self.lock();
+        let Some(a) = map.get_mut(package).filter(|a| a.spec.id == id) else {
+            return (Verdict::Gone, None);
+        };
+        let live = &mut a.live;
+        live.recent.push_back(outcome.ok);
+        if live.recent.len() > RECENT_RUNS {
+            live.recent.pop_front();
+        }
+        live.checks.push_back(HealthCheck {
+            at: format_rfc3339(at_ms),
+            ok: outcome.ok,
+            exit_code: outcome.exit_code,
+            output_tail: outcome.output_tail.clone(),
+        });
+        if live.checks.len() > RECENT_RUNS {
+            live.checks.pop_front();
+        }
+        let mut persist = None;
+        if outcome.ok {
+            live.consecutive_failures = 0;
+            live.passed_since_failure = true;
+        } else {
+            live.consecutive_failures += 1;
+            live.passed_since_failure = false;
+            a.spec.last_failure_ms = Some(at_ms);
+            persist = Some(a.spec.clone());
+        }
+        let spec = &a.spec;
+        let last = describe(outcome);
+        let verdict = if live.consecutive_failures >= spec.failures {
+            Verdict::Fail(format!(
+                "health check of {package} {} failed {} time(s) in a row (last: {last}); output:\n{}",
+                spec.version, live.consecutive_failures, outcome.output_tail
+            ))
+        } else if live.flips() > MAX_FLIPS {
+            Verdict::Fail(format!(
+                "health check of {package} {} is flapping: {} changes between pass and fail in its last {} runs (last: {last}); output:\n{}",
+                spec.version,
+                live.flips(),
+                live.recent.len(),
+                outcome.output_tail
+            ))
+        } else {
+            Verdict::Continue
+        };
+        (verdict, persist)
+    }
+
+    /// When watch `id` may promote (ms since the epoch): `None` when it has no
+    /// `auto_promote_after`, is flapping, or no run passed since its last failure (a watch
+    /// without a health command cannot fail, and needs no passing run).
+    pub(crate) fn promote_at(&self, package: &str, id: &str) -> Option<u64> {
+        let map = self.lock();
+        let a = map.get(package).filter(|a| a.spec.id == id)?;
+        promote_at(&a.spec, &a.live)
+    }
+
+    /// What `/status` shows, by package.
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, ExperimentWatch> {
+        self.lock()
+            .iter()
+            .map(|(pkg, a)| {
+                let auto = a.spec.auto_promote_after_ms.map(|after| {
+                    format_rfc3339(
+                        a.spec
+                            .last_failure_ms
+                            .unwrap_or(a.spec.started_at_ms)
+                            .saturating_add(after),
+                    )
+                });
+                (
+                    pkg.clone(),
+                    ExperimentWatch {
+                        version: a.spec.version.clone(),
+                        started_at: format_rfc3339(a.spec.started_at_ms),
+                        deadline: format_rfc3339(a.spec.deadline_ms),
+                        auto_promote_at: auto,
+                        consecutive_failures: a.live.consecutive_failures,
+                        last_check: a.live.checks.back().cloned(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The last output of watch `id`, for a message.
+    pub(crate) fn last_output(&self, package: &str, id: &str) -> Option<String> {
+        let map = self.lock();
+        let a = map.get(package).filter(|a| a.spec.id == id)?;
+        a.live.checks.back().map(|c| c.output_tail.clone())
+    }
+}
+
+fn promote_at(spec: &WatchSpec, live: &Live) -> Option<u64> {
+    let after = spec.auto_promote_after_ms?;
+    if spec.command.is_some() && (!live.passed_since_failure || live.flips() > MAX_FLIPS) {
+        return None;
+    }
+    Some(
+        spec.last_failure_ms
+            .unwrap_or(spec.started_at_ms)
+            .saturating_add(after),
+    )
+}
+
+fn describe(outcome: &HealthOutcome) -> String {
+    match outcome.exit_code {
+        Some(0) => "passed".to_string(),
+        Some(code) => format!("exit code {code}"),
+        None if outcome.output_tail.contains("[timed out") => "timed out".to_string(),
+        None => "no exit code".to_string(),
+    }
+}
+
+/// The record of a watch that ended.
+pub(crate) fn summary(
+    spec: &WatchSpec,
+    checks: Vec<HealthCheck>,
+    outcome: &str,
+    message: String,
+) -> WatchSummary {
+    WatchSummary {
+        version: spec.version.clone(),
+        stable_version: spec.stable.clone(),
+        started_at: format_rfc3339(spec.started_at_ms),
+        ended_at: format_rfc3339(now_ms()),
+        outcome: outcome.to_string(),
+        message,
+        checks,
+    }
+}
+
+/// The task of one watch: sleeps until the next run, the deadline or the promote time, and
+/// acts. Ends when it acted or when it is aborted (its experiment ended another way).
+pub(crate) async fn run(daemon: Arc<Daemon>, package: PackageName, spec: WatchSpec) {
+    let name = package.as_str();
+    // Wall-clock times (persisted, shared across restarts) to this process's monotonic clock.
+    let (t0, w0) = (Instant::now(), now_ms());
+    let at = |ms: u64| t0 + Duration::from_millis(ms.saturating_sub(w0));
+    let deadline = at(spec.deadline_ms);
+    let mut next_run = at(spec.started_at_ms.saturating_add(spec.grace_ms));
+    let (Ok(experiment), Ok(stable)) = (
+        Version::new(spec.version.clone()),
+        Version::new(spec.stable.clone()),
+    ) else {
+        tracing::warn!(package.name = name, "watch with invalid versions; ignored");
+        return;
+    };
+    loop {
+        let promote = daemon.watches().promote_at(name, &spec.id).map(at);
+        let mut wake = deadline;
+        if spec.command.is_some() {
+            wake = wake.min(next_run);
+        }
+        if let Some(p) = promote {
+            wake = wake.min(p);
+        }
+        tokio::time::sleep_until(wake).await;
+        let now = Instant::now();
+        if now >= deadline {
+            let after = Duration::from_millis(spec.deadline_ms.saturating_sub(spec.started_at_ms));
+            let mut message = format!(
+                "experiment {name} {} reached its deadline ({} after its start) without a promote; stopped",
+                spec.version,
+                outpost_types::wire::WireDuration(after)
+            );
+            if let Some(out) = daemon.watches().last_output(name, &spec.id) {
+                message.push_str("; last health output:\n");
+                message.push_str(&out);
+            }
+            let action = Action::Stop {
+                code: ErrorCode::ExperimentExpired,
+                message,
+            };
+            act(&daemon, &package, &spec, action).await;
+            return;
+        }
+        if promote.is_some_and(|p| now >= p) {
+            act(&daemon, &package, &spec, Action::Promote).await;
+            return;
+        }
+        let Some(command) = spec.command.as_deref() else {
+            continue;
+        };
+        if now < next_run {
+            continue;
+        }
+        let started = Instant::now();
+        let dir = daemon.version_dir(&package, &experiment);
+        let outcome = hooks::run_health(HealthRun {
+            package: &package,
+            experiment: &experiment,
+            stable: &stable,
+            version_dir: &dir,
+            command,
+            timeout: Duration::from_millis(spec.timeout_ms),
+        })
+        .await;
+        let ended = now_ms();
+        tracing::debug!(
+            package.name = name, package.version = %experiment, ok = outcome.ok,
+            exit_code = outcome.exit_code, "health check"
+        );
+        let (verdict, persist) = daemon.watches().record(name, &spec.id, &outcome, ended);
+        daemon.watch_changed(name, persist.as_ref());
+        match verdict {
+            Verdict::Continue => {}
+            Verdict::Gone => return,
+            Verdict::Fail(message) => {
+                tracing::warn!(package.name = name, package.version = %experiment, "{message}");
+                let action = Action::Stop {
+                    code: ErrorCode::HealthCheckFailed,
+                    message,
+                };
+                act(&daemon, &package, &spec, action).await;
+                return;
+            }
+        }
+        next_run = (started + spec.interval()).max(Instant::now());
+    }
+}
+
+/// Carries out an action through the serialised operation path; retried every interval
+/// (at least every second) while it fails for another reason than the watch being
+/// superseded, e.g. a `pre-experiment-stop` hook that refuses.
+async fn act(daemon: &Arc<Daemon>, package: &PackageName, spec: &WatchSpec, action: Action) {
+    loop {
+        match daemon
+            .watch_action(package.clone(), spec.clone(), action.clone())
+            .await
+        {
+            Ok(()) => return,
+            Err(e) if e.is_watch_outcome() => return,
+            Err(e) => {
+                tracing::warn!(
+                    package.name = %package, package.version = %spec.version, error = %e,
+                    "the watch could not act on the experiment; will retry"
+                );
+                tokio::time::sleep(spec.interval().max(Duration::from_secs(1))).await;
+                if !daemon.watches().is_current(package.as_str(), &spec.id) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(failures: u32) -> WatchSpec {
+        WatchSpec {
+            id: "w".into(),
+            version: "2".into(),
+            stable: "1".into(),
+            command: Some(vec!["check".into()]),
+            interval_ms: 100,
+            timeout_ms: 100,
+            failures,
+            grace_ms: 0,
+            started_at_ms: 1_000,
+            deadline_ms: 100_000,
+            auto_promote_after_ms: Some(500),
+            last_failure_ms: None,
+        }
+    }
+
+    fn run(ok: bool) -> HealthOutcome {
+        HealthOutcome {
+            ok,
+            exit_code: Some(if ok { 0 } else { 1 }),
+            output_tail: if ok { "fine\n" } else { "broken\n" }.into(),
+        }
+    }
+
+    #[test]
+    fn consecutive_failures_stop_and_a_pass_resets_them() {
+        let w = Watches::default();
+        w.insert("p", spec(3));
+        assert_eq!(w.record("p", "w", &run(false), 2_000).0, Verdict::Continue);
+        assert_eq!(w.record("p", "w", &run(false), 2_100).0, Verdict::Continue);
+        assert_eq!(w.record("p", "w", &run(true), 2_200).0, Verdict::Continue);
+        assert_eq!(w.snapshot()["p"].consecutive_failures, 0);
+        w.record("p", "w", &run(false), 2_300);
+        w.record("p", "w", &run(false), 2_400);
+        let (verdict, persist) = w.record("p", "w", &run(false), 2_500);
+        let Verdict::Fail(message) = verdict else {
+            panic!("{verdict:?}")
+        };
+        assert!(
+            message.contains("failed 3 time(s)") && message.contains("broken"),
+            "{message}"
+        );
+        assert_eq!(persist.unwrap().last_failure_ms, Some(2_500));
+        assert_eq!(w.record("p", "other", &run(true), 2_600).0, Verdict::Gone);
+    }
+
+    #[test]
+    fn flapping_counts_as_failing_and_blocks_promotion() {
+        let w = Watches::default();
+        w.insert("p", spec(100));
+        let mut verdicts = Vec::new();
+        for (i, ok) in [true, false, true, false, true].into_iter().enumerate() {
+            verdicts.push(w.record("p", "w", &run(ok), 2_000 + i as u64).0);
+        }
+        // Four flips among five runs: flapping on the fifth.
+        assert!(
+            verdicts[..4].iter().all(|v| *v == Verdict::Continue),
+            "{verdicts:?}"
+        );
+        assert!(
+            matches!(&verdicts[4], Verdict::Fail(m) if m.contains("flapping")),
+            "{verdicts:?}"
+        );
+        assert_eq!(w.promote_at("p", "w"), None);
+    }
+
+    #[test]
+    fn promotion_needs_a_pass_and_restarts_after_a_failure() {
+        let w = Watches::default();
+        w.insert("p", spec(3));
+        assert_eq!(w.promote_at("p", "w"), None, "no pass yet");
+        w.record("p", "w", &run(true), 1_100);
+        assert_eq!(w.promote_at("p", "w"), Some(1_500));
+        w.record("p", "w", &run(false), 1_200);
+        assert_eq!(w.promote_at("p", "w"), None);
+        w.record("p", "w", &run(true), 1_300);
+        assert_eq!(w.promote_at("p", "w"), Some(1_700));
+        let mut no_command = spec(3);
+        no_command.command = None;
+        w.insert("q", no_command);
+        assert_eq!(w.promote_at("q", "w"), Some(1_500));
+    }
+}
