@@ -1,0 +1,325 @@
+//! The experiment watch's side of the daemon's operations: the policy of an experiment start
+//! (request, then catalog entry, then package file, then defaults), starting, ending and
+//! persisting watches, resuming them at start-up, and the history of past watches. The watch
+//! loop itself is in [`crate::watch`]; every stop or promote it decides goes through the same
+//! serialised operation path as an API call ([`Daemon::run_op`]).
+
+use super::*;
+
+/// The environment variable that lowers the floor of the `max_duration` clamp (1 min) for
+/// tests and labs that must see an experiment expire in seconds. Read once at start-up; only
+/// whoever starts the daemon can set it.
+pub const MIN_DURATION_ENV: &str = "OUTPOST_EXPERIMENT_MIN_DURATION";
+/// The bounds of an experiment's `max_duration`.
+pub(super) const MIN_MAX_DURATION: Duration = Duration::from_secs(60);
+pub(super) const MAX_MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Health policy defaults.
+pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_FAILURES: u32 = 3;
+/// Where a package may ship its own health command, inside its version directory.
+pub(super) const PACKAGE_HEALTH: &str = "outpost/health";
+
+/// The part of a watch fixed when the experiment start is accepted.
+#[derive(Debug, Clone)]
+pub(super) struct WatchPolicy {
+    command: Option<Vec<String>>,
+    interval: Duration,
+    timeout: Duration,
+    failures: u32,
+    grace: Duration,
+    max_duration: Duration,
+    auto_promote_after: Option<Duration>,
+}
+
+impl Daemon {
+    /// The watch policy of an experiment start: each field from the request, else the
+    /// catalog entry, else the default; `max_duration` clamped.
+    pub(super) fn watch_policy(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        params: &ExperimentStartParams,
+    ) -> WatchPolicy {
+        let catalog_health = self
+            .catalog
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .lookup_host(name.as_str(), version.as_str())
+            .and_then(|e| e.health.clone())
+            .unwrap_or_default();
+        let health = params
+            .health
+            .clone()
+            .unwrap_or_default()
+            .or(&catalog_health);
+        let HealthPolicy {
+            command,
+            interval,
+            timeout,
+            failures,
+            grace,
+        } = health;
+        let interval = interval.map_or(DEFAULT_INTERVAL, |d| d.0);
+        let max_duration = params
+            .max_duration
+            .map_or(self.config.packages.experiment_max_duration.0, |d| d.0)
+            .clamp(self.min_max_duration, MAX_MAX_DURATION);
+        WatchPolicy {
+            command,
+            interval,
+            timeout: timeout.map_or(interval, |d| d.0),
+            failures: failures.unwrap_or(DEFAULT_FAILURES),
+            grace: grace.map_or(Duration::ZERO, |d| d.0),
+            max_duration,
+            auto_promote_after: params.auto_promote_after.map(|d| d.0),
+        }
+    }
+
+    /// The directory of a version of a package.
+    pub(crate) fn version_dir(&self, name: &PackageName, version: &Version) -> PathBuf {
+        self.repo.version_dir(name, version)
+    }
+
+    /// The watches of the running experiments.
+    pub(crate) fn watches(&self) -> &Watches {
+        &self.watches
+    }
+
+    /// A watch recorded a run: `/status` must look again, and a changed specification is
+    /// persisted (a failure restarts the auto-promote clock, across restarts too).
+    pub(crate) fn watch_changed(&self, name: &str, persist: Option<&WatchSpec>) {
+        if let Some(spec) = persist
+            && self.watches.is_current(name, &spec.id)
+            && let Err(e) = self.store.put_watch(name, spec)
+        {
+            tracing::warn!(package.name = name, error = %e, "could not persist the experiment watch");
+        }
+        self.state_changed();
+    }
+
+    /// Starts (and persists) the watch of a new experiment; a previous watch of the package
+    /// ends as `replaced`. Called under the operation lock, after the switch.
+    pub(super) fn begin_watch(
+        self: &Arc<Self>,
+        name: &PackageName,
+        version: &Version,
+        stable: &Version,
+        policy: WatchPolicy,
+    ) {
+        let started = watch::now_ms();
+        let command = policy.command.or_else(|| {
+            let file = self.version_dir(name, version).join(PACKAGE_HEALTH);
+            file.is_file().then(|| vec![PACKAGE_HEALTH.to_string()])
+        });
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let spec = WatchSpec {
+            id: format!("{started:x}-{}", self.watch_seq()),
+            version: version.to_string(),
+            stable: stable.to_string(),
+            command,
+            interval_ms: ms(policy.interval),
+            timeout_ms: ms(policy.timeout),
+            failures: policy.failures,
+            grace_ms: ms(policy.grace),
+            started_at_ms: started,
+            deadline_ms: started.saturating_add(ms(policy.max_duration)),
+            auto_promote_after_ms: policy.auto_promote_after.map(ms),
+            last_failure_ms: None,
+        };
+        tracing::info!(
+            package.name = %name, package.version = %version, deadline_ms = spec.deadline_ms,
+            health_command = spec.command.is_some(), "experiment watch started"
+        );
+        self.install_watch(name, spec);
+    }
+
+    /// A number unique within this process, for watch ids.
+    pub(super) fn watch_seq(&self) -> u64 {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Persists a watch, makes it current (ending the one it replaces) and starts its task.
+    pub(super) fn install_watch(self: &Arc<Self>, name: &PackageName, spec: WatchSpec) {
+        if let Err(e) = self.store.put_watch(name.as_str(), &spec) {
+            tracing::warn!(package.name = %name, error = %e, "could not persist the experiment watch; it runs until the daemon stops");
+        }
+        if let Some((old, checks)) = self.watches.insert(name.as_str(), spec.clone()) {
+            let message = format!("replaced by the watch of {}", spec.version);
+            self.record_end(name.as_str(), &old, checks, "replaced", message);
+        }
+        let id = spec.id.clone();
+        let task = tokio::spawn(watch::run(self.clone(), name.clone(), spec));
+        self.watches
+            .set_task(name.as_str(), &id, task.abort_handle());
+        self.state_changed();
+    }
+
+    /// Ends the current watch of `name`, if any, recording how.
+    pub(super) fn end_watch(&self, name: &str, outcome: &str, message: String) {
+        if let Some((spec, checks)) = self.watches.remove(name) {
+            self.record_end(name, &spec, checks, outcome, message);
+            self.state_changed();
+        }
+    }
+
+    pub(super) fn record_end(
+        &self,
+        name: &str,
+        spec: &WatchSpec,
+        checks: Vec<outpost_types::wire::HealthCheck>,
+        outcome: &str,
+        message: String,
+    ) {
+        tracing::info!(package.name = name, package.version = %spec.version, outcome, "experiment watch ended");
+        let summary = watch::summary(spec, checks, outcome, message);
+        if let Err(e) = self.store.end_watch(name, &spec.id, &summary) {
+            tracing::warn!(package.name = name, error = %e, "could not record the end of the experiment watch");
+        }
+    }
+
+    /// After an operation: ends the watch of `name` if its experiment is no longer the one on
+    /// disk, naming the operation that ended it.
+    pub(super) fn reconcile_watch(&self, name: &PackageName, operation: &str) {
+        let Some(spec) = self.watches.get(name.as_str()) else {
+            return;
+        };
+        let experiment = match self.repo.state(name) {
+            Ok(state) => state.and_then(|s| s.experiment),
+            Err(e) => {
+                tracing::warn!(package.name = %name, error = %e, "could not read the package state");
+                return;
+            }
+        };
+        if experiment
+            .as_ref()
+            .is_some_and(|e| e.as_str() == spec.version)
+        {
+            return;
+        }
+        let (outcome, message) = match operation {
+            "promote_experiment" => ("promoted", "promoted by a request".to_string()),
+            "stop_experiment" => ("stopped", "stopped by a request".to_string()),
+            "remove" => ("removed", "the package was removed".to_string()),
+            "start_experiment" => (
+                "replaced",
+                "another experiment start replaced it".to_string(),
+            ),
+            other => ("abandoned", format!("its experiment ended during {other}")),
+        };
+        self.end_watch(name.as_str(), outcome, message);
+    }
+
+    /// Resumes the persisted watches at start-up, and gives a default one to any experiment
+    /// that has none. A watch whose experiment is gone is recorded as `abandoned`; one whose
+    /// deadline passed acts at once (after the start-up cleanup, which holds the lock).
+    /// Must be called from within the runtime, once.
+    ///
+    /// # Errors
+    /// The state file or the repository could not be read.
+    pub fn start_watches(self: &Arc<Self>) -> Result<(), DaemonError> {
+        let persisted = self.store.watches()?;
+        let states = self.repo.states()?;
+        for (pkg, spec) in persisted {
+            let experiment = PackageName::new(pkg.clone())
+                .ok()
+                .and_then(|n| states.get(&n).map(|s| (n, s.experiment.clone())));
+            match experiment {
+                Some((name, Some(e))) if e.as_str() == spec.version => {
+                    tracing::info!(package.name = %name, package.version = %e, deadline_ms = spec.deadline_ms, "experiment watch resumed");
+                    self.install_watch(&name, spec);
+                }
+                _ => {
+                    let message = "its experiment was gone when the daemon started".to_string();
+                    self.record_end(&pkg, &spec, Vec::new(), "abandoned", message);
+                }
+            }
+        }
+        for (name, state) in &states {
+            let (Some(experiment), None) = (&state.experiment, self.watches.get(name.as_str()))
+            else {
+                continue;
+            };
+            tracing::warn!(package.name = %name, package.version = %experiment, "experiment without a watch; watching it with the default deadline");
+            let policy = self.watch_policy(name, experiment, &ExperimentStartParams::default());
+            self.begin_watch(name, experiment, &state.stable, policy);
+        }
+        Ok(())
+    }
+
+    /// `GET /{package}/experiment/history`: the last watches of `name`, oldest first.
+    pub fn experiment_history(&self, name: &PackageName) -> Result<ExperimentHistory, DaemonError> {
+        Ok(ExperimentHistory {
+            package: name.to_string(),
+            watches: self.store.history(name.as_str())?,
+        })
+    }
+
+    /// Carries out a watch's action through the serialised path, if the watch is still
+    /// current when its turn comes. A stop records `ERROR` with the watch's code and message
+    /// (returned as [`DaemonError::RolledBack`]); a promote records `DONE` with
+    /// `auto_promote_experiment`.
+    pub(crate) async fn watch_action(
+        self: &Arc<Self>,
+        name: PackageName,
+        spec: WatchSpec,
+        action: Action,
+    ) -> Result<(), DaemonError> {
+        let operation = match action {
+            Action::Stop { .. } => "auto_stop_experiment",
+            Action::Promote => "auto_promote_experiment",
+        };
+        let version = Version::new(spec.version.clone()).ok();
+        let precheck = Precheck::Watch {
+            id: spec.id.clone(),
+            version: spec.version.clone(),
+        };
+        let this = self.clone();
+        self.run_op(
+            name.clone(),
+            operation,
+            version.clone(),
+            Requester::default(),
+            precheck,
+            move |cell| async move {
+                let version = version.ok_or_else(|| {
+                    DaemonError::Internal(format!("watch of {name} has an invalid version"))
+                })?;
+                match action {
+                    Action::Stop { code, message } => {
+                        this.hook(HookEvent::PreExperimentStop, &name, &version, &[])
+                            .await?;
+                        cell.set(Phase::Switch, 0, None);
+                        let repo = this.repo.clone();
+                        let n = name.clone();
+                        this.blocking(move || repo.stop_experiment(&n).map_err(DaemonError::from))
+                            .await?;
+                        this.end_watch(name.as_str(), code.as_str(), message.clone());
+                        Err(DaemonError::RolledBack { code, message })
+                    }
+                    Action::Promote => {
+                        cell.set(Phase::Switch, 0, None);
+                        let repo = this.repo.clone();
+                        let n = name.clone();
+                        this.blocking(move || {
+                            repo.promote_experiment(&n).map_err(DaemonError::from)
+                        })
+                        .await?;
+                        let after = spec.auto_promote_after_ms.unwrap_or(0);
+                        this.end_watch(
+                            name.as_str(),
+                            "auto_promoted",
+                            format!(
+                                "promoted after {} without a failed health check",
+                                WireDuration(Duration::from_millis(after))
+                            ),
+                        );
+                        this.hook(HookEvent::PostPromote, &name, &version, &[])
+                            .await
+                    }
+                }
+            },
+        )
+        .await
+    }
+}
