@@ -182,6 +182,94 @@ unsafe fn realloc_sampled(
     })
 }
 
+extern "C" fn forward_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    under
+        .malloc
+        .map_or(std::ptr::null_mut(), |f| f(under.ctx, size))
+}
+
+extern "C" fn forward_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    under
+        .calloc
+        .map_or(std::ptr::null_mut(), |f| f(under.ctx, nelem, elsize))
+}
+
+extern "C" fn forward_realloc(ctx: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    under
+        .realloc
+        .map_or(std::ptr::null_mut(), |f| f(under.ctx, ptr, size))
+}
+
+extern "C" fn forward_free(ctx: *mut c_void, ptr: *mut c_void) {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    if let Some(f) = under.free {
+        f(under.ctx, ptr);
+    }
+}
+
+/// Wraps the `MEM` and `OBJ` domains with hooks that only forward (the floor of any
+/// `PyMem_SetAllocator` wrapper, for benchmarks); does nothing when tracking is installed.
+/// Counts nothing: [`super::snapshot`] keeps reporting tracking as disabled.
+pub fn install_forwarding_only(_py: pyo3::Python<'_>) {
+    static FORWARDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if INSTALLED.load(Ordering::SeqCst) || FORWARDING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: the GIL is held (the token), so no other thread uses the allocators.
+    unsafe {
+        set_hooks(
+            forward_malloc,
+            forward_calloc,
+            forward_realloc,
+            forward_free,
+        );
+    }
+}
+
+type Malloc = extern "C" fn(*mut c_void, usize) -> *mut c_void;
+type Calloc = extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
+type Realloc = extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void;
+type Free = extern "C" fn(*mut c_void, *mut c_void);
+
+/// Installs the four functions on the `MEM` and `OBJ` domains, each domain's previous
+/// allocator as their context.
+///
+/// # Safety
+/// No other thread may use the `MEM`/`OBJ` allocators during the call: hold the GIL.
+unsafe fn set_hooks(malloc: Malloc, calloc: Calloc, realloc: Realloc, free: Free) {
+    for domain in [
+        PyMemAllocatorDomain::PYMEM_DOMAIN_MEM,
+        PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
+    ] {
+        let mut old = PyMemAllocatorEx {
+            ctx: std::ptr::null_mut(),
+            malloc: None,
+            calloc: None,
+            realloc: None,
+            free: None,
+        };
+        // SAFETY: valid out-pointer; no concurrent allocator use (function contract).
+        unsafe { pyo3::ffi::PyMem_GetAllocator(domain, &mut old) };
+        let ctx: *mut Underlying = Box::leak(Box::new(Underlying(old)));
+        let mut hooks = PyMemAllocatorEx {
+            ctx: ctx.cast(),
+            malloc: Some(malloc),
+            calloc: Some(calloc),
+            realloc: Some(realloc),
+            free: Some(free),
+        };
+        // SAFETY: as above; the context lives for the rest of the process.
+        unsafe { pyo3::ffi::PyMem_SetAllocator(domain, &mut hooks) };
+    }
+}
+
 /// Wraps the `MEM` and `OBJ` domains (once; later calls do nothing). Blocks allocated before
 /// are never sampled; their frees are counted in `Frees`. Not installed (and reported as
 /// disabled) on a free-threaded build or when the sampled region cannot be reserved.
@@ -199,30 +287,8 @@ pub(crate) unsafe fn install() {
         return;
     }
     INSTALLED.store(true, Ordering::SeqCst);
-    for domain in [
-        PyMemAllocatorDomain::PYMEM_DOMAIN_MEM,
-        PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
-    ] {
-        let mut old = PyMemAllocatorEx {
-            ctx: std::ptr::null_mut(),
-            malloc: None,
-            calloc: None,
-            realloc: None,
-            free: None,
-        };
-        // SAFETY: valid out-pointer; no concurrent allocator use (function contract).
-        unsafe { pyo3::ffi::PyMem_GetAllocator(domain, &mut old) };
-        let ctx: *mut Underlying = Box::leak(Box::new(Underlying(old)));
-        let mut hooks = PyMemAllocatorEx {
-            ctx: ctx.cast(),
-            malloc: Some(hook_malloc),
-            calloc: Some(hook_calloc),
-            realloc: Some(hook_realloc),
-            free: Some(hook_free),
-        };
-        // SAFETY: as above; the context lives for the rest of the process.
-        unsafe { pyo3::ffi::PyMem_SetAllocator(domain, &mut hooks) };
-    }
+    // SAFETY: the GIL is held (function contract).
+    unsafe { set_hooks(hook_malloc, hook_calloc, hook_realloc, hook_free) };
 }
 
 #[cfg(test)]

@@ -60,6 +60,8 @@ use std::sync::{Mutex, PoisonError};
 use serde::Serialize;
 
 pub(crate) use hooks::install;
+#[doc(hidden)]
+pub use hooks::install_forwarding_only;
 
 /// Mean number of bytes allocated between two samples, per thread.
 pub const SAMPLE_INTERVAL: u64 = 32 * 1024;

@@ -1,8 +1,11 @@
 //! Sampled blocks: allocated from a region of address space reserved for them, so that a
 //! free recognises one from its address alone.
 //!
-//! The region is one anonymous `MAP_NORESERVE` mapping: pages are backed only once written,
-//! and runs of 16 pages or more are handed back to the kernel (`MADV_DONTNEED`) when freed.
+//! The region is one anonymous `MAP_NORESERVE` mapping: pages are backed only once written.
+//! Freed runs are kept for reuse up to [`CACHE_PAGES`] (as glibc keeps freed heap memory:
+//! handing every large run back and faulting it in again on the next allocation cost more
+//! than everything else the tracker does); beyond that, runs of 16 pages or more are handed
+//! back to the kernel (`MADV_DONTNEED`).
 //! Each sampled block starts with a [`Header`] (owner, size, weight) right before the
 //! pointer given to Python. Blocks whose header and data fit in [`SMALL_SLOT`] bytes share
 //! pages, in slots kept for reuse; larger ones get their own run of pages. The bookkeeping
@@ -27,6 +30,8 @@ const SMALL_SLOT: usize = 576;
 const HEADER: usize = 32;
 /// Freed runs of at least this many pages are handed back to the kernel.
 const RELEASE_PAGES: usize = 16;
+/// Pages of freed runs kept without handing them back (8 MiB).
+const CACHE_PAGES: usize = 2048;
 /// Reservation sizes tried in turn (virtual address space only).
 const REGION_SIZES: [usize; 3] = [64 << 30, 4 << 30, 256 << 20];
 const MAGIC: u32 = 0x5A4D_5054;
@@ -55,12 +60,15 @@ struct Pages {
     free: BTreeMap<usize, (usize, bool)>,
     /// Free small slots (offsets).
     slots: Vec<usize>,
+    /// Pages of free runs kept without `MADV_DONTNEED` (about: merges are not tracked).
+    cached: usize,
 }
 
 static PAGES: Mutex<Pages> = Mutex::new(Pages {
     bump: 0,
     free: BTreeMap::new(),
     slots: Vec::new(),
+    cached: 0,
 });
 
 /// Reserves the region (once). False when no size could be mapped.
@@ -187,7 +195,7 @@ pub(super) unsafe fn free(ptr: *mut c_void) {
         return;
     }
     let mut zero = false;
-    if pages >= RELEASE_PAGES {
+    if pages >= RELEASE_PAGES && p.cached + pages > CACHE_PAGES {
         // SAFETY: the run belongs to the region and to this block alone; its contents are
         // dead. Afterwards the pages read as zeros and hold no memory.
         zero = unsafe {
@@ -198,6 +206,9 @@ pub(super) unsafe fn free(ptr: *mut c_void) {
             )
         }
         .is_ok();
+    }
+    if !zero && pages >= RELEASE_PAGES {
+        p.cached += pages;
     }
     p.release(offset, pages, zero);
 }
@@ -224,6 +235,9 @@ impl Pages {
             .map(|(o, e)| (*o, *e));
         if let Some((offset, (n, zero))) = fit {
             self.free.remove(&offset);
+            if !zero && pages >= RELEASE_PAGES {
+                self.cached = self.cached.saturating_sub(pages);
+            }
             if n > pages {
                 self.free.insert(offset + pages * PAGE, (n - pages, zero));
             }
