@@ -16,7 +16,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::{SAMPLE_INTERVAL, slot};
+use super::{interval, slot};
 
 /// Exact counts of one thread: allocations, frees, bytes allocated.
 #[derive(Debug)]
@@ -213,7 +213,7 @@ impl Local {
         self.rng.set(seed | 1);
     }
 
-    /// An exponentially distributed interval with mean [`SAMPLE_INTERVAL`], at least 1.
+    /// An exponentially distributed interval with the mean in force, at least 1.
     fn draw(&self) -> u64 {
         let mut x = self.rng.get();
         x ^= x >> 12;
@@ -223,7 +223,7 @@ impl Local {
         let bits = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
         // Uniform in (0, 1]: 53 random bits, never 0.
         let u = (bits as f64 + 1.0) / (1u64 << 53) as f64;
-        let interval = -u.ln() * SAMPLE_INTERVAL as f64;
+        let interval = -u.ln() * interval() as f64;
         (interval as u64).max(1)
     }
 }
@@ -317,9 +317,9 @@ mod tests {
             let n = 100_000u64;
             let sum: u64 = (0..n).map(|_| l.draw()).sum();
             let mean = sum as f64 / n as f64;
-            // Standard error of the mean: SAMPLE_INTERVAL / sqrt(n) = 0.3%.
+            // Standard error of the mean: interval / sqrt(n) = 0.3%.
             assert!(
-                (mean / SAMPLE_INTERVAL as f64 - 1.0).abs() < 0.02,
+                (mean / interval() as f64 - 1.0).abs() < 0.02,
                 "mean interval {mean}"
             );
         });

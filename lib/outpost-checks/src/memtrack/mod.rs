@@ -20,17 +20,18 @@
 //!   therefore what its runs did, updated when each run ends; the frees are those its runs
 //!   made (the hooks cannot tell whose block a free releases).
 //! * **Bytes in use, by sampling** ([`sampled`]). Each thread draws exponentially
-//!   distributed intervals of allocated bytes with a mean of [`SAMPLE_INTERVAL`]; the block
-//!   during which an interval runs out is sampled, so a block of `s` bytes is sampled with
-//!   probability `1 - exp(-s / SAMPLE_INTERVAL)` and recorded with the weight
-//!   `s / (1 - exp(-s / SAMPLE_INTERVAL))`, which makes the sum of the weights of the live
+//!   distributed intervals of allocated bytes with a mean `T` of [`SAMPLE_INTERVAL`]; the
+//!   block during which an interval runs out is sampled, so a block of `s` bytes is sampled
+//!   with probability `1 - exp(-s / T)` and recorded with the weight
+//!   `s / (1 - exp(-s / T))`, which makes the sum of the weights of the live
 //!   samples an unbiased estimate of the bytes in use. A sampled block is allocated from a
 //!   region of address space reserved for samples, with a small header naming its owner,
 //!   size and weight: a free knows whether its block was sampled from its address alone
 //!   (one subtraction and one compare), and an unsampled free costs nothing more. Blocks of
 //!   a few hundred KiB or more are sampled almost surely (a 50 MB buffer is counted exactly);
-//!   for many small blocks the relative standard error is `sqrt(SAMPLE_INTERVAL / bytes)`:
-//!   2.5% for 50 MB at the 32 KiB interval.
+//!   for many small blocks the relative standard error is `sqrt(T / bytes)`: 7% for 50 MB
+//!   at the default 256 KiB, 2.5% at 32 KiB. The interval trades resolution for cost: each
+//!   sample takes a lock and moves its block out of Python's heap (see `BENCHMARKS.md`).
 //! * **Derived counters.** `InuseBytes` is the sampled estimate (globally: every sample;
 //!   per check: the samples its runs allocated, whoever frees them), and `FreedBytes` is
 //!   `AllocatedBytes - InuseBytes`, so the agent's identity holds.
@@ -63,8 +64,21 @@ pub(crate) use hooks::install;
 #[doc(hidden)]
 pub use hooks::install_forwarding_only;
 
-/// Mean number of bytes allocated between two samples, per thread.
-pub const SAMPLE_INTERVAL: u64 = 32 * 1024;
+/// Mean number of bytes allocated between two samples, per thread, by default.
+pub const SAMPLE_INTERVAL: u64 = 256 * 1024;
+
+/// The mean sampling interval in force (each sample keeps the weight it was given).
+static INTERVAL: AtomicU64 = AtomicU64::new(SAMPLE_INTERVAL);
+
+fn interval() -> u64 {
+    INTERVAL.load(Ordering::Relaxed)
+}
+
+/// Sets the mean sampling interval (tests: finer estimates at a higher cost).
+#[cfg(test)]
+fn set_interval(bytes: u64) {
+    INTERVAL.store(bytes.max(1), Ordering::Relaxed);
+}
 
 /// Number of owner slots (slot 0 is "unattributed").
 const MAX_SLOTS: usize = 1024;
@@ -249,7 +263,7 @@ pub fn snapshot() -> MemorySnapshot {
     }
     MemorySnapshot {
         enabled: enabled(),
-        sample_interval: SAMPLE_INTERVAL,
+        sample_interval: interval(),
         total: MemoryStats::derive(allocations, frees, allocated_bytes, inuse),
         untracked_frees: 0,
         sampling_failures: sampled::exhausted(),
@@ -377,6 +391,6 @@ mod tests {
             assert!(v[key].is_u64(), "{key}: {v}");
         }
         assert!(v["Checks"].is_object());
-        assert_eq!(snap.sample_interval, SAMPLE_INTERVAL);
+        assert_eq!(snap.sample_interval, interval());
     }
 }

@@ -9,7 +9,7 @@
 //! Each sampled block starts with a [`Header`] (owner, size, weight) right before the
 //! pointer given to Python. Blocks whose header and data fit in [`SMALL_SLOT`] bytes share
 //! pages, in slots kept for reuse; larger ones get their own run of pages. The bookkeeping
-//! is behind a mutex: sampling happens about once per [`super::SAMPLE_INTERVAL`] bytes
+//! is behind a mutex: sampling happens about once per sampling interval of bytes
 //! allocated, far from the hot path.
 //!
 //! If the region cannot be mapped, tracking is not installed; if it is full, a sampled
@@ -21,7 +21,7 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::{SAMPLE_INTERVAL, slot};
+use super::{interval, slot};
 
 const PAGE: usize = 4096;
 /// Header plus data of small sampled blocks (pymalloc's small requests are up to 512 bytes).
@@ -88,6 +88,10 @@ pub(super) fn reserve() -> bool {
             )
         };
         if let Ok(p) = mapped {
+            // With transparent huge pages set to "always", one small sample would back 2 MiB;
+            // best effort (the region works either way).
+            // SAFETY: advice on the mapping just made, which nothing uses yet.
+            let _ = unsafe { rustix::mm::madvise(p, len, rustix::mm::Advice::LinuxNoHugepage) };
             BASE.store(p as usize, Ordering::Relaxed);
             LEN.store(len, Ordering::Release);
             return true;
@@ -109,11 +113,12 @@ pub(super) fn exhausted() -> u64 {
 
 /// The weight of a sampled block of `size` bytes: `size / P(sampled)`.
 pub(super) fn weight(size: usize) -> u64 {
-    let x = size as f64 / SAMPLE_INTERVAL as f64;
+    let interval = interval();
+    let x = size as f64 / interval as f64;
     // 1 - exp(-x), precise for small x.
     let p = -(-x).exp_m1();
     if p <= 0.0 {
-        return SAMPLE_INTERVAL;
+        return interval;
     }
     (size as f64 / p).round() as u64
 }
@@ -280,13 +285,14 @@ mod tests {
         // Huge blocks are always sampled: weight = size.
         assert_eq!(weight(50 << 20), 50 << 20);
         // Small blocks stand for about one interval of allocation each.
+        let t = interval();
         let w = weight(64);
-        assert!(w.abs_diff(SAMPLE_INTERVAL) <= 64, "{w}");
+        assert!(w.abs_diff(t) <= 64, "{w}");
         // In between: size / (1 - e^-1) at one interval.
-        let w = weight(SAMPLE_INTERVAL as usize) as f64;
-        let expected = SAMPLE_INTERVAL as f64 / (1.0 - (-1.0f64).exp());
+        let w = weight(t as usize) as f64;
+        let expected = t as f64 / (1.0 - (-1.0f64).exp());
         assert!((w - expected).abs() < 1.0);
-        assert_eq!(weight(0), SAMPLE_INTERVAL);
+        assert_eq!(weight(0), t);
     }
 
     #[test]
