@@ -180,10 +180,8 @@ class MemCheck(AgentCheck):
             >= 45_000_000
     );
     assert!(snap.total.inuse_bytes >= 45_000_000, "{snap:?}");
-    assert_eq!(
-        snap.total.allocated_bytes - snap.total.freed_bytes,
-        snap.total.inuse_bytes
-    );
+    // FreedBytes is AllocatedBytes - InuseBytes, or higher when it must not go down.
+    assert!(snap.total.allocated_bytes - snap.total.freed_bytes <= snap.total.inuse_bytes);
 }
 
 #[test]

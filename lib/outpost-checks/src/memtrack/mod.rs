@@ -34,7 +34,8 @@
 //!   sample takes a lock and moves its block out of Python's heap (see `BENCHMARKS.md`).
 //! * **Derived counters.** `InuseBytes` is the sampled estimate (globally: every sample;
 //!   per check: the samples its runs allocated, whoever frees them), and `FreedBytes` is
-//!   `AllocatedBytes - InuseBytes`, so the agent's identity holds.
+//!   `AllocatedBytes - InuseBytes`, held at its last value rather than go down (it is
+//!   exported as a counter).
 //! * **Untracked frees** are frees of blocks allocated before the hooks were installed.
 //!   Without a per-block record the hooks cannot tell them from others, so
 //!   `UntrackedFrees` is always 0 and such frees are counted in `Frees`; blocks allocated
@@ -94,6 +95,8 @@ struct SlotCounters {
     inuse_estimate: AtomicU64,
     /// Live samples (the slot is reusable once this is 0).
     live_samples: AtomicU64,
+    /// The largest `FreedBytes` reported (a counter never goes down).
+    freed_reported: AtomicU64,
 }
 
 impl SlotCounters {
@@ -104,6 +107,7 @@ impl SlotCounters {
             allocated_bytes: AtomicU64::new(0),
             inuse_estimate: AtomicU64::new(0),
             live_samples: AtomicU64::new(0),
+            freed_reported: AtomicU64::new(0),
         }
     }
 
@@ -114,6 +118,7 @@ impl SlotCounters {
             self.allocated_bytes.load(Ordering::Relaxed),
             self.inuse_estimate.load(Ordering::Relaxed),
         )
+        .monotonic(&self.freed_reported)
     }
 }
 
@@ -122,6 +127,8 @@ static SLOTS: [SlotCounters; MAX_SLOTS] = [const { SlotCounters::new() }; MAX_SL
 /// Exact counts of reused slots' previous owners (for the unattributed remainder).
 static RETIRED_SLOTS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The largest total `FreedBytes` reported.
+static TOTAL_FREED_REPORTED: AtomicU64 = AtomicU64::new(0);
 
 /// The counters of `owner`; an out-of-range owner counts as unattributed.
 fn slot(owner: u16) -> &'static SlotCounters {
@@ -130,7 +137,8 @@ fn slot(owner: u16) -> &'static SlotCounters {
 
 /// Memory counters, as exported in the `rtloader` expvar map. `Allocations`, `Frees` and
 /// `AllocatedBytes` are exact (requested sizes); `InuseBytes` is the sampled estimate and
-/// `FreedBytes` is `AllocatedBytes - InuseBytes`.
+/// `FreedBytes` is `AllocatedBytes - InuseBytes`, except that it never goes down (a counter):
+/// when a sample raises the estimate faster than allocations grow, it keeps its last value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MemoryStats {
@@ -147,6 +155,15 @@ pub struct MemoryStats {
 }
 
 impl MemoryStats {
+    /// Keeps `freed_bytes` from going down (it is exported as a counter) when a new sample
+    /// raises the estimate faster than allocations grow: the larger of the derived value and
+    /// the largest reported, which `high` remembers.
+    fn monotonic(mut self, high: &AtomicU64) -> Self {
+        let previous = high.fetch_max(self.freed_bytes, Ordering::Relaxed);
+        self.freed_bytes = self.freed_bytes.max(previous).min(self.allocated_bytes);
+        self
+    }
+
     fn derive(allocations: u64, frees: u64, allocated_bytes: u64, inuse_bytes: u64) -> Self {
         Self {
             allocations,
@@ -264,7 +281,8 @@ pub fn snapshot() -> MemorySnapshot {
     MemorySnapshot {
         enabled: enabled(),
         sample_interval: interval(),
-        total: MemoryStats::derive(allocations, frees, allocated_bytes, inuse),
+        total: MemoryStats::derive(allocations, frees, allocated_bytes, inuse)
+            .monotonic(&TOTAL_FREED_REPORTED),
         untracked_frees: 0,
         sampling_failures: sampled::exhausted(),
         unattributed: MemoryStats::derive(
@@ -312,6 +330,7 @@ impl Slot {
                     retired.fetch_add(counter.swap(0, Ordering::Relaxed), Ordering::Relaxed);
                 }
                 s.inuse_estimate.store(0, Ordering::Relaxed);
+                s.freed_reported.store(0, Ordering::Relaxed);
                 registry[i] = entry;
                 i
             }
@@ -374,6 +393,26 @@ mod tests {
         assert_eq!(s.allocated_bytes - s.freed_bytes, s.inuse_bytes);
         // An estimate above what was allocated (one heavy sample) frees nothing.
         assert_eq!(MemoryStats::derive(1, 0, 100, 32 * 1024).freed_bytes, 0);
+    }
+
+    #[test]
+    fn freed_bytes_never_go_down() {
+        let high = AtomicU64::new(0);
+        assert_eq!(
+            MemoryStats::derive(2, 1, 1000, 300)
+                .monotonic(&high)
+                .freed_bytes,
+            700
+        );
+        // A new sample raised the estimate by more than was allocated since.
+        let s = MemoryStats::derive(3, 1, 1100, 600).monotonic(&high);
+        assert_eq!((s.freed_bytes, s.inuse_bytes), (700, 600));
+        assert_eq!(
+            MemoryStats::derive(4, 2, 1200, 100)
+                .monotonic(&high)
+                .freed_bytes,
+            1100
+        );
     }
 
     #[test]
