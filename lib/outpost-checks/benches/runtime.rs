@@ -6,15 +6,19 @@
 //! * `hello_run/runtime` vs `hello_run/plain_python`: one run of the hello check through the
 //!   runtime (run, warnings, commit) vs the same run in plain Python with the stubs (run,
 //!   warnings, stub reset), in a child `python` kept alive between samples.
-//! * `memtrack/on` vs `memtrack/off` (thread CPU time of the runs): one run of an allocation-heavy check (a pure loop of
-//!   dict/list/str creation, the worst case: nothing but allocations) in two child processes
-//!   of this benchmark, one with memory tracking, one without; `memtrack/json_on|off` the
-//!   same for a check that parses a 0.5 MB JSON status document and submits from it.
+//! * `memtrack/{alloc,json}_{on,off,fwd}` (thread CPU time of the runs): an allocation-heavy
+//!   check (a pure loop of dict/list/str creation, the worst case: nothing but allocations)
+//!   and a check that parses a 0.5 MB JSON status document and submits from it, each in
+//!   three child processes of this benchmark: memory tracking on, off, and hooks that only
+//!   forward (the floor of any `PyMem_SetAllocator` wrapper). After criterion, series of
+//!   interleaved rounds give the medians of the per-round ratios to "off" and their spread
+//!   (`OUTPOST_BENCH_SERIES`, default 5 series of 40 rounds). `OUTPOST_BENCH_ONLY=memtrack`
+//!   runs this comparison alone.
 //! * Peak RSS (`VmHWM`) of a child that starts the runtime and runs a simple check once, vs
 //!   `python -c "import datadog_checks.base"`; printed after the criterion groups.
 //!
 //! The ratios asked for are printed at the end, computed from the mean time per iteration
-//! of the samples criterion took in this run.
+//! of the samples criterion took in this run, and from interleaved rounds.
 
 #![allow(clippy::unwrap_used)] // a benchmark
 
@@ -285,9 +289,13 @@ fn thread_cpu() -> Duration {
 
 /// Child mode: a runtime with memtrack on or off serving timed runs of `check` (one request
 /// per line: a number of runs; answered with the thread CPU nanoseconds they took).
-fn child_memtrack(root: &Path, on: bool, check: &str) {
+fn child_memtrack(root: &Path, mode: &str, check: &str) {
+    let on = mode == "on";
     let rt = start(root, on);
     assert_eq!(rt.memory().enabled, on);
+    if mode == "fwd" {
+        Python::attach(outpost_checks::memtrack::install_forwarding_only);
+    }
     let inst = instance(&rt, root, check);
     for _ in 0..20 {
         assert!(inst.run().error.is_none());
@@ -350,10 +358,10 @@ fn main() {
     if let Ok(mode) = std::env::var("OUTPOST_BENCH_CHILD") {
         let root = PathBuf::from(std::env::var_os("OUTPOST_BENCH_ROOT").unwrap());
         match mode.as_str() {
-            "memtrack-on" => child_memtrack(&root, true, "alloc"),
-            "memtrack-off" => child_memtrack(&root, false, "alloc"),
-            "memtrack-json-on" => child_memtrack(&root, true, "jsoncheck"),
-            "memtrack-json-off" => child_memtrack(&root, false, "jsoncheck"),
+            m if m.starts_with("memtrack-") => {
+                let (check, side) = m["memtrack-".len()..].split_once('-').unwrap();
+                child_memtrack(&root, side, check)
+            }
             "rss" => child_rss(&root, true),
             "rss-no-memtrack" => child_rss(&root, false),
             other => panic!("unknown child mode {other}"),
@@ -361,13 +369,18 @@ fn main() {
         return;
     }
     let root = tree();
-    let rt = start(&root, true);
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
         .sample_size(20)
         .configure_from_args();
-
+    // `OUTPOST_BENCH_ONLY=memtrack`: the memory-tracking comparison alone.
+    if std::env::var("OUTPOST_BENCH_ONLY").is_ok_and(|v| v == "memtrack") {
+        memtrack_bench(&mut c, &root);
+        c.final_summary();
+        return;
+    }
+    let rt = start(&root, true);
     // 1. submit_metric from a Python loop.
     let looper = instance(&rt, &root, "bench_loop");
     {
@@ -425,43 +438,8 @@ fn main() {
         g.finish();
     }
 
-    // 3. Memory tracking on vs off, in two child runtimes.
-    let mut on = Timer::spawn(self_child("memtrack-on", &root));
-    let mut off = Timer::spawn(self_child("memtrack-off", &root));
-    let mut json_on = Timer::spawn(self_child("memtrack-json-on", &root));
-    let mut json_off = Timer::spawn(self_child("memtrack-json-off", &root));
-    {
-        let mut g = c.benchmark_group("memtrack");
-        g.bench_function("on", |b| {
-            b.iter_custom(|iters| {
-                let d = on.time(iters);
-                record("memtrack/on", d, iters);
-                d
-            })
-        });
-        g.bench_function("off", |b| {
-            b.iter_custom(|iters| {
-                let d = off.time(iters);
-                record("memtrack/off", d, iters);
-                d
-            })
-        });
-        g.bench_function("json_on", |b| {
-            b.iter_custom(|iters| {
-                let d = json_on.time(iters);
-                record("memtrack/json_on", d, iters);
-                d
-            })
-        });
-        g.bench_function("json_off", |b| {
-            b.iter_custom(|iters| {
-                let d = json_off.time(iters);
-                record("memtrack/json_off", d, iters);
-                d
-            })
-        });
-        g.finish();
-    }
+    // 3. Memory tracking: see `memtrack_bench`.
+    memtrack_bench(&mut c, &root);
     c.final_summary();
 
     // The same comparisons again, interleaved in short alternating rounds so that a change
@@ -484,9 +462,7 @@ fn main() {
         |n| plain.time(n),
         2_000,
     );
-    let memtrack_ratio = interleaved(15, |n| on.time(n), |n| off.time(n), 10);
-    let memtrack_json_ratio = interleaved(15, |n| json_on.time(n), |n| json_off.time(n), 10);
-    drop((plain, on, off, json_on, json_off));
+    drop(plain);
 
     // 4. Peak RSS.
     let rss_of = |mode: &str| -> u64 {
@@ -516,10 +492,6 @@ fn main() {
     let submit_stub = mean_ns("submit_metric/stub");
     let hello_rt = mean_ns("hello_run/runtime");
     let hello_py = mean_ns("hello_run/plain_python");
-    let mt_on = mean_ns("memtrack/on");
-    let mt_off = mean_ns("memtrack/off");
-    let mt_json_on = mean_ns("memtrack/json_on");
-    let mt_json_off = mean_ns("memtrack/json_off");
     println!();
     println!("== ratios (mean time per iteration over this run's samples) ==");
     println!(
@@ -536,23 +508,8 @@ fn main() {
         hello_rt / hello_py
     );
     println!(
-        "memtrack: on {:.1} us, off {:.1} us per run of the allocation-heavy check; overhead {:+.1}% (target <= 10%)",
-        mt_on / 1e3,
-        mt_off / 1e3,
-        (mt_on / mt_off - 1.0) * 100.0
-    );
-    println!(
-        "memtrack: on {:.1} us, off {:.1} us per run of the JSON-parsing check; overhead {:+.1}%",
-        mt_json_on / 1e3,
-        mt_json_off / 1e3,
-        (mt_json_on / mt_json_off - 1.0) * 100.0
-    );
-    println!(
-        "interleaved medians: stub/builtin submit_metric {:.2}x; hello runtime/plain {:.3}; memtrack on/off {:+.1}% (allocation loop), {:+.1}% (JSON check)",
-        submit_ratio,
-        hello_ratio,
-        (memtrack_ratio - 1.0) * 100.0,
-        (memtrack_json_ratio - 1.0) * 100.0
+        "interleaved medians: stub/builtin submit_metric {:.2}x; hello runtime/plain {:.3}",
+        submit_ratio, hello_ratio,
     );
     println!(
         "peak RSS: runtime + simple check run {:.1} MiB, python -c 'import datadog_checks.base' {:.1} MiB; difference {:.1} MiB (target <= 15 MiB)",
@@ -565,4 +522,109 @@ fn main() {
         runtime_no_memtrack_kib as f64 / 1024.0,
         (runtime_kib as f64 - runtime_no_memtrack_kib as f64) / 1024.0
     );
+}
+
+/// The workloads of the memory-tracking comparison: (label, check, runs per measurement:
+/// about 0.1 s, short enough for a change of machine load to hit the three sides alike).
+const MEMTRACK_WORKLOADS: [(&str, &str, u64); 2] =
+    [("alloc", "alloc", 3), ("json", "jsoncheck", 20)];
+/// The three sides, each a child runtime: tracking installed, nothing installed, and hooks
+/// that only forward (the floor of any `PyMem_SetAllocator` wrapper).
+const MEMTRACK_SIDES: [&str; 3] = ["on", "off", "fwd"];
+
+/// Memory tracking on vs off (and forward-only vs off), in child runtimes timing runs with
+/// the thread CPU clock. Criterion times each side; then, for each workload, several series
+/// of interleaved rounds (the three sides one after the other, in an order that rotates
+/// every round) give per-round ratios to "off": the median over every round is the figure,
+/// the spread of the series' medians says how much the machine moved it.
+fn memtrack_bench(c: &mut Criterion, root: &Path) {
+    let mut timers: Vec<((&str, &str), Timer)> = Vec::new();
+    for (label, check, _) in MEMTRACK_WORKLOADS {
+        for side in MEMTRACK_SIDES {
+            let timer = Timer::spawn(self_child(&format!("memtrack-{check}-{side}"), root));
+            timers.push(((label, side), timer));
+        }
+    }
+    {
+        let mut g = c.benchmark_group("memtrack");
+        for ((label, side), timer) in &mut timers {
+            let name = format!("{label}_{side}");
+            g.bench_function(&name, |b| b.iter_custom(|iters| timer.time(iters)));
+        }
+        g.finish();
+    }
+    let series: usize = std::env::var("OUTPOST_BENCH_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let rounds = 40;
+    let load = || {
+        fs_err::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!();
+    println!(
+        "== memory tracking, interleaved: {series} series x {rounds} rounds per side (load average before: {}) ==",
+        load()
+    );
+    for (label, _, runs) in MEMTRACK_WORKLOADS {
+        let mut sides: Vec<&mut Timer> = timers
+            .iter_mut()
+            .filter(|((l, _), _)| *l == label)
+            .map(|(_, t)| t)
+            .collect();
+        // ratios[k]: side k ("on", "fwd") over "off", every round.
+        let (mut on_all, mut fwd_all) = (Vec::new(), Vec::new());
+        let (mut on_medians, mut fwd_medians) = (Vec::new(), Vec::new());
+        let mut per_run = [0f64; 3];
+        for s in 0..series {
+            let (mut on_r, mut fwd_r) = (Vec::new(), Vec::new());
+            for r in 0..rounds {
+                let mut t = [0f64; 3];
+                for k in 0..3 {
+                    let side = (k + r + s) % 3;
+                    t[side] = sides[side].time(runs).as_secs_f64();
+                }
+                for (acc, v) in per_run.iter_mut().zip(t) {
+                    *acc += v / runs as f64;
+                }
+                on_r.push(t[0] / t[1]);
+                fwd_r.push(t[2] / t[1]);
+            }
+            on_medians.push(median(&mut on_r.clone()));
+            fwd_medians.push(median(&mut fwd_r.clone()));
+            on_all.extend(on_r);
+            fwd_all.extend(fwd_r);
+        }
+        let n = (series * rounds) as f64;
+        let pct = |x: f64| (x - 1.0) * 100.0;
+        let spread = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{:+.1}% .. {:+.1}%", pct(lo), pct(hi))
+        };
+        println!(
+            "{label}: per run on {:.2} ms, off {:.2} ms, forward-only {:.2} ms (thread CPU, means)",
+            per_run[0] / n * 1e3,
+            per_run[1] / n * 1e3,
+            per_run[2] / n * 1e3,
+        );
+        println!(
+            "{label}: tracking on vs off: median {:+.1}% (series medians {}); forward-only vs off: median {:+.1}% (series medians {}); target <= 5%",
+            pct(median(&mut on_all)),
+            spread(&on_medians),
+            pct(median(&mut fwd_all)),
+            spread(&fwd_medians),
+        );
+    }
+    println!("load average after: {}", load());
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

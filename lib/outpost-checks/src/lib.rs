@@ -68,9 +68,10 @@
 //!   once per check. An instance that fails both ways reports the check's own exception
 //!   (`ConfigurationError: ...`) with its traceback.
 //! * **Check IDs** are the Go agent's layout, stable across restarts ([`id`]).
-//! * **Memory tracking** attributes Python allocations to check instances ([`memtrack`]);
-//!   it starts when [`Runtime::start`] returns, so what the interpreter and the base library
-//!   allocated before is not counted (its frees are the `UntrackedFrees`).
+//! * **Memory tracking** counts Python allocations exactly and attributes them to check
+//!   instances, with the bytes in use estimated by sampling ([`memtrack`]); it starts when
+//!   [`Runtime::start`] returns, so what the interpreter and the base library allocated
+//!   before is in no count but its frees.
 //!
 //! # Differences from the Datadog agent, on purpose
 //!
@@ -83,7 +84,8 @@
 //! * `AgentCheck` is taken from `datadog_checks.base` (the same class rtloader finds through
 //!   the `datadog_checks.checks` compatibility package, without that package's extra
 //!   imports, about 1 MiB).
-//! * Memory counters count blocks of up to 512 bytes at their 16-byte-rounded size.
+//! * Memory counters count requested sizes; `InuseBytes` is a sampled estimate and
+//!   `UntrackedFrees` is always 0 (see [`memtrack`]).
 
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 

@@ -1,104 +1,249 @@
-//! The allocator wrappers of the `MEM` and `OBJ` domains, and their installation.
+//! The `PyMem_SetAllocator` hooks of the `MEM` and `OBJ` domains.
+//!
+//! Fast paths: an allocation adds to the thread's counters and takes its size off the
+//! sampling countdown, then forwards; a free checks whether the address is in the sampled
+//! region, adds one to the thread's frees and forwards (a tail call). Only sampled blocks
+//! (about one per sampling interval of bytes allocated) take the out-of-line paths.
+//!
+//! Semantics kept from the underlying allocator: `malloc(0)` and `realloc(p, 0)` return a
+//! unique pointer; `free(NULL)` does nothing; a failed `realloc` leaves the block untouched;
+//! `calloc` overflow is the underlying allocator's to refuse. A `realloc` is counted as the
+//! free of the old block plus the allocation of the new one.
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
 
 use pyo3::ffi::{PyMemAllocatorDomain, PyMemAllocatorEx};
 
-use super::INSTALLED;
-use super::record::{lookup, record_alloc, record_free};
-use super::table::MIN_REQUEST;
+use super::{INSTALLED, local, sampled};
 
 /// The allocator that was in place before ours, passed to the hooks as their context.
 #[repr(transparent)]
-pub(super) struct Underlying(pub(super) PyMemAllocatorEx);
+struct Underlying(PyMemAllocatorEx);
 
-pub(super) extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: ctx is the leaked `Underlying` installed with this hook.
-    let under = unsafe { &(*ctx.cast::<Underlying>()).0 };
-    let Some(malloc) = under.malloc else {
-        return std::ptr::null_mut();
-    };
-    let p = malloc(under.ctx, size.max(MIN_REQUEST));
-    if !p.is_null() {
-        record_alloc(p, size);
-    }
-    p
+/// # Safety
+/// `ctx` is the context installed with the hooks: a leaked `Underlying`.
+#[inline(always)]
+unsafe fn underlying<'a>(ctx: *mut c_void) -> &'a PyMemAllocatorEx {
+    // SAFETY: per the contract; leaked, so valid for the rest of the process.
+    unsafe { &(*ctx.cast::<Underlying>()).0 }
 }
 
-pub(super) extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    // SAFETY: ctx is the leaked `Underlying` installed with this hook.
-    let under = unsafe { &(*ctx.cast::<Underlying>()).0 };
+extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    local::with(|l| {
+        if l.sample(size) {
+            let p = sampled_alloc(under, size, l.owner(), false);
+            if !p.is_null() {
+                l.count_alloc(size);
+            }
+            return p;
+        }
+        let Some(malloc) = under.malloc else {
+            return std::ptr::null_mut();
+        };
+        let p = malloc(under.ctx, size);
+        if !p.is_null() {
+            l.count_alloc(size);
+        }
+        p
+    })
+}
+
+extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
     let Some(calloc) = under.calloc else {
         return std::ptr::null_mut();
     };
-    let size = nelem.checked_mul(elsize);
-    let p = match size {
-        Some(n) if n < MIN_REQUEST => calloc(under.ctx, 1, MIN_REQUEST),
+    let Some(size) = nelem.checked_mul(elsize) else {
         // An overflowing product is the underlying allocator's to refuse.
-        _ => calloc(under.ctx, nelem, elsize),
+        return calloc(under.ctx, nelem, elsize);
     };
-    if let (false, Some(n)) = (p.is_null(), size) {
-        record_alloc(p, n);
-    }
-    p
+    local::with(|l| {
+        let p = if l.sample(size) {
+            sampled_alloc(under, size, l.owner(), true)
+        } else {
+            calloc(under.ctx, nelem, elsize)
+        };
+        if !p.is_null() {
+            l.count_alloc(size);
+        }
+        p
+    })
 }
 
-pub(super) extern "C" fn hook_realloc(
-    ctx: *mut c_void,
-    ptr: *mut c_void,
-    new_size: usize,
-) -> *mut c_void {
-    // SAFETY: ctx is the leaked `Underlying` installed with this hook.
-    let under = unsafe { &(*ctx.cast::<Underlying>()).0 };
+extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) -> *mut c_void {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    if sampled::contains(ptr) {
+        // SAFETY: `ptr` is in the sampled region, so it is a live sampled block (Python only
+        // reallocates live blocks of this domain).
+        return unsafe { realloc_sampled(under, ptr, new_size) };
+    }
     let Some(realloc) = under.realloc else {
         return std::ptr::null_mut();
     };
-    let (e, word) = if ptr.is_null() {
-        (None, 0)
-    } else {
-        lookup(ptr)
-    };
-    let q = realloc(under.ctx, ptr, new_size.max(MIN_REQUEST));
-    if q.is_null() {
-        // The old block is untouched and keeps its entry.
-        return q;
-    }
-    if !ptr.is_null() {
-        record_free(ptr, e, word);
-    }
-    record_alloc(q, new_size);
-    q
+    local::with(|l| {
+        let sample = l.sample(new_size);
+        let q = realloc(under.ctx, ptr, new_size);
+        if q.is_null() {
+            // The old block is untouched.
+            return q;
+        }
+        if !ptr.is_null() {
+            l.count_free();
+        }
+        l.count_alloc(new_size);
+        if sample {
+            // Move the block into the sampled region; keep it where it is if that fails.
+            let s = sampled::alloc(new_size, l.owner(), false);
+            if !s.is_null() {
+                // SAFETY: `q` holds `new_size` bytes, `s` has room for them; distinct blocks.
+                unsafe { std::ptr::copy_nonoverlapping(q.cast::<u8>(), s.cast::<u8>(), new_size) };
+                if let Some(free) = under.free {
+                    free(under.ctx, q);
+                }
+                return s;
+            }
+        }
+        q
+    })
 }
 
-pub(super) extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
+extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
-    // SAFETY: ctx is the leaked `Underlying` installed with this hook.
-    let under = unsafe { &(*ctx.cast::<Underlying>()).0 };
-    // Bookkeeping first, while the block is still allocated (the GIL is held, so nobody can
-    // free or reuse it meanwhile); the underlying free is then a tail call, with no frame of
-    // ours left to restore.
-    let (e, word) = lookup(ptr);
-    record_free(ptr, e, word);
+    if sampled::contains(ptr) {
+        local::with(|l| l.count_free());
+        // SAFETY: `ptr` is in the sampled region, so it is a live sampled block, freed once.
+        unsafe { sampled::free(ptr) };
+        return;
+    }
+    local::with(|l| l.count_free());
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
     if let Some(free) = under.free {
         free(under.ctx, ptr);
     }
 }
 
-/// Wraps the `MEM` and `OBJ` domains (once; later calls do nothing). Blocks allocated before
-/// are untracked: their frees count as untracked frees.
+/// A sampled block, or an unsampled one from the underlying allocator when the region is
+/// full.
+#[cold]
+#[inline(never)]
+fn sampled_alloc(under: &PyMemAllocatorEx, size: usize, owner: u16, zeroed: bool) -> *mut c_void {
+    let p = sampled::alloc(size, owner, zeroed);
+    if !p.is_null() {
+        return p;
+    }
+    match (zeroed, under.malloc, under.calloc) {
+        (false, Some(malloc), _) => malloc(under.ctx, size),
+        (true, _, Some(calloc)) => calloc(under.ctx, 1, size),
+        _ => std::ptr::null_mut(),
+    }
+}
+
+/// `realloc` of a sampled block: a new block (sampled or not, as any allocation), the data
+/// copied, the old block freed.
+///
+/// # Safety
+/// `ptr` is a live sampled block.
+#[cold]
+#[inline(never)]
+unsafe fn realloc_sampled(
+    under: &PyMemAllocatorEx,
+    ptr: *mut c_void,
+    new_size: usize,
+) -> *mut c_void {
+    local::with(|l| {
+        let q = if l.sample(new_size) {
+            sampled_alloc(under, new_size, l.owner(), false)
+        } else {
+            under
+                .malloc
+                .map_or(std::ptr::null_mut(), |m| m(under.ctx, new_size))
+        };
+        if q.is_null() {
+            return q;
+        }
+        // SAFETY: `ptr` is a live sampled block (contract) of `old` bytes; `q` is a distinct
+        // block of at least `new_size` bytes.
+        unsafe {
+            let old = sampled::size_of(ptr);
+            std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), q.cast::<u8>(), old.min(new_size));
+            sampled::free(ptr);
+        }
+        l.count_free();
+        l.count_alloc(new_size);
+        q
+    })
+}
+
+extern "C" fn forward_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    under
+        .malloc
+        .map_or(std::ptr::null_mut(), |f| f(under.ctx, size))
+}
+
+extern "C" fn forward_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    under
+        .calloc
+        .map_or(std::ptr::null_mut(), |f| f(under.ctx, nelem, elsize))
+}
+
+extern "C" fn forward_realloc(ctx: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    under
+        .realloc
+        .map_or(std::ptr::null_mut(), |f| f(under.ctx, ptr, size))
+}
+
+extern "C" fn forward_free(ctx: *mut c_void, ptr: *mut c_void) {
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    if let Some(f) = under.free {
+        f(under.ctx, ptr);
+    }
+}
+
+/// Wraps the `MEM` and `OBJ` domains with hooks that only forward (the floor of any
+/// `PyMem_SetAllocator` wrapper, for benchmarks); does nothing when tracking is installed.
+/// Counts nothing: [`super::snapshot`] keeps reporting tracking as disabled.
+pub fn install_forwarding_only(_py: pyo3::Python<'_>) {
+    static FORWARDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if INSTALLED.load(Ordering::SeqCst) || FORWARDING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: the GIL is held (the token), so no other thread uses the allocators.
+    unsafe {
+        set_hooks(
+            forward_malloc,
+            forward_calloc,
+            forward_realloc,
+            forward_free,
+        );
+    }
+}
+
+type Malloc = extern "C" fn(*mut c_void, usize) -> *mut c_void;
+type Calloc = extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
+type Realloc = extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void;
+type Free = extern "C" fn(*mut c_void, *mut c_void);
+
+/// Installs the four functions on the `MEM` and `OBJ` domains, each domain's previous
+/// allocator as their context.
 ///
 /// # Safety
 /// No other thread may use the `MEM`/`OBJ` allocators during the call: hold the GIL.
-pub(crate) unsafe fn install() {
-    if cfg!(Py_GIL_DISABLED) || INSTALLED.swap(true, Ordering::SeqCst) {
-        if cfg!(Py_GIL_DISABLED) {
-            INSTALLED.store(false, Ordering::SeqCst);
-        }
-        return;
-    }
+unsafe fn set_hooks(malloc: Malloc, calloc: Calloc, realloc: Realloc, free: Free) {
     for domain in [
         PyMemAllocatorDomain::PYMEM_DOMAIN_MEM,
         PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
@@ -115,12 +260,318 @@ pub(crate) unsafe fn install() {
         let ctx: *mut Underlying = Box::leak(Box::new(Underlying(old)));
         let mut hooks = PyMemAllocatorEx {
             ctx: ctx.cast(),
-            malloc: Some(hook_malloc),
-            calloc: Some(hook_calloc),
-            realloc: Some(hook_realloc),
-            free: Some(hook_free),
+            malloc: Some(malloc),
+            calloc: Some(calloc),
+            realloc: Some(realloc),
+            free: Some(free),
         };
         // SAFETY: as above; the context lives for the rest of the process.
         unsafe { pyo3::ffi::PyMem_SetAllocator(domain, &mut hooks) };
+    }
+}
+
+/// Wraps the `MEM` and `OBJ` domains (once; later calls do nothing). Blocks allocated before
+/// are never sampled; their frees are counted in `Frees`. Not installed (and reported as
+/// disabled) on a free-threaded build or when the sampled region cannot be reserved.
+///
+/// # Safety
+/// No other thread may use the `MEM`/`OBJ` allocators during the call: hold the GIL.
+pub(crate) unsafe fn install() {
+    if cfg!(Py_GIL_DISABLED) || INSTALLED.load(Ordering::SeqCst) {
+        return;
+    }
+    if !sampled::reserve() {
+        tracing::warn!(
+            "memory tracking is off: no address space could be reserved for sampled blocks"
+        );
+        return;
+    }
+    INSTALLED.store(true, Ordering::SeqCst);
+    // SAFETY: the GIL is held (function contract).
+    unsafe { set_hooks(hook_malloc, hook_calloc, hook_realloc, hook_free) };
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hooks over the system allocator (each block carries its size in a 16-byte
+    //! prefix), so they are tested without an interpreter; the runtime tests check
+    //! attribution under Python.
+    use super::super::slot;
+    use super::*;
+    use crate::memtrack::local::testing::{force_sample, mine, redraw};
+    use std::alloc::{GlobalAlloc, Layout, System};
+
+    const PREFIX: usize = 16;
+
+    fn layout(size: usize) -> Option<Layout> {
+        Layout::from_size_align(size.checked_add(PREFIX)?, 16).ok()
+    }
+    extern "C" fn sys_malloc(_: *mut c_void, size: usize) -> *mut c_void {
+        let Some(l) = layout(size) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: non-zero layout; the prefix holds the size.
+        unsafe {
+            let p = System.alloc(l);
+            if p.is_null() {
+                return std::ptr::null_mut();
+            }
+            p.cast::<usize>().write(size);
+            p.add(PREFIX).cast()
+        }
+    }
+    extern "C" fn sys_calloc(c: *mut c_void, n: usize, e: usize) -> *mut c_void {
+        let Some(size) = n.checked_mul(e) else {
+            return std::ptr::null_mut();
+        };
+        let p = sys_malloc(c, size);
+        if !p.is_null() {
+            // SAFETY: `size` writable bytes.
+            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, size) };
+        }
+        p
+    }
+    extern "C" fn sys_free(_: *mut c_void, p: *mut c_void) {
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: `p` came from sys_malloc: its size is in the prefix.
+        unsafe {
+            let start = p.cast::<u8>().sub(PREFIX);
+            let size = start.cast::<usize>().read();
+            System.dealloc(start, layout(size).unwrap());
+        }
+    }
+    extern "C" fn sys_realloc(c: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
+        if p.is_null() {
+            return sys_malloc(c, size);
+        }
+        let q = sys_malloc(c, size);
+        if !q.is_null() {
+            // SAFETY: both blocks are live; their sizes are in the prefixes.
+            unsafe {
+                let old = p.cast::<u8>().sub(PREFIX).cast::<usize>().read();
+                std::ptr::copy_nonoverlapping(p.cast::<u8>(), q.cast::<u8>(), old.min(size));
+            }
+            sys_free(c, p);
+        }
+        q
+    }
+
+    fn ctx() -> *mut c_void {
+        assert!(sampled::reserve());
+        let u = Box::leak(Box::new(Underlying(PyMemAllocatorEx {
+            ctx: std::ptr::null_mut(),
+            malloc: Some(sys_malloc),
+            calloc: Some(sys_calloc),
+            realloc: Some(sys_realloc),
+            free: Some(sys_free),
+        })));
+        (u as *mut Underlying).cast()
+    }
+
+    fn fill(p: *mut c_void, n: usize, byte: u8) {
+        // SAFETY: callers pass blocks of at least `n` bytes.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), byte, n) }
+    }
+    fn all(p: *mut c_void, n: usize, byte: u8) -> bool {
+        // SAFETY: callers pass blocks of at least `n` bytes.
+        unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) }
+            .iter()
+            .all(|b| *b == byte)
+    }
+
+    /// Runs `f` with `owner` as this thread's owner.
+    fn as_owner<R>(owner: u16, f: impl FnOnce() -> R) -> R {
+        let previous = local::switch_owner(owner);
+        let r = f();
+        local::switch_owner(previous);
+        r
+    }
+
+    #[test]
+    fn counts_are_exact_for_every_call() {
+        let ctx = ctx();
+        force_sample(false);
+        let before = mine();
+        let p = hook_malloc(ctx, 100);
+        fill(p, 100, 0xab);
+        let z = hook_calloc(ctx, 4, 8);
+        assert!(all(z, 32, 0));
+        let p2 = hook_realloc(ctx, p, 1000);
+        assert!(all(p2, 100, 0xab), "realloc keeps the data");
+        let fresh = hook_realloc(ctx, std::ptr::null_mut(), 24);
+        let empty = hook_malloc(ctx, 0);
+        assert!(!empty.is_null());
+        hook_free(ctx, std::ptr::null_mut());
+        for b in [p2, z, fresh, empty] {
+            hook_free(ctx, b);
+        }
+        let after = mine();
+        assert_eq!(
+            after[0] - before[0],
+            5,
+            "malloc, calloc, two reallocs, malloc(0)"
+        );
+        assert_eq!(
+            after[1] - before[1],
+            5,
+            "realloc's free and four frees, not free(NULL)"
+        );
+        assert_eq!(after[2] - before[2], 100 + 32 + 1000 + 24);
+        redraw();
+    }
+
+    #[test]
+    fn failed_allocations_are_not_counted() {
+        let ctx = ctx();
+        force_sample(false);
+        let before = mine();
+        assert!(hook_malloc(ctx, usize::MAX - 4).is_null());
+        assert!(hook_calloc(ctx, usize::MAX, 2).is_null());
+        let p = hook_malloc(ctx, 8);
+        assert!(hook_realloc(ctx, p, usize::MAX - 4).is_null());
+        hook_free(ctx, p);
+        let after = mine();
+        assert_eq!([after[0] - before[0], after[1] - before[1]], [1, 1]);
+        assert_eq!(after[2] - before[2], 8);
+        redraw();
+    }
+
+    #[test]
+    fn sampled_blocks_live_in_the_region_and_keep_their_data() {
+        let ctx = ctx();
+        let owner = 1001u16;
+        let s0 = slot(owner).read();
+        as_owner(owner, || {
+            // malloc, sampled.
+            force_sample(true);
+            let a = hook_malloc(ctx, 300);
+            assert!(sampled::contains(a));
+            assert_eq!(a as usize % 16, 0, "16-byte aligned");
+            fill(a, 300, 7);
+            // Grows into an unsampled block: data kept, weight returned.
+            force_sample(false);
+            let b = hook_realloc(ctx, a, 5000);
+            assert!(!sampled::contains(b));
+            assert!(all(b, 300, 7));
+            assert_eq!(slot(owner).read().inuse_bytes, s0.inuse_bytes);
+            // An unsampled block moves into the region when its realloc is sampled.
+            fill(b, 5000, 9);
+            force_sample(true);
+            let c = hook_realloc(ctx, b, 6000);
+            assert!(sampled::contains(c));
+            assert!(all(c, 5000, 9));
+            assert_eq!(
+                slot(owner).read().inuse_bytes - s0.inuse_bytes,
+                sampled::weight(6000)
+            );
+            // Sampled to sampled, shrinking.
+            force_sample(true);
+            let d = hook_realloc(ctx, c, 100);
+            assert!(sampled::contains(d));
+            assert!(all(d, 100, 9));
+            // calloc, sampled: zeroed even on a reused (dirty) slot.
+            force_sample(true);
+            let e = hook_calloc(ctx, 10, 40);
+            assert!(sampled::contains(e));
+            assert!(all(e, 400, 0));
+            assert_eq!(
+                slot(owner).read().inuse_bytes - s0.inuse_bytes,
+                sampled::weight(100) + sampled::weight(400)
+            );
+            force_sample(false);
+            hook_free(ctx, d);
+            hook_free(ctx, e);
+        });
+        let s1 = slot(owner).read();
+        assert_eq!(s1.inuse_bytes, s0.inuse_bytes, "every sample freed");
+        assert_eq!(
+            slot(owner).live_samples.load(Ordering::Relaxed),
+            0,
+            "the slot could be reused"
+        );
+        assert_eq!(s1.allocations - s0.allocations, 5);
+        assert_eq!(s1.frees - s0.frees, 5);
+        redraw();
+    }
+
+    #[test]
+    fn a_check_keeping_50_mb_is_estimated_within_10_percent() {
+        let ctx = ctx();
+        let owner = 1002u16;
+        // A finer interval than the default, where 10% on small blocks is 4 standard errors
+        // (each sample keeps its weight: tests running meanwhile stay unbiased).
+        super::super::set_interval(32 * 1024);
+        redraw();
+        let s0 = slot(owner).read();
+        let mb50 = 50_000_000usize;
+        // One large buffer, and the same amount in 1 KiB blocks (the hard case for
+        // sampling: about 1,500 samples, standard error 2.6%, 10% is 3.9 of them).
+        let (big, small) = as_owner(owner, || {
+            let big = hook_calloc(ctx, 1, mb50);
+            let after_big = slot(owner).read().inuse_bytes - s0.inuse_bytes;
+            assert!(
+                after_big.abs_diff(mb50 as u64) < mb50 as u64 / 10,
+                "{after_big}"
+            );
+            let small: Vec<_> = (0..mb50 / 1024).map(|_| hook_malloc(ctx, 1024)).collect();
+            (big, small)
+        });
+        let est = slot(owner).read().inuse_bytes - s0.inuse_bytes;
+        let kept = 2 * mb50 as u64;
+        assert!(
+            est.abs_diff(kept) < kept / 10,
+            "estimate {est} for {kept} kept"
+        );
+        // Freed from another thread: credited to the owner, back to the baseline exactly.
+        let addrs: Vec<usize> = small
+            .iter()
+            .map(|p| *p as usize)
+            .chain([big as usize])
+            .collect();
+        let ctx = ctx as usize;
+        std::thread::spawn(move || {
+            for a in addrs {
+                hook_free(ctx as *mut c_void, a as *mut c_void);
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(slot(owner).read().inuse_bytes, s0.inuse_bytes);
+        assert_eq!(slot(owner).live_samples.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn two_threads_with_two_owners_are_told_apart() {
+        let ctx = ctx() as usize;
+        let (a, b) = (1003u16, 1004u16);
+        let (a0, b0) = (slot(a).read().inuse_bytes, slot(b).read().inuse_bytes);
+        let n0 = slot(a).read().allocations;
+        let run = move |owner: u16, blocks: usize| {
+            std::thread::spawn(move || {
+                as_owner(owner, || {
+                    (0..blocks)
+                        .map(|_| hook_malloc(ctx as *mut c_void, 64 * 1024) as usize)
+                        .collect::<Vec<_>>()
+                })
+            })
+        };
+        // 40 MB and 20 MB in 64 KiB blocks, at the 32 KiB interval (sampled with probability
+        // 0.86: standard errors of 2%).
+        super::super::set_interval(32 * 1024);
+        let (ha, hb) = (run(a, 640), run(b, 320));
+        let (ka, kb) = (ha.join().unwrap(), hb.join().unwrap());
+        let ea = slot(a).read().inuse_bytes - a0;
+        let eb = slot(b).read().inuse_bytes - b0;
+        let (ta, tb) = (640 * 64 * 1024u64, 320 * 64 * 1024u64);
+        assert!(ea.abs_diff(ta) < ta / 10, "a: {ea} for {ta}");
+        assert!(eb.abs_diff(tb) < tb / 10, "b: {eb} for {tb}");
+        assert_eq!(slot(a).read().allocations - n0, 640, "exact, per owner");
+        for p in ka.into_iter().chain(kb) {
+            hook_free(ctx as *mut c_void, p as *mut c_void);
+        }
+        assert_eq!(slot(a).read().inuse_bytes, a0);
+        assert_eq!(slot(b).read().inuse_bytes, b0);
     }
 }

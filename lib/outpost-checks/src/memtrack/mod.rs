@@ -3,95 +3,433 @@
 //! # Design
 //!
 //! Python's `MEM` and `OBJ` allocator domains are wrapped with `PyMem_SetAllocator` when the
-//! runtime has started (interpreter up, datadog-checks-base imported), with the GIL held; the
-//! wrappers call the allocator that was in place (pymalloc, or whatever `PYTHONMALLOC` chose)
-//! with the caller's exact request and pass every pointer through unchanged, which is what
-//! makes installing them on a running interpreter safe. Blocks keep their size class and
-//! Python's heap its layout and speed. What the interpreter and the base library allocated
-//! before (about 10 MiB) is not tracked: their frees are the `UntrackedFrees`, and they cost
-//! no table memory.
+//! runtime has started (interpreter up, datadog-checks-base imported), with the GIL held. The
+//! hooks keep no per-block record: an allocation costs a few thread-local additions and one
+//! compare, a free one thread-local addition and one compare, on top of the forwarding call
+//! itself. Per-check attribution of the bytes in use comes from sampling, the way tcmalloc
+//! and jemalloc profile heaps.
 //!
-//! * **Side tables.** What the tracker knows about a live block is a 16-bit entry in a
-//!   sparse three-level table indexed by the block's address in 32-byte steps (requests of
-//!   up to 16 bytes are served from 32-byte blocks, so two live blocks never start in the
-//!   same 32 bytes): the owner slot and, for requests of up to 512 bytes (pymalloc's small
-//!   blocks), the size rounded up to 16 bytes, which is what such a block really occupies.
-//!   Larger blocks keep their exact size in a second table of 64-bit entries in 512-byte
-//!   steps (blocks of more than 512 bytes never start in the same 512 bytes). Leaves are
-//!   allocated on first use and their pages are only backed where blocks live: 256 bytes of
-//!   table per 4 KiB page of small objects, under 2% for large ones. No lock, no hashing, no bytes added to
-//!   Python's blocks, so the heap keeps its size classes and its cache behaviour.
-//! * **Untracked frees.** A free whose address has no entry was not allocated through the
-//!   wrapper (e.g. allocated before it was installed, or a foreign pointer handed to
-//!   `PyMem_Free`); it is counted in `UntrackedFrees`. The pointer always goes to the
-//!   underlying allocator unchanged, so a wrong classification can only skew a counter,
-//!   never memory safety. A `realloc` is a free of the old block (tracked or not) plus an
-//!   allocation of the new one.
-//! * **Attribution.** Each loaded instance gets an owner slot; the slot of the instance
-//!   running on a thread is in a thread-local while it runs (and while it is instantiated).
-//!   Allocations are charged to it; a free is credited to the slot recorded for the block,
-//!   i.e. to the check that allocated it, whoever frees it. A `realloc` is a free (credited
-//!   to the old owner) plus an allocation (charged to the current one), so
-//!   `AllocatedBytes - FreedBytes == InuseBytes` always holds. Allocations outside any check
-//!   (imports, the runtime itself) go to slot 0, "unattributed".
-//! * **No locked atomics.** The `MEM` and `OBJ` domains may only be used with the GIL held,
-//!   so their calls are serialised: counters and table entries are updated with a relaxed
-//!   load and a relaxed store (plain moves on x86-64), never a locked read-modify-write.
-//!   Readers (snapshots) may run without the GIL and see a slightly stale, never torn, value
-//!   of each counter.
-//! * **`RAW` is not wrapped.** The raw domain is called without the GIL (thread states,
-//!   the GIL machinery itself, C extensions releasing the GIL), so counting it would need
-//!   real atomic read-modify-writes and a thread-safe table; it holds the interpreter's
-//!   internal buffers, not the objects checks create (large objects go through `OBJ`/`MEM`
-//!   first, where they are counted). Keeping it out keeps the hot path cheap.
-//! * **Slots** are a fixed table of 1023 counters (32 KiB). A slot is reused only once its previous owner is gone and every block it
-//!   allocated has been freed. When all are taken, new instances are counted as unattributed.
+//! * **Exact counters, per thread** ([`local`]). Each thread that allocates owns a block of
+//!   counters (allocations, frees, bytes allocated) that only it writes, with a relaxed load
+//!   and store (plain moves, no locked instruction, no shared cache line). Readers fold the
+//!   blocks of the live threads and those of exited threads, whose counts are added to a
+//!   global when the thread ends.
+//! * **Exact per-check allocation counts.** The runner thread knows which check it runs: when
+//!   an [`OwnerGuard`] is entered or left, the thread's counts since the last switch are
+//!   added to the owner's slot. A check's `Allocations`, `AllocatedBytes` and `Frees` are
+//!   therefore what its runs did, updated when each run ends; the frees are those its runs
+//!   made (the hooks cannot tell whose block a free releases).
+//! * **Bytes in use, by sampling** ([`sampled`]). Each thread draws exponentially
+//!   distributed intervals of allocated bytes with a mean `T` of [`SAMPLE_INTERVAL`]; the
+//!   block during which an interval runs out is sampled, so a block of `s` bytes is sampled
+//!   with probability `1 - exp(-s / T)` and recorded with the weight
+//!   `s / (1 - exp(-s / T))`, which makes the sum of the weights of the live
+//!   samples an unbiased estimate of the bytes in use. A sampled block is allocated from a
+//!   region of address space reserved for samples, with a small header naming its owner,
+//!   size and weight: a free knows whether its block was sampled from its address alone
+//!   (one subtraction and one compare), and an unsampled free costs nothing more. Blocks of
+//!   a few hundred KiB or more are sampled almost surely (a 50 MB buffer is counted exactly);
+//!   for many small blocks the relative standard error is `sqrt(T / bytes)`: 7% for 50 MB
+//!   at the default 256 KiB, 2.5% at 32 KiB. The interval trades resolution for cost: each
+//!   sample takes a lock and moves its block out of Python's heap (see `BENCHMARKS.md`).
+//! * **Derived counters.** `InuseBytes` is the sampled estimate (globally: every sample;
+//!   per check: the samples its runs allocated, whoever frees them), and `FreedBytes` is
+//!   `AllocatedBytes - InuseBytes`, held at its last value rather than go down (it is
+//!   exported as a counter).
+//! * **Untracked frees** are frees of blocks allocated before the hooks were installed.
+//!   Without a per-block record the hooks cannot tell them from others, so
+//!   `UntrackedFrees` is always 0 and such frees are counted in `Frees`; blocks allocated
+//!   earlier are never sampled, so they are in no estimate. The pointer always goes to the
+//!   underlying allocator unchanged.
+//! * **`RAW` is not wrapped.** The raw domain is called without the GIL (thread states, the
+//!   GIL machinery, C extensions releasing the GIL) and holds the interpreter's internal
+//!   buffers, not the objects checks create.
+//! * **Slots** are a fixed table of 1023 owners. A slot is reused only once its previous
+//!   owner is gone and every block of it that was sampled has been freed. When all are
+//!   taken, new instances are counted as unattributed.
 //!
-//! A free-threaded CPython build has no GIL to serialise the counters: there, tracking is
-//! not installed and [`snapshot`] reports it as disabled.
-//!
-//! # Layout
-//!
-//! * `counters`: the per-slot counters the hooks bump, and their totals.
-//! * `stats`: the public snapshot types ([`MemoryStats`], [`CheckMemory`],
-//!   [`MemorySnapshot`]).
-//! * `slots`: owner slots of check instances and the thread's current owner.
-//! * `table`: the sparse side tables from a block's address to its entry.
-//! * `record`: what an entry holds, and the bookkeeping of one allocation or free.
-//! * `hooks`: the allocator wrappers and their installation.
+//! A free-threaded CPython build has no GIL to serialise the hooks' use of shared state (the
+//! block of counters of threads that have not allocated yet, the sampled region): there,
+//! tracking is not installed and [`snapshot`] reports it as disabled.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-mod counters;
 mod hooks;
-mod record;
-mod slots;
-mod stats;
-mod table;
-#[cfg(test)]
-mod tests;
+mod local;
+mod sampled;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use serde::Serialize;
 
 pub(crate) use hooks::install;
-pub(crate) use slots::{OwnerGuard, Slot};
-pub use stats::{CheckMemory, MemorySnapshot, MemoryStats};
+#[doc(hidden)]
+pub use hooks::install_forwarding_only;
 
-/// Set once the hooks are installed.
+/// Mean number of bytes allocated between two samples, per thread, by default.
+pub const SAMPLE_INTERVAL: u64 = 256 * 1024;
+
+/// The mean sampling interval in force (each sample keeps the weight it was given).
+static INTERVAL: AtomicU64 = AtomicU64::new(SAMPLE_INTERVAL);
+
+fn interval() -> u64 {
+    INTERVAL.load(Ordering::Relaxed)
+}
+
+/// Sets the mean sampling interval (tests: finer estimates at a higher cost).
+#[cfg(test)]
+fn set_interval(bytes: u64) {
+    INTERVAL.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// Number of owner slots (slot 0 is "unattributed").
+const MAX_SLOTS: usize = 1024;
+
+/// What is known of one owner: exact counts flushed by [`OwnerGuard`] switches, and the
+/// estimate of its bytes in use, kept by the sampled allocations and frees.
+#[derive(Debug)]
+struct SlotCounters {
+    allocations: AtomicU64,
+    frees: AtomicU64,
+    allocated_bytes: AtomicU64,
+    /// Sum of the weights of the owner's live samples.
+    inuse_estimate: AtomicU64,
+    /// Live samples (the slot is reusable once this is 0).
+    live_samples: AtomicU64,
+    /// The largest `FreedBytes` reported (a counter never goes down).
+    freed_reported: AtomicU64,
+}
+
+impl SlotCounters {
+    const fn new() -> Self {
+        Self {
+            allocations: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            allocated_bytes: AtomicU64::new(0),
+            inuse_estimate: AtomicU64::new(0),
+            live_samples: AtomicU64::new(0),
+            freed_reported: AtomicU64::new(0),
+        }
+    }
+
+    fn read(&self) -> MemoryStats {
+        MemoryStats::derive(
+            self.allocations.load(Ordering::Relaxed),
+            self.frees.load(Ordering::Relaxed),
+            self.allocated_bytes.load(Ordering::Relaxed),
+            self.inuse_estimate.load(Ordering::Relaxed),
+        )
+        .monotonic(&self.freed_reported)
+    }
+}
+
+/// Slot `i` of owner `i`; slot 0 holds only the samples of allocations made outside checks.
+static SLOTS: [SlotCounters; MAX_SLOTS] = [const { SlotCounters::new() }; MAX_SLOTS];
+/// Exact counts of reused slots' previous owners (for the unattributed remainder).
+static RETIRED_SLOTS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The largest total `FreedBytes` reported.
+static TOTAL_FREED_REPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// The counters of `owner`; an out-of-range owner counts as unattributed.
+fn slot(owner: u16) -> &'static SlotCounters {
+    SLOTS.get(usize::from(owner)).unwrap_or(&SLOTS[0])
+}
+
+/// Memory counters, as exported in the `rtloader` expvar map. `Allocations`, `Frees` and
+/// `AllocatedBytes` are exact (requested sizes); `InuseBytes` is the sampled estimate and
+/// `FreedBytes` is `AllocatedBytes - InuseBytes`, except that it never goes down (a counter):
+/// when a sample raises the estimate faster than allocations grow, it keeps its last value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MemoryStats {
+    /// Blocks allocated.
+    pub allocations: u64,
+    /// Blocks freed (per check: frees its runs made).
+    pub frees: u64,
+    /// Bytes allocated (requested sizes).
+    pub allocated_bytes: u64,
+    /// Bytes freed: `allocated_bytes - inuse_bytes`.
+    pub freed_bytes: u64,
+    /// Bytes allocated and not yet freed (sampled estimate).
+    pub inuse_bytes: u64,
+}
+
+impl MemoryStats {
+    /// Keeps `freed_bytes` from going down (it is exported as a counter) when a new sample
+    /// raises the estimate faster than allocations grow: the larger of the derived value and
+    /// the largest reported, which `high` remembers.
+    fn monotonic(mut self, high: &AtomicU64) -> Self {
+        let previous = high.fetch_max(self.freed_bytes, Ordering::Relaxed);
+        self.freed_bytes = self.freed_bytes.max(previous).min(self.allocated_bytes);
+        self
+    }
+
+    fn derive(allocations: u64, frees: u64, allocated_bytes: u64, inuse_bytes: u64) -> Self {
+        Self {
+            allocations,
+            frees,
+            allocated_bytes,
+            freed_bytes: allocated_bytes.saturating_sub(inuse_bytes),
+            inuse_bytes,
+        }
+    }
+}
+
+/// Memory attributed to one check instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckMemory {
+    /// The instance's check ID.
+    pub check_id: String,
+    /// The check name.
+    pub check_name: String,
+    /// False once the instance was dropped (its blocks may still be alive).
+    pub live: bool,
+    /// Its counters.
+    pub stats: MemoryStats,
+}
+
+/// A point-in-time copy of every counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemorySnapshot {
+    /// Whether tracking is installed (`memtrack_enabled` and a GIL build).
+    pub enabled: bool,
+    /// Mean bytes allocated between two samples (the estimates' resolution).
+    pub sample_interval: u64,
+    /// Everything tracked.
+    pub total: MemoryStats,
+    /// Frees of blocks the tracker never saw allocated: always 0, see the module docs.
+    pub untracked_frees: u64,
+    /// Allocations that should have been sampled but were not (sampled region full): the
+    /// estimates miss them.
+    pub sampling_failures: u64,
+    /// Allocations made outside any check (imports, the runtime itself).
+    pub unattributed: MemoryStats,
+    /// Per instance.
+    pub checks: Vec<CheckMemory>,
+}
+
+impl MemorySnapshot {
+    /// The expvar-style `rtloader` map: `Allocations`, `Frees`, `AllocatedBytes`,
+    /// `FreedBytes`, `InuseBytes`, `UntrackedFrees`, plus `Checks` keyed by check ID.
+    pub fn rtloader_expvar(&self) -> serde_json::Value {
+        let mut checks = serde_json::Map::new();
+        for c in &self.checks {
+            checks.insert(
+                c.check_id.clone(),
+                serde_json::to_value(c.stats).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        serde_json::json!({
+            "Allocations": self.total.allocations,
+            "Frees": self.total.frees,
+            "AllocatedBytes": self.total.allocated_bytes,
+            "FreedBytes": self.total.freed_bytes,
+            "InuseBytes": self.total.inuse_bytes,
+            "UntrackedFrees": self.untracked_frees,
+            "Checks": checks,
+        })
+    }
+
+    /// The counters of one check instance.
+    pub fn check(&self, check_id: &str) -> Option<&CheckMemory> {
+        self.checks.iter().find(|c| c.check_id == check_id)
+    }
+}
+
+#[derive(Debug)]
+struct SlotEntry {
+    check_id: String,
+    check_name: String,
+    live: bool,
+}
+
+/// `entries[i]` describes slot `i + 1`.
+static REGISTRY: Mutex<Vec<SlotEntry>> = Mutex::new(Vec::new());
 
 /// True when tracking is installed.
 pub fn enabled() -> bool {
     INSTALLED.load(Ordering::Relaxed)
 }
 
-/// Copies every counter (no GIL needed).
+/// Copies every counter (no GIL needed). Counts a run has made are in its check's counters
+/// once the run ends; until then they are in the unattributed remainder.
 pub fn snapshot() -> MemorySnapshot {
-    // The counters are read with the registry locked, as a slot's reuse (which moves its
-    // counts to the retired ones) happens under that lock: the totals never count it twice.
-    slots::with_checks(|checks| MemorySnapshot {
+    let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    let checks: Vec<CheckMemory> = registry
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.check_id.is_empty())
+        .map(|(i, e)| CheckMemory {
+            check_id: e.check_id.clone(),
+            check_name: e.check_name.clone(),
+            live: e.live,
+            stats: SLOTS[i + 1].read(),
+        })
+        .collect();
+    let [allocations, frees, allocated_bytes] = local::totals();
+    let inuse: u64 = SLOTS
+        .iter()
+        .map(|s| s.inuse_estimate.load(Ordering::Relaxed))
+        .fold(0, u64::wrapping_add);
+    // What no check was charged with: the totals minus every slot, current or retired.
+    let mut charged = RETIRED_SLOTS.each_ref().map(|c| c.load(Ordering::Relaxed));
+    for s in &SLOTS[1..] {
+        charged[0] = charged[0].wrapping_add(s.allocations.load(Ordering::Relaxed));
+        charged[1] = charged[1].wrapping_add(s.frees.load(Ordering::Relaxed));
+        charged[2] = charged[2].wrapping_add(s.allocated_bytes.load(Ordering::Relaxed));
+    }
+    MemorySnapshot {
         enabled: enabled(),
-        total: counters::total(),
-        untracked_frees: counters::UNTRACKED_FREES.load(Ordering::Relaxed),
-        unattributed: counters::SLOTS[0].read(),
+        sample_interval: interval(),
+        total: MemoryStats::derive(allocations, frees, allocated_bytes, inuse)
+            .monotonic(&TOTAL_FREED_REPORTED),
+        untracked_frees: 0,
+        sampling_failures: sampled::exhausted(),
+        unattributed: MemoryStats::derive(
+            allocations.saturating_sub(charged[0]),
+            frees.saturating_sub(charged[1]),
+            allocated_bytes.saturating_sub(charged[2]),
+            SLOTS[0].inuse_estimate.load(Ordering::Relaxed),
+        ),
         checks,
-    })
+    }
+}
+
+/// The owner slot of one instance. Dropping it retires the slot (kept until its sampled
+/// blocks are freed).
+#[derive(Debug)]
+pub(crate) struct Slot(u16);
+
+impl Slot {
+    /// Takes a slot for `check_id`. `None` when tracking is off or every slot is taken.
+    /// Called with the GIL held, like every owner switch.
+    pub(crate) fn acquire(_py: pyo3::Python<'_>, check_id: &str, check_name: &str) -> Option<Self> {
+        if !enabled() {
+            return None;
+        }
+        let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = SlotEntry {
+            check_id: check_id.to_owned(),
+            check_name: check_name.to_owned(),
+            live: true,
+        };
+        // A retired slot with no live sample: no guard can name it any more (its `Slot` was
+        // dropped) and no sampled free will credit it.
+        let reusable = registry
+            .iter()
+            .enumerate()
+            .position(|(i, e)| !e.live && SLOTS[i + 1].live_samples.load(Ordering::Acquire) == 0);
+        let index = match reusable {
+            Some(i) => {
+                let s = &SLOTS[i + 1];
+                for (retired, counter) in
+                    RETIRED_SLOTS
+                        .iter()
+                        .zip([&s.allocations, &s.frees, &s.allocated_bytes])
+                {
+                    retired.fetch_add(counter.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+                }
+                s.inuse_estimate.store(0, Ordering::Relaxed);
+                s.freed_reported.store(0, Ordering::Relaxed);
+                registry[i] = entry;
+                i
+            }
+            None if registry.len() + 1 < MAX_SLOTS => {
+                registry.push(entry);
+                registry.len() - 1
+            }
+            None => {
+                tracing::warn!(
+                    check.id = check_id,
+                    "memory tracking has no free slot left; this instance is counted as unattributed"
+                );
+                return None;
+            }
+        };
+        u16::try_from(index + 1).ok().map(Slot)
+    }
+
+    pub(crate) fn index(&self) -> u16 {
+        self.0
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = registry.get_mut(usize::from(self.0) - 1) {
+            e.live = false;
+        }
+    }
+}
+
+/// Charges what this thread allocates to `slot` until dropped (restores the previous owner).
+pub(crate) struct OwnerGuard {
+    previous: u16,
+}
+
+impl OwnerGuard {
+    pub(crate) fn enter(slot: Option<&Slot>) -> Self {
+        Self {
+            previous: local::switch_owner(slot.map_or(0, Slot::index)),
+        }
+    }
+}
+
+impl Drop for OwnerGuard {
+    fn drop(&mut self) {
+        local::switch_owner(self.previous);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_counters_keep_the_identity() {
+        let s = MemoryStats::derive(10, 4, 1000, 300);
+        assert_eq!(s.freed_bytes, 700);
+        assert_eq!(s.allocated_bytes - s.freed_bytes, s.inuse_bytes);
+        // An estimate above what was allocated (one heavy sample) frees nothing.
+        assert_eq!(MemoryStats::derive(1, 0, 100, 32 * 1024).freed_bytes, 0);
+    }
+
+    #[test]
+    fn freed_bytes_never_go_down() {
+        let high = AtomicU64::new(0);
+        assert_eq!(
+            MemoryStats::derive(2, 1, 1000, 300)
+                .monotonic(&high)
+                .freed_bytes,
+            700
+        );
+        // A new sample raised the estimate by more than was allocated since.
+        let s = MemoryStats::derive(3, 1, 1100, 600).monotonic(&high);
+        assert_eq!((s.freed_bytes, s.inuse_bytes), (700, 600));
+        assert_eq!(
+            MemoryStats::derive(4, 2, 1200, 100)
+                .monotonic(&high)
+                .freed_bytes,
+            1100
+        );
+    }
+
+    #[test]
+    fn expvar_has_the_agent_keys() {
+        let snap = snapshot();
+        let v = snap.rtloader_expvar();
+        for key in [
+            "Allocations",
+            "Frees",
+            "AllocatedBytes",
+            "FreedBytes",
+            "InuseBytes",
+            "UntrackedFrees",
+        ] {
+            assert!(v[key].is_u64(), "{key}: {v}");
+        }
+        assert!(v["Checks"].is_object());
+        assert_eq!(snap.sample_interval, interval());
+    }
 }

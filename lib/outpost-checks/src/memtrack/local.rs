@@ -1,0 +1,397 @@
+//! Per-thread state of the hooks: exact counters, the sampling countdown, the current owner.
+//!
+//! A thread's counters live in a block that only that thread writes (relaxed load and store:
+//! plain moves) and that readers fold with every other. Blocks are allocated on a thread's
+//! first allocation (or first owner switch), are never freed, and are reused: when a thread
+//! ends, a thread-local destructor adds its block's counts to [`EXITED`], zeroes the block and
+//! returns it to the pool, under the registry lock that readers also take, so a fold never
+//! misses or doubles a count.
+//!
+//! Before it has a block (and after its block went back to the pool, if it still frees
+//! something), a thread counts into [`BOOT`], shared but written only with the GIL held (the
+//! hooks' domains require it), so its relaxed load-and-store updates are serialised and
+//! exact too.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use super::{interval, slot};
+
+/// Exact counts of one thread: allocations, frees, bytes allocated.
+#[derive(Debug)]
+pub(super) struct Counters([AtomicU64; 3]);
+
+const ALLOCATIONS: usize = 0;
+const FREES: usize = 1;
+const ALLOCATED_BYTES: usize = 2;
+
+impl Counters {
+    const fn new() -> Self {
+        Self([const { AtomicU64::new(0) }; 3])
+    }
+
+    /// Single writer (the owning thread, or the GIL holder for [`BOOT`]): a relaxed load and
+    /// store, no locked instruction.
+    #[inline(always)]
+    fn bump(&self, which: usize, by: u64) {
+        let c = &self.0[which];
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn read(&self) -> [u64; 3] {
+        self.0.each_ref().map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// Counts of threads that have no block of their own.
+static BOOT: Counters = Counters::new();
+/// Counts of exited threads.
+static EXITED: Counters = Counters::new();
+
+#[derive(Default)]
+struct Registry {
+    live: Vec<&'static Counters>,
+    pool: Vec<&'static Counters>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    live: Vec::new(),
+    pool: Vec::new(),
+});
+
+/// Allocations, frees and bytes allocated by every thread, live or exited.
+pub(super) fn totals() -> [u64; 3] {
+    let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut sum = [0u64; 3];
+    for block in registry.live.iter().copied().chain([&BOOT, &EXITED]) {
+        for (s, v) in sum.iter_mut().zip(block.read()) {
+            *s = s.wrapping_add(v);
+        }
+    }
+    sum
+}
+
+/// The hooks' thread-local state. `const`-initialised and without a destructor, so that an
+/// access is a plain thread-pointer-relative load.
+pub(super) struct Local {
+    counters: Cell<&'static Counters>,
+    /// Bytes left to allocate before the next sample; 0 until the first draw.
+    countdown: Cell<u64>,
+    /// xorshift64* state; 0 until seeded.
+    rng: Cell<u64>,
+    owner: Cell<u16>,
+    /// The counts at the last owner switch (what was already charged).
+    mark: Cell<[u64; 3]>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            counters: Cell::new(&BOOT),
+            countdown: Cell::new(0),
+            rng: Cell::new(0),
+            owner: Cell::new(0),
+            mark: Cell::new([0; 3]),
+        }
+    };
+    /// Registered with the thread's own block: returns it when the thread ends.
+    static EXIT: ExitGuard = const { ExitGuard(Cell::new(None)) };
+}
+
+/// Runs `f` with this thread's state.
+#[inline(always)]
+pub(super) fn with<R>(f: impl FnOnce(&Local) -> R) -> R {
+    LOCAL.with(f)
+}
+
+impl Local {
+    /// Counts one allocation of `size` bytes.
+    #[inline(always)]
+    pub(super) fn count_alloc(&self, size: usize) {
+        let c = self.counters.get();
+        c.bump(ALLOCATIONS, 1);
+        c.bump(ALLOCATED_BYTES, size as u64);
+    }
+
+    /// Counts one free.
+    #[inline(always)]
+    pub(super) fn count_free(&self) {
+        self.counters.get().bump(FREES, 1);
+    }
+
+    /// Whether the allocation of `size` bytes about to be made is sampled: true when the
+    /// countdown runs out during it (then a new interval is drawn).
+    #[inline(always)]
+    pub(super) fn sample(&self, size: usize) -> bool {
+        let left = self.countdown.get();
+        let size = size as u64;
+        if size < left {
+            self.countdown.set(left - size);
+            return false;
+        }
+        self.sample_slow(size)
+    }
+
+    /// The countdown ran out, or was never drawn (a thread's first allocation: the block of
+    /// counters is taken here too).
+    #[cold]
+    #[inline(never)]
+    fn sample_slow(&self, size: u64) -> bool {
+        if self.rng.get() == 0 {
+            self.register();
+            self.seed();
+            let left = self.draw();
+            if size < left {
+                self.countdown.set(left - size);
+                return false;
+            }
+        }
+        self.countdown.set(self.draw());
+        true
+    }
+
+    /// The owner charged with what this thread allocates now.
+    #[inline(always)]
+    pub(super) fn owner(&self) -> u16 {
+        self.owner.get()
+    }
+
+    /// Charges the counts since the last switch to the current owner (slot 0's are left in
+    /// the unattributed remainder) and starts a new period.
+    fn flush(&self) {
+        let now = self.counters.get().read();
+        let mark = self.mark.replace(now);
+        let owner = self.owner.get();
+        if owner == 0 || std::ptr::eq(self.counters.get(), &BOOT) {
+            return;
+        }
+        let s = slot(owner);
+        for (counter, (n, m)) in [&s.allocations, &s.frees, &s.allocated_bytes]
+            .into_iter()
+            .zip(now.into_iter().zip(mark))
+        {
+            counter.fetch_add(n.wrapping_sub(m), Ordering::Relaxed);
+        }
+    }
+
+    /// Gives the thread a block of its own, once (stays on [`BOOT`] if the thread is
+    /// already being torn down).
+    fn register(&self) {
+        if !std::ptr::eq(self.counters.get(), &BOOT) {
+            return;
+        }
+        let registered = EXIT.try_with(|guard| {
+            let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+            let block = registry
+                .pool
+                .pop()
+                .unwrap_or_else(|| Box::leak(Box::new(Counters::new())));
+            registry.live.push(block);
+            guard.0.set(Some(block));
+            block
+        });
+        if let Ok(block) = registered {
+            self.flush();
+            self.counters.set(block);
+            self.mark.set(block.read());
+        }
+    }
+
+    fn seed(&self) {
+        // Distinct per thread and per process; quality matters little (xorshift64*).
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let addr = std::ptr::from_ref(self) as u64;
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seed = splitmix(n ^ addr.rotate_left(32) ^ time ^ u64::from(std::process::id()));
+        self.rng.set(seed | 1);
+    }
+
+    /// An exponentially distributed interval with the mean in force, at least 1.
+    fn draw(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        let bits = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+        // Uniform in (0, 1]: 53 random bits, never 0.
+        let u = (bits as f64 + 1.0) / (1u64 << 53) as f64;
+        let interval = -u.ln() * interval() as f64;
+        (interval as u64).max(1)
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Makes `owner` the thread's current owner, charging the counts made so far to the previous
+/// one; returns the previous one.
+pub(super) fn switch_owner(owner: u16) -> u16 {
+    LOCAL.with(|l| {
+        l.register();
+        l.flush();
+        l.owner.replace(owner)
+    })
+}
+
+struct ExitGuard(Cell<Option<&'static Counters>>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let Some(block) = self.0.take() else {
+            return;
+        };
+        // `LOCAL` has no destructor: it is still usable here. Charge the last period, move
+        // the thread to BOOT, then fold and recycle the block.
+        LOCAL.with(|l| {
+            l.flush();
+            l.counters.set(&BOOT);
+            l.mark.set(BOOT.read());
+        });
+        let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+        for (exited, count) in EXITED.0.iter().zip(block.read()) {
+            exited.fetch_add(count, Ordering::Relaxed);
+        }
+        for c in &block.0 {
+            c.store(0, Ordering::Relaxed);
+        }
+        registry.live.retain(|b| !std::ptr::eq(*b, block));
+        registry.pool.push(block);
+    }
+}
+
+#[cfg(test)]
+pub(super) mod testing {
+    //! Test access to this thread's state.
+    use super::*;
+
+    /// This thread's own counts: allocations, frees, bytes allocated.
+    pub(crate) fn mine() -> [u64; 3] {
+        LOCAL.with(|l| {
+            l.register();
+            l.counters.get().read()
+        })
+    }
+
+    /// Makes the next allocation of this thread sampled (or not).
+    pub(crate) fn force_sample(next: bool) {
+        LOCAL.with(|l| {
+            l.register();
+            if l.rng.get() == 0 {
+                l.seed();
+            }
+            l.countdown.set(if next { 0 } else { u64::MAX });
+        });
+    }
+
+    /// Back to random sampling.
+    pub(crate) fn redraw() {
+        LOCAL.with(|l| {
+            if l.rng.get() == 0 {
+                l.seed();
+            }
+            l.countdown.set(l.draw());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_average_the_sample_interval() {
+        LOCAL.with(|l| {
+            l.seed();
+            let n = 100_000u64;
+            let sum: u64 = (0..n).map(|_| l.draw()).sum();
+            let mean = sum as f64 / n as f64;
+            // Standard error of the mean: interval / sqrt(n) = 0.3%.
+            assert!(
+                (mean / interval() as f64 - 1.0).abs() < 0.02,
+                "mean interval {mean}"
+            );
+        });
+    }
+
+    #[test]
+    fn exited_threads_are_folded() {
+        let before = totals();
+        let handle = std::thread::spawn(|| {
+            LOCAL.with(|l| {
+                l.register();
+                for _ in 0..1000 {
+                    l.count_alloc(10);
+                }
+                l.count_free();
+            });
+            let live = totals();
+            (
+                live,
+                std::ptr::from_ref(LOCAL.with(|l| l.counters.get())) as usize,
+            )
+        });
+        let (live, block) = handle.join().unwrap();
+        let after = totals();
+        // Other tests of this process may count too: at least ours, and nothing lost at exit.
+        assert!(live[ALLOCATIONS] - before[ALLOCATIONS] >= 1000);
+        assert!(after[ALLOCATIONS] - before[ALLOCATIONS] >= 1000);
+        assert!(after[ALLOCATED_BYTES] - before[ALLOCATED_BYTES] >= 10_000);
+        assert!(after[FREES] > before[FREES]);
+        let registry = REGISTRY.lock().unwrap();
+        assert!(
+            registry
+                .pool
+                .iter()
+                .any(|b| std::ptr::from_ref(*b) as usize == block),
+            "the block went back to the pool"
+        );
+        assert!(
+            !registry
+                .live
+                .iter()
+                .any(|b| std::ptr::from_ref(*b) as usize == block),
+            "and is no longer folded as live"
+        );
+    }
+
+    #[test]
+    fn owner_switches_charge_exact_counts() {
+        // Slot numbers private to this test (tests of this process share the slots).
+        let (a, b) = (1021u16, 1022u16);
+        let read = |s: u16| slot(s).read();
+        let (a0, b0) = (read(a), read(b));
+        let outer = switch_owner(a);
+        LOCAL.with(|l| {
+            l.count_alloc(100);
+            l.count_alloc(50);
+        });
+        let inner = switch_owner(b);
+        assert_eq!(inner, a);
+        LOCAL.with(|l| {
+            l.count_alloc(7);
+            l.count_free();
+        });
+        switch_owner(a);
+        LOCAL.with(|l| l.count_free());
+        switch_owner(outer);
+        let (a1, b1) = (read(a), read(b));
+        assert_eq!(a1.allocations - a0.allocations, 2);
+        assert_eq!(a1.allocated_bytes - a0.allocated_bytes, 150);
+        assert_eq!(a1.frees - a0.frees, 1);
+        assert_eq!(b1.allocations - b0.allocations, 1);
+        assert_eq!(b1.allocated_bytes - b0.allocated_bytes, 7);
+        assert_eq!(b1.frees - b0.frees, 1);
+    }
+}
