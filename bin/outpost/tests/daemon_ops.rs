@@ -257,6 +257,44 @@ fn a_client_that_disconnects_does_not_leave_a_half_state() {
     assert_complete(&s.root().join("packages/slow/1"), &slow.files);
 }
 
+/// A post-install hook that fails after the switch: the new version is stable, and the answer
+/// and the task say so, with the hook's exit code and last stderr lines, under `hook_failed`.
+#[test]
+fn a_failing_post_install_hook_says_what_is_now_true() {
+    let s = Scratch::new();
+    let fx = s.fixtures();
+    let v1 = standard(&fx, "pkg", "1");
+    let v2 = package(
+        &fx,
+        "pkg",
+        "2",
+        with_hook(
+            standard_files("pkg", "2"),
+            "post-install",
+            "#!/bin/sh\necho 'reading config' >&2\necho 'missing api_key' >&2\nexit 3\n",
+        ),
+    );
+    let d = Daemon::start(&s.root());
+    d.set_catalog(&[v1.layout_entry(), v2.layout_entry()]);
+    d.post("/pkg/install", Some(&json!({"version": "1"})))
+        .assert_ok_empty();
+    let message = d
+        .post("/pkg/install", Some(&json!({"version": "2"})))
+        .assert_error(500, "hook_failed");
+    assert_eq!(
+        message,
+        "2 is now stable, but its post-install hook failed (exit 3): reading config; \
+         missing api_key"
+    );
+    assert_eq!(d.versions("pkg"), Some(("2".into(), String::new())));
+    let task = d.task("pkg").unwrap();
+    assert_eq!(
+        (task["state"].as_str(), task["error"]["code"].as_str()),
+        (Some("ERROR"), Some("hook_failed"))
+    );
+    assert_eq!(task["error"]["message"].as_str(), Some(message.as_str()));
+}
+
 #[test]
 fn a_failing_post_experiment_start_hook_rolls_the_experiment_back() {
     let s = Scratch::new();
@@ -279,18 +317,18 @@ fn a_failing_post_experiment_start_hook_rolls_the_experiment_back() {
     let runs = d.gc_runs();
     let message = d
         .post("/pkg/experiment/start", Some(&json!({"version": "2"})))
-        .assert_error(500, "internal");
-    assert!(
-        message.contains("post-experiment-start hook of pkg 2 failed")
-            && message.contains("exit status: 3"),
-        "{message}"
+        .assert_error(500, "hook_failed");
+    assert_eq!(
+        message,
+        "experiment 2 was rolled back: its post-experiment-start hook failed (exit 3): cannot \
+         start pkg 2"
     );
     assert_eq!(d.versions("pkg"), Some(("1".into(), String::new())));
     assert_eq!(link_target(&s.root(), "pkg", "experiment"), None);
     let task = d.task("pkg").unwrap();
     assert_eq!(
         (task["state"].as_str(), task["error"]["code"].as_str()),
-        (Some("ERROR"), Some("internal"))
+        (Some("ERROR"), Some("hook_failed"))
     );
     // The hook's output reached the daemon log.
     assert!(d.log().contains("cannot start pkg 2"), "{}", d.log());
@@ -393,11 +431,8 @@ fn a_failing_pre_experiment_stop_hook_keeps_the_experiment() {
         .assert_ok_empty();
     let message = d
         .post("/pkg/experiment/stop", None)
-        .assert_error(500, "internal");
-    assert!(
-        message.contains("pre-experiment-stop hook of pkg 2 failed"),
-        "{message}"
-    );
+        .assert_error(500, "hook_failed");
+    assert_eq!(message, "pre-experiment-stop hook of pkg 2 failed (exit 1)");
     assert_eq!(d.versions("pkg"), Some(("1".into(), "2".into())));
     // Promote still works.
     d.post("/pkg/experiment/promote", None).assert_ok_empty();

@@ -83,6 +83,17 @@ pub enum DaemonError {
         /// Why, with the health command's last output.
         message: String,
     },
+    /// A hook failed after the switch it follows had been made: the switch stands (or was
+    /// undone, for `post-experiment-start`), and the message says which.
+    #[error("{now_true}{} its {}", if *undone { ":" } else { ", but" }, hook.short())]
+    HookAfterSwitch {
+        /// What is true on disk now, e.g. `7.51.0 is now stable`.
+        now_true: String,
+        /// Whether the switch was undone because of the hook.
+        undone: bool,
+        /// The hook's failure (not a `source`: its text is already in the message).
+        hook: HookError,
+    },
     /// An experiment watch was about to act, but its experiment ended or changed first:
     /// nothing was done and no task recorded.
     #[error("the experiment watch of {package} was superseded")]
@@ -123,7 +134,8 @@ impl DaemonError {
                 ErrorCode::BadRequest => ErrorCode::DownloadFailed,
                 code => code,
             },
-            Self::Hook(_) | Self::Internal(_) => ErrorCode::Internal,
+            Self::Hook(_) | Self::HookAfterSwitch { .. } => ErrorCode::HookFailed,
+            Self::Internal(_) => ErrorCode::Internal,
             Self::RolledBack { code, .. } => *code,
             Self::Superseded { .. } => ErrorCode::InvalidState,
         }

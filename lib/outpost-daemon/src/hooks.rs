@@ -64,7 +64,7 @@ pub enum HookError {
         source: std::io::Error,
     },
     /// The hook exited unsuccessfully.
-    #[error("{event} hook of {package} {version} failed: {status}")]
+    #[error("{event} hook of {package} {version} failed ({}){}", describe_status(*status), tail_suffix(stderr_tail))]
     Failed {
         /// Event.
         event: &'static str,
@@ -74,9 +74,12 @@ pub enum HookError {
         version: String,
         /// Exit status.
         status: std::process::ExitStatus,
+        /// The last lines the hook wrote to stderr (at most [`STDERR_TAIL_LINES`] lines and
+        /// [`STDERR_TAIL_BYTES`] bytes), joined with `; `.
+        stderr_tail: String,
     },
     /// The hook ran past its timeout and was killed.
-    #[error("{event} hook of {package} {version} timed out after {timeout:?} and was killed")]
+    #[error("{event} hook of {package} {version} timed out after {}s and was killed{}", timeout.as_secs_f64(), tail_suffix(stderr_tail))]
     TimedOut {
         /// Event.
         event: &'static str,
@@ -86,7 +89,84 @@ pub enum HookError {
         version: String,
         /// The limit.
         timeout: Duration,
+        /// The last lines the hook wrote to stderr, as for [`HookError::Failed`].
+        stderr_tail: String,
     },
+}
+
+/// How many of a failed hook's last stderr lines its error carries.
+pub const STDERR_TAIL_LINES: usize = 5;
+/// The most bytes of stderr a hook's error carries.
+pub const STDERR_TAIL_BYTES: usize = 1024;
+
+impl HookError {
+    /// The hook's failure without the package and version, for a message that already names
+    /// them: `post-install hook failed (exit 3): missing api_key`.
+    pub fn short(&self) -> String {
+        match self {
+            Self::NotExecutable { event, .. } => {
+                format!("{event} hook is not an executable regular file")
+            }
+            Self::Spawn { event, source, .. } => format!("{event} hook could not run: {source}"),
+            Self::Failed {
+                event,
+                status,
+                stderr_tail,
+                ..
+            } => format!(
+                "{event} hook failed ({}){}",
+                describe_status(*status),
+                tail_suffix(stderr_tail)
+            ),
+            Self::TimedOut {
+                event,
+                timeout,
+                stderr_tail,
+                ..
+            } => format!(
+                "{event} hook timed out after {}s and was killed{}",
+                timeout.as_secs_f64(),
+                tail_suffix(stderr_tail)
+            ),
+        }
+    }
+}
+
+/// `exit 3`, or `killed by signal 9`.
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {tail}")
+    }
+}
+
+/// Keeps the last [`STDERR_TAIL_LINES`] non-empty lines, then the last
+/// [`STDERR_TAIL_BYTES`] bytes of them (cut on a character boundary).
+fn stderr_tail(lines: &std::collections::VecDeque<String>) -> String {
+    let joined = lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if joined.len() <= STDERR_TAIL_BYTES {
+        return joined;
+    }
+    let mut start = joined.len() - STDERR_TAIL_BYTES;
+    while !joined.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &joined[start..])
 }
 
 /// The system `PATH` hooks get.
@@ -139,14 +219,28 @@ pub async fn run(
             source: e,
         })?;
     let pgid = child.id();
+    // Every line is logged; the last few of stderr are kept for the error, as they are read,
+    // so that a hook killed at its timeout still reports what it said.
+    type Tail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+    let seen: Tail = Default::default();
     let log_lines = |stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>,
-                     which: &'static str| {
+                     which: &'static str,
+                     keep: Option<Tail>| {
         let package = package.to_string();
         async move {
             let Some(stream) = stream else { return };
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 tracing::info!(package.name = %package, hook = name, stream = which, "{line}");
+                if let Some(keep) = &keep {
+                    let mut last = keep
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if last.len() == STDERR_TAIL_LINES {
+                        last.pop_front();
+                    }
+                    last.push_back(line);
+                }
             }
         }
     };
@@ -158,14 +252,24 @@ pub async fn run(
         .stderr
         .take()
         .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
-    let output = async { tokio::join!(log_lines(stdout, "stdout"), log_lines(stderr, "stderr")) };
+    let output = async {
+        tokio::join!(
+            log_lines(stdout, "stdout", None),
+            log_lines(stderr, "stderr", Some(seen.clone()))
+        )
+    };
     let waited = tokio::time::timeout(timeout, async {
-        let (status, ()) = tokio::join!(child.wait(), async {
-            output.await;
-        });
+        let (status, _) = tokio::join!(child.wait(), output);
         status
     })
     .await;
+    let tail = || {
+        stderr_tail(
+            &seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    };
     match waited {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(HookError::Failed {
@@ -173,6 +277,7 @@ pub async fn run(
             package: package.to_string(),
             version: version.to_string(),
             status,
+            stderr_tail: tail(),
         }),
         Ok(Err(e)) => Err(HookError::Spawn {
             event: name,
@@ -189,6 +294,7 @@ pub async fn run(
                 package: package.to_string(),
                 version: version.to_string(),
                 timeout,
+                stderr_tail: tail(),
             })
         }
     }

@@ -42,6 +42,8 @@ pub enum ErrorCode {
     Unavailable,
     /// Anything else (500).
     Internal,
+    /// A lifecycle hook of the package failed (500); the message says what is now true.
+    HookFailed,
     /// An experiment was stopped by the daemon because its health command failed (a task
     /// error, never an HTTP answer; 409 if it ever is one).
     HealthCheckFailed,
@@ -52,7 +54,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::NotFound,
@@ -69,6 +71,7 @@ impl ErrorCode {
         Self::Busy,
         Self::Unavailable,
         Self::Internal,
+        Self::HookFailed,
         Self::HealthCheckFailed,
         Self::ExperimentExpired,
     ];
@@ -85,7 +88,7 @@ impl ErrorCode {
             Self::PackageNotFound => 422,
             Self::DownloadFailed | Self::Integrity => 502,
             Self::NotEnoughDiskSpace => 507,
-            Self::Filesystem | Self::Internal => 500,
+            Self::Filesystem | Self::Internal | Self::HookFailed => 500,
             Self::InvalidState | Self::Busy | Self::HealthCheckFailed | Self::ExperimentExpired => {
                 409
             }
@@ -112,6 +115,7 @@ impl ErrorCode {
             Self::Busy => "busy",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::HookFailed => "hook_failed",
             Self::HealthCheckFailed => "health_check_failed",
             Self::ExperimentExpired => "experiment_expired",
         }

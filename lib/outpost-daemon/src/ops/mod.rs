@@ -58,6 +58,24 @@ enum Precheck {
     Watch { id: String, version: String },
 }
 
+/// A hook's failure after the switch it follows: the message starts with what is now true
+/// (`7.51.0 is now stable, but its post-install hook failed (exit 3): missing api_key`).
+fn after_switch(e: DaemonError, now_true: String) -> DaemonError {
+    after_switch_undone(e, now_true, false)
+}
+
+/// As [`after_switch`], for a switch the hook's failure undid.
+fn after_switch_undone(e: DaemonError, now_true: String, undone: bool) -> DaemonError {
+    match e {
+        DaemonError::Hook(hook) => DaemonError::HookAfterSwitch {
+            now_true,
+            undone,
+            hook,
+        },
+        other => other,
+    }
+}
+
 /// The error of an operation on a package that is not installed.
 fn not_installed(name: &PackageName) -> DaemonError {
     DaemonError::from(outpost_repo::RepoError::NotInstalled {
@@ -495,7 +513,9 @@ impl Daemon {
                 move || repo.install(&name, &version, staged).map_err(DaemonError::from)
             })
             .await?;
-            this.hook(HookEvent::PostInstall, &name, &version, &install_args).await
+            this.hook(HookEvent::PostInstall, &name, &version, &install_args)
+                .await
+                .map_err(|e| after_switch(e, format!("{version} is now stable")))
         })
         .await
     }
@@ -542,7 +562,11 @@ impl Daemon {
                 let repo = this.repo.clone();
                 let n = name.clone();
                 this.blocking(move || repo.stop_experiment(&n).map_err(DaemonError::from)).await?;
-                return Err(e);
+                return Err(after_switch_undone(
+                    e,
+                    format!("experiment {version} was rolled back"),
+                    true,
+                ));
             }
             this.begin_watch(&name, &version, &state.stable, policy);
             Ok(())
@@ -604,6 +628,7 @@ impl Daemon {
                     .await?;
                 this.hook(HookEvent::PostPromote, &name, &experiment, &[])
                     .await
+                    .map_err(|e| after_switch(e, format!("{experiment} is now stable")))
             },
         )
         .await

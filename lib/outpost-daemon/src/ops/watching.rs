@@ -316,6 +316,7 @@ impl Daemon {
                         );
                         this.hook(HookEvent::PostPromote, &name, &version, &[])
                             .await
+                            .map_err(|e| after_switch(e, format!("{version} is now stable")))
                     }
                 }
             },
