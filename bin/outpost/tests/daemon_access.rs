@@ -16,9 +16,36 @@ use support::*;
 
 const NOBODY: u32 = 65534;
 
-/// Runs the CLI as `uid`/`gid` against `socket`; returns its output and pid.
-fn cli_as(uid: u32, gid: u32, socket: &std::path::Path, args: &[&str]) -> (Output, u32) {
-    let mut cmd = Command::new(BIN);
+/// The CLI at a path another uid can execute: the built binary lives under the checkout's
+/// `target/`, and a checkout under a 0700 directory (a `mktemp -d`, `/root`) is not
+/// traversable by that uid. The binary is hard-linked into `<scratch>/cli/`, which like the
+/// scratch directory is world-traversable; it is copied instead (mode 0755) when the link
+/// fails (another file system) or the binary is not executable by others (built under a
+/// umask such as 077). It goes away with the scratch directory. For the commands run here the
+/// CLI execs nothing and needs no other file of the checkout.
+fn reachable_cli(s: &Scratch) -> std::path::PathBuf {
+    let dir = s.path().join("cli");
+    fs_err::create_dir(&dir).unwrap();
+    fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("outpost");
+    let others_can_run = fs_err::metadata(BIN).unwrap().permissions().mode() & 0o005 == 0o005;
+    if !(others_can_run && fs_err::hard_link(BIN, &bin).is_ok()) {
+        fs_err::copy(BIN, &bin).unwrap();
+        fs_err::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+/// Runs the CLI at `cli` (see [`reachable_cli`]) as `uid`/`gid` against `socket`; returns its
+/// output and pid.
+fn cli_as(
+    cli: &std::path::Path,
+    uid: u32,
+    gid: u32,
+    socket: &std::path::Path,
+    args: &[&str],
+) -> (Output, u32) {
+    let mut cmd = Command::new(cli);
     cmd.arg("--socket").arg(socket).args(args).uid(uid).gid(gid);
     for var in [
         "OUTPOST_ROOT",
@@ -55,12 +82,13 @@ fn json_out(o: &Output) -> Value {
 #[test]
 fn by_default_only_root_can_connect() {
     let s = Scratch::new();
+    let cli = reachable_cli(&s);
     let d = Daemon::start(&s.root());
     assert_eq!(
         fs_err::metadata(&d.socket).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    let (out, _) = cli_as(NOBODY, NOBODY, &d.socket, &["status"]);
+    let (out, _) = cli_as(&cli, NOBODY, NOBODY, &d.socket, &["status"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -74,6 +102,7 @@ fn by_default_only_root_can_connect() {
 #[test]
 fn callers_outside_the_allowed_uids_may_read_but_not_mutate() {
     let s = Scratch::new();
+    let cli = reachable_cli(&s);
     let v1 = standard(&s.fixtures(), "pkg", "1");
     let d = Daemon::start(&s.root());
     d.set_catalog(&[v1.layout_entry()]);
@@ -82,11 +111,17 @@ fn callers_outside_the_allowed_uids_may_read_but_not_mutate() {
     fs_err::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
 
     let statuses = requests(&d, "GET", "/status", 200);
-    let (out, _) = cli_as(NOBODY, NOBODY, &d.socket, &["status", "--json"]);
+    let (out, _) = cli_as(&cli, NOBODY, NOBODY, &d.socket, &["status", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(json_out(&out)["packages"]["pkg"]["Stable"], "1");
     assert_eq!(requests(&d, "GET", "/status", 200), statuses + 1);
-    let (out, _) = cli_as(NOBODY, NOBODY, &d.socket, &["catalog", "show", "--json"]);
+    let (out, _) = cli_as(
+        &cli,
+        NOBODY,
+        NOBODY,
+        &d.socket,
+        &["catalog", "show", "--json"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(json_out(&out)["packages"][0]["package"], "pkg");
 
@@ -113,7 +148,7 @@ fn callers_outside_the_allowed_uids_may_read_but_not_mutate() {
         let before = requests(&d, method, route, 403);
         let mut with_json = args.to_vec();
         with_json.push("--json");
-        let (out, pid) = cli_as(NOBODY, NOBODY, &d.socket, &with_json);
+        let (out, pid) = cli_as(&cli, NOBODY, NOBODY, &d.socket, &with_json);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         let body = json_out(&out);
         assert_eq!(body["error"]["code"], "forbidden", "{args:?}");
@@ -155,6 +190,7 @@ fn callers_outside_the_allowed_uids_may_read_but_not_mutate() {
 #[test]
 fn allow_uids_lets_that_uid_connect_and_mutate() {
     let s = Scratch::new();
+    let cli = reachable_cli(&s);
     let fx = s.fixtures();
     let v1 = standard(&fx, "pkg", "1");
     let v2 = standard(&fx, "pkg", "2");
@@ -174,10 +210,11 @@ fn allow_uids_lets_that_uid_connect_and_mutate() {
     );
 
     d.set_catalog(&[v1.layout_entry(), v2.layout_entry()]);
-    let (out, pid) = cli_as(NOBODY, NOBODY, &d.socket, &["install", "pkg", "1"]);
+    let (out, pid) = cli_as(&cli, NOBODY, NOBODY, &d.socket, &["install", "pkg", "1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "pkg 1 installed as stable");
     let (out, _) = cli_as(
+        &cli,
         NOBODY,
         NOBODY,
         &d.socket,
@@ -201,7 +238,7 @@ fn allow_uids_lets_that_uid_connect_and_mutate() {
     );
 
     // Another unprivileged uid is still locked out at the socket.
-    let (out, _) = cli_as(65533, 65533, &d.socket, &["status"]);
+    let (out, _) = cli_as(&cli, 65533, 65533, &d.socket, &["status"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
 
@@ -209,6 +246,7 @@ fn allow_uids_lets_that_uid_connect_and_mutate() {
 #[test]
 fn allow_gids_lets_members_of_that_group_connect_and_mutate() {
     let s = Scratch::new();
+    let cli = reachable_cli(&s);
     let v1 = standard(&s.fixtures(), "pkg", "1");
     let config = s.config("api:\n  allow_gids: [4242]\n");
     let d = Daemon::start_with(
@@ -219,10 +257,10 @@ fn allow_gids_lets_members_of_that_group_connect_and_mutate() {
         },
     );
     d.set_catalog(&[v1.layout_entry()]);
-    let (out, _) = cli_as(4000, 4242, &d.socket, &["install", "pkg", "1", "-q"]);
+    let (out, _) = cli_as(&cli, 4000, 4242, &d.socket, &["install", "pkg", "1", "-q"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(d.versions("pkg"), Some(("1".into(), String::new())));
-    let (out, _) = cli_as(4000, 4000, &d.socket, &["status"]);
+    let (out, _) = cli_as(&cli, 4000, 4000, &d.socket, &["status"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
 

@@ -158,7 +158,7 @@ pub use client::{ApiClient, ClientError, ClientErrorKind};
 pub use debug::DebugVars;
 pub use error::{Error, ErrorResponse};
 pub use json::Json;
-pub use middleware::BODY_LIMIT;
+pub use middleware::{BODY_LIMIT, dot_segment};
 pub use module::{Access, Api, ApiBuilder, Module, ModuleHandle, REQUESTS_METRIC};
 pub use server::{Server, ServerLimits, serve_unix};
 pub use telemetry::{MetricKind, Telemetry};

@@ -313,8 +313,10 @@ fn percent_decode(segment: &str) -> Vec<u8> {
 }
 
 /// A `.` or `..` segment, literal or percent-encoded, is refused: such a path is never
-/// normalised into another route.
-fn dot_segment(path: &str) -> Option<String> {
+/// normalised into another route. Returns the first such segment of `path` as written (still
+/// encoded), or `None` when every segment, once its `%XX` escapes are decoded, is neither.
+/// Never fails: any string is a path to check.
+pub fn dot_segment(path: &str) -> Option<String> {
     path.split('/').find_map(|segment| {
         if !segment.contains(['.', '%']) {
             return None;
