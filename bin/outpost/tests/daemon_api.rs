@@ -639,9 +639,22 @@ fn invalid_states_are_409() {
         .assert_error(409, "invalid_state");
     assert!(message.contains("already the stable version"), "{message}");
     assert_eq!(d.versions("pkg"), Some(("1".into(), String::new())));
+    // Refusals do not rewrite history: the last task is still the install that succeeded,
+    // in /status and after a restart.
     let task = d.task("pkg").unwrap();
-    assert_eq!(task["state"], "ERROR");
-    assert_eq!(task["error"]["code"], "invalid_state");
+    assert_eq!(
+        (&task["operation"], &task["state"], &task["version"]),
+        (&json!("install"), &json!("DONE"), &json!("1"))
+    );
+    // A 422 (not in the catalog) leaves it too.
+    d.post("/pkg/experiment/start", Some(&json!({"version": "9"})))
+        .assert_error(422, "package_not_found");
+    assert_eq!(d.task("pkg").unwrap()["id"], task["id"]);
+    let root = s.root();
+    drop(d);
+    let d = Daemon::start(&root);
+    assert_eq!(d.task("pkg").unwrap()["id"], task["id"]);
+    assert_eq!(d.task("pkg").unwrap()["state"], "DONE");
 }
 
 #[test]

@@ -141,6 +141,19 @@ impl DaemonError {
         }
     }
 
+    /// True for an answer that refuses the request before anything changed: the state does
+    /// not allow it (409), the package is not in the catalog (422), or the request is invalid
+    /// (400). Such a refusal does not replace the package's last task.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self.code(),
+            ErrorCode::InvalidState
+                | ErrorCode::Busy
+                | ErrorCode::PackageNotFound
+                | ErrorCode::BadRequest
+        ) && !self.is_watch_outcome()
+    }
+
     /// True for the two ends of a watch's action that are not failures to act: the watch
     /// stopped the experiment, or found it had nothing to act on.
     pub fn is_watch_outcome(&self) -> bool {

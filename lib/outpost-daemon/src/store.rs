@@ -109,6 +109,16 @@ impl Store {
         }
         txn.commit().map_err(|e| self.err(e))
     }
+
+    /// Forgets the last task of a package.
+    pub(crate) fn delete_task(&self, package: &str) -> Result<(), DaemonError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(TASKS).map_err(|e| self.err(e))?;
+            table.remove(package).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
 }
 
 impl Store {

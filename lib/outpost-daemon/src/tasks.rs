@@ -105,7 +105,7 @@ impl TaskTable {
         package: &str,
         operation: &str,
         version: Option<&str>,
-    ) -> (Task, Arc<ProgressCell>) {
+    ) -> (Task, Arc<ProgressCell>, Option<Task>) {
         let task = Task {
             id: new_task_id(),
             operation: operation.to_string(),
@@ -115,14 +115,41 @@ impl TaskTable {
             progress: None,
         };
         let cell = Arc::new(ProgressCell::default());
-        self.lock().insert(
-            package.to_string(),
-            Entry {
-                task: task.clone(),
-                progress: Some(cell.clone()),
-            },
-        );
-        (task, cell)
+        let previous = self
+            .lock()
+            .insert(
+                package.to_string(),
+                Entry {
+                    task: task.clone(),
+                    progress: Some(cell.clone()),
+                },
+            )
+            .map(|e| e.task);
+        (task, cell, previous)
+    }
+
+    /// Puts back the task `start` replaced (none: the package has no task again), if task `id`
+    /// is still the package's: an operation refused before it changed anything does not
+    /// rewrite the package's history.
+    pub(crate) fn restore(&self, package: &str, id: &str, previous: Option<Task>) {
+        let mut map = self.lock();
+        if map.get(package).is_none_or(|e| e.task.id != id) {
+            return;
+        }
+        match previous {
+            Some(task) => {
+                map.insert(
+                    package.to_string(),
+                    Entry {
+                        task,
+                        progress: None,
+                    },
+                );
+            }
+            None => {
+                map.remove(package);
+            }
+        }
     }
 
     /// Finishes the task of `package` with the given outcome; returns the final task.

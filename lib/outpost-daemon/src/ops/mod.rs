@@ -723,7 +723,7 @@ impl Daemon {
                     }
                 }
             }
-            let (task, cell) = this.tasks.start(
+            let (task, cell, previous) = this.tasks.start(
                 name.as_str(),
                 operation,
                 version.as_ref().map(Version::as_str),
@@ -740,6 +740,28 @@ impl Daemon {
             let started = Instant::now();
             let result = body(cell).await;
             this.reconcile_watch(&name, operation);
+            if let Err(e) = &result
+                && e.is_refusal()
+            {
+                // Refused before anything changed: the package's last task stays what it was.
+                this.tasks
+                    .restore(name.as_str(), &task.id, previous.clone());
+                this.state_changed();
+                let persisted = match &previous {
+                    Some(prev) => this.store.put_task(name.as_str(), prev),
+                    None => this.store.delete_task(name.as_str()),
+                };
+                if let Err(pe) = persisted {
+                    tracing::warn!(error = %pe, "could not restore the previous task");
+                }
+                this.metrics
+                    .operation(operation, e.code().as_str(), started.elapsed());
+                tracing::info!(
+                    caller.uid = who.uid, caller.pid = who.pid, package.name = %name,
+                    operation, error = %e, "operation refused"
+                );
+                return result;
+            }
             let outcome = result.as_ref().map(|_| ()).map_err(ApiError::from);
             let done = this.tasks.finish(name.as_str(), &task.id, outcome);
             // After the repository changed and the task table too.
