@@ -19,6 +19,9 @@ use super::client::{path_segment, pick_socket, report_client_error};
 
 /// How often `experiment watch` looks at `/status`.
 const POLL: Duration = Duration::from_millis(200);
+/// How many times `experiment watch` looks for the history entry of a watch that ended
+/// (every [`POLL`]).
+const HISTORY_TRIES: u32 = 25;
 
 /// The body of `POST /{package}/experiment/start`: the version and the flags given (the
 /// daemon fills in the rest and checks everything).
@@ -173,8 +176,23 @@ async fn follow(
             }
             _ => {
                 // Ended (or replaced by another version): the history says how.
+                // The watch leaves /status as its operation ends; its history entry is
+                // written under the same operation, so a watch seen running may need a moment
+                // to appear there.
                 let path = format!("/{}/experiment/history", path_segment(package));
-                let history: ExperimentHistory = client.get(&path).await?;
+                let mut tries = if watched.is_some() { HISTORY_TRIES } else { 1 };
+                let history: ExperimentHistory = loop {
+                    let history: ExperimentHistory = client.get(&path).await?;
+                    tries -= 1;
+                    let found = history
+                        .watches
+                        .iter()
+                        .any(|s| watched.as_ref().is_none_or(|v| *v == s.version));
+                    if found || tries == 0 {
+                        break history;
+                    }
+                    tokio::time::sleep(POLL).await;
+                };
                 let Some(end) = history
                     .watches
                     .iter()
