@@ -148,6 +148,7 @@ pub mod caller;
 pub mod client;
 pub mod debug;
 pub mod error;
+pub mod exposition;
 pub mod json;
 mod middleware;
 pub mod module;
