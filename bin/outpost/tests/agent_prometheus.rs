@@ -285,3 +285,36 @@ fn tags_are_labels_and_a_removed_checks_series_go_away() {
     drop(prometheus);
     drop(agent);
 }
+
+#[test]
+fn a_remote_address_needs_allow_remote_and_a_bad_one_is_a_usage_error() {
+    let root = Root::new();
+    let no_venv = root.root().join("no-venv");
+    let port = free_port();
+    // From the command line and from the file: refused at start-up, naming the key.
+    for (args, config) in [
+        (vec!["--listen".to_owned(), format!("0.0.0.0:{port}")], ""),
+        (Vec::new(), "agent: {listen: \"0.0.0.0:1\"}\n"),
+    ] {
+        root.config(config);
+        let out = root
+            .outpost(&["agent", "--python-venv", no_venv.to_str().unwrap()])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?} {config}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("allow_remote"), "{stderr}");
+        agent_support::assert_no_rust_noise(&stderr);
+        assert!(
+            TcpListener::bind(("0.0.0.0", port)).is_ok(),
+            "nothing was left listening"
+        );
+    }
+    let out = root
+        .outpost(&["agent", "--listen", "localhost"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
