@@ -8,7 +8,10 @@
 //! * `telemetry/scrape_10k_fresh_connection`: connect, `GET /telemetry`, read the whole
 //!   answer (`Connection: close`), as a scraper without keep-alive does;
 //! * then 300 scrapes over one keep-alive connection with the shared load generator
-//!   (p50/p99/max).
+//!   (p50/p99/max);
+//! * `telemetry/metrics_tcp_10k_text` and `telemetry/metrics_tcp_10k_openmetrics`: the same
+//!   exposition as `GET /metrics` from the read-only TCP listener (`agent.listen`), on a
+//!   fresh loopback connection, in each format.
 //!
 //! `cargo bench -p outpost-agent --bench telemetry`; without `--bench` a smoke pass.
 
@@ -64,6 +67,21 @@ fn scrape(socket: &Path) -> usize {
     body.len()
 }
 
+fn scrape_tcp(addr: std::net::SocketAddr, accept: &str) -> usize {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: agent\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = Vec::with_capacity(1 << 20);
+    s.read_to_end(&mut body).unwrap();
+    assert!(body.starts_with(b"HTTP/1.1 200"));
+    body.len()
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let dir = tempfile::tempdir().unwrap();
@@ -75,7 +93,7 @@ fn main() {
         .build()
         .unwrap();
     let socket = root.join("run/agent.sock");
-    let (agent, telemetry_api) = rt.block_on(async {
+    let (agent, telemetry_api, tcp) = rt.block_on(async {
         let options = AgentOptions::new(
             root,
             root.join("conf.d"),
@@ -93,14 +111,30 @@ fn main() {
         )
         .unwrap();
         let telemetry = api.telemetry().clone();
+        let listener = outpost_api::ReadOnlyServer::builder()
+            .telemetry(telemetry.clone())
+            .mount(outpost_agent::api::metrics_routes(
+                agent.clone(),
+                telemetry.clone(),
+            ))
+            .bind(
+                "127.0.0.1:0".parse().unwrap(),
+                outpost_api::Exposure::Loopback,
+            )
+            .await
+            .unwrap();
+        let tcp = listener.local_addr();
+        tokio::spawn(listener.serve(std::future::pending()));
         let server = outpost_api::Server::new(api)
             .bind_unix(&socket)
             .await
             .unwrap();
         tokio::spawn(server.serve(std::future::pending()));
-        (agent, telemetry)
+        (agent, telemetry, tcp)
     });
     let bytes = scrape(&socket);
+    let text_bytes = scrape_tcp(tcp, "text/plain");
+    let om_bytes = scrape_tcp(tcp, OPENMETRICS);
     let text = outpost_agent::telemetry::render(&agent, &telemetry_api);
     let samples = text.lines().filter(|l| !l.starts_with('#')).count();
 
@@ -115,6 +149,12 @@ fn main() {
         });
         g.bench_function("scrape_10k_fresh_connection", |b| {
             b.iter(|| scrape(&socket))
+        });
+        g.bench_function("metrics_tcp_10k_text", |b| {
+            b.iter(|| scrape_tcp(tcp, "text/plain"))
+        });
+        g.bench_function("metrics_tcp_10k_openmetrics", |b| {
+            b.iter(|| scrape_tcp(tcp, OPENMETRICS))
         });
         g.finish();
     }
@@ -134,6 +174,7 @@ fn main() {
     let load = fs_err::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "\n/telemetry: {samples} samples ({} check series), {bytes} bytes on the wire\n\
+         /metrics over TCP: {text_bytes} bytes (text), {om_bytes} bytes (OpenMetrics)\n\
          keep-alive scrapes: {} in {:.2?}: p50 {:.2?}, p99 {:.2?}, max {:.2?} (target <= 10 ms)\n\
          load average: {}",
         agent.series().series_count(),

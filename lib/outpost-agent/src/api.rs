@@ -8,14 +8,20 @@
 //! | `GET /telemetry` | Prometheus text 0.0.4 (see [`crate::telemetry`]) |
 //! | `GET /debug/vars` | JSON: `rtloader` (the expvar memory map, with `Checks` by check ID), `memtrack` (the full snapshot), `scheduler`, `checks` (statistics and memory per instance), `agent` |
 //!
+//! The read-only TCP listener (`agent.listen`, `outpost agent --listen`) serves
+//! [`metrics_routes`]: `GET /metrics`, the same exposition as `GET /telemetry`, in Prometheus
+//! text 0.0.4 or OpenMetrics 1.0.0 as the scraper's `Accept` asks
+//! ([`outpost_api::exposition`]).
+//!
 //! `POST`s are privileged (the socket's owner, root, and `api.allow_uids`/`allow_gids`); the
 //! router logs their caller.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use outpost_api::{Api, DebugVars, ErrorResponse, Json, Module, Telemetry};
+use outpost_api::{Api, DebugVars, ErrorResponse, Json, Module, ReadOnlyRoutes, Telemetry};
 use outpost_checks::memtrack;
 
 use crate::agent::{Agent, ChecksView, ReloadSummary};
@@ -73,6 +79,18 @@ async fn exposition(State(s): State<TelemetryState>) -> Response {
 pub fn telemetry_module(agent: Agent, api: Telemetry) -> Module {
     Module::new("telemetry")
         .get("/", exposition)
+        .with_state(TelemetryState { agent, api })
+}
+
+async fn metrics(State(s): State<TelemetryState>, headers: HeaderMap) -> Response {
+    outpost_api::exposition::respond(&headers, crate::telemetry::render(&s.agent, &s.api))
+}
+
+/// The routes of the read-only listener: `GET /metrics`. `api` is the registry of the agent's
+/// API (its request counters are part of the exposition).
+pub fn metrics_routes(agent: Agent, api: Telemetry) -> ReadOnlyRoutes {
+    ReadOnlyRoutes::new("metrics")
+        .get("/", metrics)
         .with_state(TelemetryState { agent, api })
 }
 

@@ -6,11 +6,15 @@
 //! scheduler and the first load, then the socket (0700). Shutdown: the API stops accepting,
 //! scheduling stops, `cancel()` is requested for every check, runs in progress get the grace
 //! period (`agent.shutdown_timeout`, default 5 s), requests in flight are answered, the
-//! socket is removed. Runs still going after that are abandoned with the process.
+//! socket is removed.
+//!
+//! With `agent.listen` (or `--listen`), `GET /metrics` is also served on that TCP address by
+//! a read-only listener (loopback unless `agent.allow_remote: true`); it is bound before the
+//! socket, so a refused address stops the start-up with the reason. Runs still going after that are abandoned with the process.
 
 use std::sync::Arc;
 
-use outpost_api::{AccessPolicy, Server};
+use outpost_api::{AccessPolicy, Exposure, ReadOnlyServer, Server};
 use outpost_types::config::ApiConfig;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -62,6 +66,22 @@ pub async fn run(options: AgentOptions, api: &ApiConfig) -> Result<(), AgentErro
     }
     let agent = Agent::start(options).await?;
     let api = crate::api::build_api(&agent, AccessPolicy::from_config(api))?;
+    let metrics = match agent.options().agent.listen {
+        Some(addr) => {
+            let config = &agent.options().agent;
+            let listener = ReadOnlyServer::builder()
+                .telemetry(api.telemetry().clone())
+                .mount(crate::api::metrics_routes(
+                    agent.clone(),
+                    api.telemetry().clone(),
+                ))
+                .bind(addr, Exposure::from_allow_remote(config.allow_remote))
+                .await?;
+            tracing::info!(tcp.addr = %listener.local_addr(), "serving /metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     let server = Server::new(api).bind_unix(&socket).await?;
     tracing::info!(
         socket.path = %socket.display(),
@@ -121,9 +141,26 @@ pub async fn run(options: AgentOptions, api: &ApiConfig) -> Result<(), AgentErro
     };
     // The server drains requests in flight while the scheduler stops (a run-now request is
     // answered when its run ends or the scheduler gives up on it).
-    let (served, ()) = tokio::join!(server.serve(stopped), scheduler_stop);
+    let metrics_serve = {
+        let mut rx = stop_rx.clone();
+        async move {
+            match metrics {
+                Some(listener) => {
+                    listener
+                        .serve(async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        })
+                        .await
+                }
+                None => Ok(()),
+            }
+        }
+    };
+    let (served, (), metrics_served) =
+        tokio::join!(server.serve(stopped), scheduler_stop, metrics_serve);
     reloader.abort();
     served?;
+    metrics_served?;
     tracing::info!("check agent stopped");
     Ok(())
 }

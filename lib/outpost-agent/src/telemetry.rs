@@ -17,6 +17,9 @@
 //! * `outpost_agent_python_available` (gauge 0/1), `outpost_agent_load_errors` (gauge),
 //!   `outpost_agent_reloads_total`, `outpost_agent_dropped_submissions_total{reason}`,
 //!   `outpost_agent_output_errors_total` (counters).
+//! * `outpost_agent_check_runs_total`, `outpost_agent_check_run_errors_total` (counters) and
+//!   `outpost_agent_check_run_duration_seconds` (histogram), each with the labels
+//!   `check_name` and `check_id` ([`crate::sinks::RunMetrics`]).
 //! * `datadog_agent_check_ready{status,check_name,agent_version_major,...}`: 1 for a ready
 //!   custom check, else 0 (set by the validation of each custom check).
 
@@ -234,6 +237,7 @@ pub fn render(agent: &Agent, api: &Telemetry) -> String {
     out.append_telemetry(api);
     render_memory(&mut out);
     render_agent(agent, &mut out);
+    agent.series().runs().render(&mut out);
     agent.series().render(&mut out);
     out.finish()
 }

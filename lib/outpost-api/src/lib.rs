@@ -60,6 +60,9 @@
 //!   else, `0.0.0.0` included, is refused). It has no credentials: its callers count as
 //!   the server's own uid only if the configuration explicitly enabled TCP (`api.tcp`, which
 //!   [`AccessPolicy::from_config`] reads); otherwise they may only read.
+//! * The read-only TCP listener ([`readonly`], for `/metrics` and status pages) can only hold
+//!   `GET` routes, answers every other method 405 before routing, trusts no peer, and binds
+//!   a non-loopback address only when told so (`allow_remote: true`).
 //!
 //! # Limits on slow and hostile peers
 //! Each listener bounds what one connection may hold ([`ServerLimits`], set with
@@ -145,9 +148,11 @@ pub mod caller;
 pub mod client;
 pub mod debug;
 pub mod error;
+pub mod exposition;
 pub mod json;
 mod middleware;
 pub mod module;
+pub mod readonly;
 pub mod server;
 pub mod telemetry;
 
@@ -160,5 +165,6 @@ pub use error::{Error, ErrorResponse};
 pub use json::Json;
 pub use middleware::{BODY_LIMIT, dot_segment};
 pub use module::{Access, Api, ApiBuilder, Module, ModuleHandle, REQUESTS_METRIC};
+pub use readonly::{Exposure, ReadOnlyRoutes, ReadOnlyServer};
 pub use server::{Server, ServerLimits, serve_unix};
 pub use telemetry::{MetricKind, Telemetry};

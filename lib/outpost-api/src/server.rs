@@ -372,7 +372,7 @@ impl Server {
             let limits = Arc::clone(&limits);
             async move {
                 if let Some(binding) = unix {
-                    accept_loop(binding.listener, api, limits, rx).await;
+                    accept_loop(binding.listener, api, limits, rx, Methods::All).await;
                 }
             }
         };
@@ -380,7 +380,7 @@ impl Server {
             let rx = stop_rx.clone();
             async move {
                 if let Some(listener) = tcp {
-                    accept_loop(listener, api, limits, rx).await;
+                    accept_loop(listener, api, limits, rx, Methods::All).await;
                 }
             }
         };
@@ -416,7 +416,7 @@ impl Server {
 }
 
 /// A listener the accept loop can serve: yields streams with their [`Peer`].
-trait Acceptor: Send + 'static {
+pub(crate) trait Acceptor: Send + 'static {
     type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, Peer)>> + Send;
 }
@@ -723,6 +723,7 @@ struct ConnectionService {
     limits: Arc<ServerLimits>,
     slot: Arc<ConnSlot>,
     connections: Arc<Connections>,
+    methods: Methods,
 }
 
 fn with_connection_close(mut response: Response) -> Response {
@@ -776,10 +777,21 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             timeout,
         };
-        let answer = self.api.call_boxed(http::Request::from_parts(
-            parts,
-            axum::body::Body::new(body),
-        ));
+        let answer = if self.methods == Methods::ReadOnly
+            && !crate::readonly::read_only_method(&parts.method)
+        {
+            let mut response = crate::error::error_response(
+                outpost_types::ErrorCode::MethodNotAllowed,
+                "this listener is read-only: only GET and HEAD are served",
+            );
+            crate::readonly::set_allow(response.headers_mut());
+            Box::pin(std::future::ready(Ok(response)))
+        } else {
+            self.api.call_boxed(http::Request::from_parts(
+                parts,
+                axum::body::Body::new(body),
+            ))
+        };
         Box::pin(async move {
             let Ok(response) = answer.await;
             let response = if drain(&state, deadline, expects_continue).await {
@@ -900,14 +912,25 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for GuardedIo<T> {
     }
 }
 
+/// Which methods a listener passes on to the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Methods {
+    /// Every method (the API's own rules decide).
+    All,
+    /// `GET` and `HEAD` only; anything else is answered 405 before routing
+    /// ([`crate::readonly`]).
+    ReadOnly,
+}
+
 /// Accepts until `stop` turns true, serving each connection on its own task within `limits`;
 /// then waits for every connection to finish its request in flight (idle ones are closed at
 /// once).
-async fn accept_loop<A: Acceptor>(
+pub(crate) async fn accept_loop<A: Acceptor>(
     listener: A,
     api: Api,
     limits: Arc<ServerLimits>,
     mut stop: watch::Receiver<bool>,
+    methods: Methods,
 ) {
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
     let (alive_tx, alive_rx) = watch::channel(());
@@ -962,6 +985,7 @@ async fn accept_loop<A: Acceptor>(
             limits: Arc::clone(&limits),
             slot: Arc::clone(&slot),
             connections: Arc::clone(&connections),
+            methods,
         };
         let mut stop = stop.clone();
         let alive = alive_rx.clone();

@@ -309,6 +309,10 @@ pub struct AgentArgs {
     /// Log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve GET /metrics (Prometheus) on this TCP address, e.g. 127.0.0.1:9464 (overrides
+    /// agent.listen; a non-loopback address needs agent.allow_remote: true)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `outpost agent <command>`

@@ -22,6 +22,19 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// The check agent.
     pub agent: AgentConfig,
+    /// The daemon's read-only metrics listener.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `telemetry:`: the daemon's read-only TCP listener (`GET /metrics`). Off unless `listen` is
+/// set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of the read-only listener, e.g. `127.0.0.1:9465`; none when unset.
+    pub listen: Option<SocketAddr>,
+    /// Allow `listen` to be a non-loopback address (exposes the metrics to other hosts).
+    pub allow_remote: bool,
 }
 
 /// Why the configuration file was refused.
@@ -261,6 +274,11 @@ pub struct AgentConfig {
     pub shutdown_timeout: HumanDuration,
     /// How long the validation of one custom check may take (default 120s).
     pub python3_linter_timeout: HumanDuration,
+    /// Address of the agent's read-only listener (`GET /metrics`), e.g. `127.0.0.1:9464`;
+    /// none when unset.
+    pub listen: Option<SocketAddr>,
+    /// Allow `listen` to be a non-loopback address (exposes the metrics to other hosts).
+    pub allow_remote: bool,
     /// Every other key, readable by checks through `datadog_agent.get_config`.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -280,6 +298,8 @@ impl Default for AgentConfig {
             check_timeout: None,
             shutdown_timeout: HumanDuration(DEFAULT_SHUTDOWN_TIMEOUT),
             python3_linter_timeout: HumanDuration(DEFAULT_PYTHON3_LINTER_TIMEOUT),
+            listen: None,
+            allow_remote: false,
             extra: BTreeMap::new(),
         }
     }
@@ -309,6 +329,8 @@ impl AgentConfig {
             "check_timeout" => Some(serde_json::to_value(self.check_timeout)),
             "shutdown_timeout" => Some(serde_json::to_value(self.shutdown_timeout)),
             "python3_linter_timeout" => Some(serde_json::to_value(self.python3_linter_timeout)),
+            "listen" => Some(serde_json::to_value(self.listen)),
+            "allow_remote" => Some(serde_json::to_value(self.allow_remote)),
             _ => None,
         };
         if let Some(value) = typed {
@@ -491,6 +513,33 @@ mod tests {
             Config::default().packages.gc_interval.0,
             Duration::from_secs(3600)
         );
+    }
+
+    #[test]
+    fn listeners_are_typed_and_off_by_default() {
+        let c = Config::default();
+        assert_eq!(c.agent.listen, None);
+        assert!(!c.agent.allow_remote);
+        assert_eq!(c.telemetry, TelemetryConfig::default());
+        let c = Config::from_yaml(
+            "agent: {listen: \"127.0.0.1:9464\"}\n\
+             telemetry: {listen: \"0.0.0.0:9465\", allow_remote: true}\n",
+        )
+        .unwrap();
+        assert_eq!(c.agent.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(!c.agent.allow_remote);
+        assert!(!c.agent.extra.contains_key("listen"));
+        assert_eq!(
+            c.agent.get("listen"),
+            Some(serde_json::json!("127.0.0.1:9464"))
+        );
+        assert_eq!(c.telemetry.listen, Some("0.0.0.0:9465".parse().unwrap()));
+        assert!(c.telemetry.allow_remote);
+        let err = Config::from_yaml("agent: {listen: \"localhost\"}\n").unwrap_err();
+        assert_eq!(err.key(), Some("agent.listen"), "{err}");
+        let err =
+            Config::from_yaml("telemetry: {listen: \"127.0.0.1:1\", allow: 1}\n").unwrap_err();
+        assert_eq!(err.key(), Some("telemetry.allow"), "{err}");
     }
 
     #[test]

@@ -76,12 +76,16 @@ pub(crate) fn run(global: &GlobalArgs, args: &AgentArgs) -> ExitStatus {
         }
     };
     let paths = Paths::resolve(global, &args.checks, &config);
+    let mut agent_config = config.agent.clone();
+    if let Some(addr) = args.listen {
+        agent_config.listen = Some(addr);
+    }
     let options = match AgentOptions::new(
         &paths.root,
         &paths.conf_dir,
         &paths.checks_dir,
         &paths.venv,
-        config.agent.clone(),
+        agent_config,
         Arc::new(CheckRunFormat),
     ) {
         Ok(o) => o,

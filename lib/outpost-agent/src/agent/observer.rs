@@ -25,7 +25,7 @@ impl Observer<PythonCheck> for Sinks {
         for w in &report.warnings {
             tracing::info!(check.id = id, warning = %w, "check warning");
         }
-        self.store.commit(id, &report.submissions);
+        self.store.commit_run(report);
         if let Some(output) = &self.output {
             let lines = submission_lines(&*self.format, report);
             if let Err(e) = output.write(&lines) {

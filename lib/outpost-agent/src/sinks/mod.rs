@@ -4,11 +4,13 @@
 pub(crate) mod exposition;
 mod jsonl;
 mod prometheus;
+mod runs;
 
 use outpost_checks::{CheckError, RunReport};
 
 pub use jsonl::{JsonLines, submission_lines};
 pub use prometheus::{DropReason, RESERVED_PREFIXES, SeriesStore};
+pub use runs::{DURATION_BOUNDS, RunMetrics};
 
 /// How runs are shown as JSON: the instance entries of the `outpost check run --json`
 /// document. The agent takes it from the command line's implementation so that

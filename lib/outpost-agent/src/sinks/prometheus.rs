@@ -50,6 +50,7 @@ use outpost_checks::{MetricType, Submissions};
 use outpost_api::telemetry::escape_label_value;
 
 use super::exposition::Exposition;
+use super::runs::RunMetrics;
 
 /// Prefixes of the agent's own series; checks may not use them.
 pub const RESERVED_PREFIXES: [&str; 2] = ["outpost_", "rtloader__"];
@@ -166,6 +167,7 @@ struct Store {
 pub struct SeriesStore {
     store: RwLock<Store>,
     dropped: [AtomicU64; 3],
+    runs: RunMetrics,
 }
 
 /// Builds the label set of a submission (see the module docs).
@@ -255,6 +257,24 @@ impl SeriesStore {
             kind,
             op,
         });
+    }
+
+    /// Records one finished run (its duration and whether it failed, see
+    /// [`RunMetrics`]) and commits what it submitted, under its check ID.
+    pub fn commit_run(&self, report: &outpost_checks::RunReport) {
+        let id = &report.check_id;
+        self.runs.record(
+            id.check_name(),
+            id.as_str(),
+            report.duration,
+            report.error.is_some(),
+        );
+        self.commit(id.as_str(), &report.submissions);
+    }
+
+    /// The run counts and durations by instance.
+    pub fn runs(&self) -> &RunMetrics {
+        &self.runs
     }
 
     /// Commits what one run of `owner` submitted.
@@ -435,8 +455,10 @@ impl SeriesStore {
         }
     }
 
-    /// Removes every series `owner` wrote last. Returns how many.
+    /// Removes every series `owner` wrote last, and its run metrics. Returns how many
+    /// submitted series.
     pub fn remove_owner(&self, owner: &str) -> usize {
+        self.runs.remove(owner);
         let mut guard = self.store.write().unwrap_or_else(PoisonError::into_inner);
         let store = &mut *guard;
         let Some(keys) = store.owners.remove(owner) else {
