@@ -263,6 +263,20 @@ pub enum RemoteProblem {
         /// What it did.
         detail: String,
     },
+    /// The body ran past the size the manifest or the catalog gives (an endless or oversized
+    /// body): the download stopped there.
+    TooLong {
+        /// The size expected, in bytes.
+        size: u64,
+    },
+    /// The body delivered less than `min_bytes` in `timeout` of waiting
+    /// (`registry.stall_timeout`), on every attempt.
+    Stalled {
+        /// The stall timeout.
+        timeout: std::time::Duration,
+        /// The least a body must deliver per timeout.
+        min_bytes: u64,
+    },
 }
 
 impl fmt::Display for RemoteProblem {
@@ -307,6 +321,16 @@ impl fmt::Display for RemoteProblem {
                  \"{host}\" in registry.insecure_hosts of the configuration"
             ),
             Self::Protocol { detail } => f.write_str(detail),
+            Self::TooLong { size } => write!(
+                f,
+                "size exceeded: the server sent more than the {size} bytes expected"
+            ),
+            Self::Stalled { timeout, min_bytes } => write!(
+                f,
+                "the transfer stalled: less than {min_bytes} bytes in {} ms \
+                 (registry.stall_timeout)",
+                timeout.as_millis()
+            ),
         }
     }
 }

@@ -222,6 +222,7 @@ impl RegistryImage {
         let spec = BlobSpec {
             what: &what,
             size: Some(layer.size),
+            stall_timeout: self.session.stall_timeout,
             is_end_check,
         };
         let digest = layer.digest.to_string();
