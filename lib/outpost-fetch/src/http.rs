@@ -162,6 +162,7 @@ async fn open(client: &reqwest::Client, url: &str, offset: u64) -> Result<Body, 
     };
     Ok(Body {
         start,
+        declared: response.content_length(),
         stream: Box::pin(response.bytes_stream().map_err(std::io::Error::other)),
     })
 }

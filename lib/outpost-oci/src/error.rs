@@ -81,6 +81,15 @@ pub enum OciError {
         /// The version in the manifest.
         found_version: String,
     },
+    /// The image configuration does not describe the manifest's layers (no `rootfs`, another
+    /// number of `diff_ids`).
+    #[error("config {config}: {reason}")]
+    ConfigMismatch {
+        /// The config blob's digest.
+        config: Digest,
+        /// What does not match.
+        reason: String,
+    },
     /// A blob named by a descriptor is not in the layout.
     #[error("blob {digest} is missing from {}: {source}", path.display())]
     MissingBlob {
@@ -152,7 +161,10 @@ pub enum OciError {
 impl OciError {
     /// The API error code for this failure.
     ///
-    /// - That of the [`ArchiveError`] for [`OciError::Archive`].
+    /// - That of the [`ArchiveError`] for [`OciError::Archive`] (a digest or size mismatch of
+    ///   a blob, the config included, or of a layer's uncompressed content is
+    ///   [`ErrorCode::Integrity`]).
+    /// - [`ErrorCode::Integrity`]: a config that does not describe the manifest's layers.
     /// - [`ErrorCode::DownloadFailed`]: a blob is missing, no image for the host platform, the
     ///   image holds another package, a registry or HTTP server failed or refused
     ///   ([`OciError::Remote`]), a password file cannot be read.
@@ -169,6 +181,7 @@ impl OciError {
             | Self::MissingBlob { .. }
             | Self::NoMatchingImage { .. }
             | Self::PackageMismatch { .. } => ErrorCode::DownloadFailed,
+            Self::ConfigMismatch { .. } => ErrorCode::Integrity,
             Self::TaskFailed { .. } => ErrorCode::Internal,
             Self::NotALayout { .. }
             | Self::Json { .. }

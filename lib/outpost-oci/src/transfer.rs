@@ -305,6 +305,8 @@ impl Read for ChunkReader {
 pub struct Body {
     /// The offset of the body's first byte in the resource.
     pub start: u64,
+    /// The length the server announced for this body (`Content-Length`), when it did.
+    pub declared: Option<u64>,
     /// The bytes.
     pub stream: BoxStream<'static, io::Result<Bytes>>,
 }
@@ -531,6 +533,7 @@ async fn pump(
             "the server ignored the range request; skipping what was already received"
         );
     }
+    let body_end = body.declared.map(|len| body.start + len);
     let mut stream = body.stream;
     let mut watch = StallWatch::new(spec.stall_timeout);
     loop {
@@ -572,11 +575,9 @@ async fn pump(
                 if let Some(size) = spec.size
                     && *delivered + chunk.len() as u64 > size
                 {
-                    return Err(PumpError::Failure(Failure::permanent(OciError::Remote {
-                        what: spec.what.to_owned(),
-                        problem: RemoteProblem::TooLong { size },
-                        source: None,
-                    })));
+                    return Err(PumpError::Failure(Failure::permanent(too_long(
+                        spec, &body_end, size,
+                    ))));
                 }
                 *delivered += chunk.len() as u64;
                 if tx.send(Msg::Chunk(chunk)).await.is_err() {
@@ -610,6 +611,26 @@ async fn pump(
                 return Ok(());
             }
         }
+    }
+}
+
+/// The error for a body that runs past the expected `size`. When the server announced a body
+/// ending elsewhere, it serves another content than the one expected: a size mismatch
+/// (`integrity`), as the unpacker would report it. Otherwise (no length announced: an
+/// endless or oversized stream) the download stops there: size exceeded (`download_failed`).
+fn too_long(spec: &BlobSpec<'_>, body_end: &Option<u64>, size: u64) -> OciError {
+    match body_end {
+        Some(end) if *end != size => ArchiveError::SizeMismatch {
+            what: spec.what.to_owned(),
+            expected: size,
+            actual: outpost_archive::SizeSeen::Exactly(*end),
+        }
+        .into(),
+        _ => OciError::Remote {
+            what: spec.what.to_owned(),
+            problem: RemoteProblem::TooLong { size },
+            source: None,
+        },
     }
 }
 
@@ -694,6 +715,7 @@ mod tests {
     fn body(start: u64, chunks: Vec<io::Result<Bytes>>) -> Body {
         Body {
             start,
+            declared: None,
             stream: futures_util::stream::iter(chunks).boxed(),
         }
     }
@@ -848,6 +870,7 @@ mod tests {
         });
         Body {
             start: 0,
+            declared: None,
             stream: stream.boxed(),
         }
     }
@@ -920,6 +943,7 @@ mod tests {
                 Box::pin(async {
                     Ok(Body {
                         start: 0,
+                        declared: None,
                         stream: futures_util::stream::pending().boxed(),
                     })
                 })
@@ -991,6 +1015,7 @@ mod tests {
                 Box::pin(async move {
                     Ok(Body {
                         start: 0,
+                        declared: None,
                         stream: endless.boxed(),
                     })
                 })

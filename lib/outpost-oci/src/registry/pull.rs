@@ -29,6 +29,10 @@ pub struct RegistryImage {
     pub manifest: ImageManifest,
     /// Name, version and size from its annotations (equal to what was asked).
     pub meta: ImageMeta,
+    /// The uncompressed digest of each payload layer, in order, from the config blob
+    /// (fetched and verified against the manifest's config descriptor by `resolve`);
+    /// `None` when the config does not list them ([`layer_diff_ids`](crate::oci::layer_diff_ids)).
+    pub diff_ids: Vec<Option<Digest>>,
 }
 
 impl RegistryImage {
@@ -39,7 +43,11 @@ impl RegistryImage {
     /// [`OciError::Remote`] (unreachable registry after retries, 401, 403, 404, TLS with a
     /// host not listed as insecure); [`ArchiveError::DigestMismatch`] for a document that is
     /// not what its digest says; [`OciError::NoMatchingImage`];
-    /// [`OciError::PackageMismatch`]; the annotation errors of [`ImageMeta`];
+    /// [`OciError::PackageMismatch`]; the annotation errors of [`ImageMeta`]; for the config
+    /// blob (fetched, streamed under the stall timeout and size cap like a layer, and verified
+    /// against its descriptor): [`ArchiveError::DigestMismatch`] /
+    /// [`ArchiveError::SizeMismatch`] (code `integrity`), [`OciError::ConfigMismatch`] for
+    /// `rootfs.diff_ids` that do not describe the layers;
     /// [`OciError::Credentials`] / [`OciError::BadSettings`] for the credentials.
     pub async fn resolve(
         settings: &RegistrySettings,
@@ -129,6 +137,8 @@ impl RegistryImage {
             parse_json(&manifest_bytes, &format!("manifest {}", descriptor.digest))?;
         let meta = ImageMeta::from_manifest(&manifest, &descriptor.digest)?;
         meta.expect(name, version)?;
+        let config = fetch_config(&session, &reference, &manifest.config, cancel).await?;
+        let diff_ids = crate::oci::layer_diff_ids(&manifest, &config)?;
         tracing::debug!(
             reference = %what,
             index.digest = index_digest.as_ref().map(tracing::field::display),
@@ -143,6 +153,7 @@ impl RegistryImage {
             descriptor,
             manifest,
             meta,
+            diff_ids,
         })
     }
 
@@ -178,23 +189,30 @@ impl RegistryImage {
     ) -> Result<UnpackStats, OciError> {
         let layers: Vec<Descriptor> = self.layers().cloned().collect();
         let total: u64 = layers.iter().map(|l| l.size).sum();
-        let (layer_tx, mut layer_rx) = mpsc::channel::<(Descriptor, mpsc::Receiver<Msg>)>(1);
+        type Next = (Descriptor, Option<Digest>, mpsc::Receiver<Msg>);
+        let (layer_tx, mut layer_rx) = mpsc::channel::<Next>(1);
         let worker = {
             let (dest, limits, cancel) = (dest.to_owned(), *limits, cancel.clone());
             tokio::task::spawn_blocking(move || {
                 let mut unpacker = LayerUnpacker::new(&dest, &limits, &cancel)?;
-                while let Some((layer, rx)) = layer_rx.blocking_recv() {
-                    unpacker.unpack_layer(ChunkReader::new(rx), &layer, &NoProgress, None)?;
+                while let Some((layer, diff_id, rx)) = layer_rx.blocking_recv() {
+                    unpacker.unpack_layer(
+                        ChunkReader::new(rx),
+                        &layer,
+                        diff_id.as_ref(),
+                        &NoProgress,
+                        None,
+                    )?;
                 }
                 Ok::<_, OciError>(unpacker.stats())
             })
         };
         let mut progress = DownloadProgress::new(progress, Some(total));
         let downloaded = async {
-            for layer in &layers {
+            for (layer, diff_id) in layers.iter().zip(&self.diff_ids) {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 layer_tx
-                    .send((layer.clone(), rx))
+                    .send((layer.clone(), diff_id.clone(), rx))
                     .await
                     .map_err(|_| Stop::ReceiverGone)?;
                 self.stream_layer(layer, &tx, cancel, &mut progress).await?;
@@ -225,53 +243,8 @@ impl RegistryImage {
             stall_timeout: self.session.stall_timeout,
             is_end_check,
         };
-        let digest = layer.digest.to_string();
-        let size = layer.size;
-        let open = |offset: u64| -> BoxFut<Result<Body, Failure>> {
-            let (client, reference, digest, cx, auth) = (
-                self.session.client.clone(),
-                self.reference.clone(),
-                digest.clone(),
-                cx.clone(),
-                self.session.auth.clone(),
-            );
-            Box::pin(async move {
-                // Registers the credentials for the host (a no-op after the first request).
-                client
-                    .store_auth_if_needed(reference.resolve_registry(), &auth)
-                    .await;
-                match client
-                    .pull_blob_stream_partial(&reference, digest.as_str(), offset, None)
-                    .await
-                {
-                    Ok(BlobResponse::Full(s)) => Ok(Body {
-                        start: 0,
-                        stream: s.stream,
-                    }),
-                    Ok(BlobResponse::Partial(s)) => {
-                        if let Some(len) = s.content_length
-                            && len != size.saturating_sub(offset)
-                        {
-                            return Err(Failure::permanent(OciError::Remote {
-                                what: cx.what.clone(),
-                                problem: RemoteProblem::Protocol {
-                                    detail: format!(
-                                        "asked for bytes {offset}- of {size}, the registry sent \
-                                         {len} bytes"
-                                    ),
-                                },
-                                source: None,
-                            }));
-                        }
-                        Ok(Body {
-                            start: offset,
-                            stream: s.stream,
-                        })
-                    }
-                    Err(e) => Err(classify(e, &cx)),
-                }
-            })
-        };
+        let open =
+            |offset: u64| open_blob(&self.session, &self.reference, layer, cx.clone(), offset);
         stream_resumable(&spec, open, tx, &self.session.retry, cancel, progress).await
     }
 }
@@ -328,5 +301,113 @@ pub(super) async fn fetch_document(
     }
     let by_digest = reference.clone_with_digest(desc.digest.to_string());
     let body = session.manifest(&by_digest, what, cancel).await?;
+    read_verified(&body[..], desc, cancel)
+}
+
+/// Starts a request for the blob `desc` from `offset` (a range request when `offset > 0`).
+pub(super) fn open_blob(
+    session: &Session,
+    reference: &Reference,
+    desc: &Descriptor,
+    cx: ReqCtx,
+    offset: u64,
+) -> BoxFut<Result<Body, Failure>> {
+    let (client, reference, auth) = (
+        session.client.clone(),
+        reference.clone(),
+        session.auth.clone(),
+    );
+    let (digest, size) = (desc.digest.to_string(), desc.size);
+    Box::pin(async move {
+        // Registers the credentials for the host (a no-op after the first request).
+        client
+            .store_auth_if_needed(reference.resolve_registry(), &auth)
+            .await;
+        match client
+            .pull_blob_stream_partial(&reference, digest.as_str(), offset, None)
+            .await
+        {
+            Ok(BlobResponse::Full(s)) => Ok(Body {
+                start: 0,
+                declared: s.content_length,
+                stream: s.stream,
+            }),
+            Ok(BlobResponse::Partial(s)) => {
+                if let Some(len) = s.content_length
+                    && len != size.saturating_sub(offset)
+                {
+                    return Err(Failure::permanent(OciError::Remote {
+                        what: cx.what.clone(),
+                        problem: RemoteProblem::Protocol {
+                            detail: format!(
+                                "asked for bytes {offset}- of {size}, the registry sent {len} bytes"
+                            ),
+                        },
+                        source: None,
+                    }));
+                }
+                Ok(Body {
+                    start: offset,
+                    declared: s.content_length,
+                    stream: s.stream,
+                })
+            }
+            Err(e) => Err(classify(e, &cx)),
+        }
+    })
+}
+
+/// Fetches the manifest's config blob and verifies it against its descriptor. The blob
+/// streams like a layer (retried, resumed, under the stall timeout, cut off past its size),
+/// into memory: its descriptor's size is bounded by [`MAX_JSON_BYTES`] first.
+pub(super) async fn fetch_config(
+    session: &Session,
+    reference: &Reference,
+    desc: &Descriptor,
+    cancel: &Cancel,
+) -> Result<Vec<u8>, OciError> {
+    let what = format!("config {} of {}", desc.digest, session.cx.what);
+    if desc.size > MAX_JSON_BYTES {
+        return Err(OciError::BadImage {
+            what,
+            reason: format!(
+                "{} bytes is too large for a JSON document (at most {MAX_JSON_BYTES})",
+                desc.size
+            ),
+        });
+    }
+    let cx = session.cx.for_what(what.clone());
+    let spec = BlobSpec {
+        what: &what,
+        size: Some(desc.size),
+        stall_timeout: session.stall_timeout,
+        is_end_check,
+    };
+    let (tx, mut rx) = mpsc::channel(QUEUE);
+    let mut progress = DownloadProgress::new(Arc::new(NoProgress), None);
+    let download = async {
+        let tx = tx;
+        let open = |offset: u64| open_blob(session, reference, desc, cx.clone(), offset);
+        stream_resumable(&spec, open, &tx, &session.retry, cancel, &mut progress).await
+    };
+    let collect = async {
+        let mut body = Vec::new();
+        while let Some(Msg::Chunk(chunk)) = rx.recv().await {
+            body.extend_from_slice(&chunk);
+        }
+        body
+    };
+    let (downloaded, body) = tokio::join!(download, collect);
+    match downloaded {
+        Ok(_) => {}
+        Err(Stop::Failed(e)) => return Err(e),
+        // The receiver lives until the download ends.
+        Err(Stop::ReceiverGone) => {
+            return Err(ArchiveError::HashThread {
+                what: format!("{what}: the reader stopped"),
+            }
+            .into());
+        }
+    }
     read_verified(&body[..], desc, cancel)
 }
