@@ -29,10 +29,6 @@ pub struct RegistryImage {
     pub manifest: ImageManifest,
     /// Name, version and size from its annotations (equal to what was asked).
     pub meta: ImageMeta,
-    /// The uncompressed digest of each payload layer, in order, from the config blob
-    /// (fetched and verified against the manifest's config descriptor by `resolve`);
-    /// `None` when the config does not list them ([`layer_diff_ids`](crate::oci::layer_diff_ids)).
-    pub diff_ids: Vec<Option<Digest>>,
 }
 
 impl RegistryImage {
@@ -43,11 +39,7 @@ impl RegistryImage {
     /// [`OciError::Remote`] (unreachable registry after retries, 401, 403, 404, TLS with a
     /// host not listed as insecure); [`ArchiveError::DigestMismatch`] for a document that is
     /// not what its digest says; [`OciError::NoMatchingImage`];
-    /// [`OciError::PackageMismatch`]; the annotation errors of [`ImageMeta`]; for the config
-    /// blob (fetched, streamed under the stall timeout and size cap like a layer, and verified
-    /// against its descriptor): [`ArchiveError::DigestMismatch`] /
-    /// [`ArchiveError::SizeMismatch`] (code `integrity`), [`OciError::ConfigMismatch`] for
-    /// `rootfs.diff_ids` that do not describe the layers;
+    /// [`OciError::PackageMismatch`]; the annotation errors of [`ImageMeta`];
     /// [`OciError::Credentials`] / [`OciError::BadSettings`] for the credentials.
     pub async fn resolve(
         settings: &RegistrySettings,
@@ -137,8 +129,6 @@ impl RegistryImage {
             parse_json(&manifest_bytes, &format!("manifest {}", descriptor.digest))?;
         let meta = ImageMeta::from_manifest(&manifest, &descriptor.digest)?;
         meta.expect(name, version)?;
-        let config = fetch_config(&session, &reference, &manifest.config, cancel).await?;
-        let diff_ids = crate::oci::layer_diff_ids(&manifest, &config)?;
         tracing::debug!(
             reference = %what,
             index.digest = index_digest.as_ref().map(tracing::field::display),
@@ -153,7 +143,6 @@ impl RegistryImage {
             descriptor,
             manifest,
             meta,
-            diff_ids,
         })
     }
 
@@ -173,13 +162,20 @@ impl RegistryImage {
     /// Downloads the payload layers and unpacks them, in order, into `dest` (an existing,
     /// empty directory), verifying each while it streams.
     ///
+    /// The manifest's config blob is fetched first (streamed under the stall timeout and
+    /// the size cap like a layer) and verified against its descriptor; each layer's
+    /// decompressed stream is then checked against the config's `rootfs.diff_ids`
+    /// ([`layer_diff_ids`](crate::oci::layer_diff_ids)).
+    ///
     /// Progress is reported as [`Phase::Download`](outpost_types::wire::Phase::Download),
     /// bytes of all layers received out of their sum, at least every 100 ms while bytes
     /// arrive. On error `dest` holds a partial tree that the caller must discard.
     ///
     /// # Errors
-    /// [`OciError::Remote`] after retries or for a permanent failure; every unpacking and
-    /// integrity error of [`LayerUnpacker`]; [`ArchiveError::Cancelled`].
+    /// [`OciError::Remote`] after retries or for a permanent failure (a stall, a body past
+    /// its size: `download_failed`); for the config, [`ArchiveError::DigestMismatch`] /
+    /// [`ArchiveError::SizeMismatch`] and [`OciError::ConfigMismatch`] (`integrity`); every
+    /// unpacking and integrity error of [`LayerUnpacker`]; [`ArchiveError::Cancelled`].
     pub async fn unpack(
         &self,
         dest: &Path,
@@ -187,6 +183,15 @@ impl RegistryImage {
         cancel: &Cancel,
         progress: Arc<dyn Progress>,
     ) -> Result<UnpackStats, OciError> {
+        // The config first: no layer is downloaded before it is verified.
+        let config = fetch_config(
+            &self.session,
+            &self.reference,
+            &self.manifest.config,
+            cancel,
+        )
+        .await?;
+        let diff_ids = crate::oci::layer_diff_ids(&self.manifest, &config)?;
         let layers: Vec<Descriptor> = self.layers().cloned().collect();
         let total: u64 = layers.iter().map(|l| l.size).sum();
         type Next = (Descriptor, Option<Digest>, mpsc::Receiver<Msg>);
@@ -209,7 +214,7 @@ impl RegistryImage {
         };
         let mut progress = DownloadProgress::new(progress, Some(total));
         let downloaded = async {
-            for (layer, diff_id) in layers.iter().zip(&self.diff_ids) {
+            for (layer, diff_id) in layers.iter().zip(&diff_ids) {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 layer_tx
                     .send((layer.clone(), diff_id.clone(), rx))
