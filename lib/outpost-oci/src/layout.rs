@@ -3,9 +3,8 @@
 //!
 //! Every blob read (nested index, manifest, config, layers) is checked against its
 //! descriptor's digest and size while it streams, and each payload layer's decompressed
-//! stream against its entry in the config's `rootfs.diff_ids` (see
-//! [`layer_diff_ids`](crate::oci::layer_diff_ids)). Blob paths are built from validated digests only, never
-//! from a path in a JSON document. `index.json` itself is the root of trust of a layout and
+//! stream against its entry in the config's `rootfs.diff_ids` (see [`layer_diff_ids`]).
+//! Blob paths are built from validated digests only, never from a path in a JSON document. `index.json` itself is the root of trust of a layout and
 //! has no digest to check.
 
 use std::io::Read;

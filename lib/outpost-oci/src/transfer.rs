@@ -14,6 +14,13 @@
 //! request that got none (a TLS failure and an invalid request are permanent, every other
 //! network failure transient). [`with_retries`] then retries the transient ones under a
 //! [`RetryPolicy`]. This module is public for `outpost-fetch`'s HTTP tarballs.
+//!
+//! # Hostile bodies
+//! [`stream_resumable`] bounds every body: past the blob's expected size it stops at once
+//! (`download_failed`, size exceeded, not retried; a body that announced another length is a
+//! size mismatch, `integrity`), and a body delivering less than [`STALL_MIN_BYTES`] per
+//! [`BlobSpec::stall_timeout`] of waiting for the network is a stall (transient; a stalled
+//! attempt is not progress, so a trickle gives up after the policy's attempts).
 
 use std::future::Future;
 use std::io::{self, Read};
