@@ -9,6 +9,7 @@ use crate::digest::{Digest, Expected};
 use crate::error::ArchiveError;
 use crate::stream::{SourceOptions, SourceReader};
 use crate::unpack::TreeWriter;
+use sha2::{Digest as _, Sha256};
 
 /// Decompressed bytes accepted after a tar's end-of-archive marker (its padding to the
 /// record size, usually under 10 KiB); the rest of a compressed stream must be read to check
@@ -131,7 +132,7 @@ pub fn unpack_tarball_named(
             progress_total: expect.size,
         },
     );
-    let result = decode_into(&mut src, &mut tree, None);
+    let result = decode_into(&mut src, &mut tree, None, None);
     if let Err(e) = result {
         let e = src.explain(e);
         return Err(prefer_integrity(&mut src, e, expect));
@@ -161,12 +162,31 @@ pub(crate) fn prefer_integrity<R: Read>(
     }
 }
 
+/// A reader that hashes what it reads, when asked to.
+struct Hashing<'h, R> {
+    inner: R,
+    hasher: Option<&'h mut Sha256>,
+}
+
+impl<R: Read> Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hasher.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
 /// Sniffs (unless told) the compression, unpacks the tar, then reads the rest of the
-/// decompressed stream (bounded by [`MAX_TRAILING`]) so the compressor's checks run.
+/// decompressed stream (bounded by [`MAX_TRAILING`]) so the compressor's checks run. When
+/// `diff` is given, the whole decompressed stream is hashed into it (an image layer's
+/// `diff_id`).
 pub(crate) fn decode_into<R: Read>(
     src: &mut SourceReader<'_, R>,
     tree: &mut TreeWriter<'_>,
     compression: Option<Compression>,
+    diff: Option<&mut Sha256>,
 ) -> Result<(), ArchiveError> {
     let compression = match compression {
         Some(c) => c,
@@ -178,12 +198,15 @@ pub(crate) fn decode_into<R: Read>(
             }
         },
     };
-    let mut decoder = compression
-        .decoder(&mut *src)
-        .map_err(|e| ArchiveError::CorruptArchive {
-            entry: None,
-            source: e,
-        })?;
+    let mut decoder = Hashing {
+        inner: compression
+            .decoder(&mut *src)
+            .map_err(|e| ArchiveError::CorruptArchive {
+                entry: None,
+                source: e,
+            })?,
+        hasher: diff,
+    };
     tree.unpack_archive(&mut decoder)?;
     let trailing =
         io::copy(&mut (&mut decoder).take(MAX_TRAILING + 1), &mut io::sink()).map_err(|e| {
@@ -246,6 +269,37 @@ impl<'a> LayerWriter<'a> {
         progress: &dyn Progress,
         progress_total: Option<u64>,
     ) -> Result<u64, ArchiveError> {
+        self.unpack_layer(
+            reader,
+            what,
+            compression,
+            expect,
+            None,
+            progress,
+            progress_total,
+        )
+    }
+
+    /// [`LayerWriter::unpack`], also checking the sha256 of the whole decompressed stream
+    /// against `diff_id` when one is given (an image layer's entry in the config's
+    /// `rootfs.diff_ids`). The compressed stream's digest and size are checked first: a
+    /// blob that is not what its descriptor says is reported as such.
+    ///
+    /// # Errors
+    /// Every error of [`unpack_tarball`]; [`ArchiveError::DigestMismatch`] naming the
+    /// uncompressed content when it does not hash to `diff_id`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn unpack_layer(
+        &mut self,
+        reader: impl Read,
+        what: String,
+        compression: Compression,
+        expect: &Expected,
+        diff_id: Option<&Digest>,
+        progress: &dyn Progress,
+        progress_total: Option<u64>,
+    ) -> Result<u64, ArchiveError> {
+        let mut diff = diff_id.map(|_| Sha256::new());
         let mut src = SourceReader::new(
             reader,
             SourceOptions {
@@ -258,12 +312,26 @@ impl<'a> LayerWriter<'a> {
                 progress_total,
             },
         );
-        let result = decode_into(&mut src, &mut self.tree, Some(compression));
+        let result = decode_into(&mut src, &mut self.tree, Some(compression), diff.as_mut());
         if let Err(e) = result {
             let e = src.explain(e);
             return Err(prefer_integrity(&mut src, e, expect));
         }
         let read = src.verify(&expect.digest, expect.size)?;
+        if let (Some(expected), Some(h)) = (diff_id, diff) {
+            let actual = Digest::from_hasher(h);
+            if &actual != expected {
+                return Err(ArchiveError::DigestMismatch {
+                    what: format!(
+                        "the uncompressed content of {} (its rootfs.diff_ids entry in the image \
+                         config)",
+                        src.what()
+                    ),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
         self.source_bytes += read;
         Ok(read)
     }

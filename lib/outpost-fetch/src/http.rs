@@ -44,7 +44,7 @@ pub async fn fetch_tarball(
     outpost_oci::transfer::ensure_provider();
     let client = reqwest::Client::builder()
         .connect_timeout(settings.connect_timeout)
-        .read_timeout(settings.read_timeout)
+        .read_timeout(settings.stall_timeout)
         .user_agent(USER_AGENT)
         .build()
         .map_err(|e| OciError::Remote {
@@ -79,6 +79,7 @@ pub async fn fetch_tarball(
     let spec = BlobSpec {
         what: url,
         size: expect.size,
+        stall_timeout: settings.stall_timeout,
         is_end_check: no_end_check,
     };
     let mut progress = DownloadProgress::new(progress, expect.size);
@@ -161,6 +162,7 @@ async fn open(client: &reqwest::Client, url: &str, offset: u64) -> Result<Body, 
     };
     Ok(Body {
         start,
+        declared: response.content_length(),
         stream: Box::pin(response.bytes_stream().map_err(std::io::Error::other)),
     })
 }

@@ -28,6 +28,12 @@
 //!   directory. On any error the destination holds a partial tree that the caller discards.
 //! - **Every byte is verified in the same pass** against the catalog's sha256 and size or the
 //!   image's descriptors; a tarball without a sha256 is refused ([`FetchError::MissingSha256`]).
+//! - **Bounded downloads**: a network body past its expected size is cut off at once, and a
+//!   transfer that stalls (less than 16 KiB per `registry.stall_timeout` of waiting) fails
+//!   after its retries; both with `download_failed`.
+//! - **Images verified end to end**: the config blob against the manifest, each layer's
+//!   decompressed stream against the config's `rootfs.diff_ids`, from a registry and from a
+//!   layout on disk alike (`integrity` otherwise).
 //! - **Cancellable** through [`FetchContext::cancel`].
 //!
 //! [`FetchError::code`] maps every failure to the API's

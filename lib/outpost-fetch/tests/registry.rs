@@ -703,7 +703,6 @@ fn two_layer_layout(
     fs_err::create_dir_all(&blobs).unwrap();
     for (layout, d) in [
         (&a.layout, &a.packed.layer.digest),
-        (&a.layout, &a.packed.config.digest),
         (&b_layout.to_path_buf(), &b.layer.digest),
     ] {
         fs_err::copy(d.blob_path(layout), d.blob_path(&out)).unwrap();
@@ -713,6 +712,18 @@ fn two_layer_layout(
     )
     .unwrap();
     manifest.layers.push(b.layer.clone());
+    // The config lists the uncompressed digest of both layers, in order.
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(a.packed.config.digest.blob_path(&a.layout)).unwrap())
+            .unwrap();
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(b.diff_id.to_string().into());
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest.config.digest = Digest::of(&config);
+    manifest.config.size = config.len() as u64;
+    fs_err::write(manifest.config.digest.blob_path(&out), &config).unwrap();
     let bytes = serde_json::to_vec(&manifest).unwrap();
     let digest = Digest::of(&bytes);
     fs_err::write(digest.blob_path(&out), &bytes).unwrap();

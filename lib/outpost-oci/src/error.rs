@@ -81,6 +81,15 @@ pub enum OciError {
         /// The version in the manifest.
         found_version: String,
     },
+    /// The image configuration does not describe the manifest's layers (no `rootfs`, another
+    /// number of `diff_ids`).
+    #[error("config {config}: {reason}")]
+    ConfigMismatch {
+        /// The config blob's digest.
+        config: Digest,
+        /// What does not match.
+        reason: String,
+    },
     /// A blob named by a descriptor is not in the layout.
     #[error("blob {digest} is missing from {}: {source}", path.display())]
     MissingBlob {
@@ -152,7 +161,10 @@ pub enum OciError {
 impl OciError {
     /// The API error code for this failure.
     ///
-    /// - That of the [`ArchiveError`] for [`OciError::Archive`].
+    /// - That of the [`ArchiveError`] for [`OciError::Archive`] (a digest or size mismatch of
+    ///   a blob, the config included, or of a layer's uncompressed content is
+    ///   [`ErrorCode::Integrity`]).
+    /// - [`ErrorCode::Integrity`]: a config that does not describe the manifest's layers.
     /// - [`ErrorCode::DownloadFailed`]: a blob is missing, no image for the host platform, the
     ///   image holds another package, a registry or HTTP server failed or refused
     ///   ([`OciError::Remote`]), a password file cannot be read.
@@ -169,6 +181,7 @@ impl OciError {
             | Self::MissingBlob { .. }
             | Self::NoMatchingImage { .. }
             | Self::PackageMismatch { .. } => ErrorCode::DownloadFailed,
+            Self::ConfigMismatch { .. } => ErrorCode::Integrity,
             Self::TaskFailed { .. } => ErrorCode::Internal,
             Self::NotALayout { .. }
             | Self::Json { .. }
@@ -263,6 +276,20 @@ pub enum RemoteProblem {
         /// What it did.
         detail: String,
     },
+    /// The body ran past the size the manifest or the catalog gives (an endless or oversized
+    /// body): the download stopped there.
+    TooLong {
+        /// The size expected, in bytes.
+        size: u64,
+    },
+    /// The body delivered less than `min_bytes` in `timeout` of waiting
+    /// (`registry.stall_timeout`), on every attempt.
+    Stalled {
+        /// The stall timeout.
+        timeout: std::time::Duration,
+        /// The least a body must deliver per timeout.
+        min_bytes: u64,
+    },
 }
 
 impl fmt::Display for RemoteProblem {
@@ -307,6 +334,16 @@ impl fmt::Display for RemoteProblem {
                  \"{host}\" in registry.insecure_hosts of the configuration"
             ),
             Self::Protocol { detail } => f.write_str(detail),
+            Self::TooLong { size } => write!(
+                f,
+                "size exceeded: the server sent more than the {size} bytes expected"
+            ),
+            Self::Stalled { timeout, min_bytes } => write!(
+                f,
+                "the transfer stalled: less than {min_bytes} bytes in {} ms \
+                 (registry.stall_timeout)",
+                timeout.as_millis()
+            ),
         }
     }
 }

@@ -1,9 +1,10 @@
 //! OCI image layouts on disk (`file:///path`): a directory holding `oci-layout`,
 //! `index.json` and `blobs/sha256/<hex>`.
 //!
-//! Every blob read (nested index, manifest, layers) is checked against its descriptor's
-//! digest and size while it streams. Blob paths are built from validated digests only, never
-//! from a path in a JSON document. `index.json` itself is the root of trust of a layout and
+//! Every blob read (nested index, manifest, config, layers) is checked against its
+//! descriptor's digest and size while it streams, and each payload layer's decompressed
+//! stream against its entry in the config's `rootfs.diff_ids` (see [`layer_diff_ids`]).
+//! Blob paths are built from validated digests only, never from a path in a JSON document. `index.json` itself is the root of trust of a layout and
 //! has no digest to check.
 
 use std::io::Read;
@@ -18,8 +19,9 @@ use outpost_archive::{Cancel, Limits, Progress};
 use crate::error::OciError;
 use crate::oci::{
     Descriptor, ImageIndex, ImageManifest, ImageMeta, LayerUnpacker, MAX_JSON_BYTES, PackageMeta,
-    parse_json, read_verified, select_manifest,
+    layer_diff_ids, parse_json, read_verified, select_manifest,
 };
+use outpost_archive::Digest;
 
 /// The image of a layout chosen for the host: its manifest and what it says.
 #[derive(Debug, Clone)]
@@ -32,6 +34,9 @@ pub struct LayoutImage {
     pub manifest: ImageManifest,
     /// Name, version and size from the manifest's annotations.
     pub meta: ImageMeta,
+    /// The uncompressed digest of each payload layer, in order, from the verified config
+    /// ([`layer_diff_ids`]); `None` when the config does not list them.
+    pub diff_ids: Vec<Option<Digest>>,
 }
 
 impl LayoutImage {
@@ -110,7 +115,8 @@ fn read_json_blob<T: for<'de> Deserialize<'de>>(
 /// # Errors
 /// [`OciError::NotALayout`] without `oci-layout` (version 1.0.0) or `index.json`;
 /// [`OciError::NoMatchingImage`]; [`OciError::MissingBlob`]; digest or size mismatch of
-/// a nested index or the manifest; [`OciError::Json`] for a document that does not parse;
+/// a nested index, the manifest or the config; [`OciError::ConfigMismatch`] for a config
+/// whose `rootfs.diff_ids` do not describe the manifest's layers; [`OciError::Json`] for a document that does not parse;
 /// the annotation errors of [`ImageMeta::from_manifest`].
 pub fn read(dir: &Path) -> Result<LayoutImage, OciError> {
     read_for(
@@ -145,11 +151,14 @@ fn read_for(dir: &Path, os: &str, arch: &str, cancel: &Cancel) -> Result<LayoutI
     })?;
     let manifest: ImageManifest = read_json_blob(dir, &descriptor, cancel)?;
     let meta = ImageMeta::from_manifest(&manifest, &descriptor.digest)?;
+    let config = read_verified(open_blob(dir, &manifest.config)?, &manifest.config, cancel)?;
+    let diff_ids = layer_diff_ids(&manifest, &config)?;
     Ok(LayoutImage {
         dir: dir.to_owned(),
         descriptor,
         manifest,
         meta,
+        diff_ids,
     })
 }
 
@@ -158,7 +167,8 @@ fn read_for(dir: &Path, os: &str, arch: &str, cancel: &Cancel) -> Result<LayoutI
 ///
 /// The image is chosen as [`read`] does; its annotations must name the package and version
 /// asked for. The payload layers are then unpacked in order (see [`LayerUnpacker`]), each
-/// verified against its digest and size while it streams. Progress counts layer bytes read
+/// verified against its digest and size while it streams, and its decompressed stream
+/// against the config's `rootfs.diff_ids`. Progress counts layer bytes read
 /// out of the sum of the payload layers' sizes. On error `dest` holds a partial tree that
 /// the caller must discard.
 ///
@@ -183,9 +193,9 @@ pub fn unpack(
     image.meta.expect(want_name, want_version)?;
     let total: u64 = image.layers().map(|l| l.size).sum();
     let mut unpacker = LayerUnpacker::new(dest, limits, cancel)?;
-    for layer in image.layers() {
+    for (layer, diff_id) in image.layers().zip(&image.diff_ids) {
         let blob = open_blob(dir, layer)?;
-        unpacker.unpack_layer(blob, layer, progress, Some(total))?;
+        unpacker.unpack_layer(blob, layer, diff_id.as_ref(), progress, Some(total))?;
     }
     let stats = unpacker.stats();
     tracing::info!(

@@ -35,6 +35,8 @@ pub mod media_type {
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     /// An OCI image configuration.
     pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// A Docker image configuration (read like an OCI one).
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     /// The OCI empty descriptor's content, `{}` (the config of a platform-independent package).
     pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
     /// The Datadog package payload layer (zstd tar).
@@ -332,6 +334,70 @@ pub struct PackageMeta {
     pub stats: UnpackStats,
 }
 
+/// What outpost reads of an image configuration: the uncompressed digests of the layers.
+#[derive(Deserialize)]
+struct ConfigDoc {
+    #[serde(default)]
+    rootfs: Option<RootFsDoc>,
+}
+
+#[derive(Deserialize)]
+struct RootFsDoc {
+    #[serde(default, deserialize_with = "null_as_default")]
+    diff_ids: Vec<Digest>,
+}
+
+/// The uncompressed digest each payload layer must have, in the order of
+/// [`ImageManifest::payload_layers`], read from the manifest's config blob `config` (already
+/// verified against the manifest's config descriptor, see [`read_verified`]).
+///
+/// An image configuration (`application/vnd.oci.image.config.v1+json` or Docker's) must
+/// list one `rootfs.diff_ids` entry per layer of the manifest, in order; the entry of each
+/// payload layer is returned. A config of any other media type (the OCI empty config `{}` of
+/// a platform-independent package, an artifact's own config) says nothing of the layers:
+/// every entry is then `None`.
+///
+/// # Errors
+/// [`OciError::ConfigMismatch`] (code `integrity`) for an image configuration without
+/// `rootfs.diff_ids` or with another number of entries than the manifest has layers;
+/// [`OciError::Json`] when it does not parse.
+pub fn layer_diff_ids(
+    manifest: &ImageManifest,
+    config: &[u8],
+) -> Result<Vec<Option<Digest>>, OciError> {
+    let payload = manifest.payload_layers().count();
+    if !matches!(
+        manifest.config.media_type.as_str(),
+        media_type::OCI_CONFIG | media_type::DOCKER_CONFIG
+    ) {
+        return Ok(vec![None; payload]);
+    }
+    let digest = &manifest.config.digest;
+    let doc: ConfigDoc = parse_json(config, &format!("config {digest}"))?;
+    let mismatch = |reason: String| OciError::ConfigMismatch {
+        config: digest.clone(),
+        reason,
+    };
+    let diff_ids = doc
+        .rootfs
+        .ok_or_else(|| mismatch("it has no rootfs".into()))?
+        .diff_ids;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(mismatch(format!(
+            "it lists {} rootfs.diff_ids for the manifest's {} layers",
+            diff_ids.len(),
+            manifest.layers.len()
+        )));
+    }
+    Ok(manifest
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .filter(|(l, _)| layer_compression(&l.media_type).is_some())
+        .map(|(_, d)| Some(d))
+        .collect())
+}
+
 /// Largest JSON document (index, manifest, config) read into memory.
 pub const MAX_JSON_BYTES: u64 = 4 << 20;
 
@@ -401,17 +467,22 @@ impl<'a> LayerUnpacker<'a> {
         })
     }
 
-    /// Unpacks one layer blob read from `reader`, as `layer` describes it.
+    /// Unpacks one layer blob read from `reader`, as `layer` describes it; when `diff_id`
+    /// is given (the layer's entry in the config's `rootfs.diff_ids`, [`layer_diff_ids`]),
+    /// the decompressed stream must hash to it.
     ///
     /// Progress is reported as bytes of all layers so far out of `progress_total`.
     ///
     /// # Errors
     /// [`OciError::BadImage`] for a media type that is not a tar layer; every error of
-    /// [`unpack_tarball`](outpost_archive::unpack_tarball).
+    /// [`unpack_tarball`](outpost_archive::unpack_tarball);
+    /// [`ArchiveError::DigestMismatch`](outpost_archive::ArchiveError::DigestMismatch) for a
+    /// decompressed stream that is not `diff_id`.
     pub fn unpack_layer(
         &mut self,
         reader: impl Read,
         layer: &Descriptor,
+        diff_id: Option<&Digest>,
         progress: &dyn Progress,
         progress_total: Option<u64>,
     ) -> Result<(), OciError> {
@@ -425,8 +496,15 @@ impl<'a> LayerUnpacker<'a> {
             digest: layer.digest.clone(),
             size: Some(layer.size),
         };
-        self.writer
-            .unpack(reader, what, compression, &expect, progress, progress_total)?;
+        self.writer.unpack_layer(
+            reader,
+            what,
+            compression,
+            &expect,
+            diff_id,
+            progress,
+            progress_total,
+        )?;
         tracing::debug!(layer.digest = %layer.digest, layer.size, "layer unpacked");
         Ok(())
     }

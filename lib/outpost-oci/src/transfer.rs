@@ -14,6 +14,13 @@
 //! request that got none (a TLS failure and an invalid request are permanent, every other
 //! network failure transient). [`with_retries`] then retries the transient ones under a
 //! [`RetryPolicy`]. This module is public for `outpost-fetch`'s HTTP tarballs.
+//!
+//! # Hostile bodies
+//! [`stream_resumable`] bounds every body: past the blob's expected size it stops at once
+//! (`download_failed`, size exceeded, not retried; a body that announced another length is a
+//! size mismatch, `integrity`), and a body delivering less than [`STALL_MIN_BYTES`] per
+//! [`BlobSpec::stall_timeout`] of waiting for the network is a stall (transient; a stalled
+//! attempt is not progress, so a trickle gives up after the policy's attempts).
 
 use std::future::Future;
 use std::io::{self, Read};
@@ -305,6 +312,8 @@ impl Read for ChunkReader {
 pub struct Body {
     /// The offset of the body's first byte in the resource.
     pub start: u64,
+    /// The length the server announced for this body (`Content-Length`), when it did.
+    pub declared: Option<u64>,
     /// The bytes.
     pub stream: BoxStream<'static, io::Result<Bytes>>,
 }
@@ -317,6 +326,12 @@ pub enum Stop {
     /// The unpacker stopped reading: its own error says why.
     ReceiverGone,
 }
+
+/// The least a blob body must deliver in each stall timeout's worth of waiting for the
+/// network (`registry.stall_timeout`, [`BlobSpec::stall_timeout`]): a body that delivers less
+/// is a stall (about 270 bytes a second at the default 60 s). Time spent waiting for the
+/// unpacker to take a chunk is not counted.
+pub const STALL_MIN_BYTES: u64 = 16 << 10;
 
 /// Reports download progress at most every [`REPORT_EVERY`], and at the end.
 #[allow(missing_debug_implementations)]
@@ -368,8 +383,12 @@ impl DownloadProgress {
 pub struct BlobSpec<'a> {
     /// Names the blob in logs.
     pub what: &'a str,
-    /// Its size, when known: a body that ends cleanly before it is resumed.
+    /// Its size, when known: a body that ends cleanly before it is resumed, and a body that
+    /// runs past it is refused at once (permanently: the server sends more than it said).
     pub size: Option<u64>,
+    /// The stall timeout: a body that delivers less than [`STALL_MIN_BYTES`] in this much
+    /// waiting (or nothing at all) fails transiently, as a stall.
+    pub stall_timeout: Duration,
     /// Whether an error yielded by the stream is a verification error of the transport
     /// layer at the very end of the body (all bytes were delivered; the unpacker's own check
     /// reports the mismatch).
@@ -399,8 +418,8 @@ pub async fn stream_resumable(
             return Err(Stop::Failed(OciError::Archive(ArchiveError::Cancelled)));
         }
         let at_attempt = delivered;
-        let failure = match open(delivered).await {
-            Err(f) => f,
+        let (failure, stalled) = match open(delivered).await {
+            Err(f) => (f, false),
             Ok(body) => match pump(spec, body, &mut delivered, tx, cancel, progress).await {
                 Ok(()) => {
                     if tx.send(Msg::End).await.is_err() {
@@ -419,11 +438,13 @@ pub async fn stream_resumable(
                     return Ok(delivered);
                 }
                 Err(PumpError::Stop(stop)) => return Err(stop),
-                Err(PumpError::Failure(f)) => f,
+                Err(PumpError::Failure(f)) => (f, false),
+                Err(PumpError::Stall(f)) => (f, true),
             },
         };
-        if delivered > at_attempt {
-            // This attempt made progress: the count of failures in a row starts again.
+        // An attempt that made progress starts the count of failures in a row again, unless it
+        // stalled: a trickle must not keep a download alive forever.
+        if delivered > at_attempt && !stalled {
             failures = 0;
         }
         failures += 1;
@@ -449,6 +470,45 @@ pub async fn stream_resumable(
 enum PumpError {
     Stop(Stop),
     Failure(Failure),
+    /// A transient failure that is a stall: the bytes it delivered do not count as progress.
+    Stall(Failure),
+}
+
+/// Counts the bytes a body delivers against the time spent waiting for them.
+struct StallWatch {
+    timeout: Duration,
+    waited: Duration,
+    bytes: u64,
+}
+
+impl StallWatch {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            waited: Duration::ZERO,
+            bytes: 0,
+        }
+    }
+
+    /// How long the next wait may last before the window closes.
+    fn left(&self) -> Duration {
+        self.timeout.saturating_sub(self.waited)
+    }
+
+    /// Records a wait of `waited` that delivered `bytes`; `false` when the window closed with
+    /// less than [`STALL_MIN_BYTES`] in it (a stall). A window that closed in time opens the
+    /// next one.
+    fn record(&mut self, waited: Duration, bytes: u64) -> bool {
+        self.waited += waited;
+        self.bytes += bytes;
+        if self.waited < self.timeout {
+            return true;
+        }
+        let ok = self.bytes >= STALL_MIN_BYTES;
+        self.waited = Duration::ZERO;
+        self.bytes = 0;
+        ok
+    }
 }
 
 /// Forwards one response body, skipping what was already delivered.
@@ -480,14 +540,36 @@ async fn pump(
             "the server ignored the range request; skipping what was already received"
         );
     }
+    let body_end = body.declared.map(|len| body.start + len);
     let mut stream = body.stream;
+    let mut watch = StallWatch::new(spec.stall_timeout);
     loop {
         if cancel.is_cancelled() {
             return Err(PumpError::Stop(Stop::Failed(OciError::Archive(
                 ArchiveError::Cancelled,
             ))));
         }
-        match stream.next().await {
+        let started = tokio::time::Instant::now();
+        let next = tokio::time::timeout(watch.left(), stream.next()).await;
+        let got = match &next {
+            Ok(Some(Ok(chunk))) => chunk.len() as u64,
+            _ => 0,
+        };
+        if !watch.record(started.elapsed(), got) {
+            return Err(PumpError::Stall(Failure::transient(OciError::Remote {
+                what: spec.what.to_owned(),
+                problem: RemoteProblem::Stalled {
+                    timeout: spec.stall_timeout,
+                    min_bytes: STALL_MIN_BYTES,
+                },
+                source: None,
+            })));
+        }
+        let Ok(next) = next else {
+            // The window closed in time: wait again.
+            continue;
+        };
+        match next {
             Some(Ok(mut chunk)) => {
                 if skip > 0 {
                     let n = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
@@ -496,6 +578,13 @@ async fn pump(
                 }
                 if chunk.is_empty() {
                     continue;
+                }
+                if let Some(size) = spec.size
+                    && *delivered + chunk.len() as u64 > size
+                {
+                    return Err(PumpError::Failure(Failure::permanent(too_long(
+                        spec, &body_end, size,
+                    ))));
                 }
                 *delivered += chunk.len() as u64;
                 if tx.send(Msg::Chunk(chunk)).await.is_err() {
@@ -529,6 +618,26 @@ async fn pump(
                 return Ok(());
             }
         }
+    }
+}
+
+/// The error for a body that runs past the expected `size`. When the server announced a body
+/// ending elsewhere, it serves another content than the one expected: a size mismatch
+/// (`integrity`), as the unpacker would report it. Otherwise (no length announced: an
+/// endless or oversized stream) the download stops there: size exceeded (`download_failed`).
+fn too_long(spec: &BlobSpec<'_>, body_end: &Option<u64>, size: u64) -> OciError {
+    match body_end {
+        Some(end) if *end != size => ArchiveError::SizeMismatch {
+            what: spec.what.to_owned(),
+            expected: size,
+            actual: outpost_archive::SizeSeen::Exactly(*end),
+        }
+        .into(),
+        _ => OciError::Remote {
+            what: spec.what.to_owned(),
+            problem: RemoteProblem::TooLong { size },
+            source: None,
+        },
     }
 }
 
@@ -613,6 +722,7 @@ mod tests {
     fn body(start: u64, chunks: Vec<io::Result<Bytes>>) -> Body {
         Body {
             start,
+            declared: None,
             stream: futures_util::stream::iter(chunks).boxed(),
         }
     }
@@ -635,6 +745,7 @@ mod tests {
         let spec = BlobSpec {
             what: "blob",
             size: Some(100),
+            stall_timeout: Duration::from_secs(60),
             is_end_check: no_end_check,
         };
         let d = data.clone();
@@ -686,6 +797,7 @@ mod tests {
         let spec = BlobSpec {
             what: "blob",
             size: Some(10),
+            stall_timeout: Duration::from_secs(60),
             is_end_check: no_end_check,
         };
         let mut progress = DownloadProgress::new(Arc::new(NoProgress), None);
@@ -721,6 +833,7 @@ mod tests {
         let spec = BlobSpec {
             what: "blob",
             size: Some(10),
+            stall_timeout: Duration::from_secs(60),
             is_end_check: no_end_check,
         };
         let mut progress = DownloadProgress::new(Arc::new(NoProgress), None);
@@ -751,5 +864,184 @@ mod tests {
             panic!("{stop:?}")
         };
         assert!(err.to_string().contains("from byte 5 when byte 3"), "{err}");
+    }
+
+    /// A body that yields `chunk` bytes every `every`, `count` times (endless when `None`).
+    fn trickle(every: Duration, chunk: usize, count: Option<usize>) -> Body {
+        let stream = futures_util::stream::unfold(0usize, move |n| async move {
+            if count.is_some_and(|c| n >= c) {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Ok(Bytes::from(vec![b'x'; chunk])), n + 1))
+        });
+        Body {
+            start: 0,
+            declared: None,
+            stream: stream.boxed(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickle_stalls_on_every_attempt_and_gives_up() {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let reader = drain(rx);
+        let spec = BlobSpec {
+            what: "blob",
+            size: Some(1 << 20),
+            stall_timeout: Duration::from_millis(300),
+            is_end_check: no_end_check,
+        };
+        let mut progress = DownloadProgress::new(Arc::new(NoProgress), None);
+        let mut opens = 0;
+        let started = tokio::time::Instant::now();
+        let stop = stream_resumable(
+            &spec,
+            |_| {
+                opens += 1;
+                // One byte every 100 ms, forever.
+                Box::pin(async { Ok(trickle(Duration::from_millis(100), 1, None)) })
+            },
+            &tx,
+            &policy(),
+            &Cancel::new(),
+            &mut progress,
+        )
+        .await
+        .unwrap_err();
+        let Stop::Failed(err) = stop else {
+            panic!("{stop:?}")
+        };
+        assert_eq!(opens, 3, "bytes of a stalled attempt are not progress");
+        assert!(
+            matches!(
+                &err,
+                OciError::Remote {
+                    problem: RemoteProblem::Stalled { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("stalled"), "{err}");
+        assert!(
+            err.to_string().contains("gave up after 3 attempts"),
+            "{err}"
+        );
+        assert_eq!(err.code(), outpost_types::ErrorCode::DownloadFailed);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(tx);
+        assert!(reader.join().unwrap().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_body_stalls() {
+        let (tx, _rx) = mpsc::channel(QUEUE);
+        let spec = BlobSpec {
+            what: "blob",
+            size: None,
+            stall_timeout: Duration::from_millis(300),
+            is_end_check: no_end_check,
+        };
+        let mut progress = DownloadProgress::new(Arc::new(NoProgress), None);
+        let stop = stream_resumable(
+            &spec,
+            |_| {
+                Box::pin(async {
+                    Ok(Body {
+                        start: 0,
+                        declared: None,
+                        stream: futures_util::stream::pending().boxed(),
+                    })
+                })
+            },
+            &tx,
+            &policy(),
+            &Cancel::new(),
+            &mut progress,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                stop,
+                Stop::Failed(OciError::Remote {
+                    problem: RemoteProblem::Stalled { .. },
+                    ..
+                })
+            ),
+            "{stop:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_body_above_the_floor_completes() {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let reader = drain(rx);
+        let chunk = usize::try_from(STALL_MIN_BYTES).unwrap();
+        let spec = BlobSpec {
+            what: "blob",
+            size: Some(5 * chunk as u64),
+            stall_timeout: Duration::from_millis(300),
+            is_end_check: no_end_check,
+        };
+        let mut progress = DownloadProgress::new(Arc::new(NoProgress), None);
+        let n = stream_resumable(
+            &spec,
+            |_| Box::pin(async move { Ok(trickle(Duration::from_millis(250), chunk, Some(5))) }),
+            &tx,
+            &policy(),
+            &Cancel::new(),
+            &mut progress,
+        )
+        .await
+        .unwrap();
+        drop(tx);
+        assert_eq!(n, 5 * chunk as u64);
+        assert_eq!(reader.join().unwrap().unwrap().len(), 5 * chunk);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_past_its_size_is_cut_off_and_not_retried() {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let reader = drain(rx);
+        let spec = BlobSpec {
+            what: "blob",
+            size: Some(10),
+            stall_timeout: Duration::from_secs(60),
+            is_end_check: no_end_check,
+        };
+        let mut progress = DownloadProgress::new(Arc::new(NoProgress), None);
+        let mut opens = 0;
+        let stop = stream_resumable(
+            &spec,
+            |_| {
+                opens += 1;
+                // An endless body: 8 bytes at a time, forever.
+                let endless = futures_util::stream::repeat_with(|| Ok(Bytes::from(vec![0u8; 8])));
+                Box::pin(async move {
+                    Ok(Body {
+                        start: 0,
+                        declared: None,
+                        stream: endless.boxed(),
+                    })
+                })
+            },
+            &tx,
+            &policy(),
+            &Cancel::new(),
+            &mut progress,
+        )
+        .await
+        .unwrap_err();
+        let Stop::Failed(err) = stop else {
+            panic!("{stop:?}")
+        };
+        assert_eq!(opens, 1);
+        assert!(err.to_string().contains("size exceeded"), "{err}");
+        assert_eq!(err.code(), outpost_types::ErrorCode::DownloadFailed);
+        drop(tx);
+        let err = reader.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
     }
 }

@@ -37,6 +37,19 @@ pub enum Fault {
         /// Body bytes forwarded before holding.
         after: u64,
     },
+    /// Forward the response, but its body one byte every `every_ms` milliseconds, until the
+    /// body ends or the client hangs up.
+    Trickle {
+        /// The pause before each byte.
+        every_ms: u64,
+    },
+    /// Forward the response without its `Content-Length` (the body then ends when the
+    /// connection closes), then `extra` more bytes after the body, or bytes without end when
+    /// `None`, until the client hangs up: an oversized or endless body.
+    PadBody {
+        /// Bytes sent after the real body; `None` for an endless body.
+        extra: Option<u64>,
+    },
 }
 
 /// When a [`FaultProxy`] injects a fault.
@@ -304,7 +317,11 @@ pub(crate) fn proxy_one(
     let mut up_reader = BufReader::new(up);
     let (status_line, headers) = read_head(&mut up_reader)?;
     let mut resp = format!("{status_line}\r\n");
+    let padded = matches!(fault, Some(Fault::PadBody { .. }));
     for (k, v) in &headers {
+        if padded && k.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
         resp.push_str(&format!("{k}: {v}\r\n"));
     }
     resp.push_str("\r\n");
@@ -317,7 +334,18 @@ pub(crate) fn proxy_one(
     loop {
         let n = up_reader.read(&mut buf)?;
         if n == 0 {
+            if let Some(Fault::PadBody { extra }) = fault {
+                pad(&mut client_w, extra)?;
+            }
             break;
+        }
+        if let Some(Fault::Trickle { every_ms }) = fault {
+            for byte in &buf[..n] {
+                std::thread::sleep(Duration::from_millis(every_ms));
+                client_w.write_all(std::slice::from_ref(byte))?;
+                client_w.flush()?;
+            }
+            continue;
         }
         let chunk = &mut buf[..n];
         match fault {
@@ -356,4 +384,20 @@ pub(crate) fn proxy_one(
         sent += n as u64;
     }
     Ok(())
+}
+
+/// Writes `extra` bytes (without end when `None`) until done or the client hangs up.
+fn pad(w: &mut TcpStream, extra: Option<u64>) -> io::Result<()> {
+    let block = vec![0u8; 16 << 10];
+    let mut left = extra;
+    loop {
+        let n = left.map_or(block.len() as u64, |l| l.min(block.len() as u64));
+        if n == 0 {
+            return Ok(());
+        }
+        w.write_all(&block[..usize::try_from(n).unwrap_or(block.len())])?;
+        if let Some(l) = &mut left {
+            *l -= n;
+        }
+    }
 }

@@ -179,8 +179,11 @@ impl Default for PackagesConfig {
     }
 }
 
+/// Default of `registry.stall_timeout`.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `registry:`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
     /// `host[:port]` values spoken to over plain HTTP. Nothing else is.
@@ -193,6 +196,23 @@ pub struct RegistryConfig {
     pub password_file: Option<PathBuf>,
     /// Per-host credentials, overriding the defaults.
     pub auths: BTreeMap<String, RegistryLogin>,
+    /// How long a download from a registry or an HTTP server may wait without making
+    /// progress (default 60s): a body that stops, or trickles less than 16 KiB in this
+    /// much waiting, is a stall and fails with `download_failed` after its retries.
+    pub stall_timeout: HumanDuration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            insecure_hosts: Vec::new(),
+            mirror: None,
+            username: None,
+            password_file: None,
+            auths: BTreeMap::new(),
+            stall_timeout: HumanDuration(DEFAULT_STALL_TIMEOUT),
+        }
+    }
 }
 
 impl RegistryConfig {
@@ -607,6 +627,20 @@ agent: {runners: 2, memtrack_enabled: false, tags: [a:b], enable_metadata_collec
         assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
         assert_eq!(e.key(), None);
         assert_eq!(e.file(), Some(path));
+    }
+
+    #[test]
+    fn registry_stall_timeout_is_typed() {
+        assert_eq!(
+            Config::default().registry.stall_timeout.0,
+            DEFAULT_STALL_TIMEOUT
+        );
+        let c = Config::from_yaml("registry: {stall_timeout: 300ms}\n").unwrap();
+        assert_eq!(c.registry.stall_timeout.0, Duration::from_millis(300));
+        let c = Config::from_yaml("registry: {stall_timeout: 90}\n").unwrap();
+        assert_eq!(c.registry.stall_timeout.0, Duration::from_secs(90));
+        let err = Config::from_yaml("registry: {stall_timeout: 3 weeks}\n").unwrap_err();
+        assert!(err.to_string().contains("registry.stall_timeout"), "{err}");
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //! held whole in memory.
 //!
 //! Every document is verified: the top document against the reference's digest when it has
-//! one, nested indexes and the manifest against their descriptors, and every layer against
-//! its descriptor while it streams (the unpacker hashes the whole blob once, across
-//! resumptions).
+//! one, nested indexes and the manifest against their descriptors, the config blob against
+//! the manifest's config descriptor (fetched before any layer), and every layer against its
+//! descriptor while it streams (the unpacker hashes the whole blob once, across resumptions)
+//! and its decompressed stream against the config's `rootfs.diff_ids`
+//! ([`layer_diff_ids`](crate::oci::layer_diff_ids)). A corrupted or mismatched config fails
+//! with `integrity`.
 //!
 //! # Network behaviour
 //! - Plain HTTP is used only for hosts listed in `registry.insecure_hosts` (loopback is not
@@ -31,6 +34,12 @@
 //!   range request from the byte it stopped at, or, when the registry ignores the range,
 //!   from the start with the bytes already unpacked skipped. Permanent failures (401, 403,
 //!   404, a digest mismatch, no image for the platform) fail at once.
+//! - A blob body (layer or config) that runs past its descriptor's size without having
+//!   announced another length (an endless or oversized body) is cut off at once: size
+//!   exceeded, `download_failed`, not retried. A body that delivers less than
+//!   [`STALL_MIN_BYTES`](crate::transfer::STALL_MIN_BYTES) per `registry.stall_timeout` of
+//!   waiting stalls: it is resumed, a stalled attempt never counts as progress, and the
+//!   download fails with `download_failed` once the retries are spent.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;

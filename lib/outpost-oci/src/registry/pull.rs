@@ -162,13 +162,20 @@ impl RegistryImage {
     /// Downloads the payload layers and unpacks them, in order, into `dest` (an existing,
     /// empty directory), verifying each while it streams.
     ///
+    /// The manifest's config blob is fetched first (streamed under the stall timeout and
+    /// the size cap like a layer) and verified against its descriptor; each layer's
+    /// decompressed stream is then checked against the config's `rootfs.diff_ids`
+    /// ([`layer_diff_ids`](crate::oci::layer_diff_ids)).
+    ///
     /// Progress is reported as [`Phase::Download`](outpost_types::wire::Phase::Download),
     /// bytes of all layers received out of their sum, at least every 100 ms while bytes
     /// arrive. On error `dest` holds a partial tree that the caller must discard.
     ///
     /// # Errors
-    /// [`OciError::Remote`] after retries or for a permanent failure; every unpacking and
-    /// integrity error of [`LayerUnpacker`]; [`ArchiveError::Cancelled`].
+    /// [`OciError::Remote`] after retries or for a permanent failure (a stall, a body past
+    /// its size: `download_failed`); for the config, [`ArchiveError::DigestMismatch`] /
+    /// [`ArchiveError::SizeMismatch`] and [`OciError::ConfigMismatch`] (`integrity`); every
+    /// unpacking and integrity error of [`LayerUnpacker`]; [`ArchiveError::Cancelled`].
     pub async fn unpack(
         &self,
         dest: &Path,
@@ -176,25 +183,41 @@ impl RegistryImage {
         cancel: &Cancel,
         progress: Arc<dyn Progress>,
     ) -> Result<UnpackStats, OciError> {
+        // The config first: no layer is downloaded before it is verified.
+        let config = fetch_config(
+            &self.session,
+            &self.reference,
+            &self.manifest.config,
+            cancel,
+        )
+        .await?;
+        let diff_ids = crate::oci::layer_diff_ids(&self.manifest, &config)?;
         let layers: Vec<Descriptor> = self.layers().cloned().collect();
         let total: u64 = layers.iter().map(|l| l.size).sum();
-        let (layer_tx, mut layer_rx) = mpsc::channel::<(Descriptor, mpsc::Receiver<Msg>)>(1);
+        type Next = (Descriptor, Option<Digest>, mpsc::Receiver<Msg>);
+        let (layer_tx, mut layer_rx) = mpsc::channel::<Next>(1);
         let worker = {
             let (dest, limits, cancel) = (dest.to_owned(), *limits, cancel.clone());
             tokio::task::spawn_blocking(move || {
                 let mut unpacker = LayerUnpacker::new(&dest, &limits, &cancel)?;
-                while let Some((layer, rx)) = layer_rx.blocking_recv() {
-                    unpacker.unpack_layer(ChunkReader::new(rx), &layer, &NoProgress, None)?;
+                while let Some((layer, diff_id, rx)) = layer_rx.blocking_recv() {
+                    unpacker.unpack_layer(
+                        ChunkReader::new(rx),
+                        &layer,
+                        diff_id.as_ref(),
+                        &NoProgress,
+                        None,
+                    )?;
                 }
                 Ok::<_, OciError>(unpacker.stats())
             })
         };
         let mut progress = DownloadProgress::new(progress, Some(total));
         let downloaded = async {
-            for layer in &layers {
+            for (layer, diff_id) in layers.iter().zip(&diff_ids) {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 layer_tx
-                    .send((layer.clone(), rx))
+                    .send((layer.clone(), diff_id.clone(), rx))
                     .await
                     .map_err(|_| Stop::ReceiverGone)?;
                 self.stream_layer(layer, &tx, cancel, &mut progress).await?;
@@ -222,55 +245,11 @@ impl RegistryImage {
         let spec = BlobSpec {
             what: &what,
             size: Some(layer.size),
+            stall_timeout: self.session.stall_timeout,
             is_end_check,
         };
-        let digest = layer.digest.to_string();
-        let size = layer.size;
-        let open = |offset: u64| -> BoxFut<Result<Body, Failure>> {
-            let (client, reference, digest, cx, auth) = (
-                self.session.client.clone(),
-                self.reference.clone(),
-                digest.clone(),
-                cx.clone(),
-                self.session.auth.clone(),
-            );
-            Box::pin(async move {
-                // Registers the credentials for the host (a no-op after the first request).
-                client
-                    .store_auth_if_needed(reference.resolve_registry(), &auth)
-                    .await;
-                match client
-                    .pull_blob_stream_partial(&reference, digest.as_str(), offset, None)
-                    .await
-                {
-                    Ok(BlobResponse::Full(s)) => Ok(Body {
-                        start: 0,
-                        stream: s.stream,
-                    }),
-                    Ok(BlobResponse::Partial(s)) => {
-                        if let Some(len) = s.content_length
-                            && len != size.saturating_sub(offset)
-                        {
-                            return Err(Failure::permanent(OciError::Remote {
-                                what: cx.what.clone(),
-                                problem: RemoteProblem::Protocol {
-                                    detail: format!(
-                                        "asked for bytes {offset}- of {size}, the registry sent \
-                                         {len} bytes"
-                                    ),
-                                },
-                                source: None,
-                            }));
-                        }
-                        Ok(Body {
-                            start: offset,
-                            stream: s.stream,
-                        })
-                    }
-                    Err(e) => Err(classify(e, &cx)),
-                }
-            })
-        };
+        let open =
+            |offset: u64| open_blob(&self.session, &self.reference, layer, cx.clone(), offset);
         stream_resumable(&spec, open, tx, &self.session.retry, cancel, progress).await
     }
 }
@@ -327,5 +306,113 @@ pub(super) async fn fetch_document(
     }
     let by_digest = reference.clone_with_digest(desc.digest.to_string());
     let body = session.manifest(&by_digest, what, cancel).await?;
+    read_verified(&body[..], desc, cancel)
+}
+
+/// Starts a request for the blob `desc` from `offset` (a range request when `offset > 0`).
+pub(super) fn open_blob(
+    session: &Session,
+    reference: &Reference,
+    desc: &Descriptor,
+    cx: ReqCtx,
+    offset: u64,
+) -> BoxFut<Result<Body, Failure>> {
+    let (client, reference, auth) = (
+        session.client.clone(),
+        reference.clone(),
+        session.auth.clone(),
+    );
+    let (digest, size) = (desc.digest.to_string(), desc.size);
+    Box::pin(async move {
+        // Registers the credentials for the host (a no-op after the first request).
+        client
+            .store_auth_if_needed(reference.resolve_registry(), &auth)
+            .await;
+        match client
+            .pull_blob_stream_partial(&reference, digest.as_str(), offset, None)
+            .await
+        {
+            Ok(BlobResponse::Full(s)) => Ok(Body {
+                start: 0,
+                declared: s.content_length,
+                stream: s.stream,
+            }),
+            Ok(BlobResponse::Partial(s)) => {
+                if let Some(len) = s.content_length
+                    && len != size.saturating_sub(offset)
+                {
+                    return Err(Failure::permanent(OciError::Remote {
+                        what: cx.what.clone(),
+                        problem: RemoteProblem::Protocol {
+                            detail: format!(
+                                "asked for bytes {offset}- of {size}, the registry sent {len} bytes"
+                            ),
+                        },
+                        source: None,
+                    }));
+                }
+                Ok(Body {
+                    start: offset,
+                    declared: s.content_length,
+                    stream: s.stream,
+                })
+            }
+            Err(e) => Err(classify(e, &cx)),
+        }
+    })
+}
+
+/// Fetches the manifest's config blob and verifies it against its descriptor. The blob
+/// streams like a layer (retried, resumed, under the stall timeout, cut off past its size),
+/// into memory: its descriptor's size is bounded by [`MAX_JSON_BYTES`] first.
+pub(super) async fn fetch_config(
+    session: &Session,
+    reference: &Reference,
+    desc: &Descriptor,
+    cancel: &Cancel,
+) -> Result<Vec<u8>, OciError> {
+    let what = format!("config {} of {}", desc.digest, session.cx.what);
+    if desc.size > MAX_JSON_BYTES {
+        return Err(OciError::BadImage {
+            what,
+            reason: format!(
+                "{} bytes is too large for a JSON document (at most {MAX_JSON_BYTES})",
+                desc.size
+            ),
+        });
+    }
+    let cx = session.cx.for_what(what.clone());
+    let spec = BlobSpec {
+        what: &what,
+        size: Some(desc.size),
+        stall_timeout: session.stall_timeout,
+        is_end_check,
+    };
+    let (tx, mut rx) = mpsc::channel(QUEUE);
+    let mut progress = DownloadProgress::new(Arc::new(NoProgress), None);
+    let download = async {
+        let tx = tx;
+        let open = |offset: u64| open_blob(session, reference, desc, cx.clone(), offset);
+        stream_resumable(&spec, open, &tx, &session.retry, cancel, &mut progress).await
+    };
+    let collect = async {
+        let mut body = Vec::new();
+        while let Some(Msg::Chunk(chunk)) = rx.recv().await {
+            body.extend_from_slice(&chunk);
+        }
+        body
+    };
+    let (downloaded, body) = tokio::join!(download, collect);
+    match downloaded {
+        Ok(_) => {}
+        Err(Stop::Failed(e)) => return Err(e),
+        // The receiver lives until the download ends.
+        Err(Stop::ReceiverGone) => {
+            return Err(ArchiveError::HashThread {
+                what: format!("{what}: the reader stopped"),
+            }
+            .into());
+        }
+    }
     read_verified(&body[..], desc, cancel)
 }

@@ -17,6 +17,8 @@ pub(super) struct Session {
     pub(super) auth: RegistryAuth,
     pub(super) cx: ReqCtx,
     pub(super) retry: RetryPolicy,
+    /// `registry.stall_timeout`.
+    pub(super) stall_timeout: Duration,
 }
 
 impl std::fmt::Debug for Session {
@@ -45,6 +47,7 @@ impl Session {
                 insecure: settings.is_insecure(host),
             },
             retry: settings.retry,
+            stall_timeout: settings.stall_timeout,
         })
     }
 

@@ -29,9 +29,12 @@ pub struct RegistrySettings {
     pub retry: RetryPolicy,
     /// Longest wait for a connection.
     pub connect_timeout: Duration,
-    /// Longest wait for any read on a connection (a stalled transfer fails after this, and
-    /// is retried or resumed).
-    pub read_timeout: Duration,
+    /// `registry.stall_timeout`: how long a transfer may wait without making progress. Every
+    /// read of a request (documents included) times out after this; a blob body that
+    /// delivers less than [`STALL_MIN_BYTES`](crate::transfer::STALL_MIN_BYTES) in this much
+    /// waiting is a stall. A stall is a transient failure: it is resumed, and fails the
+    /// download (`download_failed`) once the retries are spent.
+    pub stall_timeout: Duration,
 }
 
 impl Default for RegistrySettings {
@@ -43,14 +46,14 @@ impl Default for RegistrySettings {
             auths: BTreeMap::new(),
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(15),
-            read_timeout: Duration::from_secs(60),
+            stall_timeout: outpost_types::config::DEFAULT_STALL_TIMEOUT,
         }
     }
 }
 
 impl RegistrySettings {
-    /// The settings of the configuration file's `registry:` section, with the default
-    /// retry policy and timeouts.
+    /// The settings of the configuration file's `registry:` section (`stall_timeout`
+    /// included), with the default retry policy and connect timeout.
     pub fn from_config(c: &RegistryConfig) -> Self {
         Self {
             insecure_hosts: c.insecure_hosts.clone(),
@@ -72,6 +75,7 @@ impl RegistrySettings {
                     )
                 })
                 .collect(),
+            stall_timeout: c.stall_timeout.0,
             ..Self::default()
         }
     }
@@ -135,7 +139,7 @@ impl RegistrySettings {
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(self.insecure_hosts.clone()),
             connect_timeout: Some(self.connect_timeout),
-            read_timeout: Some(self.read_timeout),
+            read_timeout: Some(self.stall_timeout),
             use_monolithic_push: true,
             platform_resolver: None,
             user_agent: USER_AGENT,

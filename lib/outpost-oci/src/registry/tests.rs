@@ -8,6 +8,7 @@ fn settings_from_config() {
         mirror: Some(String::new()),
         username: Some("u".into()),
         password_file: Some("/p".into()),
+        stall_timeout: outpost_types::config::HumanDuration(Duration::from_millis(300)),
         ..RegistryConfig::default()
     };
     c.auths.insert(
@@ -24,6 +25,11 @@ fn settings_from_config() {
     assert_eq!(s.pull_host("a.io"), "a.io");
     assert_eq!(s.login_for("ghcr.io").username.as_deref(), Some("g"));
     assert_eq!(s.login_for("other.io").username.as_deref(), Some("u"));
+    assert_eq!(s.stall_timeout, Duration::from_millis(300));
+    assert_eq!(
+        RegistrySettings::default().stall_timeout,
+        Duration::from_secs(60)
+    );
 }
 
 #[test]
