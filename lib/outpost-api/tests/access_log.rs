@@ -14,6 +14,16 @@ use outpost_api::{Api, ErrorResponse, Json, Module};
 use outpost_types::ErrorCode;
 use serde_json::{Value, json};
 
+/// method, path, Content-Type, body, expected status, expected line without the duration.
+type Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static [u8],
+    u16,
+    String,
+);
+
 /// Everything the subscriber wrote.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -94,7 +104,7 @@ async fn every_request_gets_one_access_line_with_code_caller_and_duration() {
     let pid = std::process::id();
     let who = format!("uid={uid} pid={pid}");
 
-    let cases: [(&str, &str, Option<&str>, &[u8], u16, String); 6] = [
+    let cases: [Case; 6] = [
         (
             "POST",
             "/demo/install",
