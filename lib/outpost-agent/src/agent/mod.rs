@@ -103,6 +103,7 @@ impl Agent {
                 store: Arc::clone(&store),
                 output: output.clone(),
                 format: Arc::clone(&options.format),
+                failures: observer::FailureLog::default(),
             }),
         )?;
         let agent = Agent {
