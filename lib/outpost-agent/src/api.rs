@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /checks` | [`ChecksView`](crate::ChecksView): every instance with its last run, error, warnings, metric count, statistics and memory; load errors; validations; the Python status |
 //! | `POST /checks/{name}/run` | runs every instance of the check now: the `outpost check run --json` document |
-//! | `POST /checks/reload` | reloads the configurations: [`ReloadSummary`](crate::ReloadSummary) |
+//! | `POST /checks/reload` | reloads the configurations: [`ReloadSummary`](crate::ReloadSummary); 400 `bad_request` listing the load errors when any configuration failed to load |
 //! | `GET /telemetry` | Prometheus text 0.0.4 (see [`crate::telemetry`]) |
 //! | `GET /debug/vars` | JSON: `rtloader` (the expvar memory map, with `Checks` by check ID), `memtrack` (the full snapshot), `scheduler`, `checks` (statistics and memory per instance), `agent` |
 //!
@@ -44,8 +44,14 @@ async fn run_check(
     Ok(Json(agent.run_check(&name).await?))
 }
 
+/// A reload that left any configuration unloaded answers 400 `bad_request` with every load
+/// error in the message (what did load is applied all the same).
 async fn reload(State(agent): State<Agent>) -> Result<Json<ReloadSummary>, ErrorResponse> {
-    Ok(Json(agent.reload().await?))
+    let summary = agent.reload().await?;
+    match summary.failure_message() {
+        None => Ok(Json(summary)),
+        Some(message) => Err(ErrorResponse::bad_request(message)),
+    }
 }
 
 /// The `checks` module.

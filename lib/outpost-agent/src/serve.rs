@@ -132,7 +132,7 @@ pub async fn run(options: AgentOptions, api: &ApiConfig) -> Result<(), AgentErro
             match agent.shutdown().await {
                 Ok(report) => tracing::info!(
                     cancelled = report.cancelled,
-                    unfinished = ?report.unfinished,
+                    unfinished = %report.unfinished.join(", "),
                     "checks stopped"
                 ),
                 Err(e) => tracing::warn!(error = %e, "stopping the checks"),

@@ -229,6 +229,7 @@ impl std::error::Error for ErrorResponse {}
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
         let status = self.status();
+        let code = self.error.code;
         let body = ErrorBody { error: self.error };
         let mut bytes = match serde_json::to_vec(&body) {
             Ok(bytes) => bytes,
@@ -239,12 +240,19 @@ impl IntoResponse for ErrorResponse {
         };
         bytes.push(b'\n');
         let mut response = crate::json::finished_json(status, Bytes::from(bytes));
+        response.extensions_mut().insert(ResponseErrorCode(code));
         if let Some(allow) = self.allow {
             response.headers_mut().insert(header::ALLOW, allow);
         }
         response
     }
 }
+
+/// The code of an error response, carried as a response extension from where the error is
+/// built ([`ErrorResponse::into_response`]) to the middleware's access line, so the body is
+/// never parsed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ResponseErrorCode(pub(crate) ErrorCode);
 
 /// Makes the JSON error response for `code` without going through a handler.
 pub(crate) fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {

@@ -22,7 +22,7 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use crate::caller::{AccessPolicy, Caller, CallerCache, Peer};
-use crate::error::{ErrorResponse, error_response};
+use crate::error::{ErrorResponse, ResponseErrorCode, error_response};
 use crate::json::{FinishedJson, is_json_content_type};
 use crate::module::{Access, Api, ModuleHandle, REQUESTS_METRIC};
 use crate::telemetry::{Counter, Telemetry};
@@ -409,16 +409,110 @@ async fn normalise(response: Response, is_head: bool) -> Response {
     response
 }
 
+/// Target of the access line: `OUTPOST_LOG=outpost_api::access=off` silences it.
+pub(crate) const ACCESS_TARGET: &str = "outpost_api::access";
+
+/// The longest request path the access line shows; longer ones are cut and end in `...`.
+const ACCESS_PATH_MAX: usize = 256;
+
+/// The caller's uid and pid as the kernel reported them for the connection (or as the
+/// embedding code put them in a [`Caller`]), known before any check runs, so refused requests
+/// have them too.
+fn peer_ids(req: &Request) -> (Option<u32>, Option<u32>) {
+    if let Some(caller) = req.extensions().get::<Caller>() {
+        return (Some(caller.uid), caller.pid);
+    }
+    match req.extensions().get::<ConnectInfo<Peer>>() {
+        Some(ConnectInfo(Peer {
+            credentials: Some(creds),
+            ..
+        })) => (Some(creds.uid), creds.pid),
+        _ => (None, None),
+    }
+}
+
+/// A duration with its unit: `840us`, `1.2ms`, `2.35s`.
+fn human_duration(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_millis(1) {
+        format!("{}us", d.as_micros())
+    } else if d < std::time::Duration::from_secs(1) {
+        format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
+}
+
+/// The access line of one request:
+/// `<METHOD> <path> <status> <code|-> uid=<uid|-> pid=<pid|-> <duration>`.
+fn access_line(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    code: Option<ErrorCode>,
+    (uid, pid): (Option<u32>, Option<u32>),
+    elapsed: std::time::Duration,
+) -> String {
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(64 + path.len().min(ACCESS_PATH_MAX));
+    let _ = write!(line, "{method} ");
+    if path.len() > ACCESS_PATH_MAX {
+        // A URI path is ASCII (the parser refuses anything else), but cut on a character
+        // boundary all the same.
+        let mut cut = ACCESS_PATH_MAX;
+        while !path.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.push_str(path.get(..cut).unwrap_or_default());
+        line.push_str("...");
+    } else {
+        line.push_str(path);
+    }
+    let _ = write!(
+        line,
+        " {} {} uid=",
+        status.as_u16(),
+        code.map_or("-", ErrorCode::as_str)
+    );
+    match uid {
+        Some(uid) => {
+            let _ = write!(line, "{uid}");
+        }
+        None => line.push('-'),
+    }
+    line.push_str(" pid=");
+    match pid {
+        Some(pid) => {
+            let _ = write!(line, "{pid}");
+        }
+        None => line.push('-'),
+    }
+    let _ = write!(line, " {}", human_duration(elapsed));
+    line
+}
+
 async fn handle(router: Router, shared: Arc<Shared>, req: Request) -> Response {
+    let started = std::time::Instant::now();
     let method = req.method().clone();
+    let ids = peer_ids(&req);
+    let log_access = tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO);
+    let path = if log_access {
+        req.uri().path().to_owned()
+    } else {
+        String::new()
+    };
     let span = tracing::info_span!(
         "api.request",
         http.method = %method,
         http.route = Empty,
         api.module = Empty,
         http.status = Empty,
+        error.code = Empty,
+        caller.uid = ids.0,
+        caller.pid = ids.1,
     );
-    async move {
+    let is_head = method == Method::HEAD;
+    let method_label = method.clone();
+    let response = async move {
         let (response, counted) = match dot_segment(req.uri().path()) {
             Some(segment) => (
                 error_response(
@@ -440,17 +534,37 @@ async fn handle(router: Router, shared: Arc<Shared>, req: Request) -> Response {
                 ),
             },
         };
-        let response = normalise(response, method == Method::HEAD).await;
+        let response = normalise(response, is_head).await;
         if !counted {
             shared
                 .unmatched
-                .count(usize::MAX, "-", &method, response.status());
+                .count(usize::MAX, "-", &method_label, response.status());
         }
-        tracing::Span::current().record("http.status", response.status().as_u16());
+        let span = tracing::Span::current();
+        span.record("http.status", response.status().as_u16());
+        if let Some(ResponseErrorCode(code)) = response.extensions().get::<ResponseErrorCode>() {
+            span.record("error.code", code.as_str());
+        }
         response
     }
     .instrument(span)
-    .await
+    .await;
+    if log_access {
+        let code = response
+            .extensions()
+            .get::<ResponseErrorCode>()
+            .map(|ResponseErrorCode(code)| *code);
+        let line = access_line(
+            &method,
+            &path,
+            response.status(),
+            code,
+            ids,
+            started.elapsed(),
+        );
+        tracing::info!(target: ACCESS_TARGET, "{line}");
+    }
+    response
 }
 
 impl Api {

@@ -131,8 +131,8 @@ pub(crate) fn grant(path: &Path, uids: &[u32], gids: &[u32]) -> Result<(), Socke
     }
     tracing::info!(
         socket.path = %path.display(),
-        allow_uids = ?uids,
-        allow_gids = ?gids,
+        allow_uids = %uids.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        allow_gids = %gids.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
         "socket opened to the configured uids and gids"
     );
     Ok(())

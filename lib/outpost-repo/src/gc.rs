@@ -48,6 +48,25 @@ impl GcReport {
     }
 }
 
+/// For logs: the counts, e.g. `2 versions removed, 1 kept locked, 0 packages removed, 1 link
+/// repaired, 0 lock files removed, 0 lock directories removed, 0 tmp entries removed`.
+impl std::fmt::Display for GcReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} versions removed, {} kept locked, {} packages removed, {} links repaired, \
+             {} lock files removed, {} lock directories removed, {} tmp entries removed",
+            self.removed_versions.len(),
+            self.kept_locked.len(),
+            self.removed_packages.len(),
+            self.repaired_links,
+            self.removed_lock_files,
+            self.removed_lock_dirs,
+            self.removed_tmp_entries
+        )
+    }
+}
+
 /// Collects the failures of a pass that carries on past them.
 #[derive(Debug, Default)]
 pub(crate) struct Errors {
@@ -237,7 +256,7 @@ impl Repository {
                 doomed.push(version);
             } else {
                 tracing::info!(package.name = %name, package.version = %version,
-                    pids = ?scan.live, "keeping an unreferenced version: it is locked");
+                    pids = %scan.live.iter().map(u32::to_string).collect::<Vec<_>>().join(","), "keeping an unreferenced version: it is locked");
                 report.kept_locked.push((name.clone(), version));
             }
         }
@@ -415,5 +434,29 @@ impl Repository {
             }
         }
         removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_reads_as_counts_in_logs() {
+        let report = GcReport {
+            removed_versions: vec![(
+                PackageName::new("demo").unwrap(),
+                Version::new("1.0.0").unwrap(),
+            )],
+            repaired_links: 2,
+            ..GcReport::default()
+        };
+        let text = report.to_string();
+        assert_eq!(
+            text,
+            "1 versions removed, 0 kept locked, 0 packages removed, 2 links repaired, \
+             0 lock files removed, 0 lock directories removed, 0 tmp entries removed"
+        );
+        assert!(!text.contains("GcReport"));
     }
 }

@@ -44,6 +44,17 @@ impl Link {
     }
 }
 
+/// For logs: `absent`, the version, or `broken (<path>)`.
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Absent => f.write_str("absent"),
+            Self::Valid(v) => write!(f, "{v}"),
+            Self::Broken(path) => write!(f, "broken ({})", path.display()),
+        }
+    }
+}
+
 /// Reads `dir/name`. The link is valid when its target's last component is a version `V` and
 /// following the link lands on the very directory `dir/V` (same device and inode), so relative
 /// links (`V`, what the repository writes) and absolute ones both work, and a link that points
@@ -168,6 +179,19 @@ mod tests {
         fs_err::create_dir(&path).unwrap();
         fs_err::write(path.join("file"), v).unwrap();
         Version::new(v).unwrap()
+    }
+
+    #[test]
+    fn links_read_as_words_in_logs() {
+        assert_eq!(Link::Absent.to_string(), "absent");
+        assert_eq!(
+            Link::Valid(Version::new("2.0.0").unwrap()).to_string(),
+            "2.0.0"
+        );
+        assert_eq!(
+            Link::Broken(PathBuf::from("/p/experiment")).to_string(),
+            "broken (/p/experiment)"
+        );
     }
 
     fn set(dir: &Path, name: &str, v: &Version) {

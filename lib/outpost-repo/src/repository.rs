@@ -265,8 +265,8 @@ impl Repository {
             staged.consume();
         }
         tracing::info!(package.name = %name, package.version = %version,
-            previous.stable = ?current.as_ref().map(|s| s.stable.as_str()),
-            previous.experiment = ?experiment.as_ref().map(Version::as_str),
+            previous.stable = current.as_ref().map(|s| s.stable.as_str()),
+            previous.experiment = experiment.as_ref().map(Version::as_str),
             "installed as stable");
         Ok(())
     }
@@ -320,7 +320,7 @@ impl Repository {
         }
         tracing::info!(package.name = %name, package.version = %version,
             package.stable = %current.stable,
-            previous.experiment = ?current.experiment.as_ref().map(Version::as_str),
+            previous.experiment = current.experiment.as_ref().map(Version::as_str),
             "experiment started");
         Ok(())
     }
@@ -419,7 +419,7 @@ impl Repository {
         })?;
         txn.commit();
         tracing::info!(package.name = %name, package.version = %current.stable,
-            package.experiment = ?current.experiment.as_ref().map(Version::as_str),
+            package.experiment = current.experiment.as_ref().map(Version::as_str),
             "package removed");
         Ok(())
     }
@@ -631,7 +631,7 @@ impl Repository {
         };
         if stale {
             let path = pkg_dir.join(EXPERIMENT);
-            tracing::info!(path = %path.display(), link = ?experiment,
+            tracing::info!(path = %path.display(), link = %experiment,
                 "removing an experiment link left by an interrupted operation");
             step(
                 REPAIR_UNLINK,
@@ -673,7 +673,7 @@ impl Repository {
                 .map_err(|e| RepoError::fs("read the locks", &lock_dir, e))?
                 .live;
             if keep_existing || !live.is_empty() {
-                tracing::info!(package.name = %name, package.version = %version, pids = ?live,
+                tracing::info!(package.name = %name, package.version = %version, pids = %live.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
                     "version directory already in place and in use; keeping it");
                 return Ok(Placement::Reused);
             }

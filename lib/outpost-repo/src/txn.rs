@@ -31,6 +31,29 @@ enum Undo {
     },
 }
 
+/// For logs: what the change was, in words.
+impl std::fmt::Display for Undo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::CreatedDir(dir) => write!(f, "created {}", dir.display()),
+            Self::Moved { from, to } => write!(f, "moved {} to {}", from.display(), to.display()),
+            Self::Relinked {
+                link,
+                previous: Some(previous),
+            } => write!(
+                f,
+                "relinked {} (was {})",
+                link.display(),
+                previous.display()
+            ),
+            Self::Relinked {
+                link,
+                previous: None,
+            } => write!(f, "linked {} (was absent)", link.display()),
+        }
+    }
+}
+
 /// An operation in progress on one package.
 #[derive(Debug)]
 pub(crate) struct Txn<'a> {
@@ -151,9 +174,9 @@ impl<'a> Txn<'a> {
                 }
             };
             match result {
-                Ok(()) => tracing::debug!(package.name = %self.package, change = ?change,
+                Ok(()) => tracing::debug!(package.name = %self.package, change = %change,
                     "rolled back"),
-                Err(error) => tracing::error!(package.name = %self.package, change = ?change,
+                Err(error) => tracing::error!(package.name = %self.package, change = %change,
                     error, "rollback step failed; the next operation or GC cleans up"),
             }
         }

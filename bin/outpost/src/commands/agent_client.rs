@@ -93,6 +93,10 @@ fn status(global: &GlobalArgs, args: &AgentClientArgs) -> ExitStatus {
     } else {
         print_stdout(&render_status(&body, now_unix()));
     }
+    // No check can run without Python: a failure, as `systemctl status` of a failed unit.
+    if body["python"]["available"].as_bool() == Some(false) {
+        return ExitStatus::Failure;
+    }
     ExitStatus::Success
 }
 

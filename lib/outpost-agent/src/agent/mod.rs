@@ -89,7 +89,7 @@ impl Agent {
         };
         let python = {
             let options = options.clone();
-            tokio::task::spawn_blocking(move || start_python(&options))
+            tokio::task::spawn_blocking(move || start_python(&options, None))
                 .await
                 .map_err(|source| AgentError::Task {
                     what: "starting Python",
@@ -103,6 +103,7 @@ impl Agent {
                 store: Arc::clone(&store),
                 output: output.clone(),
                 format: Arc::clone(&options.format),
+                failures: observer::FailureLog::default(),
             }),
         )?;
         let agent = Agent {

@@ -27,7 +27,10 @@ pub struct PythonStatus {
 }
 
 /// Starts the embedded runtime (once per process), unless one was given.
-pub(super) fn start_python(options: &AgentOptions) -> Python {
+///
+/// A failure is logged as an error once: when it has the same text as `previous` (the
+/// failure of the last attempt, on a retry) it is only logged at debug level.
+pub(super) fn start_python(options: &AgentOptions, previous: Option<&str>) -> Python {
     if let Some(rt) = &options.runtime {
         return Python::Ready(rt.clone());
     }
@@ -37,11 +40,15 @@ pub(super) fn start_python(options: &AgentOptions) -> Python {
     match Runtime::start(config) {
         Ok(rt) => Python::Ready(rt),
         Err(e) => {
-            tracing::error!(
-                error = %e,
-                python.venv = %options.python_venv.display(),
-                "Python is unavailable: no check can run; the API keeps serving"
-            );
+            if previous == Some(e.to_string().as_str()) {
+                tracing::debug!(error = %e, "Python still cannot start");
+            } else {
+                tracing::error!(
+                    error = %e,
+                    python.venv = %options.python_venv.display(),
+                    "Python is unavailable: no check can run; the API keeps serving"
+                );
+            }
             Python::Unavailable(Arc::new(e))
         }
     }
@@ -94,12 +101,14 @@ impl Agent {
     }
 
     pub(super) async fn retry_python(&self) {
-        let retry = matches!(&self.python(), Python::Unavailable(e) if retryable(e));
-        if !retry {
-            return;
-        }
+        let previous = match &self.python() {
+            Python::Unavailable(e) if retryable(e) => e.to_string(),
+            _ => return,
+        };
         let options = self.inner.options.clone();
-        if let Ok(python) = tokio::task::spawn_blocking(move || start_python(&options)).await {
+        if let Ok(python) =
+            tokio::task::spawn_blocking(move || start_python(&options, Some(&previous))).await
+        {
             let ok = matches!(python, Python::Ready(_));
             *self
                 .inner

@@ -30,6 +30,40 @@ pub struct ReloadSummary {
     pub errors: Vec<LoadError>,
 }
 
+impl ReloadSummary {
+    /// `None` when everything loaded; otherwise one message for people that says what the
+    /// reload applied and, per failure, what failed and why, e.g. `reloaded with 1 load error
+    /// (1 added, 0 removed, 2 unchanged): beta (/etc/conf.d/beta.yaml): invalid YAML`.
+    pub fn failure_message(&self) -> Option<String> {
+        if self.errors.is_empty() {
+            return None;
+        }
+        let n = self.errors.len();
+        let mut message = format!(
+            "reloaded with {n} load error{} ({} added, {} removed, {} unchanged)",
+            if n == 1 { "" } else { "s" },
+            self.added.len(),
+            self.removed.len(),
+            self.unchanged
+        );
+        for (i, e) in self.errors.iter().enumerate() {
+            message.push_str(if i == 0 { ": " } else { "; " });
+            message.push_str(
+                e.check_id
+                    .as_deref()
+                    .or(e.check.as_deref())
+                    .unwrap_or("(configuration)"),
+            );
+            if let Some(config) = &e.config {
+                message.push_str(&format!(" ({})", config.display()));
+            }
+            message.push_str(": ");
+            message.push_str(&e.error.message);
+        }
+        Some(message)
+    }
+}
+
 /// What the blocking part of a reload found.
 pub(super) struct Plan {
     pub(super) keep: HashSet<String>,

@@ -33,7 +33,7 @@ impl Agent {
                         tracing::info!(
                             check.name = %name,
                             status = v.status.as_str(),
-                            messages = ?v.messages,
+                            messages = %v.messages.join("; "),
                             "custom check validated"
                         );
                         results

@@ -444,7 +444,7 @@ impl<J: Job> Engine<J> {
         unfinished.sort();
         if !unfinished.is_empty() {
             tracing::warn!(
-                unfinished = ?unfinished,
+                unfinished = %unfinished.join(", "),
                 "grace period over; runs still going are abandoned"
             );
         }

@@ -803,7 +803,7 @@ impl Daemon {
     fn gc_now(&self) {
         match self.repo.gc() {
             Ok(report) => {
-                tracing::debug!(?report, "garbage collected");
+                tracing::debug!(report = %report, "garbage collected");
                 self.metrics.gc(Some(report.removed_versions.len()));
                 *self
                     .gc_stats
