@@ -8,8 +8,9 @@
 //!   whole interpreter and one per check instance with the label `check_id` (instances
 //!   unscheduled since keep theirs while blocks they allocated are alive). Summing a family
 //!   must leave the unlabelled series out. With tracking off the totals are 0.
-//! * `outpost_agent_runners`, `outpost_agent_runners_busy`, `outpost_agent_runs_queued`,
-//!   `outpost_agent_check_instances` (gauges); `outpost_agent_runs_total`,
+//! * `outpost_agent_runners`, `outpost_agent_runners_busy`, `outpost_agent_runners_abandoned`,
+//!   `outpost_agent_runs_queued`, `outpost_agent_check_instances` (gauges);
+//!   `outpost_agent_runs_abandoned_total`, `outpost_agent_runs_total`,
 //!   `outpost_agent_run_errors_total`, `outpost_agent_run_overruns_total`,
 //!   `outpost_agent_runs_late_total`, `outpost_agent_check_cpu_seconds_total` (counters);
 //!   `outpost_agent_run_start_delay_seconds` (histogram of how long after their due time
@@ -124,8 +125,20 @@ fn render_agent(agent: &Agent, out: &mut Exposition) {
     gauge(
         out,
         "outpost_agent_runners_busy",
-        "Runners busy with a run (a hung run keeps its runner)",
+        "Runners busy with a run (a run past its timeout is abandoned and gives its runner back)",
         f(s.busy as u64),
+    );
+    gauge(
+        out,
+        "outpost_agent_runners_abandoned",
+        "Threads of runs abandoned past their timeout and still going",
+        f(s.abandoned as u64),
+    );
+    counter(
+        out,
+        "outpost_agent_runs_abandoned_total",
+        "Runs abandoned past their timeout",
+        f(s.abandoned_total),
     );
     gauge(
         out,

@@ -382,7 +382,7 @@ async fn an_overrun_delays_the_next_run_and_a_job_never_overlaps_itself() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_hung_run_is_late_gets_cancel_and_occupies_only_one_runner() {
+async fn a_hung_run_is_late_gets_cancel_and_gives_its_runner_back() {
     let (scheduler, _) = start(2, false);
     let t0 = Instant::now();
     let hung = TestJob::new("hung:1", 5, Mode::Gated);
@@ -413,7 +413,11 @@ async fn a_hung_run_is_late_gets_cancel_and_occupies_only_one_runner() {
     assert_eq!(stats.late, 1, "reported late once");
     assert_eq!(stats.running_for, Some(secs(12)));
     let totals = scheduler.stats();
-    assert_eq!((totals.busy, totals.late), (1, 1), "one runner held");
+    assert_eq!(
+        (totals.busy, totals.abandoned, totals.late),
+        (0, 1, 1),
+        "the late run gave its runner back and keeps its thread"
+    );
     assert_eq!(hung.cancels(), 1, "cancel requested once per late run");
     // When it finally returns it is an overrun too, and runs again at once.
     hung.gate.release(2);
@@ -424,6 +428,103 @@ async fn a_hung_run_is_late_gets_cancel_and_occupies_only_one_runner() {
     let stats = scheduler.job("hung:1").unwrap();
     assert_eq!((stats.runs, stats.late, stats.overruns), (2, 1, 1));
     assert_eq!(offsets_ms(t0, &hung.starts()), [0, 12_000]);
+    let totals = scheduler.stats();
+    assert_eq!((totals.abandoned, totals.abandoned_total), (0, 1));
+}
+
+/// Threads of this process named `check-run` (the runner pool's), when the test runs in a
+/// process of its own (nextest); `None` otherwise, where other tests' pools would count.
+fn runner_threads() -> Option<usize> {
+    std::env::var_os("NEXTEST")?;
+    let tasks = fs_err::read_dir("/proc/self/task").unwrap();
+    Some(
+        tasks
+            .filter_map(|t| fs_err::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.trim_end() == "check-run")
+            .count(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_run_is_abandoned_and_a_new_runner_takes_its_place() {
+    let (scheduler, _) = start(1, false);
+    let t0 = Instant::now();
+    let hung = TestJob::new("hung:1", 5, Mode::Gated);
+    let _open = OpenOnDrop(vec![hung.clone()]);
+    let quick = TestJob::new("quick:1", 1, Mode::Quick);
+    scheduler.add(hung.clone()).await.unwrap();
+    scheduler.add(quick.clone()).await.unwrap();
+    until("the hung job holds the only runner", || {
+        hung.started() == 1 && scheduler.stats().queued == 1
+    })
+    .await;
+    assert_eq!(runner_threads().unwrap_or(1), 1, "a pool of one thread");
+    tokio::time::advance(secs(4)).await;
+    assert_eq!(quick.started(), 0, "no runner before the timeout");
+    tokio::time::advance(secs(1)).await;
+    until("the replacement runner serves the queued job", || {
+        finished(&scheduler, "quick:1") == 1
+    })
+    .await;
+    let totals = scheduler.stats();
+    assert_eq!(
+        (totals.runners, totals.abandoned, totals.abandoned_total),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        runner_threads().unwrap_or(2),
+        2,
+        "the pool plus the abandoned run"
+    );
+    for second in 1..=3 {
+        tokio::time::advance(secs(1)).await;
+        until("the quick job runs each second", || {
+            finished(&scheduler, "quick:1") == second + 1
+        })
+        .await;
+    }
+    assert_eq!(
+        offsets_ms(t0, &quick.starts()),
+        [5_000, 6_000, 7_000, 8_000]
+    );
+    assert_eq!(
+        hung.started(),
+        1,
+        "an abandoned run still forbids a second one"
+    );
+    // The abandoned run returns: its thread ends, the pool is back to one thread, and the
+    // job runs again (it is due: the run overran its interval).
+    hung.gate.release(1);
+    until("the hung job's second run starts", || hung.started() == 2).await;
+    until("the abandoned thread ends", || {
+        scheduler.stats().abandoned == 0 && runner_threads().unwrap_or(1) == 1
+    })
+    .await;
+    let stats = scheduler.job("hung:1").unwrap();
+    assert_eq!((stats.runs, stats.late), (1, 1));
+    hung.gate.release(1);
+    until("its second run ends", || {
+        finished(&scheduler, "hung:1") == 2
+    })
+    .await;
+    assert_eq!(scheduler.stats().abandoned_total, 1);
+    assert_eq!(runner_threads().unwrap_or(1), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pool_keeps_its_size_over_many_runs() {
+    let (scheduler, _) = start(3, false);
+    let jobs: Vec<_> = (0..20)
+        .map(|i| TestJob::new(&format!("quick:{i}"), 1, Mode::Quick))
+        .collect();
+    for j in &jobs {
+        scheduler.add(j.clone()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50_500)).await;
+    let totals = scheduler.stats();
+    assert_eq!(totals.runs, 20 * 51);
+    assert_eq!((totals.abandoned_total, totals.late), (0, 0));
+    assert_eq!(runner_threads().unwrap_or(3), 3, "no thread added or lost");
 }
 
 #[tokio::test(start_paused = true)]

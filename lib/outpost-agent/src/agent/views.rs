@@ -53,6 +53,8 @@ pub struct ChecksView {
     pub python: PythonStatus,
     /// Runner threads.
     pub runners: usize,
+    /// Threads of runs abandoned past their timeout and still going (on top of `runners`).
+    pub abandoned_runners: usize,
     /// Every scheduled instance, by check then configuration file then index.
     pub instances: Vec<InstanceView>,
     /// What could not be loaded at the last reload.
@@ -126,6 +128,7 @@ impl Agent {
         ChecksView {
             python: self.python_status(),
             runners: self.inner.options.scheduler.runners,
+            abandoned_runners: self.inner.scheduler.stats().abandoned,
             instances,
             load_errors,
             validations: self.validations(),

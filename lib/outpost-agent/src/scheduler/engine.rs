@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::handle::{Command, RunReply, SchedulerConfig, ShutdownReport};
 use super::job::{Job, Observer, RunKind};
 use super::mailbox::{Mailbox, RunFlags};
+use super::pool::{ClockHold, Pool};
 use super::runner::{panic_message, spawn_cancel};
 use super::stats::SharedStats;
 use super::timing::{MIN_PERIOD, spread_offset};
@@ -29,6 +30,9 @@ pub(super) struct Running<J: Job> {
     pub(super) timeout_timer: (Instant, u64),
     pub(super) flags: Arc<RunFlags>,
     pub(super) waiters: Vec<RunReply<J>>,
+    /// Past its timeout, its runner was given back (its thread stays with it until it
+    /// returns, and another thread took its place in the pool).
+    pub(super) abandoned: bool,
 }
 
 /// One scheduled job and where it stands.
@@ -73,19 +77,35 @@ pub(super) struct Engine<J: Job> {
     /// Keyed by time then sequence number (unique); `Arc<str>` is the job (empty for Grace).
     pub(super) timers: BTreeMap<(Instant, u64), (Arc<str>, Timer)>,
     pub(super) ready: VecDeque<Arc<str>>,
+    /// Runners not serving a run (an abandoned run does not count against them).
     pub(super) free: usize,
+    /// Runs started and not yet seen finished, abandoned ones included.
+    pub(super) in_flight: usize,
+    pub(super) pool: Pool,
+    /// Set on a current-thread runtime (see [`ClockHold`]).
+    pub(super) clock_hold: Option<Arc<ClockHold>>,
     pub(super) seq: u64,
     pub(super) shutdown: Option<ShutdownState>,
 }
 
 impl<J: Job> Engine<J> {
+    /// The loop's state, with its pool of `config.runners` threads started; runs execute in
+    /// the context of `runtime` (the loop's: its clock, its handle).
+    ///
+    /// # Errors
+    /// [`AgentError::Thread`] when a runner thread cannot start.
     pub(super) fn new(
         config: SchedulerConfig,
         observer: Arc<dyn Observer<J>>,
         stats: SharedStats,
-    ) -> Self {
-        Self {
+        runtime: &tokio::runtime::Handle,
+        hold_clock: bool,
+    ) -> Result<Self, AgentError> {
+        Ok(Self {
             free: config.runners,
+            in_flight: 0,
+            pool: Pool::new(config.runners, runtime.clone())?,
+            clock_hold: hold_clock.then(Arc::default),
             config,
             observer,
             stats,
@@ -95,7 +115,7 @@ impl<J: Job> Engine<J> {
             ready: VecDeque::new(),
             seq: 0,
             shutdown: None,
-        }
+        })
     }
 
     pub(super) fn next_seq(&mut self) -> u64 {
@@ -350,13 +370,43 @@ impl<J: Job> Engine<J> {
         if r.flags.done.load(Ordering::SeqCst) || r.flags.late.swap(true, Ordering::SeqCst) {
             return;
         }
+        let flags = Arc::clone(&r.flags);
+        let job = Arc::clone(&e.job);
         self.stats.late(id);
         tracing::warn!(
             check.id = %id,
             timeout_ms = e.timeout.as_millis(),
             "run is late: still going after its timeout; cancel requested"
         );
-        spawn_cancel(vec![Arc::clone(&e.job)]);
+        spawn_cancel(vec![job]);
+        self.abandon(id, &flags);
+    }
+
+    /// Gives the runner of a late run back to the pool: a new thread takes its place and the
+    /// run keeps its own until it returns. When no thread can start, the run keeps its runner.
+    fn abandon(&mut self, id: &Arc<str>, flags: &RunFlags) {
+        if let Err(error) = self.pool.replace() {
+            tracing::error!(
+                check.id = %id,
+                %error,
+                "cannot start a runner in place of a late run's; it keeps its runner"
+            );
+            return;
+        }
+        if !flags.abandon() {
+            // It returned in the meantime (its completion is on its way): one thread too many.
+            self.pool.retire_one();
+            return;
+        }
+        if let Some(r) = self.entries.get_mut(id).and_then(|e| e.running.as_mut()) {
+            r.abandoned = true;
+        }
+        self.free += 1;
+        self.stats.abandoned();
+        tracing::warn!(
+            check.id = %id,
+            "late run abandoned: it keeps its thread, a new runner took its place"
+        );
     }
 
     pub(super) fn dispatch(&mut self) {
@@ -432,7 +482,7 @@ impl<J: Job> Engine<J> {
         let Some(state) = self.shutdown.as_mut() else {
             return false;
         };
-        if self.free < self.config.runners && !state.grace_over {
+        if self.in_flight > 0 && !state.grace_over {
             return false;
         }
         let mut unfinished: Vec<String> = self

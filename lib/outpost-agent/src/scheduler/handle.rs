@@ -13,7 +13,8 @@ use crate::error::{AgentError, InvalidValue};
 /// How the scheduler runs jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerConfig {
-    /// Runs at once (runner threads in use); at least 1. Default 4.
+    /// Runs at once: the runner threads of the pool; at least 1. Default 4. A run abandoned
+    /// past its timeout keeps its thread and a new one takes its place.
     pub runners: usize,
     /// Default run timeout; `None`: each job's interval. A job's own
     /// [`Job::timeout`] wins.
@@ -124,7 +125,7 @@ impl<J: Job> Scheduler<J> {
     ///
     /// # Errors
     /// [`AgentError::InvalidConfig`] for zero runners; [`AgentError::Thread`] when the
-    /// scheduler's thread cannot start; [`AgentError::NoRuntime`] outside a tokio runtime
+    /// scheduler's thread or a runner thread cannot start; [`AgentError::NoRuntime`] outside a tokio runtime
     /// (without a dedicated thread).
     pub fn start(
         config: SchedulerConfig,
@@ -138,9 +139,7 @@ impl<J: Job> Scheduler<J> {
         }
         let (commands, command_rx) = mpsc::unbounded_channel();
         let stats = SharedStats::new(config.runners);
-        let dedicated_thread = config.dedicated_thread;
-        let engine = Engine::new(config, observer, stats.clone());
-        if dedicated_thread {
+        if config.dedicated_thread {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .thread_name("check-runner")
@@ -149,6 +148,7 @@ impl<J: Job> Scheduler<J> {
                     what: "the scheduler's runtime",
                     source,
                 })?;
+            let engine = Engine::new(config, observer, stats.clone(), runtime.handle(), false)?;
             std::thread::Builder::new()
                 .name("check-scheduler".into())
                 .spawn(move || {
@@ -163,6 +163,11 @@ impl<J: Job> Scheduler<J> {
         } else {
             let handle =
                 tokio::runtime::Handle::try_current().map_err(|_| AgentError::NoRuntime)?;
+            // On the caller's current-thread runtime (tests on the paused clock), runs hold
+            // the clock like blocking tasks do.
+            let hold_clock =
+                handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+            let engine = Engine::new(config, observer, stats.clone(), &handle, hold_clock)?;
             handle.spawn(engine.run(command_rx));
         }
         Ok(Self { commands, stats })

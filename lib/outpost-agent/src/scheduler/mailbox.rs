@@ -9,7 +9,7 @@
 //! before it looks at any timer (so a run that finished is never reported late). With many
 //! jobs the loop wakes about once per due time instead of twice per run.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::time::Instant;
@@ -35,6 +35,30 @@ pub(super) struct RunFlags {
     /// The loop must hear of its end at once: someone waits for it or for the job's next
     /// run (run-now), or the job was removed and retires with it.
     pub(super) wake: AtomicBool,
+    /// [`RUNNING`], then [`RETURNED`] (by its thread) or [`ABANDONED`] (by the loop),
+    /// whichever comes first.
+    pub(super) state: AtomicU8,
+}
+
+const RUNNING: u8 = 0;
+const RETURNED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl RunFlags {
+    /// The loop gives the run's runner back; false when the run has already returned.
+    pub(super) fn abandon(&self) -> bool {
+        self.state
+            .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// The run's thread after `run()` returned: true when the run was abandoned (the thread
+    /// was replaced and must end after this run).
+    pub(super) fn returned(&self) -> bool {
+        self.state
+            .compare_exchange(RUNNING, RETURNED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+    }
 }
 
 /// Whether the loop sleeps, and until when.

@@ -4,6 +4,7 @@
 //!   and what the scheduler keeps of a run ([`RunSummary`]; it knows nothing of checks).
 //! * `handle`: [`Scheduler`], the handle callers hold, and its settings.
 //! * `engine`: the scheduling loop, which owns every job's timing.
+//! * `pool`: the fixed pool of runner threads.
 //! * `runner`: what happens on a runner thread, and the loop's side of a finished run.
 //! * `mailbox`: where runner threads leave finished runs, and when they wake the loop.
 //! * `timing`: the spread of first runs and the due time of the next run.
@@ -21,9 +22,11 @@
 //! * **Runners**: at most `runners` runs at once. A due job waits in FIFO order for a free
 //!   runner; its *start delay* (start minus due time) is recorded.
 //! * **Timeout**: a run still going `timeout` after it started (default: the scheduler's
-//!   timeout, else the job's interval) is reported *late* and [`Job::cancel`] is requested
-//!   on a thread of its own. The run keeps its runner until it returns: a hung job occupies
-//!   exactly one runner, and the others keep serving the other jobs.
+//!   timeout, else the job's interval) is reported *late*, [`Job::cancel`] is requested
+//!   on a thread of its own, and the run is *abandoned*: its runner goes back to the pool
+//!   (a new thread takes its place) while the run keeps its thread until it returns, then
+//!   that thread ends. The job does not run again before it returns (no overlap); the
+//!   threads of abandoned runs are counted in [`SchedulerStats::abandoned`].
 //! * **Run now**: [`Scheduler::run_now`] waits for a run that starts after the request (right
 //!   away when a runner is free and the job idle). It does not move the job's schedule; a due
 //!   time that comes while it runs is served right after.
@@ -34,10 +37,11 @@
 //!   first), and the loop waits up to the grace period for the runs in progress.
 //!
 //! # Threads and the clock
-//! Runs execute through [`tokio::task::spawn_blocking`], so each run has a thread of its own
-//! for as long as it lasts. All timing uses [`tokio::time::Instant`]: under tokio's paused
-//! test clock the loop is fully deterministic (the clock does not auto-advance while a run is
-//! in progress on a current-thread runtime, and a finished run is posted before it does
+//! Runs execute on a fixed pool of `runners` OS threads (`check-run`) fed by a channel, so
+//! the threads running checks are `runners` plus the abandoned runs still going, however
+//! long the agent runs. All timing uses [`tokio::time::Instant`]: under tokio's paused test
+//! clock the loop is fully deterministic (on a current-thread runtime the clock does not
+//! auto-advance while a run is in progress, and a finished run is posted before it does
 //! again).
 //!
 
@@ -45,6 +49,7 @@ mod engine;
 mod handle;
 mod job;
 mod mailbox;
+mod pool;
 mod runner;
 mod stats;
 mod timing;

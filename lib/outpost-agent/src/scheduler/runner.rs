@@ -16,8 +16,8 @@ use super::timing::next_due;
 use crate::error::AgentError;
 
 impl<J: Job> Engine<J> {
-    /// Starts a run of `id` on a blocking thread of its own: the run, the observer, the
-    /// statistics, then the completion posted to the mailbox.
+    /// Starts a run of `id` on a runner of the pool: the run, the observer, the statistics,
+    /// then the completion posted to the mailbox.
     pub(super) fn start(&mut self, id: Arc<str>) {
         let run = self.next_seq();
         let Some(e) = self.entries.get_mut(&id) else {
@@ -38,6 +38,7 @@ impl<J: Job> Engine<J> {
         let (timeout, interval) = (e.timeout, e.interval);
         let job = Arc::clone(&e.job);
         self.free -= 1;
+        self.in_flight += 1;
         let now = Instant::now();
         let timeout_timer = self.add_timer(
             now + timeout,
@@ -52,6 +53,7 @@ impl<J: Job> Engine<J> {
                 timeout_timer,
                 flags: Arc::clone(&flags),
                 waiters,
+                abandoned: false,
             });
         }
         self.stats.started(&id, now);
@@ -61,12 +63,17 @@ impl<J: Job> Engine<J> {
         let observer = Arc::clone(&self.observer);
         let mailbox = Arc::clone(&self.mailbox);
         let stats = self.stats.clone();
-        tokio::task::spawn_blocking(move || {
+        let hold = self.clock_hold.clone();
+        if let Some(h) = &hold {
+            h.enter();
+        }
+        self.pool.submit(Box::new(move || {
             let started = Instant::now();
             let started_at = SystemTime::now();
             let cpu_before = thread_cpu_time();
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| job.run()));
             flags.done.store(true, Ordering::SeqCst);
+            let abandoned = flags.returned();
             let cpu_time = thread_cpu_time().saturating_sub(cpu_before);
             let info = RunInfo {
                 kind,
@@ -120,6 +127,7 @@ impl<J: Job> Engine<J> {
                 summary,
                 flags.late.load(Ordering::SeqCst),
                 overrun,
+                abandoned,
                 next,
             );
             mailbox.post(
@@ -133,10 +141,15 @@ impl<J: Job> Engine<J> {
                 next,
                 flags.wake.load(Ordering::SeqCst),
             );
-        });
+            if let Some(h) = hold {
+                h.leave();
+            }
+            abandoned
+        }));
     }
 
-    /// The loop's side of a finished run: frees its runner, answers run-now callers, retires
+    /// The loop's side of a finished run: frees its runner (an abandoned run's was freed at
+    /// its timeout), answers run-now callers, retires
     /// a removed job, and sets the next due time.
     pub(super) fn on_completion(&mut self, done: Completion<J>) {
         let Some(e) = self.entries.get_mut(&done.id) else {
@@ -148,7 +161,10 @@ impl<J: Job> Engine<J> {
         let Some(running) = e.running.take_if(|r| r.run == done.run) else {
             return;
         };
-        self.free += 1;
+        self.in_flight -= 1;
+        if !running.abandoned {
+            self.free += 1;
+        }
         self.timers.remove(&running.timeout_timer);
         for waiter in running.waiters {
             let answer = match &done.outcome {

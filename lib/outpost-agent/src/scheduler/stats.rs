@@ -154,8 +154,14 @@ impl DelayHistogram {
 pub struct SchedulerStats {
     /// Runner slots.
     pub runners: usize,
-    /// Slots busy now (a hung run keeps its slot).
+    /// Slots busy now (a run past its timeout is abandoned and gives its slot back).
     pub busy: usize,
+    /// Threads of abandoned runs still going: past their timeout, each keeps the thread it
+    /// runs on (a new one took its place in the pool), until it returns. The threads running
+    /// checks are `runners + abandoned`.
+    pub abandoned: usize,
+    /// Runs abandoned past their timeout so far.
+    pub abandoned_total: u64,
     /// Jobs due and waiting for a free runner.
     pub queued: usize,
     /// Jobs scheduled.
@@ -203,6 +209,8 @@ impl SharedStats {
             totals: SchedulerStats {
                 runners,
                 busy: 0,
+                abandoned: 0,
+                abandoned_total: 0,
                 queued: 0,
                 jobs: 0,
                 runs: 0,
@@ -279,6 +287,14 @@ impl SharedStats {
         }
     }
 
+    /// A late run gave its runner back and keeps its thread.
+    pub(crate) fn abandoned(&self) {
+        let mut t = self.lock();
+        t.totals.busy = t.totals.busy.saturating_sub(1);
+        t.totals.abandoned += 1;
+        t.totals.abandoned_total += 1;
+    }
+
     pub(crate) fn set_next_due(&self, id: &str, next: Option<tokio::time::Instant>) {
         if let Some(r) = self.lock().jobs.get_mut(id) {
             r.next_due = next;
@@ -294,7 +310,9 @@ impl SharedStats {
     }
 
     /// Records a finished run (on its runner thread); `next_due`: the job's next due time,
-    /// for scheduled runs.
+    /// for scheduled runs; `abandoned`: its runner was given back at its timeout (its thread
+    /// is counted in `abandoned` until now, not in `busy`).
+    #[allow(clippy::too_many_arguments)] // one call site, on the runner thread
     pub(crate) fn finished(
         &self,
         id: &str,
@@ -302,12 +320,17 @@ impl SharedStats {
         summary: RunSummary,
         late: bool,
         overrun: bool,
+        abandoned: bool,
         next_due: Option<tokio::time::Instant>,
     ) {
         let mut t = self.lock();
         let failed = summary.error.is_some();
         let totals = &mut t.totals;
-        totals.busy = totals.busy.saturating_sub(1);
+        if abandoned {
+            totals.abandoned = totals.abandoned.saturating_sub(1);
+        } else {
+            totals.busy = totals.busy.saturating_sub(1);
+        }
         totals.runs += 1;
         totals.errors += u64::from(failed);
         totals.overruns += u64::from(overrun);
