@@ -92,7 +92,7 @@ pub enum DaemonError {
         /// Whether the switch was undone because of the hook.
         undone: bool,
         /// The hook's failure (not a `source`: its text is already in the message).
-        hook: HookError,
+        hook: Box<HookError>,
     },
     /// An experiment watch was about to act, but its experiment ended or changed first:
     /// nothing was done and no task recorded.

@@ -205,7 +205,8 @@ mod tests {
     #[test]
     fn lifecycle_and_progress() {
         let table = TaskTable::default();
-        let (task, cell) = table.start("p", "install", Some("1"));
+        let (task, cell, previous) = table.start("p", "install", Some("1"));
+        assert!(previous.is_none());
         cell.set(Phase::Unpack, 10, Some(100));
         let snap = table.snapshot();
         assert_eq!(snap["p"].state, TaskState::Running);
@@ -227,9 +228,29 @@ mod tests {
         assert_eq!(done.state, TaskState::Error);
         assert!(table.snapshot()["p"].progress.is_none());
         // A stale id does not overwrite a newer task.
-        let (newer, _) = table.start("p", "remove", None);
+        let (newer, _, previous) = table.start("p", "remove", None);
+        assert_eq!(previous.as_ref().map(|t| &t.id), Some(&task.id));
         assert!(table.finish("p", &task.id, Ok(())).is_none());
         assert_eq!(table.snapshot()["p"].id, newer.id);
+    }
+
+    #[test]
+    fn a_refused_task_puts_the_previous_one_back() {
+        let table = TaskTable::default();
+        // No previous task: the package has none again.
+        let (first, _, previous) = table.start("p", "start_experiment", Some("2"));
+        table.restore("p", &first.id, previous);
+        assert!(!table.snapshot().contains_key("p"));
+        // A previous task comes back as it was.
+        let (install, _, _) = table.start("p", "install", Some("1"));
+        let done = table.finish("p", &install.id, Ok(())).unwrap();
+        let (refused, _, previous) = table.start("p", "promote_experiment", None);
+        table.restore("p", &refused.id, previous);
+        assert_eq!(table.snapshot()["p"], done);
+        // A stale id restores nothing.
+        let (current, _, _) = table.start("p", "remove", None);
+        table.restore("p", &refused.id, None);
+        assert_eq!(table.snapshot()["p"].id, current.id);
     }
 
     #[test]

@@ -131,6 +131,7 @@ fn entry(url: &str, sha256: &str, size: u64) -> ResolvedPackage {
         size,
         platform: String::new(),
         arch: String::new(),
+        health: None,
     }
     .resolve()
     .unwrap()

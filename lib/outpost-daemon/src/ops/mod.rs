@@ -70,7 +70,7 @@ fn after_switch_undone(e: DaemonError, now_true: String, undone: bool) -> Daemon
         DaemonError::Hook(hook) => DaemonError::HookAfterSwitch {
             now_true,
             undone,
-            hook,
+            hook: Box::new(hook),
         },
         other => other,
     }
