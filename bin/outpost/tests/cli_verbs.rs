@@ -73,9 +73,9 @@ fn status_prints_a_table_and_the_api_body_with_json() {
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[1], "PACKAGE  STABLE  EXPERIMENT  LAST TASK", "{text}");
+    // The refused second promote did not replace the last task.
     assert_eq!(
-        lines[2],
-        "pkg      2.0     -           promote_experiment failed (invalid_state): no experiment to promote",
+        lines[2], "pkg      2.0     -           promote_experiment done",
         "{text}"
     );
 

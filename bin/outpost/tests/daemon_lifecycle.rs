@@ -164,11 +164,15 @@ fn the_catalog_and_last_tasks_survive_a_restart() {
     d.set_catalog(&[v1.layout_entry(), v2.layout_entry()]);
     d.post("/pkg/install", Some(&json!({"version": "1"})))
         .assert_ok_empty();
-    d.post("/pkg/experiment/promote", None)
-        .assert_error(409, "invalid_state");
+    d.post("/pkg/experiment/start", Some(&json!({"version": "2"})))
+        .assert_ok_empty();
+    d.post("/pkg/experiment/stop", None).assert_ok_empty();
     let catalog = d.get("/catalog").json();
     let task = d.task("pkg").unwrap();
-    assert_eq!(task["state"], "ERROR");
+    assert_eq!(
+        (&task["operation"], &task["state"]),
+        (&json!("stop_experiment"), &json!("DONE"))
+    );
     d.stop();
 
     let d = Daemon::start(&s.root());

@@ -224,7 +224,10 @@ class ChurnCheck(AgentCheck):
     assert!(first["memtrack"]["enabled"].as_bool().unwrap());
     let kept = inuse(&first, &hog);
     assert!(kept >= 50 * MB, "the hog keeps 50 MiB: {kept}");
-    assert!(kept < 55 * MB, "and not much more: {kept}");
+    // The 50 MiB buffer is counted exactly (a block that large is always sampled, with a
+    // weight of its size); the check's other objects are an estimate from sampling one block
+    // per 256 KiB on average, hence the room above it.
+    assert!(kept < 62 * MB, "and not much more: {kept}");
     let baseline = inuse(&first, &churn);
     let churned = allocated(&first, &churn);
     assert!(churned >= 50 * MB, "{churned}");
