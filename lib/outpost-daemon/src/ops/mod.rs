@@ -41,6 +41,7 @@ use crate::store::Store;
 use crate::tasks::{ProgressCell, TaskTable};
 use crate::watch::{self, Action, WatchSpec, Watches};
 
+mod gc;
 mod watching;
 
 pub use watching::MIN_DURATION_ENV;
@@ -789,43 +790,6 @@ impl Daemon {
         handle
             .await
             .map_err(|e| DaemonError::Internal(format!("operation task failed: {e}")))?
-    }
-
-    /// Collects garbage now, waiting for any running operation first.
-    pub async fn gc(self: &Arc<Self>) {
-        let _guard = self.op_lock.lock().await;
-        let this = self.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || this.gc_now()).await {
-            tracing::warn!(error = %e, "garbage collection task failed");
-        }
-    }
-
-    fn gc_now(&self) {
-        match self.repo.gc() {
-            Ok(report) => {
-                tracing::debug!(report = %report, "garbage collected");
-                self.metrics.gc(Some(report.removed_versions.len()));
-                *self
-                    .gc_stats
-                    .last
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
-            }
-            Err(e) => {
-                self.metrics.gc(None);
-                self.gc_stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "garbage collection failed; will retry");
-            }
-        }
-        self.gc_stats.runs.fetch_add(1, Ordering::Relaxed);
-        match self.repo.states() {
-            Ok(states) => self.metrics.packages(states.len()),
-            Err(e) => tracing::debug!(error = %e, "could not count the installed packages"),
-        }
-        // GC repairs links and removes empty packages: let /status look again.
-        self.state_changed();
-        // Every operation ends with a collection: hand back what it freed.
-        crate::allocator::trim();
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, DaemonError>
