@@ -66,13 +66,14 @@ mod error;
 pub mod failpoint;
 mod fsutil;
 mod gc;
+mod guard;
 mod link;
 mod lock;
 mod repository;
 mod staging;
 mod txn;
 
-pub use error::{InvalidStateReason, RepoError};
+pub use error::{InvalidStateReason, RepoError, UnsafeReason};
 pub use gc::GcReport;
 pub use lock::{VersionLock, WriterLock};
 pub use outpost_types::{PackageName, Version};
