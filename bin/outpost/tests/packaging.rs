@@ -1,5 +1,6 @@
-//! The systemd units in `packaging/` (the daemon's and the agent's) are accepted by `systemd-analyze verify` (the test command
-//! installs systemd), with `ExecStart` pointed at the binary under test.
+//! The systemd units in `packaging/` (the daemon's and the agent's) are accepted by
+//! `systemd-analyze verify` (the test command installs systemd), with `ExecStart` pointed at
+//! the binary under test.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions
 
