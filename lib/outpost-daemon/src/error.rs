@@ -71,6 +71,9 @@ pub enum DaemonError {
     /// A filesystem operation of the daemon itself failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The key of encrypted secrets could not be loaded, or a secret could not be opened.
+    #[error(transparent)]
+    Secrets(#[from] outpost_secrets::SecretsError),
     /// A background task panicked or was cancelled.
     #[error("internal error: {0}")]
     Internal(String),
@@ -127,6 +130,7 @@ impl DaemonError {
             Self::NotEnoughDiskSpace { .. } => ErrorCode::NotEnoughDiskSpace,
             Self::State { .. } | Self::Corrupt { .. } | Self::Io(_) => ErrorCode::Filesystem,
             Self::Repo(e) => e.code(),
+            Self::Secrets(e) => e.code(),
             // A source the catalog names that turns out not to be a readable package (no
             // layout there, a malformed image) is not a bad request of the caller: the
             // request was valid, the package could not be fetched.

@@ -270,6 +270,9 @@ pub struct StatusResponse {
     /// Per package: versions and last task.
     #[serde(default)]
     pub remote_config_state: Vec<PackageStatus>,
+    /// The daemon's X25519 public key for encrypted secrets (standard base64, 32 bytes).
+    #[serde(default)]
+    pub secrets_pub_key: String,
 }
 
 pub use crate::experiment::{

@@ -121,6 +121,11 @@ pub struct Daemon {
     watches: Watches,
     /// The floor of the `max_duration` clamp.
     min_max_duration: Duration,
+    /// The key pair of encrypted secrets (`<root>/secrets.key`); its public half is published
+    /// in `/status` as `secrets_pub_key`.
+    secret_key: outpost_secrets::SecretKey,
+    /// The public key in base64, as `/status` shows it.
+    secrets_pub_key: String,
 }
 
 /// How long a cached `/status` body may be served without looking at the disk again. Every
@@ -199,6 +204,9 @@ impl Daemon {
             store.put_task(pkg, task)?;
         }
         let catalog = store.catalog()?;
+        let secret_key =
+            outpost_secrets::SecretKey::load_or_create(&root.join(outpost_secrets::KEY_FILE_NAME))?;
+        let secrets_pub_key = secret_key.public_key().to_base64();
         let limits = Limits::from(&config.packages);
         let metrics = DaemonMetrics::new(outpost_api::Telemetry::new());
         metrics.catalog_entries(catalog.packages.len());
@@ -232,6 +240,8 @@ impl Daemon {
             metrics,
             watches: Watches::default(),
             min_max_duration,
+            secret_key,
+            secrets_pub_key,
         };
         Ok(Arc::new(daemon))
     }
@@ -299,6 +309,11 @@ impl Daemon {
         self.repo.root()
     }
 
+    /// The key pair that opens the encrypted secrets of configuration operations.
+    pub fn secret_key(&self) -> &outpost_secrets::SecretKey {
+        &self.secret_key
+    }
+
     /// The configuration in effect.
     pub fn config(&self) -> &Config {
         &self.config
@@ -364,6 +379,7 @@ impl Daemon {
         let mut watches = self.watches.snapshot();
         let mut resp = StatusResponse {
             version: outpost_types::VERSION.to_string(),
+            secrets_pub_key: self.secrets_pub_key.clone(),
             ..Default::default()
         };
         let mut names: Vec<String> = states.keys().map(|n| n.to_string()).collect();
