@@ -276,6 +276,12 @@ pub enum ConfigError {
         #[source]
         source: Box<ConfigError>,
     },
+    /// A config experiment names a deployment the config catalog does not have.
+    #[error("config {id:?} is not in the config catalog")]
+    NotInCatalog {
+        /// The id asked for.
+        id: String,
+    },
     /// A config catalog entry's `id` differs from its key.
     #[error("config catalog entry {key:?}: its id {id:?} differs from its key")]
     CatalogId {
@@ -306,7 +312,8 @@ fn location(line: Option<u64>, column: Option<u64>) -> String {
 }
 
 impl ConfigError {
-    /// The API's error code: a refusal of the request is `bad_request`; a filesystem failure
+    /// The API's error code: a refusal of the request is `bad_request` (`package_not_found`
+    /// for a deployment the config catalog lacks); a filesystem failure
     /// is `filesystem` (`not_enough_disk_space` when the disk is full); a document that cannot
     /// be written back is `internal`.
     pub fn code(&self) -> ErrorCode {
@@ -319,6 +326,7 @@ impl ConfigError {
             },
             Self::Encode { .. } => ErrorCode::Internal,
             Self::CatalogEntry { source, .. } => source.code(),
+            Self::NotInCatalog { .. } => ErrorCode::PackageNotFound,
             Self::InvalidPath { .. }
             | Self::NotAllowed { .. }
             | Self::InvalidDeploymentId { .. }

@@ -13,6 +13,7 @@
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod allocator;
+pub mod config_routes;
 pub mod error;
 pub mod hooks;
 pub mod metrics;
@@ -25,6 +26,6 @@ pub mod tasks;
 mod watch;
 
 pub use error::DaemonError;
-pub use ops::{Daemon, GcSummary, Requester, StatusBody};
+pub use ops::{Daemon, GcSummary, Requester, Secrets, StatusBody};
 pub use serve::{RunError, RunOptions, run};
 pub use socket_access::SocketAccessError;

@@ -12,6 +12,9 @@
 //! | GET | `/{package}/experiment/history` | [`experiment_history`] |
 //! | POST | `/{package}/remove` | [`remove`] |
 //!
+//! The config routes (`/config_catalog`, `/{package}/config_experiment/...`) are in
+//! [`crate::config_routes`], mounted into the same root module.
+//!
 //! Names and versions are validated before any work (400). Conventions (JSON bodies, error
 //! shape, 404/405/413/415, access control by peer uid) are enforced by the router.
 
@@ -36,12 +39,14 @@ impl From<DaemonError> for ErrorResponse {
 type Result<T> = std::result::Result<Json<T>, ErrorResponse>;
 
 /// A request body that must be a JSON object.
-type ObjectBody = Option<Json<Map<String, Value>>>;
+pub(crate) type ObjectBody = Option<Json<Map<String, Value>>>;
 
 /// Decodes an object body into `T` (`None` when the request had no body). serde would also
 /// take a JSON array for a struct (`["1.0"]` as `{"version": "1.0"}`); the contract calls that
 /// an ill-typed body, so the top level must be an object.
-fn decode<T: DeserializeOwned>(body: ObjectBody) -> std::result::Result<Option<T>, ErrorResponse> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    body: ObjectBody,
+) -> std::result::Result<Option<T>, ErrorResponse> {
     body.map(|Json(map)| {
         serde_json::from_value(Value::Object(map))
             .map_err(|e| ErrorResponse::bad_request(format!("invalid request body: {e}")))
@@ -64,7 +69,7 @@ pub fn module(daemon: Arc<Daemon>) -> Module {
         .with_state(daemon)
 }
 
-fn requester(caller: Option<&Caller>) -> Requester {
+pub(crate) fn requester(caller: Option<&Caller>) -> Requester {
     Requester {
         uid: caller.map(|c| c.uid),
         pid: caller
@@ -73,7 +78,7 @@ fn requester(caller: Option<&Caller>) -> Requester {
     }
 }
 
-fn package(name: String) -> std::result::Result<PackageName, ErrorResponse> {
+pub(crate) fn package(name: String) -> std::result::Result<PackageName, ErrorResponse> {
     PackageName::new(name).map_err(|e| ErrorResponse::new(ErrorCode::BadRequest, e.to_string()))
 }
 

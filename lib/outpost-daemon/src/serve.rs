@@ -105,7 +105,8 @@ pub fn build_api(daemon: Arc<Daemon>) -> Result<Api, RunError> {
     let mut builder = Api::builder()
         .access_policy(AccessPolicy::from_config(&daemon.config().api))
         .telemetry(telemetry.clone());
-    builder.mount(routes::module(daemon));
+    builder.mount(routes::module(daemon.clone()));
+    builder.mount(crate::config_routes::module(daemon));
     builder.mount(telemetry.module());
     builder.mount(debug.module());
     Ok(builder.build()?)

@@ -252,6 +252,12 @@ pub struct PackageStatus {
     pub stable_version: String,
     /// Experiment version or `""`.
     pub experiment_version: String,
+    /// Deployment id of the stable config, `""` for a package whose stable config is empty.
+    #[serde(default)]
+    pub stable_config_version: String,
+    /// Deployment id of the running config experiment, or `""`.
+    #[serde(default)]
+    pub experiment_config_version: String,
     /// Last task, if any ran since the state was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
@@ -375,6 +381,8 @@ mod tests {
             package: "a".into(),
             stable_version: "1".into(),
             experiment_version: String::new(),
+            stable_config_version: String::new(),
+            experiment_config_version: String::new(),
             task: Some(Task {
                 id: "t1".into(),
                 operation: "install".into(),
@@ -389,5 +397,10 @@ mod tests {
         assert_eq!(json["packages"]["a"]["Stable"], "1");
         assert_eq!(json["packages"]["a"]["Experiment"], "");
         assert_eq!(json["remote_config_state"][0]["task"]["state"], "DONE");
+        assert_eq!(json["remote_config_state"][0]["stable_config_version"], "");
+        assert_eq!(
+            json["remote_config_state"][0]["experiment_config_version"],
+            ""
+        );
     }
 }

@@ -41,8 +41,11 @@ use crate::store::Store;
 use crate::tasks::{ProgressCell, TaskTable};
 use crate::watch::{self, Action, WatchSpec, Watches};
 
+mod config;
 mod gc;
 mod watching;
+
+pub use config::Secrets;
 
 pub use watching::MIN_DURATION_ENV;
 use watching::MIN_MAX_DURATION;
@@ -375,6 +378,7 @@ impl Daemon {
     /// Never waits for a running operation.
     pub fn status(&self) -> Result<StatusResponse, DaemonError> {
         let states = self.repo.states()?;
+        let configs = self.repo.config_states()?;
         let tasks = self.tasks.snapshot();
         let mut watches = self.watches.snapshot();
         let mut resp = StatusResponse {
@@ -412,10 +416,17 @@ impl Daemon {
             let experiment_watch = watches
                 .remove(&name)
                 .filter(|w| !experiment.is_empty() && w.version == experiment);
+            let config = PackageName::new(name.clone())
+                .ok()
+                .and_then(|n| configs.get(&n).cloned())
+                .unwrap_or_default();
+            let id = |v: Option<Version>| v.map(|v| v.to_string()).unwrap_or_default();
             resp.remote_config_state.push(PackageStatus {
                 package: name.clone(),
                 stable_version: stable,
                 experiment_version: experiment,
+                stable_config_version: id(config.stable),
+                experiment_config_version: id(config.experiment),
                 task: tasks.get(&name).cloned(),
                 experiment_watch,
             });
