@@ -68,6 +68,15 @@ pub enum Command {
     Experiment(ExperimentCommand),
     /// Remove a package entirely
     Remove(PackageArgs),
+    /// Set or show the config catalog (config deployments, by id)
+    #[command(name = "config-catalog", subcommand)]
+    ConfigCatalog(ConfigCatalogCommand),
+    /// Start, stop or promote a config experiment
+    #[command(name = "config-experiment", subcommand)]
+    ConfigExperiment(ConfigExperimentCommand),
+    /// Show a package's stable or experiment config
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Build a package (an OCI image layout) from a directory, and optionally push it
     Pack(PackArgs),
     /// Run the check agent, or query it
@@ -176,6 +185,88 @@ pub struct CatalogSetArgs {
     /// Accept a catalog with no entries (clears the daemon's catalog)
     #[arg(long)]
     pub allow_empty: bool,
+}
+
+/// `outpost config-catalog ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCatalogCommand {
+    /// Replace the daemon's config catalog with the one in FILE (JSON or YAML; `-` for stdin)
+    Set(ConfigCatalogSetArgs),
+    /// Print the config catalog the daemon holds
+    Show,
+}
+
+/// `outpost config-catalog set`
+#[derive(Debug, Clone, Args)]
+pub struct ConfigCatalogSetArgs {
+    /// A file (JSON or YAML), `-` for stdin, or the JSON itself
+    pub file: String,
+}
+
+/// `outpost config-experiment ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigExperimentCommand {
+    /// Build a config from the stable one and the operations of a config catalog entry (or of
+    /// a file), and point the package's config `experiment` at it
+    Start(ConfigStartArgs),
+    /// Drop the config experiment; the stable config is untouched
+    Stop(PackageArgs),
+    /// Make the config experiment the new stable config
+    Promote(PackageArgs),
+}
+
+/// `outpost config-experiment start`
+#[derive(Debug, Clone, Args)]
+pub struct ConfigStartArgs {
+    /// Package name
+    pub package: String,
+    /// An id of the config catalog
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    pub id: Option<String>,
+    /// The operations instead, from a file (JSON or YAML: {"deployment_id", "file_operations"};
+    /// `-` for stdin)
+    #[arg(long, value_name = "OPS")]
+    pub file: Option<String>,
+    /// A secret for the `SEC[KEY]` placeholders, sealed to the daemon's key before it is sent
+    /// (repeatable)
+    #[arg(long = "secret", value_name = "KEY=VALUE")]
+    pub secrets: Vec<String>,
+    /// A secret read from a file (its content, one trailing newline dropped), so that it is
+    /// not on the command line (repeatable)
+    #[arg(long = "secret-file", value_name = "KEY=PATH")]
+    pub secret_files: Vec<String>,
+}
+
+/// `outpost config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the files of a package's stable (default) or experiment config, read from
+    /// `<root>/config/<package>/`
+    Show(ConfigShowArgs),
+}
+
+/// Which config of a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConfigLink {
+    /// The stable config
+    #[default]
+    Stable,
+    /// The running config experiment
+    Experiment,
+}
+
+/// `outpost config show`
+#[derive(Debug, Clone, Args)]
+pub struct ConfigShowArgs {
+    /// Package name
+    pub package: String,
+    /// Which config
+    #[arg(value_enum, default_value_t = ConfigLink::Stable)]
+    pub which: ConfigLink,
 }
 
 /// `outpost experiment ...`

@@ -5,6 +5,7 @@
 mod agent_client;
 mod catalog;
 mod client;
+mod config;
 mod daemon;
 mod experiment;
 mod handover;
@@ -68,7 +69,15 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
         Command::Experiment(ExperimentCommand::Promote(args))
         | Command::PromoteExperiment(args) => Verb::PromoteExperiment(args),
         Command::Remove(args) => Verb::Remove(args),
+        Command::ConfigCatalog(c) => return run_config(global, c.into()),
+        Command::ConfigExperiment(c) => return run_config(global, c.into()),
+        Command::Config(c) => return run_config(global, c.into()),
     };
     outpost_cli::logging::init_for_command(global);
     client::run(global, verb)
+}
+
+fn run_config(global: &outpost_cli::args::GlobalArgs, verb: config::ConfigVerb) -> ExitStatus {
+    outpost_cli::logging::init_for_command(global);
+    config::run(global, verb)
 }
