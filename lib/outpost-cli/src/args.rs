@@ -116,6 +116,10 @@ pub struct StatusArgs {
     /// Print errors in full instead of one short line each
     #[arg(long)]
     pub wide: bool,
+    /// Only whether the daemon is up: its version and the free disk space, read from the
+    /// read-only status socket (<root>/run/status.sock), which any user may query
+    #[arg(long, conflicts_with_all = ["package", "wide"])]
+    pub brief: bool,
 }
 
 /// The commands that take a package name only: `remove`, `experiment stop|promote`.
@@ -416,6 +420,19 @@ impl GlobalArgs {
         let first = self.socket();
         let system = PathBuf::from(SYSTEM_SOCKET);
         if self.root.is_some() || self.socket.is_some() || first == system {
+            vec![first]
+        } else {
+            vec![first, system]
+        }
+    }
+
+    /// The read-only status sockets to try, in order: `<root>/run/status.sock`, and for a
+    /// user other than root who gave no `--root`, the system daemon's one beside
+    /// [`SYSTEM_SOCKET`] after it.
+    pub fn status_sockets(&self) -> Vec<PathBuf> {
+        let first = self.root().join("run/status.sock");
+        let system = Path::new(SYSTEM_SOCKET).with_file_name("status.sock");
+        if self.root.is_some() || first == system {
             vec![first]
         } else {
             vec![first, system]

@@ -272,6 +272,16 @@ pub struct StatusResponse {
     pub remote_config_state: Vec<PackageStatus>,
 }
 
+/// Body of `GET /status` on the read-only status socket (`<root>/run/status.sock`): whether
+/// the daemon is up, and nothing about packages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BriefStatus {
+    /// The daemon's version.
+    pub installer_version: String,
+    /// Bytes free for an unprivileged writer on the filesystem of the daemon's root.
+    pub available_disk_space: u64,
+}
+
 pub use crate::experiment::{
     ExperimentHistory, ExperimentStartParams, ExperimentWatch, HealthCheck, HealthPolicy,
     WatchSummary, WireDuration, format_rfc3339, parse_rfc3339,

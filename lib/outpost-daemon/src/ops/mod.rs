@@ -863,7 +863,7 @@ impl Daemon {
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `path`.
-fn available_space(path: &Path) -> Result<u64, DaemonError> {
+pub(crate) fn available_space(path: &Path) -> Result<u64, DaemonError> {
     let st = rustix::fs::statvfs(path).map_err(std::io::Error::from)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
