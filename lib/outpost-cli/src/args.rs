@@ -106,6 +106,10 @@ pub struct InstallArgs {
     /// Arguments passed to the package's install hook
     #[arg(long = "install-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub install_args: Vec<String>,
+    /// Install this extension of the package too (repeatable) [default: those installed with
+    /// the version before]
+    #[arg(long = "extension", value_name = "NAME")]
+    pub extensions: Vec<String>,
 }
 
 /// `outpost status`
@@ -277,6 +281,9 @@ pub struct PackArgs {
     /// Platform of the image: os/arch, or `any` [default: the host's]
     #[arg(long)]
     pub platform: Option<String>,
+    /// Add the directory DIR as the extension NAME (an extra layer; repeatable)
+    #[arg(long = "extension", value_name = "NAME=DIR")]
+    pub extensions: Vec<String>,
 }
 
 /// Where checks and their configuration come from.
