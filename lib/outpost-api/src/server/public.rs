@@ -166,11 +166,7 @@ mod tests {
     }
 
     fn mode(path: &Path) -> u32 {
-        fs_err::symlink_metadata(path)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777
+        fs_err::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
     }
 
     #[tokio::test]
