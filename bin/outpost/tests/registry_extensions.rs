@@ -379,3 +379,75 @@ fn a_crash_at_the_version_rename_leaves_stable_and_its_extensions_whole() {
         assert_eq!(extensions_in_status(&d), json!(["python"]));
     }
 }
+
+#[test]
+fn an_install_without_the_field_keeps_the_extensions_and_an_empty_list_drops_them() {
+    let env = Env::new();
+    for v in ["1.0", "2.0", "3.0"] {
+        env.push(v, &["python"]);
+    }
+    let d = env.daemon();
+    d.set_catalog(&[env.entry("1.0"), env.entry("2.0"), env.entry("3.0")]);
+    d.post(
+        "/agent/install",
+        Some(&json!({"version": "1.0", "extensions": ["python", "python"]})),
+    )
+    .assert_ok_empty();
+    assert_eq!(extensions_in_status(&d), json!(["python"]));
+    // The same version again with another list is refused; with the same list, a no-op.
+    d.post(
+        "/agent/install",
+        Some(&json!({"version": "1.0", "extensions": []})),
+    )
+    .assert_error(409, "invalid_state");
+    d.post("/agent/install", Some(&json!({"version": "1.0"})))
+        .assert_ok_empty();
+
+    d.post("/agent/install", Some(&json!({"version": "2.0"})))
+        .assert_ok_empty();
+    assert_eq!(
+        ext_file(&d.root, "2.0", "python").as_deref(),
+        Some("python for 2.0")
+    );
+    d.post(
+        "/agent/install",
+        Some(&json!({"version": "3.0", "extensions": []})),
+    )
+    .assert_ok_empty();
+    assert!(!d.root.join("packages/agent/3.0/ext").exists());
+    assert_eq!(extensions_in_status(&d), Value::Null);
+}
+
+#[test]
+fn pack_refuses_bad_extension_flags() {
+    let env = Env::new();
+    let payload = env.tree("payload", &[("bin/agent", "agent")]);
+    let ext = env.tree("ext", &[("lib/x.so", "x")]);
+    let ext_arg = |name: &str| format!("{name}={}", ext.display());
+    let missing = env.scratch.path().join("missing");
+    let cases: [(Vec<String>, &str); 4] = [
+        (vec!["python".into()], "expected NAME=DIR"),
+        (vec![ext_arg("Bad/Name")], "may hold only"),
+        (vec![ext_arg("python"), ext_arg("python")], "given twice"),
+        (vec![format!("python={}", missing.display())], "missing"),
+    ];
+    for (i, (args, expected)) in cases.iter().enumerate() {
+        let out_dir = env.scratch.path().join(format!("out-{i}"));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("pack")
+            .arg(&payload)
+            .args(["--name", "agent", "--version", "1.0", "--out"])
+            .arg(&out_dir);
+        for a in args {
+            cmd.arg("--extension").arg(a);
+        }
+        let out = cli_output(cmd, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!out_dir.exists(), "{args:?}: nothing written");
+    }
+}
