@@ -115,6 +115,10 @@ pub struct InstallArgs {
     /// Arguments passed to the package's install hook
     #[arg(long = "install-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub install_args: Vec<String>,
+    /// Install this extension of the package too (repeatable) [default: those installed with
+    /// the version before]
+    #[arg(long = "extension", value_name = "NAME")]
+    pub extensions: Vec<String>,
 }
 
 /// `outpost status`
@@ -125,6 +129,10 @@ pub struct StatusArgs {
     /// Print errors in full instead of one short line each
     #[arg(long)]
     pub wide: bool,
+    /// Only whether the daemon is up: its version and the free disk space, read from the
+    /// read-only status socket (<root>/run/status.sock), which any user may query
+    #[arg(long, conflicts_with_all = ["package", "wide"])]
+    pub brief: bool,
 }
 
 /// The commands that take a package name only: `remove`, `experiment stop|promote`.
@@ -364,6 +372,9 @@ pub struct PackArgs {
     /// Platform of the image: os/arch, or `any` [default: the host's]
     #[arg(long)]
     pub platform: Option<String>,
+    /// Add the directory DIR as the extension NAME (an extra layer; repeatable)
+    #[arg(long = "extension", value_name = "NAME=DIR")]
+    pub extensions: Vec<String>,
 }
 
 /// Where checks and their configuration come from.
@@ -507,6 +518,19 @@ impl GlobalArgs {
         let first = self.socket();
         let system = PathBuf::from(SYSTEM_SOCKET);
         if self.root.is_some() || self.socket.is_some() || first == system {
+            vec![first]
+        } else {
+            vec![first, system]
+        }
+    }
+
+    /// The read-only status sockets to try, in order: `<root>/run/status.sock`, and for a
+    /// user other than root who gave no `--root`, the system daemon's one beside
+    /// [`SYSTEM_SOCKET`] after it.
+    pub fn status_sockets(&self) -> Vec<PathBuf> {
+        let first = self.root().join("run/status.sock");
+        let system = Path::new(SYSTEM_SOCKET).with_file_name("status.sock");
+        if self.root.is_some() || first == system {
             vec![first]
         } else {
             vec![first, system]

@@ -21,6 +21,7 @@ pub mod ops;
 pub mod routes;
 pub mod serve;
 pub mod socket_access;
+pub mod status_socket;
 mod store;
 pub mod tasks;
 mod watch;

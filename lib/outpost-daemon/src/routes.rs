@@ -128,8 +128,10 @@ pub async fn install(
     let name = package(name)?;
     let params = decode::<TaskParams>(body)?;
     let version = d.install_version(&name, params.as_ref())?;
-    let args = params.and_then(|p| p.install_args).unwrap_or_default();
-    d.install(name, version, args, requester(caller.as_ref()))
+    let (args, extensions) = params
+        .map(|p| (p.install_args.unwrap_or_default(), p.extensions))
+        .unwrap_or_default();
+    d.install(name, version, args, extensions, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }

@@ -6,6 +6,7 @@
 //! (the repository's writer lock: a second daemon on the root is refused with
 //! [`RunError::AlreadyRunning`]), the socket (a live one is never stolen, a stale one is
 //! replaced), its ACL for `api.allow_uids`/`allow_gids` ([`crate::socket_access`]), then
+//! the read-only status socket (`<root>/run/status.sock`, [`crate::status_socket`]), then
 //! serving; the leftovers of a crash are removed in the background while mutations wait.
 //! `/debug/vars` shows the daemon's version, root, uptime, queued mutations and GC counters.
 
@@ -147,6 +148,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let cleanup = daemon.start_cleanup();
     // Experiments resume their watches; an expired one is stopped once the cleanup is done.
     daemon.start_watches()?;
+    let status_server = crate::status_socket::bind(&options.root).await?;
     if let Some(addr) = options.config.api.tcp {
         server = server.bind_tcp(addr).await?;
         tracing::warn!(tcp.addr = %addr, "TCP listener enabled by configuration");
@@ -177,7 +179,22 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }))
     };
 
-    server.serve(shutdown).await?;
+    // One shutdown for both sockets.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (served, status_served) = tokio::join!(
+        server.serve(stopped(stop_rx.clone())),
+        status_server.serve(stopped(stop_rx))
+    );
+    signal.abort();
+    served?;
+    status_served?;
     if let Some(gc) = gc {
         gc.abort();
     }

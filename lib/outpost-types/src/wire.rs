@@ -174,6 +174,10 @@ pub struct TaskParams {
     /// Arguments passed through to the package's install hook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_args: Option<Vec<String>>,
+    /// Extensions to install with the version (`<version>/ext/<name>/`); absent: those
+    /// installed with the version before, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<String>>,
 }
 
 /// One package's links, with the Datadog daemon's capitalised keys. `""` means absent.
@@ -264,6 +268,9 @@ pub struct PackageStatus {
     /// The daemon's watch over the running experiment, while there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_watch: Option<ExperimentWatch>,
+    /// The extensions installed with the package, sorted (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
 }
 
 /// Body of `GET /status`.
@@ -279,6 +286,16 @@ pub struct StatusResponse {
     /// The daemon's X25519 public key for encrypted secrets (standard base64, 32 bytes).
     #[serde(default)]
     pub secrets_pub_key: String,
+}
+
+/// Body of `GET /status` on the read-only status socket (`<root>/run/status.sock`): whether
+/// the daemon is up, and nothing about packages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BriefStatus {
+    /// The daemon's version.
+    pub installer_version: String,
+    /// Bytes free for an unprivileged writer on the filesystem of the daemon's root.
+    pub available_disk_space: u64,
 }
 
 pub use crate::experiment::{
@@ -378,6 +395,7 @@ mod tests {
             },
         );
         s.remote_config_state.push(PackageStatus {
+            extensions: Vec::new(),
             package: "a".into(),
             stable_version: "1".into(),
             experiment_version: String::new(),

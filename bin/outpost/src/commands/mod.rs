@@ -3,6 +3,7 @@
 //! embed Python (`agent`, `check`, `version`) are handed over to `outpost-agent`.
 
 mod agent_client;
+mod brief;
 mod catalog;
 mod client;
 mod config;
@@ -44,6 +45,10 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
                 &mut std::io::stdout(),
             );
             return ExitStatus::Success;
+        }
+        Command::Status(args) if args.brief => {
+            outpost_cli::logging::init_for_command(global);
+            return brief::run(global);
         }
         Command::Status(args) => Verb::Status(args),
         Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,

@@ -42,6 +42,7 @@ use crate::tasks::{ProgressCell, TaskTable};
 use crate::watch::{self, Action, WatchSpec, Watches};
 
 mod config;
+mod extensions;
 mod gc;
 mod watching;
 
@@ -381,6 +382,7 @@ impl Daemon {
         let configs = self.repo.config_states()?;
         let tasks = self.tasks.snapshot();
         let mut watches = self.watches.snapshot();
+        let mut extensions = self.recorded_extensions();
         let mut resp = StatusResponse {
             version: outpost_types::VERSION.to_string(),
             secrets_pub_key: self.secrets_pub_key.clone(),
@@ -429,6 +431,7 @@ impl Daemon {
                 experiment_config_version: id(config.experiment),
                 task: tasks.get(&name).cloned(),
                 experiment_watch,
+                extensions: extensions.remove(&name).unwrap_or_default(),
             });
         }
         Ok(resp)
@@ -525,22 +528,32 @@ impl Daemon {
         name: PackageName,
         version: Version,
         install_args: Vec<String>,
+        extensions: Option<Vec<String>>,
         who: Requester,
     ) -> Result<(), DaemonError> {
         let resolved = self.resolve(&name, version.as_str())?;
         let this = self.clone();
         self.run_op(name.clone(), "install", Some(version.clone()), who, Precheck::None, move |cell| async move {
+            let extensions = this.extensions_for(&name, extensions.as_deref())?;
             if this.repo.state(&name)?.is_some_and(|s| s.stable == version) {
+                if extensions != this.extensions_for(&name, None)? {
+                    return Err(DaemonError::InvalidState(format!(
+                        "{version} is already the stable version of {name}: extensions are \
+                         changed by installing another version"
+                    )));
+                }
                 tracing::info!(package.name = %name, package.version = %version, "already the stable version");
                 return Ok(());
             }
-            let staged = this.fetch(&resolved, "install", cell.clone()).await?;
+            let staged = this.fetch(&resolved, "install", cell.clone(), &extensions).await?;
             cell.set(Phase::Switch, 0, None);
             this.blocking({
                 let (repo, name, version) = (this.repo.clone(), name.clone(), version.clone());
                 move || repo.install(&name, &version, staged).map_err(DaemonError::from)
             })
             .await?;
+            this.record_extensions(&name, &extensions)
+                .map_err(|e| after_switch(e, format!("{version} is now stable")))?;
             this.hook(HookEvent::PostInstall, &name, &version, &install_args)
                 .await
                 .map_err(|e| after_switch(e, format!("{version} is now stable")))
@@ -578,7 +591,8 @@ impl Daemon {
                 tracing::info!(package.name = %name, package.version = %version, "already the experiment");
                 return Ok(());
             }
-            let staged = this.fetch(&resolved, "experiment", cell.clone()).await?;
+            let extensions = this.extensions_for(&name, None)?;
+            let staged = this.fetch(&resolved, "experiment", cell.clone(), &extensions).await?;
             cell.set(Phase::Switch, 0, None);
             this.blocking({
                 let (repo, name, version) = (this.repo.clone(), name.clone(), version.clone());
@@ -691,8 +705,10 @@ impl Daemon {
                     .await?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
-                this.blocking(move || repo.remove(&name).map_err(DaemonError::from))
-                    .await
+                let n = name.clone();
+                this.blocking(move || repo.remove(&n).map_err(DaemonError::from))
+                    .await?;
+                this.record_extensions(&name, &[])
             },
         )
         .await
@@ -857,13 +873,16 @@ impl Daemon {
         resolved: &ResolvedPackage,
         label: &str,
         cell: Arc<ProgressCell>,
+        extensions: &[String],
     ) -> Result<StagingDir, DaemonError> {
         let ctx = FetchContext::new(
             RegistrySettings::from_config(&self.config.registry),
             self.limits,
         )
         .with_progress(cell);
-        let prepared = outpost_fetch::prepare(resolved, &ctx).await?;
+        let prepared = outpost_fetch::prepare(resolved, &ctx)
+            .await?
+            .with_extensions(extensions)?;
         self.check_disk_space(prepared.required_bytes())?;
         let staged = self.repo.staging(label)?;
         prepared.fetch(staged.path(), &ctx).await?;
@@ -890,7 +909,7 @@ impl Daemon {
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `path`.
-fn available_space(path: &Path) -> Result<u64, DaemonError> {
+pub(crate) fn available_space(path: &Path) -> Result<u64, DaemonError> {
     let st = rustix::fs::statvfs(path).map_err(std::io::Error::from)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -71,6 +71,7 @@ use crate::transfer::{
 };
 
 mod classify;
+mod extension;
 mod pull;
 mod push;
 mod session;
