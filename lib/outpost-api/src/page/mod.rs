@@ -9,7 +9,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /` | the page, every row rendered (`text/html`) |
-//! | `GET /assets/page.js`, `GET /assets/page.css` | the script and style sheet, with an `ETag`; `If-None-Match` gets 304 |
+//! | `GET /assets/page.js`, `/assets/page.css`, `/assets/icon.svg` | the script and style sheet, with an `ETag`; `If-None-Match` gets 304 |
 //! | `GET /api/page` | every row of every table as JSON (the update format with `"full": true`) |
 //! | `GET /api/page/updates?since=E.G` | what changed after version `E.G` ([`DeltaPage::delta`]) |
 //!
@@ -181,7 +181,7 @@ impl Asset {
 }
 
 /// The assets of every page.
-pub const ASSETS: [Asset; 2] = [
+pub const ASSETS: [Asset; 3] = [
     Asset {
         name: "page.js",
         body: include_str!("assets/page.js"),
@@ -191,6 +191,11 @@ pub const ASSETS: [Asset; 2] = [
         name: "page.css",
         body: include_str!("assets/page.css"),
         content_type: "text/css; charset=utf-8",
+    },
+    Asset {
+        name: "icon.svg",
+        body: include_str!("assets/icon.svg"),
+        content_type: "image/svg+xml",
     },
 ];
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::{Format, POLL_INTERVAL, PageSpec, SERIES_LEN, TableSpec};
+use super::{Format, POLL_INTERVAL, PageSpec, TableSpec};
 
 /// Escapes text for HTML content and quoted attribute values.
 fn escape(out: &mut String, s: &str) {
@@ -66,40 +66,19 @@ pub(crate) fn left(seconds: f64) -> String {
     }
 }
 
-/// The points of a sparkline of `values` in a 120x24 box (the script draws the same).
-fn spark_points(values: &[f64]) -> String {
-    let max = values.iter().copied().fold(0.0_f64, f64::max);
-    let step = 120.0 / (SERIES_LEN - 1) as f64;
-    let start = SERIES_LEN.saturating_sub(values.len());
-    let mut out = String::new();
-    for (i, v) in values.iter().enumerate() {
-        let x = (start + i) as f64 * step;
-        let y = if max > 0.0 {
-            23.0 - v / max * 22.0
-        } else {
-            23.0
-        };
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        let _ = write!(out, "{x:.1},{y:.1}");
-    }
-    out
-}
-
 fn cell(out: &mut String, format: Format, value: Option<&Value>, now: f64) {
     let value = value.unwrap_or(&Value::Null);
     match (format, value) {
         (Format::Spark, Value::Array(values)) => {
-            let values: Vec<f64> = values.iter().filter_map(Value::as_f64).collect();
-            let joined: Vec<String> = values.iter().map(ToString::to_string).collect();
-            out.push_str(
-                "<svg class=\"spark\" viewBox=\"0 0 120 24\" width=\"120\" height=\"24\" data-s=\"",
-            );
-            out.push_str(&joined.join(","));
-            out.push_str("\"><polyline points=\"");
-            out.push_str(&spark_points(&values));
-            out.push_str("\"/></svg>");
+            // The values only: the script draws the line (the same drawing as for updates).
+            out.push_str("<svg class=\"spark\" width=\"120\" height=\"24\" data-s=\"");
+            for (i, v) in values.iter().filter_map(Value::as_f64).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{v}");
+            }
+            out.push_str("\"></svg>");
         }
         (Format::Error, Value::Object(e)) => {
             let message = e.get("m").and_then(Value::as_str).unwrap_or("");
@@ -168,7 +147,8 @@ fn table(out: &mut String, spec: &TableSpec, update: Option<&Value>, now: f64) {
     escape(out, spec.empty);
     let _ = write!(
         out,
-        "</p><div class=\"scroll\"><table data-t=\"{}\"><thead><tr>",
+        "</p><div class=\"scroll\"{}><table data-t=\"{}\"><thead><tr>",
+        if rows.is_empty() { " hidden" } else { "" },
         spec.name
     );
     for c in &spec.columns {
@@ -209,7 +189,7 @@ pub fn render_page(spec: &PageSpec, update: &Value) -> String {
     let mut out = String::with_capacity(64 * 1024);
     out.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>");
     escape(&mut out, &spec.title);
-    out.push_str("</title><link rel=\"stylesheet\" href=\"/assets/page.css\"><script src=\"/assets/page.js\" defer></script></head>\n");
+    out.push_str("</title><link rel=\"icon\" href=\"/assets/icon.svg\"><link rel=\"stylesheet\" href=\"/assets/page.css\"><script src=\"/assets/page.js\" defer></script></head>\n");
     let _ = write!(
         out,
         "<body data-v=\"{}\" data-now=\"{now}\" data-poll=\"{}\"><header><h1>",

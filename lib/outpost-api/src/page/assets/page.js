@@ -119,6 +119,7 @@
           var svg = tr.cells[i].querySelector("svg");
           var raw = svg ? svg.getAttribute("data-s") : "";
           tr.cells[i]._s = raw ? raw.split(",").map(Number) : [];
+          drawSpark(tr.cells[i]);
         }
       });
     });
@@ -128,6 +129,7 @@
       cols: cols,
       rows: rows,
       count: document.querySelector("[data-count='" + name + "']"),
+      box: table.parentNode,
       empty: table.parentNode.previousElementSibling
     };
   });
@@ -180,6 +182,7 @@
       }
       if (t.count) { t.count.textContent = String(t.rows.size); }
       if (t.empty) { t.empty.hidden = t.rows.size > 0; }
+      t.box.hidden = t.rows.size === 0;
     });
     version = u.v;
     offset = u.now - Date.now() / 1000;
