@@ -148,6 +148,10 @@ pub struct DaemonArgs {
     /// Log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve GET /metrics (Prometheus) on this TCP address, e.g. 127.0.0.1:9465 (overrides
+    /// telemetry.listen; a non-loopback address needs telemetry.allow_remote: true)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Log output format.
