@@ -15,6 +15,7 @@
 pub mod allocator;
 pub mod error;
 pub mod hooks;
+pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod routes;

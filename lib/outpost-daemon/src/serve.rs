@@ -8,6 +8,11 @@
 //! replaced), its ACL for `api.allow_uids`/`allow_gids` ([`crate::socket_access`]), then
 //! serving; the leftovers of a crash are removed in the background while mutations wait.
 //! `/debug/vars` shows the daemon's version, root, uptime, queued mutations and GC counters.
+//!
+//! With `telemetry.listen` (or `outpost daemon --listen`), the read-only listener
+//! ([`crate::listener`]) is bound right after the state is opened and before the socket: an
+//! address it refuses (not loopback without `telemetry.allow_remote`, in use) stops the
+//! start-up with the reason. It stops with the socket's server.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -135,6 +140,16 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             e => RunError::Daemon(e),
         })?;
     let api = build_api(daemon.clone())?;
+    let telemetry = &options.config.telemetry;
+    let listener = match telemetry.listen {
+        Some(addr) => {
+            let exposure = outpost_api::Exposure::from_allow_remote(telemetry.allow_remote);
+            let listener = crate::listener::bind(daemon.clone(), addr, exposure).await?;
+            tracing::info!(tcp.addr = %listener.local_addr(), "serving /metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     let mut server = Server::new(api).bind_unix(&options.socket).await?;
     let api_config = &options.config.api;
     socket_access::grant(
@@ -176,7 +191,28 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }))
     };
 
-    server.serve(shutdown).await?;
+    // One shutdown for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        // Nobody listening any more just means both already stopped.
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which only happens after it sent `true`.
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let listener_served = async {
+        match listener {
+            Some(l) => l.serve(stopped(stop_rx.clone())).await,
+            None => Ok(()),
+        }
+    };
+    let (served, listener_served) =
+        tokio::join!(server.serve(stopped(stop_rx.clone())), listener_served);
+    stopper.abort();
+    served?;
+    listener_served?;
     if let Some(gc) = gc {
         gc.abort();
     }
