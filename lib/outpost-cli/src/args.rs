@@ -79,6 +79,9 @@ pub enum Command {
     Config(ConfigCommand),
     /// Build a package (an OCI image layout) from a directory, and optionally push it
     Pack(PackArgs),
+    /// Fleet rollouts: the state of a fleet as a Prometheus server sees it
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Run the check agent, or query it
     Agent(AgentArgs),
     /// Run or validate one check
@@ -159,12 +162,35 @@ pub struct SetCatalogArgs {
     pub allow_empty: bool,
 }
 
+/// `outpost fleet <command>`
+#[derive(Debug, Clone, Subcommand)]
+pub enum FleetCommand {
+    /// How many hosts are on each generation, converged, on each package version and rolled
+    /// back, from a Prometheus server scraping the daemons
+    Report(FleetReportArgs),
+}
+
+/// `outpost fleet report`
+#[derive(Debug, Clone, Args)]
+pub struct FleetReportArgs {
+    /// Base URL of the Prometheus server, e.g. http://127.0.0.1:9090
+    #[arg(long, value_name = "URL")]
+    pub prometheus: String,
+    /// Label matchers restricting the hosts counted, e.g. 'job="outpost",region="eu"'
+    #[arg(long, value_name = "MATCHERS")]
+    pub selector: Option<String>,
+}
+
 /// `outpost daemon`
 #[derive(Debug, Clone, Args)]
 pub struct DaemonArgs {
     /// Log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve GET /metrics (Prometheus) on this TCP address, e.g. 127.0.0.1:9465 (overrides
+    /// telemetry.listen; a non-loopback address needs telemetry.allow_remote: true)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Log output format.

@@ -10,6 +10,7 @@
 //! | `outpost_daemon_gc_runs_total` | counter | `result` (`ok`, `error`) |
 //! | `outpost_daemon_gc_removed_versions_total` | counter | |
 //! | `outpost_daemon_start_time_seconds` | gauge | |
+//! | `outpost_daemon_experiment_watches_total` | counter | `package`, `outcome` (`promoted`, `auto_promoted`, `stopped`, `health_check_failed`, `experiment_expired`, `replaced`, `removed`, `abandoned`) |
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,7 @@ const CATALOG: &str = "outpost_daemon_catalog_entries";
 const GC_RUNS: &str = "outpost_daemon_gc_runs_total";
 const GC_REMOVED: &str = "outpost_daemon_gc_removed_versions_total";
 const START_TIME: &str = "outpost_daemon_start_time_seconds";
+const WATCHES: &str = "outpost_daemon_experiment_watches_total";
 
 /// Operation durations: from a no-op switch to a download of many minutes.
 const DURATION_BUCKETS: [f64; 13] = [
@@ -71,6 +73,12 @@ impl DaemonMetrics {
             (
                 GC_REMOVED,
                 "Version directories removed by garbage collection.",
+                MetricKind::Counter,
+            ),
+            (
+                WATCHES,
+                "Experiment watches ended, by package and outcome (a rollback is \
+                 health_check_failed or experiment_expired).",
                 MetricKind::Counter,
             ),
             (
@@ -128,6 +136,15 @@ impl DaemonMetrics {
         logged(self.telemetry.set_gauge(CATALOG, &[], n as f64));
     }
 
+    /// One experiment watch ended with `outcome` (`health_check_failed` for a rollback).
+    pub(crate) fn watch_ended(&self, package: &str, outcome: &str) {
+        logged(self.telemetry.add_counter(
+            WATCHES,
+            &[("package", package), ("outcome", outcome)],
+            1.0,
+        ));
+    }
+
     /// One garbage collection pass: `removed` versions when it succeeded, `None` when it failed.
     pub(crate) fn gc(&self, removed: Option<usize>) {
         let result = if removed.is_some() { "ok" } else { "error" };
@@ -156,6 +173,8 @@ mod tests {
         metrics.catalog_entries(5);
         metrics.gc(Some(1));
         metrics.gc(None);
+        metrics.watch_ended("web", "health_check_failed");
+        metrics.watch_ended("web", "health_check_failed");
         let text = metrics.telemetry().render();
         for expected in [
             "outpost_daemon_operations_total{operation=\"install\",result=\"ok\"} 1",
@@ -168,6 +187,7 @@ mod tests {
             "outpost_daemon_gc_runs_total{result=\"ok\"} 1",
             "outpost_daemon_gc_runs_total{result=\"error\"} 1",
             "outpost_daemon_gc_removed_versions_total 1",
+            "outpost_daemon_experiment_watches_total{outcome=\"health_check_failed\",package=\"web\"} 2",
             "# TYPE outpost_daemon_operation_duration_seconds histogram",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");

@@ -9,11 +9,12 @@ mod client;
 mod config;
 mod daemon;
 mod experiment;
+mod fleet_report;
 mod handover;
 mod pack;
 
 use outpost_cli::ExitStatus;
-use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand};
+use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand, FleetCommand};
 
 use self::client::Verb;
 pub(crate) use self::handover::version_with_python;
@@ -36,6 +37,10 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
         Command::Pack(args) => {
             outpost_cli::logging::init_for_command(global);
             return pack::run(global, &args);
+        }
+        Command::Fleet(FleetCommand::Report(args)) => {
+            outpost_cli::logging::init_for_command(global);
+            return fleet_report::run(global, &args);
         }
         Command::Completions(args) => {
             clap_complete::generate(
