@@ -69,6 +69,7 @@ mod error;
 pub mod failpoint;
 mod fsutil;
 mod gc;
+mod guard;
 mod link;
 mod lock;
 mod repository;
@@ -76,7 +77,7 @@ mod staging;
 mod txn;
 
 pub use config_tree::ConfigState;
-pub use error::{InvalidStateReason, RepoError};
+pub use error::{InvalidStateReason, RepoError, UnsafeReason};
 pub use gc::GcReport;
 pub use lock::{VersionLock, WriterLock};
 pub use outpost_types::{PackageName, Version};
