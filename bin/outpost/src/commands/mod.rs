@@ -7,6 +7,7 @@ mod catalog;
 mod client;
 mod daemon;
 mod experiment;
+mod fleet;
 mod handover;
 mod pack;
 
@@ -43,6 +44,10 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
                 &mut std::io::stdout(),
             );
             return ExitStatus::Success;
+        }
+        Command::Fleet(command) => {
+            outpost_cli::logging::init_for_command(global);
+            return fleet::run(global, command);
         }
         Command::Status(args) => Verb::Status(args),
         Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,
