@@ -14,6 +14,7 @@
 
 pub mod allocator;
 pub mod error;
+pub mod fleet;
 pub mod hooks;
 pub mod listener;
 pub mod metrics;

@@ -270,7 +270,12 @@ pub struct StatusResponse {
     /// Per package: versions and last task.
     #[serde(default)]
     pub remote_config_state: Vec<PackageStatus>,
+    /// The fleet poller's state, when `fleet:` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
 }
+
+pub use crate::fleet::FleetStatus;
 
 pub use crate::experiment::{
     ExperimentHistory, ExperimentStartParams, ExperimentWatch, HealthCheck, HealthPolicy,

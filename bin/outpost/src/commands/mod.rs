@@ -7,12 +7,13 @@ mod catalog;
 mod client;
 mod daemon;
 mod experiment;
+mod fleet;
 mod fleet_report;
 mod handover;
 mod pack;
 
 use outpost_cli::ExitStatus;
-use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand, FleetCommand};
+use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand};
 
 use self::client::Verb;
 pub(crate) use self::handover::version_with_python;
@@ -36,10 +37,6 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
             outpost_cli::logging::init_for_command(global);
             return pack::run(global, &args);
         }
-        Command::Fleet(FleetCommand::Report(args)) => {
-            outpost_cli::logging::init_for_command(global);
-            return fleet_report::run(global, &args);
-        }
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,
@@ -48,6 +45,10 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
                 &mut std::io::stdout(),
             );
             return ExitStatus::Success;
+        }
+        Command::Fleet(command) => {
+            outpost_cli::logging::init_for_command(global);
+            return fleet::run(global, command);
         }
         Command::Status(args) => Verb::Status(args),
         Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,

@@ -121,6 +121,8 @@ pub struct Daemon {
     watches: Watches,
     /// The floor of the `max_duration` clamp.
     min_max_duration: Duration,
+    /// The fleet poller's shared state, when `fleet:` is configured.
+    fleet: Option<crate::fleet::FleetShared>,
 }
 
 /// How long a cached `/status` body may be served without looking at the disk again. Every
@@ -216,6 +218,7 @@ impl Daemon {
             }
             Err(_) => MIN_MAX_DURATION,
         };
+        let fleet = crate::fleet::FleetShared::open(root, config.fleet.as_ref(), &metrics);
         let daemon = Self {
             repo,
             _writer: writer,
@@ -232,6 +235,7 @@ impl Daemon {
             metrics,
             watches: Watches::default(),
             min_max_duration,
+            fleet,
         };
         Ok(Arc::new(daemon))
     }
@@ -309,9 +313,24 @@ impl Daemon {
         self.started.elapsed()
     }
 
+    /// The repository.
+    pub(crate) fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The daemon's metrics.
+    pub(crate) fn metrics(&self) -> &DaemonMetrics {
+        &self.metrics
+    }
+
+    /// The fleet poller's shared state, when `fleet:` is configured.
+    pub(crate) fn fleet(&self) -> Option<&crate::fleet::FleetShared> {
+        self.fleet.as_ref()
+    }
+
     /// Marks the state `/status` shows as changed: the next request reads the disk again.
     /// Called after every change to the repository and the task table.
-    fn state_changed(&self) {
+    pub(crate) fn state_changed(&self) {
         self.status_cache.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -364,6 +383,7 @@ impl Daemon {
         let mut watches = self.watches.snapshot();
         let mut resp = StatusResponse {
             version: outpost_types::VERSION.to_string(),
+            fleet: self.fleet.as_ref().map(crate::fleet::FleetShared::status),
             ..Default::default()
         };
         let mut names: Vec<String> = states.keys().map(|n| n.to_string()).collect();
