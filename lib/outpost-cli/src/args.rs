@@ -79,9 +79,6 @@ pub enum Command {
     Config(ConfigCommand),
     /// Build a package (an OCI image layout) from a directory, and optionally push it
     Pack(PackArgs),
-    /// Fleet rollouts: the state of a fleet as a Prometheus server sees it
-    #[command(subcommand)]
-    Fleet(FleetCommand),
     /// Run the check agent, or query it
     Agent(AgentArgs),
     /// Run or validate one check
@@ -91,6 +88,9 @@ pub enum Command {
     Version,
     /// Print shell completions
     Completions(CompletionsArgs),
+    /// Publish, check and follow the fleet's signed desired-state document
+    #[command(subcommand)]
+    Fleet(FleetCommand),
 
     // Aliases for users of the Datadog installer.
     /// Same as `catalog set`
@@ -162,14 +162,6 @@ pub struct SetCatalogArgs {
     pub allow_empty: bool,
 }
 
-/// `outpost fleet <command>`
-#[derive(Debug, Clone, Subcommand)]
-pub enum FleetCommand {
-    /// How many hosts are on each generation, converged, on each package version and rolled
-    /// back, from a Prometheus server scraping the daemons
-    Report(FleetReportArgs),
-}
-
 /// `outpost fleet report`
 #[derive(Debug, Clone, Args)]
 pub struct FleetReportArgs {
@@ -200,6 +192,56 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line
     Json,
+}
+
+/// `outpost fleet ...`
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Validate a desired-state document, sign it, and push it to a registry
+    Push(FleetPushArgs),
+    /// Fetch the document at a reference and check its signature and contents
+    Verify(FleetVerifyArgs),
+    /// Show what the daemon's fleet poller applied and whether the host is converged
+    Status,
+    /// How many hosts are on each generation, converged, on each package version and rolled
+    /// back, from a Prometheus server scraping the daemons
+    Report(FleetReportArgs),
+}
+
+/// `outpost fleet push`
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("signing").required(true).args(["sign_key", "signature", "unsigned"]))]
+pub struct FleetPushArgs {
+    /// The document (JSON), pushed byte for byte as signed
+    pub doc: PathBuf,
+    /// Where to push: oci://host[:port]/repository:tag
+    #[arg(long, value_name = "REFERENCE")]
+    pub to: String,
+    /// minisign secret key that signs the document
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+    /// File holding the password of an encrypted --sign-key (one trailing newline stripped)
+    #[arg(long, value_name = "FILE", requires = "sign_key")]
+    pub password_file: Option<PathBuf>,
+    /// A minisign signature of the document made beforehand (`minisign -S`), pushed as is
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// Push without a signature (only daemons with fleet.allow_unsigned accept it)
+    #[arg(long)]
+    pub unsigned: bool,
+}
+
+/// `outpost fleet verify`
+#[derive(Debug, Clone, Args)]
+pub struct FleetVerifyArgs {
+    /// The document's artifact: oci://host[:port]/repository:tag
+    pub source: String,
+    /// minisign public key trusted to sign it (repeatable)
+    #[arg(long = "key", value_name = "PUB", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Also write the document and its signature (document.json, document.json.minisig) here
+    #[arg(long, value_name = "DIR")]
+    pub save: Option<PathBuf>,
 }
 
 /// `outpost catalog ...`

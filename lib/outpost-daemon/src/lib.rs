@@ -15,6 +15,7 @@
 pub mod allocator;
 pub mod config_routes;
 pub mod error;
+pub mod fleet;
 pub mod hooks;
 pub mod listener;
 pub mod metrics;

@@ -164,6 +164,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // Experiments resume their watches; an expired one is stopped once the cleanup is done.
     daemon.start_watches()?;
     let status_server = crate::status_socket::bind(&options.root).await?;
+    // The fleet poller, when `fleet:` is configured; its operations wait for the cleanup too.
+    let fleet = daemon.start_fleet();
     if let Some(addr) = options.config.api.tcp {
         server = server.bind_tcp(addr).await?;
         tracing::warn!(tcp.addr = %addr, "TCP listener enabled by configuration");
@@ -222,6 +224,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     listener_served?;
     if let Some(gc) = gc {
         gc.abort();
+    }
+    if let Some(fleet) = fleet {
+        fleet.abort();
     }
     if let Err(e) = cleanup.await {
         tracing::warn!(error = %e, "start-up cleanup task failed");

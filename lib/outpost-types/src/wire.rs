@@ -283,6 +283,9 @@ pub struct StatusResponse {
     /// Per package: versions and last task.
     #[serde(default)]
     pub remote_config_state: Vec<PackageStatus>,
+    /// The fleet poller's state, when `fleet:` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
     /// The daemon's X25519 public key for encrypted secrets (standard base64, 32 bytes).
     #[serde(default)]
     pub secrets_pub_key: String,
@@ -297,6 +300,8 @@ pub struct BriefStatus {
     /// Bytes free for an unprivileged writer on the filesystem of the daemon's root.
     pub available_disk_space: u64,
 }
+
+pub use crate::fleet::FleetStatus;
 
 pub use crate::experiment::{
     ExperimentHistory, ExperimentStartParams, ExperimentWatch, HealthCheck, HealthPolicy,

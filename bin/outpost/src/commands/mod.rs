@@ -9,12 +9,13 @@ mod client;
 mod config;
 mod daemon;
 mod experiment;
+mod fleet;
 mod fleet_report;
 mod handover;
 mod pack;
 
 use outpost_cli::ExitStatus;
-use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand, FleetCommand};
+use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand};
 
 use self::client::Verb;
 pub(crate) use self::handover::version_with_python;
@@ -38,10 +39,6 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
             outpost_cli::logging::init_for_command(global);
             return pack::run(global, &args);
         }
-        Command::Fleet(FleetCommand::Report(args)) => {
-            outpost_cli::logging::init_for_command(global);
-            return fleet_report::run(global, &args);
-        }
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,
@@ -54,6 +51,10 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
         Command::Status(args) if args.brief => {
             outpost_cli::logging::init_for_command(global);
             return brief::run(global);
+        }
+        Command::Fleet(command) => {
+            outpost_cli::logging::init_for_command(global);
+            return fleet::run(global, command);
         }
         Command::Status(args) => Verb::Status(args),
         Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,

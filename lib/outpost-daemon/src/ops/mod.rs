@@ -130,6 +130,8 @@ pub struct Daemon {
     secret_key: outpost_secrets::SecretKey,
     /// The public key in base64, as `/status` shows it.
     secrets_pub_key: String,
+    /// The fleet poller's shared state, when `fleet:` is configured.
+    fleet: Option<crate::fleet::FleetShared>,
 }
 
 /// How long a cached `/status` body may be served without looking at the disk again. Every
@@ -228,6 +230,7 @@ impl Daemon {
             }
             Err(_) => MIN_MAX_DURATION,
         };
+        let fleet = crate::fleet::FleetShared::open(root, config.fleet.as_ref(), &metrics);
         let daemon = Self {
             repo,
             _writer: writer,
@@ -246,6 +249,7 @@ impl Daemon {
             min_max_duration,
             secret_key,
             secrets_pub_key,
+            fleet,
         };
         Ok(Arc::new(daemon))
     }
@@ -328,9 +332,24 @@ impl Daemon {
         self.started.elapsed()
     }
 
+    /// The repository.
+    pub(crate) fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The daemon's metrics.
+    pub(crate) fn metrics(&self) -> &DaemonMetrics {
+        &self.metrics
+    }
+
+    /// The fleet poller's shared state, when `fleet:` is configured.
+    pub(crate) fn fleet(&self) -> Option<&crate::fleet::FleetShared> {
+        self.fleet.as_ref()
+    }
+
     /// Marks the state `/status` shows as changed: the next request reads the disk again.
     /// Called after every change to the repository and the task table.
-    fn state_changed(&self) {
+    pub(crate) fn state_changed(&self) {
         self.status_cache.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -386,6 +405,7 @@ impl Daemon {
         let mut resp = StatusResponse {
             version: outpost_types::VERSION.to_string(),
             secrets_pub_key: self.secrets_pub_key.clone(),
+            fleet: self.fleet.as_ref().map(crate::fleet::FleetShared::status),
             ..Default::default()
         };
         let mut names: Vec<String> = states.keys().map(|n| n.to_string()).collect();
