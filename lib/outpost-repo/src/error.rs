@@ -151,6 +151,10 @@ pub enum InvalidStateReason {
     NotInstalled,
     /// The experiment's version is the stable one.
     AlreadyStable(Version),
+    /// Config promote with no config experiment running.
+    NoConfigExperimentToPromote,
+    /// The config experiment's deployment is the stable config.
+    ConfigAlreadyStable(Version),
 }
 
 impl InvalidStateReason {
@@ -164,6 +168,10 @@ impl InvalidStateReason {
             ),
             Self::AlreadyStable(version) => format!(
                 "cannot start an experiment: version {version} of package {package} is already stable"
+            ),
+            Self::NoConfigExperimentToPromote => "no config experiment to promote".to_owned(),
+            Self::ConfigAlreadyStable(id) => format!(
+                "cannot start a config experiment: deployment {id} is already the stable config of package {package}"
             ),
         }
     }

@@ -59,9 +59,20 @@ pub(crate) struct Inner {
 /// How many times a state read that raced with a switch is retried.
 const STATE_READ_ATTEMPTS: usize = 8;
 
+/// What to do with a directory already at the target path of a placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Keep it (it is the running experiment).
+    Always,
+    /// Keep it while a live process locks it, else replace it.
+    IfLocked,
+    /// Replace it (nothing locks config deployments).
+    Never,
+}
+
 /// Whether a version directory was put in place or an existing one kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Placement {
+pub(crate) enum Placement {
     Moved,
     Reused,
 }
@@ -280,7 +291,11 @@ impl Repository {
         if !exists {
             txn.create_package_dir(&self.inner.packages, &pkg_dir)?;
         }
-        let keep = experiment.as_ref() == Some(version);
+        let keep = if experiment.as_ref() == Some(version) {
+            Keep::Always
+        } else {
+            Keep::IfLocked
+        };
         let placement =
             self.place_version(&mut txn, name, &pkg_dir, version, staged.path(), keep)?;
         // Unconditional: an `experiment` link without a valid `stable` must not come back to
@@ -338,8 +353,14 @@ impl Repository {
             return Ok(());
         }
         let mut txn = Txn::new(name);
-        let placement =
-            self.place_version(&mut txn, name, &pkg_dir, version, staged.path(), false)?;
+        let placement = self.place_version(
+            &mut txn,
+            name,
+            &pkg_dir,
+            version,
+            staged.path(),
+            Keep::IfLocked,
+        )?;
         txn.set_link(&pkg_dir, EXPERIMENT, version)?;
         txn.commit();
         if placement == Placement::Moved {
@@ -589,7 +610,7 @@ impl Repository {
         Ok(out)
     }
 
-    fn check_staging(&self, staged: &StagingDir) -> Result<(), RepoError> {
+    pub(crate) fn check_staging(&self, staged: &StagingDir) -> Result<(), RepoError> {
         if staged.belongs_to(&self.inner) {
             Ok(())
         } else {
@@ -601,7 +622,7 @@ impl Repository {
     }
 
     /// Whether the package directory exists; refuses one that is not a real directory.
-    fn package_dir_exists(&self, pkg_dir: &Path) -> Result<bool, RepoError> {
+    pub(crate) fn package_dir_exists(&self, pkg_dir: &Path) -> Result<bool, RepoError> {
         match fs_err::symlink_metadata(pkg_dir) {
             Ok(meta) if meta.is_dir() => Ok(true),
             Ok(_) => Err(RepoError::NotADirectory {
@@ -662,7 +683,7 @@ impl Repository {
 
     /// Clears what an interrupted operation may have left in a package directory: temporary
     /// links, and an `experiment` link that is broken or names the stable version.
-    fn repair(&self, pkg_dir: &Path) -> Result<(), RepoError> {
+    pub(crate) fn repair(&self, pkg_dir: &Path) -> Result<(), RepoError> {
         let list_err = |e| RepoError::fs("list", pkg_dir, e);
         let mut changed = false;
         for entry in fs_err::read_dir(pkg_dir).map_err(list_err)? {
@@ -705,15 +726,16 @@ impl Repository {
 
     /// Puts the staged tree at `packages/<name>/<version>`, or keeps what is there when it is
     /// `keep_existing` or locked by a live process. An unlocked leftover is moved into `tmp/`
-    /// first (it is unreferenced: the callers keep referenced versions).
-    fn place_version(
+    /// first (it is unreferenced: the callers keep referenced versions). Config deployments
+    /// have no locks: they pass [`Keep::Never`].
+    pub(crate) fn place_version(
         &self,
         txn: &mut Txn<'_>,
         name: &PackageName,
         pkg_dir: &Path,
         version: &Version,
         staged: &Path,
-        keep_existing: bool,
+        keep: Keep,
     ) -> Result<Placement, RepoError> {
         let target = pkg_dir.join(version.as_str());
         let existing = match fs_err::symlink_metadata(&target) {
@@ -723,12 +745,13 @@ impl Repository {
         };
         if let Some(meta) = &existing
             && meta.is_dir()
+            && keep != Keep::Never
         {
             let lock_dir = self.lock_dir(name, version);
             let live = lock::scan(&lock_dir)
                 .map_err(|e| RepoError::fs("read the locks", &lock_dir, e))?
                 .live;
-            if keep_existing || !live.is_empty() {
+            if keep == Keep::Always || !live.is_empty() {
                 tracing::info!(package.name = %name, package.version = %version, pids = %live.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
                     "version directory already in place and in use; keeping it");
                 return Ok(Placement::Reused);

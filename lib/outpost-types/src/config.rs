@@ -24,6 +24,63 @@ pub struct Config {
     pub agent: AgentConfig,
     /// The daemon's read-only metrics listener.
     pub telemetry: TelemetryConfig,
+    /// Fleet convergence: the desired-state document this host polls. Off when absent.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// Default of `fleet.poll_interval`.
+pub const DEFAULT_FLEET_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// `fleet:`: where the daemon polls its desired-state document, which keys may sign it, and
+/// who this host is for cohorts and selectors (`docs/fleet.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The document's artifact: `oci://host[:port]/repo:tag` (or `@sha256:...`).
+    pub source: FleetSource,
+    /// Time between two polls (default 30s), scaled by a per-host factor in [0.9, 1.1].
+    #[serde(default = "default_fleet_poll_interval")]
+    pub poll_interval: HumanDuration,
+    /// minisign public key files; a document signed by any of them is trusted.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Accept documents without a signature (a lab setting, reported loudly).
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    /// The host id for cohorts; `/etc/machine-id` when absent.
+    #[serde(default)]
+    pub host_id: Option<String>,
+    /// This host's labels, matched by experiment selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_fleet_poll_interval() -> HumanDuration {
+    HumanDuration(DEFAULT_FLEET_POLL_INTERVAL)
+}
+
+/// `fleet.source`: an `oci://` reference, checked when the configuration is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSource(pub crate::source::OciReference);
+
+impl fmt::Display for FleetSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "oci://{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FleetSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let rest = s.strip_prefix("oci://").ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not an OCI reference: expected oci://host/repo:tag"
+            ))
+        })?;
+        crate::source::OciReference::parse(rest)
+            .map(Self)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
 }
 
 /// `telemetry:`: the daemon's read-only TCP listener (`GET /metrics`). Off unless `listen` is
@@ -537,6 +594,52 @@ enum NumOrStr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_section() {
+        assert_eq!(Config::default().fleet, None);
+        let c = Config::from_yaml(
+            "fleet:\n  source: oci://127.0.0.1:5000/fleet/doc:prod\n  trusted_keys: [/etc/k.pub]\n  \
+             labels: {role: web}\n",
+        )
+        .unwrap();
+        let f = c.fleet.unwrap();
+        assert_eq!(f.source.to_string(), "oci://127.0.0.1:5000/fleet/doc:prod");
+        assert_eq!(f.poll_interval.0, DEFAULT_FLEET_POLL_INTERVAL);
+        assert_eq!(f.trusted_keys, vec![PathBuf::from("/etc/k.pub")]);
+        assert!(!f.allow_unsigned);
+        assert_eq!(f.host_id, None);
+        assert_eq!(f.labels["role"], "web");
+        let c = Config::from_yaml(
+            "fleet: {source: \"oci://r/d@sha256:0000000000000000000000000000000000000000000000000000000000000000\", \
+             poll_interval: 5s, allow_unsigned: true, host_id: h1}\n",
+        )
+        .unwrap();
+        let f = c.fleet.unwrap();
+        assert_eq!(f.poll_interval.0, Duration::from_secs(5));
+        assert!(f.allow_unsigned);
+        assert_eq!(f.host_id.as_deref(), Some("h1"));
+        for (bad, key) in [
+            ("fleet: {source: \"http://x/y:1\"}\n", "fleet.source"),
+            ("fleet: {source: \"oci://x/y\"}\n", "fleet.source"),
+            (
+                "fleet: {source: \"oci://x/y:1\", pol_interval: 5s}\n",
+                "fleet",
+            ),
+            ("fleet: {poll_interval: 5s}\n", "fleet"),
+            (
+                "fleet: {source: \"oci://x/y:1\", poll_interval: soon}\n",
+                "fleet.poll_interval",
+            ),
+        ] {
+            let e = Config::from_yaml(bad).unwrap_err();
+            assert!(
+                e.key().is_some_and(|k| k.starts_with(key)),
+                "{bad}: {e} (key {:?})",
+                e.key()
+            );
+        }
+    }
 
     #[test]
     fn empty_is_default() {
