@@ -980,3 +980,27 @@ fn tasks_carry_their_start_and_finish_times() {
     let d = Daemon::start(&s.root());
     assert_eq!(d.task("test-package").unwrap(), task);
 }
+
+/// An install without a version when the catalog has several for this host names them (400);
+/// an invalid version is a 400 too. Nothing is recorded for either.
+#[test]
+fn an_install_without_a_version_needs_one_catalog_version() {
+    let s = Scratch::new();
+    let fx = s.fixtures();
+    let v1 = standard(&fx, "test-package", "1.0.0");
+    let v2 = standard(&fx, "test-package", "2.0.0");
+    let d = daemon_with(&s, &[&v1, &v2]);
+    let message = d
+        .post("/test-package/install", None)
+        .assert_error(400, "bad_request");
+    assert_eq!(
+        message,
+        "a version is required: the catalog has 2 versions of test-package (1.0.0, 2.0.0)"
+    );
+    d.post(
+        "/test-package/install",
+        Some(&json!({"version": "1.0/../x"})),
+    )
+    .assert_error(400, "bad_request");
+    assert_eq!(d.task("test-package"), None);
+}

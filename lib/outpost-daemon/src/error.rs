@@ -77,6 +77,40 @@ pub enum DaemonError {
     /// A background task panicked or was cancelled.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A task the daemon spawned (an operation, a blocking step, the start-up) panicked or was
+    /// cancelled.
+    #[error("internal error: {what} failed: {source}")]
+    TaskFailed {
+        /// Which task: `operation task`, `blocking task`, `start-up task`.
+        what: &'static str,
+        /// The panic or cancellation.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The `/status` body could not be encoded.
+    #[error("internal error: could not encode the status: {0}")]
+    EncodeStatus(#[source] serde_json::Error),
+    /// A persisted experiment watch names a version that is not a valid one.
+    #[error("internal error: watch of {package} has an invalid version")]
+    WatchVersion {
+        /// The package of the watch.
+        package: String,
+    },
+    /// An install without a version, and the catalog has several for this host.
+    #[error(
+        "a version is required: the catalog has {} versions of {package} ({})",
+        versions.len(),
+        versions.join(", ")
+    )]
+    VersionRequired {
+        /// The package.
+        package: String,
+        /// The catalog's versions of it for this host.
+        versions: Vec<String>,
+    },
+    /// The version of a request is not a valid version.
+    #[error(transparent)]
+    InvalidVersion(#[from] outpost_types::NameError),
     /// The experiment watch stopped the experiment: the operation succeeded, and its task
     /// records this code (`health_check_failed`, `experiment_expired`) and message.
     #[error("{message}")]
@@ -153,7 +187,11 @@ impl DaemonError {
                 code => code,
             },
             Self::Hook(_) | Self::HookAfterSwitch { .. } => ErrorCode::HookFailed,
-            Self::Internal(_) => ErrorCode::Internal,
+            Self::Internal(_)
+            | Self::TaskFailed { .. }
+            | Self::EncodeStatus(_)
+            | Self::WatchVersion { .. } => ErrorCode::Internal,
+            Self::VersionRequired { .. } | Self::InvalidVersion(_) => ErrorCode::BadRequest,
             Self::RolledBack { code, .. } => *code,
             Self::Superseded { .. } | Self::UnexpectedState { .. } => ErrorCode::InvalidState,
         }

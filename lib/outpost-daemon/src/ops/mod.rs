@@ -353,10 +353,9 @@ impl Daemon {
                 .as_ref()
                 .is_some_and(|t| t.state == TaskState::Running)
         });
-        let text = serde_json::to_string(&status)
-            .map_err(|e| DaemonError::Internal(format!("could not encode the status: {e}")))?;
-        let raw = serde_json::value::RawValue::from_string(text)
-            .map_err(|e| DaemonError::Internal(format!("could not encode the status: {e}")))?;
+        let text = serde_json::to_string(&status).map_err(DaemonError::EncodeStatus)?;
+        let raw =
+            serde_json::value::RawValue::from_string(text).map_err(DaemonError::EncodeStatus)?;
         let body = StatusBody(Arc::new(raw));
         if !running {
             // Stamped with the generation read before the disk: a change made meanwhile has
@@ -498,16 +497,15 @@ impl Daemon {
                         });
                     }
                     many => {
-                        return Err(DaemonError::BadRequest(format!(
-                            "a version is required: the catalog has {} versions of {name} ({})",
-                            many.len(),
-                            many.join(", ")
-                        )));
+                        return Err(DaemonError::VersionRequired {
+                            package: name.to_string(),
+                            versions: many.iter().map(|v| (*v).to_string()).collect(),
+                        });
                     }
                 }
             }
         };
-        Version::new(version).map_err(|e| DaemonError::BadRequest(e.to_string()))
+        Ok(Version::new(version)?)
     }
 
     /// Installs `version` as the stable version of `name`. Same version already stable: no-op.
@@ -867,9 +865,10 @@ impl Daemon {
             tokio::spawn(async move { gc.gc().await });
             result
         });
-        handle
-            .await
-            .map_err(|e| DaemonError::Internal(format!("operation task failed: {e}")))?
+        handle.await.map_err(|source| DaemonError::TaskFailed {
+            what: "operation task",
+            source,
+        })?
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, DaemonError>
@@ -879,7 +878,10 @@ impl Daemon {
     {
         tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| DaemonError::Internal(format!("blocking task failed: {e}")))?
+            .map_err(|source| DaemonError::TaskFailed {
+                what: "blocking task",
+                source,
+            })?
     }
 
     async fn hook(
