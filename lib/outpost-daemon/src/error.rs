@@ -80,6 +80,40 @@ pub enum DaemonError {
     /// A background task panicked or was cancelled.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A task the daemon spawned (an operation, a blocking step, the start-up) panicked or was
+    /// cancelled.
+    #[error("internal error: {what} failed: {source}")]
+    TaskFailed {
+        /// Which task: `operation task`, `blocking task`, `start-up task`.
+        what: &'static str,
+        /// The panic or cancellation.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The `/status` body could not be encoded.
+    #[error("internal error: could not encode the status: {0}")]
+    EncodeStatus(#[source] serde_json::Error),
+    /// A persisted experiment watch names a version that is not a valid one.
+    #[error("internal error: watch of {package} has an invalid version")]
+    WatchVersion {
+        /// The package of the watch.
+        package: String,
+    },
+    /// An install without a version, and the catalog has several for this host.
+    #[error(
+        "a version is required: the catalog has {} versions of {package} ({})",
+        versions.len(),
+        versions.join(", ")
+    )]
+    VersionRequired {
+        /// The package.
+        package: String,
+        /// The catalog's versions of it for this host.
+        versions: Vec<String>,
+    },
+    /// The version of a request is not a valid version.
+    #[error(transparent)]
+    InvalidVersion(#[from] outpost_types::NameError),
     /// The experiment watch stopped the experiment: the operation succeeded, and its task
     /// records this code (`health_check_failed`, `experiment_expired`) and message.
     #[error("{message}")]
@@ -99,6 +133,20 @@ pub enum DaemonError {
         undone: bool,
         /// The hook's failure (not a `source`: its text is already in the message).
         hook: Box<HookError>,
+    },
+    /// The package is not in the state the request's `expected_state` gives: nothing was
+    /// done, and the task records state `INVALID_STATE`.
+    #[error(
+        "{package}: the host's state is not the expected one, nothing was done: expected \
+         {expected}, the host has {host}"
+    )]
+    UnexpectedState {
+        /// The package.
+        package: String,
+        /// What the request expected.
+        expected: Box<outpost_types::wire::ExpectedState>,
+        /// What the host has.
+        host: Box<crate::ops::expected::HostState>,
     },
     /// An experiment watch was about to act, but its experiment ended or changed first:
     /// nothing was done and no task recorded.
@@ -154,24 +202,31 @@ impl DaemonError {
                 code => code,
             },
             Self::Hook(_) | Self::HookAfterSwitch { .. } => ErrorCode::HookFailed,
-            Self::Internal(_) => ErrorCode::Internal,
+            Self::Internal(_)
+            | Self::TaskFailed { .. }
+            | Self::EncodeStatus(_)
+            | Self::WatchVersion { .. } => ErrorCode::Internal,
+            Self::VersionRequired { .. } | Self::InvalidVersion(_) => ErrorCode::BadRequest,
             Self::RolledBack { code, .. } => *code,
-            Self::Superseded { .. } => ErrorCode::InvalidState,
+            Self::Superseded { .. } | Self::UnexpectedState { .. } => ErrorCode::InvalidState,
             Self::ManagedByFleet { .. } => ErrorCode::ManagedByFleet,
         }
     }
 
     /// True for an answer that refuses the request before anything changed: the state does
     /// not allow it (409), the package is not in the catalog (422), or the request is invalid
-    /// (400). Such a refusal does not replace the package's last task.
+    /// (400). Such a refusal does not replace the package's last task. An `expected_state`
+    /// mismatch is not one: its task is recorded, with state `INVALID_STATE`.
     pub fn is_refusal(&self) -> bool {
-        matches!(
-            self.code(),
-            ErrorCode::InvalidState
-                | ErrorCode::Busy
-                | ErrorCode::PackageNotFound
-                | ErrorCode::BadRequest
-        ) && !self.is_watch_outcome()
+        !matches!(self, Self::UnexpectedState { .. })
+            && matches!(
+                self.code(),
+                ErrorCode::InvalidState
+                    | ErrorCode::Busy
+                    | ErrorCode::PackageNotFound
+                    | ErrorCode::BadRequest
+            )
+            && !self.is_watch_outcome()
     }
 
     /// True for the two ends of a watch's action that are not failures to act: the watch

@@ -17,14 +17,18 @@
 //!
 //! Names and versions are validated before any work (400). A mutation of a package the fleet
 //! document manages is refused with 409 `managed_by_fleet` unless its body has
-//! `"force": true` (see [`crate::fleet`]). Conventions (JSON bodies, error
+//! `"force": true` (see [`crate::fleet`]). Every mutating body may carry `expected_state` (see
+//! [`crate::ops::expected`]). Conventions (JSON bodies, error
 //! shape, 404/405/413/415, access control by peer uid) are enforced by the router.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use outpost_api::{Caller, ErrorResponse, Json, Module};
-use outpost_types::wire::{Catalog, Empty, ExperimentHistory, ExperimentStartParams, TaskParams};
+use outpost_types::wire::{
+    Catalog, Empty, ExpectedState, ExperimentHistory, ExperimentStartParams, OperationParams,
+    TaskParams,
+};
 use outpost_types::{ErrorCode, PackageName, Version};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -155,11 +159,24 @@ pub async fn install(
     managed(&d, &name, &body, "install", caller.as_ref())?;
     let params = decode::<TaskParams>(body)?;
     let version = d.install_version(&name, params.as_ref())?;
-    let (args, extensions) = params
-        .map(|p| (p.install_args.unwrap_or_default(), p.extensions))
+    let (args, extensions, expected) = params
+        .map(|p| {
+            (
+                p.install_args.unwrap_or_default(),
+                p.extensions,
+                p.expected_state,
+            )
+        })
         .unwrap_or_default();
-    d.install(name, version, args, extensions, requester(caller.as_ref()))
-        .await?;
+    d.install_expecting(
+        name,
+        version,
+        args,
+        extensions,
+        expected,
+        requester(caller.as_ref()),
+    )
+    .await?;
     Ok(Json(Empty {}))
 }
 
@@ -180,11 +197,12 @@ pub async fn start_experiment(
         ));
     };
     // The task parameters first, with the messages install gives for the same fields.
-    decode::<TaskParams>(Some(Json(map.clone())))?;
+    let task = decode::<TaskParams>(Some(Json(map.clone())))?;
+    let expected = task.and_then(|t| t.expected_state);
     let params = ExperimentStartParams::from_map(&map)
         .map_err(|e| ErrorResponse::bad_request(format!("invalid request body: {e}")))?;
     let version = version(params.version.clone())?;
-    d.start_experiment(name, version, params, requester(caller.as_ref()))
+    d.start_experiment_expecting(name, version, params, expected, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -199,6 +217,11 @@ pub async fn experiment_history(
     Ok(Json(d.experiment_history(&package(name)?)?))
 }
 
+/// The `expected_state` of an optional body of `stop`, `promote` or `remove`.
+fn expected(body: ObjectBody) -> std::result::Result<Option<ExpectedState>, ErrorResponse> {
+    Ok(decode::<OperationParams>(body)?.and_then(|p| p.expected_state))
+}
+
 /// `POST /{package}/experiment/stop`: no experiment is a no-op.
 pub async fn stop_experiment(
     State(d): State<Arc<Daemon>>,
@@ -208,7 +231,8 @@ pub async fn stop_experiment(
 ) -> Result<Empty> {
     let name = package(name)?;
     managed(&d, &name, &body, "stop_experiment", caller.as_ref())?;
-    d.stop_experiment(name, requester(caller.as_ref())).await?;
+    d.stop_experiment_expecting(name, expected(body)?, requester(caller.as_ref()))
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -221,7 +245,7 @@ pub async fn promote_experiment(
 ) -> Result<Empty> {
     let name = package(name)?;
     managed(&d, &name, &body, "promote_experiment", caller.as_ref())?;
-    d.promote_experiment(name, requester(caller.as_ref()))
+    d.promote_experiment_expecting(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -235,6 +259,7 @@ pub async fn remove(
 ) -> Result<Empty> {
     let name = package(name)?;
     managed(&d, &name, &body, "remove", caller.as_ref())?;
-    d.remove(name, requester(caller.as_ref())).await?;
+    d.remove_expecting(name, expected(body)?, requester(caller.as_ref()))
+        .await?;
     Ok(Json(Empty {}))
 }

@@ -130,7 +130,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let config = options.config.clone();
     let daemon = tokio::task::spawn_blocking(move || Daemon::open(&root, config))
         .await
-        .map_err(|e| DaemonError::Internal(format!("start-up task failed: {e}")))?
+        .map_err(|source| DaemonError::TaskFailed {
+            what: "start-up task",
+            source,
+        })?
         .map_err(|e| match e {
             DaemonError::Repo(outpost_repo::RepoError::WriterLocked { .. }) => {
                 RunError::AlreadyRunning {

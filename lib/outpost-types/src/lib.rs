@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error;
+mod expected;
 mod experiment;
 mod fleet;
 pub mod names;

@@ -174,11 +174,16 @@ pub struct TaskParams {
     /// Arguments passed through to the package's install hook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_args: Option<Vec<String>>,
+    /// The state the caller expects the package in; see [`ExpectedState`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_state: Option<ExpectedState>,
     /// Extensions to install with the version (`<version>/ext/<name>/`); absent: those
     /// installed with the version before, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extensions: Option<Vec<String>>,
 }
+
+pub use crate::expected::{ExpectedState, OperationParams};
 
 /// One package's links, with the Datadog daemon's capitalised keys. `""` means absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +206,9 @@ pub enum TaskState {
     Done,
     /// Finished with an error.
     Error,
+    /// Refused because the package was not in the request's `expected_state`; nothing was
+    /// done. The task's error holds both states.
+    InvalidState,
 }
 
 /// Phase of a running task.
@@ -245,6 +253,14 @@ pub struct Task {
     /// Progress of a running task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// When the task started (RFC 3339 UTC, milliseconds); absent on tasks recorded before
+    /// the daemon kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the task finished (RFC 3339 UTC, milliseconds); absent while it runs and on a
+    /// task a daemon stop interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }
 
 /// One entry of `remote_config_state`.
@@ -413,6 +429,8 @@ mod tests {
                 state: TaskState::Done,
                 error: None,
                 progress: None,
+                started_at: None,
+                finished_at: None,
             }),
             experiment_watch: None,
         });

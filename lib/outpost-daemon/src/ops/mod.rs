@@ -29,8 +29,9 @@ use outpost_types::config::Config;
 use outpost_types::error::ApiError;
 use outpost_types::platform;
 use outpost_types::wire::{
-    Catalog, ExperimentHistory, ExperimentStartParams, HealthPolicy, PackageState as WireState,
-    PackageStatus, Phase, ResolvedPackage, StatusResponse, TaskParams, TaskState, WireDuration,
+    Catalog, ExpectedState, ExperimentHistory, ExperimentStartParams, HealthPolicy,
+    PackageState as WireState, PackageStatus, Phase, ResolvedPackage, StatusResponse, TaskParams,
+    TaskState, WireDuration,
 };
 use outpost_types::{PackageName, Version};
 
@@ -42,6 +43,7 @@ use crate::tasks::{ProgressCell, TaskTable};
 use crate::watch::{self, Action, WatchSpec, Watches};
 
 mod config;
+pub mod expected;
 mod extensions;
 mod gc;
 mod watching;
@@ -374,10 +376,9 @@ impl Daemon {
                 .as_ref()
                 .is_some_and(|t| t.state == TaskState::Running)
         });
-        let text = serde_json::to_string(&status)
-            .map_err(|e| DaemonError::Internal(format!("could not encode the status: {e}")))?;
-        let raw = serde_json::value::RawValue::from_string(text)
-            .map_err(|e| DaemonError::Internal(format!("could not encode the status: {e}")))?;
+        let text = serde_json::to_string(&status).map_err(DaemonError::EncodeStatus)?;
+        let raw =
+            serde_json::value::RawValue::from_string(text).map_err(DaemonError::EncodeStatus)?;
         let body = StatusBody(Arc::new(raw));
         if !running {
             // Stamped with the generation read before the disk: a change made meanwhile has
@@ -530,16 +531,15 @@ impl Daemon {
                         });
                     }
                     many => {
-                        return Err(DaemonError::BadRequest(format!(
-                            "a version is required: the catalog has {} versions of {name} ({})",
-                            many.len(),
-                            many.join(", ")
-                        )));
+                        return Err(DaemonError::VersionRequired {
+                            package: name.to_string(),
+                            versions: many.iter().map(|v| (*v).to_string()).collect(),
+                        });
                     }
                 }
             }
         };
-        Version::new(version).map_err(|e| DaemonError::BadRequest(e.to_string()))
+        Ok(Version::new(version)?)
     }
 
     /// Installs `version` as the stable version of `name`. Same version already stable: no-op.
@@ -551,9 +551,25 @@ impl Daemon {
         extensions: Option<Vec<String>>,
         who: Requester,
     ) -> Result<(), DaemonError> {
+        self.install_expecting(name, version, install_args, extensions, None, who)
+            .await
+    }
+
+    /// [`Daemon::install`], done only if the package is in the `expected` state (see
+    /// [`expected`]).
+    pub async fn install_expecting(
+        self: &Arc<Self>,
+        name: PackageName,
+        version: Version,
+        install_args: Vec<String>,
+        extensions: Option<Vec<String>>,
+        expected: Option<ExpectedState>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
         let resolved = self.resolve(&name, version.as_str())?;
         let this = self.clone();
         self.run_op(name.clone(), "install", Some(version.clone()), who, Precheck::None, move |cell| async move {
+            this.check_expected(&name, expected.as_ref())?;
             let extensions = this.extensions_for(&name, extensions.as_deref())?;
             if this.repo.state(&name)?.is_some_and(|s| s.stable == version) {
                 if extensions != this.extensions_for(&name, None)? {
@@ -592,6 +608,19 @@ impl Daemon {
         params: ExperimentStartParams,
         who: Requester,
     ) -> Result<(), DaemonError> {
+        self.start_experiment_expecting(name, version, params, None, who)
+            .await
+    }
+
+    /// [`Daemon::start_experiment`], done only if the package is in the `expected` state.
+    pub async fn start_experiment_expecting(
+        self: &Arc<Self>,
+        name: PackageName,
+        version: Version,
+        params: ExperimentStartParams,
+        expected: Option<ExpectedState>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
         let resolved = self.resolve(&name, version.as_str())?;
         let policy = self.watch_policy(&name, &version, &params);
         let this = self.clone();
@@ -601,6 +630,7 @@ impl Daemon {
             ))
         };
         self.run_op(name.clone(), "start_experiment", Some(version.clone()), who, Precheck::Installed(not_installed), move |cell| async move {
+            this.check_expected(&name, expected.as_ref())?;
             let state = this.repo.state(&name)?.ok_or_else(|| not_installed(&name))?;
             if state.stable == version {
                 return Err(DaemonError::InvalidState(format!(
@@ -642,6 +672,16 @@ impl Daemon {
         name: PackageName,
         who: Requester,
     ) -> Result<(), DaemonError> {
+        self.stop_experiment_expecting(name, None, who).await
+    }
+
+    /// [`Daemon::stop_experiment`], done only if the package is in the `expected` state.
+    pub async fn stop_experiment_expecting(
+        self: &Arc<Self>,
+        name: PackageName,
+        expected: Option<ExpectedState>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
         let this = self.clone();
         self.run_op(
             name.clone(),
@@ -650,6 +690,7 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 let state = this.installed(&name)?;
                 let Some(experiment) = state.experiment else {
                     return Ok(());
@@ -671,6 +712,16 @@ impl Daemon {
         name: PackageName,
         who: Requester,
     ) -> Result<(), DaemonError> {
+        self.promote_experiment_expecting(name, None, who).await
+    }
+
+    /// [`Daemon::promote_experiment`], done only if the package is in the `expected` state.
+    pub async fn promote_experiment_expecting(
+        self: &Arc<Self>,
+        name: PackageName,
+        expected: Option<ExpectedState>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
         let this = self.clone();
         self.run_op(
             name.clone(),
@@ -679,6 +730,7 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 let state = this.installed(&name)?;
                 let Some(experiment) = state.experiment else {
                     return Err(DaemonError::InvalidState("no experiment to promote".into()));
@@ -702,6 +754,16 @@ impl Daemon {
         name: PackageName,
         who: Requester,
     ) -> Result<(), DaemonError> {
+        self.remove_expecting(name, None, who).await
+    }
+
+    /// [`Daemon::remove`], done only if the package is in the `expected` state.
+    pub async fn remove_expecting(
+        self: &Arc<Self>,
+        name: PackageName,
+        expected: Option<ExpectedState>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
         let this = self.clone();
         self.run_op(
             name.clone(),
@@ -710,6 +772,7 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 let state = this.installed(&name)?;
                 // Refuse before the pre-remove hook runs: the hook's effects (services stopped,
                 // users deleted) must not happen for a removal that will not.
@@ -850,9 +913,10 @@ impl Daemon {
             tokio::spawn(async move { gc.gc().await });
             result
         });
-        handle
-            .await
-            .map_err(|e| DaemonError::Internal(format!("operation task failed: {e}")))?
+        handle.await.map_err(|source| DaemonError::TaskFailed {
+            what: "operation task",
+            source,
+        })?
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, DaemonError>
@@ -862,7 +926,10 @@ impl Daemon {
     {
         tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| DaemonError::Internal(format!("blocking task failed: {e}")))?
+            .map_err(|source| DaemonError::TaskFailed {
+                what: "blocking task",
+                source,
+            })?
     }
 
     async fn hook(

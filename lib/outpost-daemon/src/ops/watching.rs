@@ -283,8 +283,8 @@ impl Daemon {
             Requester::default(),
             precheck,
             move |cell| async move {
-                let version = version.ok_or_else(|| {
-                    DaemonError::Internal(format!("watch of {name} has an invalid version"))
+                let version = version.ok_or_else(|| DaemonError::WatchVersion {
+                    package: name.to_string(),
                 })?;
                 match action {
                     Action::Stop { code, message } => {
