@@ -126,7 +126,7 @@ pub async fn install(
     let (args, extensions) = params
         .map(|p| (p.install_args.unwrap_or_default(), p.extensions))
         .unwrap_or_default();
-    d.install(name, version, args, extensions, requester(caller.as_ref()))
+    d.install_with_extensions(name, version, args, extensions, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }

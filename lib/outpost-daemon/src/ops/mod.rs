@@ -501,6 +501,19 @@ impl Daemon {
         name: PackageName,
         version: Version,
         install_args: Vec<String>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
+        self.install_with_extensions(name, version, install_args, None, who)
+            .await
+    }
+
+    /// [`Daemon::install`] with the extensions to install (`None`: those recorded for the
+    /// package; see `ops/extensions.rs`).
+    pub async fn install_with_extensions(
+        self: &Arc<Self>,
+        name: PackageName,
+        version: Version,
+        install_args: Vec<String>,
         extensions: Option<Vec<String>>,
         who: Requester,
     ) -> Result<(), DaemonError> {
