@@ -68,6 +68,15 @@ pub enum Command {
     Experiment(ExperimentCommand),
     /// Remove a package entirely
     Remove(PackageArgs),
+    /// Set or show the config catalog (config deployments, by id)
+    #[command(name = "config-catalog", subcommand)]
+    ConfigCatalog(ConfigCatalogCommand),
+    /// Start, stop or promote a config experiment
+    #[command(name = "config-experiment", subcommand)]
+    ConfigExperiment(ConfigExperimentCommand),
+    /// Show a package's stable or experiment config
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Build a package (an OCI image layout) from a directory, and optionally push it
     Pack(PackArgs),
     /// Run the check agent, or query it
@@ -79,6 +88,9 @@ pub enum Command {
     Version,
     /// Print shell completions
     Completions(CompletionsArgs),
+    /// Publish, check and follow the fleet's signed desired-state document
+    #[command(subcommand)]
+    Fleet(FleetCommand),
 
     // Aliases for users of the Datadog installer.
     /// Same as `catalog set`
@@ -150,12 +162,27 @@ pub struct SetCatalogArgs {
     pub allow_empty: bool,
 }
 
+/// `outpost fleet report`
+#[derive(Debug, Clone, Args)]
+pub struct FleetReportArgs {
+    /// Base URL of the Prometheus server, e.g. http://127.0.0.1:9090
+    #[arg(long, value_name = "URL")]
+    pub prometheus: String,
+    /// Label matchers restricting the hosts counted, e.g. 'job="outpost",region="eu"'
+    #[arg(long, value_name = "MATCHERS")]
+    pub selector: Option<String>,
+}
+
 /// `outpost daemon`
 #[derive(Debug, Clone, Args)]
 pub struct DaemonArgs {
     /// Log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve GET /metrics (Prometheus) on this TCP address, e.g. 127.0.0.1:9465 (overrides
+    /// telemetry.listen; a non-loopback address needs telemetry.allow_remote: true)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Log output format.
@@ -165,6 +192,56 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line
     Json,
+}
+
+/// `outpost fleet ...`
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Validate a desired-state document, sign it, and push it to a registry
+    Push(FleetPushArgs),
+    /// Fetch the document at a reference and check its signature and contents
+    Verify(FleetVerifyArgs),
+    /// Show what the daemon's fleet poller applied and whether the host is converged
+    Status,
+    /// How many hosts are on each generation, converged, on each package version and rolled
+    /// back, from a Prometheus server scraping the daemons
+    Report(FleetReportArgs),
+}
+
+/// `outpost fleet push`
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("signing").required(true).args(["sign_key", "signature", "unsigned"]))]
+pub struct FleetPushArgs {
+    /// The document (JSON), pushed byte for byte as signed
+    pub doc: PathBuf,
+    /// Where to push: oci://host[:port]/repository:tag
+    #[arg(long, value_name = "REFERENCE")]
+    pub to: String,
+    /// minisign secret key that signs the document
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+    /// File holding the password of an encrypted --sign-key (one trailing newline stripped)
+    #[arg(long, value_name = "FILE", requires = "sign_key")]
+    pub password_file: Option<PathBuf>,
+    /// A minisign signature of the document made beforehand (`minisign -S`), pushed as is
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// Push without a signature (only daemons with fleet.allow_unsigned accept it)
+    #[arg(long)]
+    pub unsigned: bool,
+}
+
+/// `outpost fleet verify`
+#[derive(Debug, Clone, Args)]
+pub struct FleetVerifyArgs {
+    /// The document's artifact: oci://host[:port]/repository:tag
+    pub source: String,
+    /// minisign public key trusted to sign it (repeatable)
+    #[arg(long = "key", value_name = "PUB", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Also write the document and its signature (document.json, document.json.minisig) here
+    #[arg(long, value_name = "DIR")]
+    pub save: Option<PathBuf>,
 }
 
 /// `outpost catalog ...`
@@ -184,6 +261,88 @@ pub struct CatalogSetArgs {
     /// Accept a catalog with no entries (clears the daemon's catalog)
     #[arg(long)]
     pub allow_empty: bool,
+}
+
+/// `outpost config-catalog ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCatalogCommand {
+    /// Replace the daemon's config catalog with the one in FILE (JSON or YAML; `-` for stdin)
+    Set(ConfigCatalogSetArgs),
+    /// Print the config catalog the daemon holds
+    Show,
+}
+
+/// `outpost config-catalog set`
+#[derive(Debug, Clone, Args)]
+pub struct ConfigCatalogSetArgs {
+    /// A file (JSON or YAML), `-` for stdin, or the JSON itself
+    pub file: String,
+}
+
+/// `outpost config-experiment ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigExperimentCommand {
+    /// Build a config from the stable one and the operations of a config catalog entry (or of
+    /// a file), and point the package's config `experiment` at it
+    Start(ConfigStartArgs),
+    /// Drop the config experiment; the stable config is untouched
+    Stop(PackageArgs),
+    /// Make the config experiment the new stable config
+    Promote(PackageArgs),
+}
+
+/// `outpost config-experiment start`
+#[derive(Debug, Clone, Args)]
+pub struct ConfigStartArgs {
+    /// Package name
+    pub package: String,
+    /// An id of the config catalog
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    pub id: Option<String>,
+    /// The operations instead, from a file (JSON or YAML: {"deployment_id", "file_operations"};
+    /// `-` for stdin)
+    #[arg(long, value_name = "OPS")]
+    pub file: Option<String>,
+    /// A secret for the `SEC[KEY]` placeholders, sealed to the daemon's key before it is sent
+    /// (repeatable)
+    #[arg(long = "secret", value_name = "KEY=VALUE")]
+    pub secrets: Vec<String>,
+    /// A secret read from a file (its content, one trailing newline dropped), so that it is
+    /// not on the command line (repeatable)
+    #[arg(long = "secret-file", value_name = "KEY=PATH")]
+    pub secret_files: Vec<String>,
+}
+
+/// `outpost config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the files of a package's stable (default) or experiment config, read from
+    /// `<root>/config/<package>/`
+    Show(ConfigShowArgs),
+}
+
+/// Which config of a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConfigLink {
+    /// The stable config
+    #[default]
+    Stable,
+    /// The running config experiment
+    Experiment,
+}
+
+/// `outpost config show`
+#[derive(Debug, Clone, Args)]
+pub struct ConfigShowArgs {
+    /// Package name
+    pub package: String,
+    /// Which config
+    #[arg(value_enum, default_value_t = ConfigLink::Stable)]
+    pub which: ConfigLink,
 }
 
 /// `outpost experiment ...`

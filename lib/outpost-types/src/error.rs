@@ -53,11 +53,14 @@ pub enum ErrorCode {
     /// An extension asked for (or kept from the version before) is not in the package's
     /// image (422).
     ExtensionNotFound,
+    /// The package is managed by the fleet's desired-state document: a local change needs
+    /// `"force": true` (409).
+    ManagedByFleet,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::NotFound,
@@ -78,6 +81,7 @@ impl ErrorCode {
         Self::HealthCheckFailed,
         Self::ExperimentExpired,
         Self::ExtensionNotFound,
+        Self::ManagedByFleet,
     ];
 
     /// The HTTP status code this error is answered with.
@@ -93,9 +97,11 @@ impl ErrorCode {
             Self::DownloadFailed | Self::Integrity => 502,
             Self::NotEnoughDiskSpace => 507,
             Self::Filesystem | Self::Internal | Self::HookFailed => 500,
-            Self::InvalidState | Self::Busy | Self::HealthCheckFailed | Self::ExperimentExpired => {
-                409
-            }
+            Self::InvalidState
+            | Self::Busy
+            | Self::HealthCheckFailed
+            | Self::ExperimentExpired
+            | Self::ManagedByFleet => 409,
             Self::Unavailable => 503,
         }
     }
@@ -123,6 +129,7 @@ impl ErrorCode {
             Self::HealthCheckFailed => "health_check_failed",
             Self::ExperimentExpired => "experiment_expired",
             Self::ExtensionNotFound => "extension_not_found",
+            Self::ManagedByFleet => "managed_by_fleet",
         }
     }
 }
@@ -210,6 +217,7 @@ mod tests {
         assert_eq!(ErrorCode::InvalidState.http_status(), 409);
         assert_eq!(ErrorCode::PackageNotFound.http_status(), 422);
         assert_eq!(ErrorCode::NotEnoughDiskSpace.http_status(), 507);
+        assert_eq!(ErrorCode::ManagedByFleet.http_status(), 409);
         let body = ErrorBody {
             error: ApiError::new(ErrorCode::Busy, "in use"),
         };

@@ -256,6 +256,12 @@ pub struct PackageStatus {
     pub stable_version: String,
     /// Experiment version or `""`.
     pub experiment_version: String,
+    /// Deployment id of the stable config, `""` for a package whose stable config is empty.
+    #[serde(default)]
+    pub stable_config_version: String,
+    /// Deployment id of the running config experiment, or `""`.
+    #[serde(default)]
+    pub experiment_config_version: String,
     /// Last task, if any ran since the state was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
@@ -277,6 +283,12 @@ pub struct StatusResponse {
     /// Per package: versions and last task.
     #[serde(default)]
     pub remote_config_state: Vec<PackageStatus>,
+    /// The fleet poller's state, when `fleet:` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+    /// The daemon's X25519 public key for encrypted secrets (standard base64, 32 bytes).
+    #[serde(default)]
+    pub secrets_pub_key: String,
 }
 
 /// Body of `GET /status` on the read-only status socket (`<root>/run/status.sock`): whether
@@ -288,6 +300,8 @@ pub struct BriefStatus {
     /// Bytes free for an unprivileged writer on the filesystem of the daemon's root.
     pub available_disk_space: u64,
 }
+
+pub use crate::fleet::FleetStatus;
 
 pub use crate::experiment::{
     ExperimentHistory, ExperimentStartParams, ExperimentWatch, HealthCheck, HealthPolicy,
@@ -390,6 +404,8 @@ mod tests {
             package: "a".into(),
             stable_version: "1".into(),
             experiment_version: String::new(),
+            stable_config_version: String::new(),
+            experiment_config_version: String::new(),
             task: Some(Task {
                 id: "t1".into(),
                 operation: "install".into(),
@@ -404,5 +420,10 @@ mod tests {
         assert_eq!(json["packages"]["a"]["Stable"], "1");
         assert_eq!(json["packages"]["a"]["Experiment"], "");
         assert_eq!(json["remote_config_state"][0]["task"]["state"], "DONE");
+        assert_eq!(json["remote_config_state"][0]["stable_config_version"], "");
+        assert_eq!(
+            json["remote_config_state"][0]["experiment_config_version"],
+            ""
+        );
     }
 }

@@ -41,9 +41,12 @@ use crate::store::Store;
 use crate::tasks::{ProgressCell, TaskTable};
 use crate::watch::{self, Action, WatchSpec, Watches};
 
+mod config;
 mod extensions;
 mod gc;
 mod watching;
+
+pub use config::Secrets;
 
 pub use watching::MIN_DURATION_ENV;
 use watching::MIN_MAX_DURATION;
@@ -122,6 +125,13 @@ pub struct Daemon {
     watches: Watches,
     /// The floor of the `max_duration` clamp.
     min_max_duration: Duration,
+    /// The key pair of encrypted secrets (`<root>/secrets.key`); its public half is published
+    /// in `/status` as `secrets_pub_key`.
+    secret_key: outpost_secrets::SecretKey,
+    /// The public key in base64, as `/status` shows it.
+    secrets_pub_key: String,
+    /// The fleet poller's shared state, when `fleet:` is configured.
+    fleet: Option<crate::fleet::FleetShared>,
 }
 
 /// How long a cached `/status` body may be served without looking at the disk again. Every
@@ -200,6 +210,9 @@ impl Daemon {
             store.put_task(pkg, task)?;
         }
         let catalog = store.catalog()?;
+        let secret_key =
+            outpost_secrets::SecretKey::load_or_create(&root.join(outpost_secrets::KEY_FILE_NAME))?;
+        let secrets_pub_key = secret_key.public_key().to_base64();
         let limits = Limits::from(&config.packages);
         let metrics = DaemonMetrics::new(outpost_api::Telemetry::new());
         metrics.catalog_entries(catalog.packages.len());
@@ -217,6 +230,7 @@ impl Daemon {
             }
             Err(_) => MIN_MAX_DURATION,
         };
+        let fleet = crate::fleet::FleetShared::open(root, config.fleet.as_ref(), &metrics);
         let daemon = Self {
             repo,
             _writer: writer,
@@ -233,6 +247,9 @@ impl Daemon {
             metrics,
             watches: Watches::default(),
             min_max_duration,
+            secret_key,
+            secrets_pub_key,
+            fleet,
         };
         Ok(Arc::new(daemon))
     }
@@ -300,6 +317,11 @@ impl Daemon {
         self.repo.root()
     }
 
+    /// The key pair that opens the encrypted secrets of configuration operations.
+    pub fn secret_key(&self) -> &outpost_secrets::SecretKey {
+        &self.secret_key
+    }
+
     /// The configuration in effect.
     pub fn config(&self) -> &Config {
         &self.config
@@ -310,9 +332,24 @@ impl Daemon {
         self.started.elapsed()
     }
 
+    /// The repository.
+    pub(crate) fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The daemon's metrics.
+    pub(crate) fn metrics(&self) -> &DaemonMetrics {
+        &self.metrics
+    }
+
+    /// The fleet poller's shared state, when `fleet:` is configured.
+    pub(crate) fn fleet(&self) -> Option<&crate::fleet::FleetShared> {
+        self.fleet.as_ref()
+    }
+
     /// Marks the state `/status` shows as changed: the next request reads the disk again.
     /// Called after every change to the repository and the task table.
-    fn state_changed(&self) {
+    pub(crate) fn state_changed(&self) {
         self.status_cache.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -361,11 +398,14 @@ impl Daemon {
     /// Never waits for a running operation.
     pub fn status(&self) -> Result<StatusResponse, DaemonError> {
         let states = self.repo.states()?;
+        let configs = self.repo.config_states()?;
         let tasks = self.tasks.snapshot();
         let mut watches = self.watches.snapshot();
         let mut extensions = self.recorded_extensions();
         let mut resp = StatusResponse {
             version: outpost_types::VERSION.to_string(),
+            secrets_pub_key: self.secrets_pub_key.clone(),
+            fleet: self.fleet.as_ref().map(crate::fleet::FleetShared::status),
             ..Default::default()
         };
         let mut names: Vec<String> = states.keys().map(|n| n.to_string()).collect();
@@ -398,10 +438,17 @@ impl Daemon {
             let experiment_watch = watches
                 .remove(&name)
                 .filter(|w| !experiment.is_empty() && w.version == experiment);
+            let config = PackageName::new(name.clone())
+                .ok()
+                .and_then(|n| configs.get(&n).cloned())
+                .unwrap_or_default();
+            let id = |v: Option<Version>| v.map(|v| v.to_string()).unwrap_or_default();
             resp.remote_config_state.push(PackageStatus {
                 package: name.clone(),
                 stable_version: stable,
                 experiment_version: experiment,
+                stable_config_version: id(config.stable),
+                experiment_config_version: id(config.experiment),
                 task: tasks.get(&name).cloned(),
                 experiment_watch,
                 extensions: extensions.remove(&name).unwrap_or_default(),
@@ -497,19 +544,6 @@ impl Daemon {
 
     /// Installs `version` as the stable version of `name`. Same version already stable: no-op.
     pub async fn install(
-        self: &Arc<Self>,
-        name: PackageName,
-        version: Version,
-        install_args: Vec<String>,
-        who: Requester,
-    ) -> Result<(), DaemonError> {
-        self.install_with_extensions(name, version, install_args, None, who)
-            .await
-    }
-
-    /// [`Daemon::install`] with the extensions to install (`None`: those recorded for the
-    /// package; see `ops/extensions.rs`).
-    pub async fn install_with_extensions(
         self: &Arc<Self>,
         name: PackageName,
         version: Version,
