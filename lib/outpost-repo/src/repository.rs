@@ -83,7 +83,9 @@ impl Repository {
     ///
     /// # Errors
     /// [`RepoError::NotADirectory`] if one of those paths is something else (a file, or a
-    /// symlink below the root); [`RepoError::CrossFilesystem`] if `tmp/` and `packages/` are on
+    /// symlink below the root); [`RepoError::UnsafeDirectory`] if the root, `packages/`, `tmp/`
+    /// or `run/` is owned by another uid or writable by group or others (checked again before
+    /// every change); [`RepoError::CrossFilesystem`] if `tmp/` and `packages/` are on
     /// different filesystems; [`RepoError::Filesystem`] when a directory cannot be created.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, RepoError> {
         let root = root.into();
