@@ -297,8 +297,7 @@ fn a_hostile_extension_layer_is_refused() {
         "/agent/install",
         Some(&json!({"version": "1.0", "extensions": ["evil"]})),
     );
-    assert!(r.status >= 400, "{}", r.text());
-    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = r.assert_error(502, "integrity");
     assert!(message.contains("escaped"), "{message}");
     assert_eq!(d.versions("agent"), None);
     wait_tmp_clean(&d.root);
@@ -450,4 +449,34 @@ fn pack_refuses_bad_extension_flags() {
         );
         assert!(!out_dir.exists(), "{args:?}: nothing written");
     }
+}
+
+#[test]
+fn a_payload_whose_ext_is_a_symlink_gets_no_extension_through_it() {
+    let env = Env::new();
+    let payload = env.tree("payload-link", &[("bin/agent", "agent 1.0")]);
+    fs_err::os::unix::fs::symlink("bin", payload.join("ext")).unwrap();
+    let ext = env.tree("ext-python", &[("lib/python.so", "python")]);
+    let mut cmd = Command::new(BIN);
+    cmd.arg("pack")
+        .arg(&payload)
+        .args(["--name", "agent", "--version", "1.0", "--push"])
+        .arg(env.reference("1.0"))
+        .arg("--extension")
+        .arg(format!("python={}", ext.display()))
+        .arg("--config")
+        .arg(&env.config);
+    let out = cli_output(cmd, None);
+    assert!(out.status.success(), "pack: {}", stderr(&out));
+    let d = env.daemon();
+    d.set_catalog(&[env.entry("1.0")]);
+    let message = d
+        .post(
+            "/agent/install",
+            Some(&json!({"version": "1.0", "extensions": ["python"]})),
+        )
+        .assert_error(502, "download_failed");
+    assert!(message.contains("ext is not a directory"), "{message}");
+    assert_eq!(d.versions("agent"), None);
+    wait_tmp_clean(&d.root);
 }

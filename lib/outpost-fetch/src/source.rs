@@ -165,9 +165,11 @@ impl Prepared {
     /// The bytes the package is known to need on disk before anything is downloaded: for
     /// an image its size annotation, else the sum of its payload layers' sizes; for a
     /// tarball the catalog's `size`, else (on disk) the file's length. `None` when nothing
-    /// is known (an HTTP tarball without a `size`).
+    /// is known (an HTTP tarball without a `size`). The extension layers asked for
+    /// ([`Prepared::with_extensions`]) add their sizes.
     pub fn required_bytes(&self) -> Option<u64> {
-        match &self.plan {
+        let extensions: u64 = self.extensions.iter().map(|(_, l)| l.size).sum();
+        let payload = match &self.plan {
             Plan::TarballFile { path, expect } => expect
                 .size
                 .or_else(|| fs_err::metadata(path).ok().map(|m| m.len())),
@@ -179,7 +181,8 @@ impl Prepared {
                     .unwrap_or_else(|| image.layers().map(|l| l.size).sum()),
             ),
             Plan::Registry(image) => Some(image.required_bytes()),
-        }
+        };
+        payload.map(|p| p.saturating_add(extensions))
     }
 
     /// The package entry being fetched.

@@ -194,6 +194,87 @@ pub fn unpack_from_layout(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::media_type;
+    use outpost_archive::Digest;
+
+    fn layer(media: &str, n: u8, annotations: &[(&str, &str)]) -> Descriptor {
+        Descriptor {
+            media_type: media.into(),
+            digest: Digest::of(&[n]),
+            size: 1,
+            platform: None,
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    fn manifest(layers: Vec<Descriptor>) -> ImageManifest {
+        ImageManifest {
+            schema_version: 2,
+            media_type: Some(media_type::OCI_MANIFEST.into()),
+            config: layer(media_type::OCI_EMPTY, 0, &[]),
+            layers,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn layers_are_found_by_either_key_on_either_media_type() {
+        let m = manifest(vec![
+            layer(
+                media_type::OCI_LAYER_ZSTD,
+                1,
+                &[(DATADOG_EXTENSION_NAME, "payload")],
+            ),
+            layer(
+                DATADOG_EXTENSION_LAYER,
+                2,
+                &[(DATADOG_EXTENSION_NAME, "python")],
+            ),
+            layer(
+                OUTPOST_EXTENSION_LAYER,
+                3,
+                &[(OUTPOST_EXTENSION_NAME, "gpu")],
+            ),
+        ]);
+        let found = extension_layers(&m).unwrap();
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["gpu", "python"]);
+        assert!(
+            m.payload_layers().count() == 1,
+            "extensions are not payload"
+        );
+        let picked = select(&m, &["python".into()], "img").unwrap();
+        assert_eq!(picked[0].1.digest, Digest::of(&[2]));
+        let err = select(&m, &["cuda".into()], "oci://r/p:1").unwrap_err();
+        assert_eq!(err.code(), outpost_types::ErrorCode::ExtensionNotFound);
+        assert_eq!(
+            err.to_string(),
+            "extension \"cuda\" is not in oci://r/p:1 (it has: gpu, python)"
+        );
+        let none = select(&manifest(vec![]), &["cuda".into()], "img").unwrap_err();
+        assert!(none.to_string().ends_with("(it has: none)"), "{none}");
+    }
+
+    #[test]
+    fn unnamed_badly_named_or_repeated_layers_make_the_image_bad() {
+        for layers in [
+            vec![layer(DATADOG_EXTENSION_LAYER, 1, &[])],
+            vec![layer(
+                DATADOG_EXTENSION_LAYER,
+                1,
+                &[(DATADOG_EXTENSION_NAME, "../x")],
+            )],
+            vec![
+                layer(DATADOG_EXTENSION_LAYER, 1, &[(DATADOG_EXTENSION_NAME, "x")]),
+                layer(OUTPOST_EXTENSION_LAYER, 2, &[(OUTPOST_EXTENSION_NAME, "x")]),
+            ],
+        ] {
+            let err = extension_layers(&manifest(layers)).unwrap_err();
+            assert!(matches!(err, OciError::BadImage { .. }), "{err}");
+        }
+    }
 
     #[test]
     fn names_are_one_safe_path_component() {
