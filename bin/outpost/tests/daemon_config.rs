@@ -837,3 +837,83 @@ fn secrets_sealed_by_pynacl_land_in_the_file_and_nowhere_else() {
             .contains("4f9a")
     );
 }
+
+// ---- expected state -------------------------------------------------------------------------
+
+/// Each config route honours every field of `expected_state`: a mismatch does nothing,
+/// answers 409 and records an `INVALID_STATE` task with both states; a match proceeds.
+#[test]
+fn config_operations_act_only_on_the_state_the_caller_saw() {
+    let s = Scratch::new();
+    let d = installed(&s);
+    start(
+        &d,
+        &inline("c1", json!([merge("/a.yaml", json!({"v": 1}))])),
+    )
+    .assert_ok_empty();
+    d.post("/demo/config_experiment/promote", None)
+        .assert_ok_empty();
+    start(
+        &d,
+        &inline("c2", json!([merge("/a.yaml", json!({"v": 2}))])),
+    )
+    .assert_ok_empty();
+    let host =
+        json!({"stable": "1", "experiment": "", "stable_config": "c1", "experiment_config": "c2"});
+    let routes = [
+        ("start", "start_config_experiment"),
+        ("stop", "stop_config_experiment"),
+        ("promote", "promote_config_experiment"),
+    ];
+    for (route, operation) in routes {
+        for (field, wrong) in [
+            ("stable", "9"),
+            ("experiment", "2"),
+            ("stable_config", ""),
+            ("experiment_config", "other"),
+        ] {
+            let mut expected = host.clone();
+            expected[field] = json!(wrong);
+            let mut body = if route == "start" {
+                inline("c3", json!([merge("/a.yaml", json!({"v": 3}))]))
+            } else {
+                json!({})
+            };
+            body["expected_state"] = expected;
+            let message = d
+                .post(&format!("/demo/config_experiment/{route}"), Some(&body))
+                .assert_error(409, "invalid_state");
+            assert!(
+                message.contains(&format!("{field}: {wrong:?}")),
+                "{message}"
+            );
+            assert!(message.contains("stable_config: \"c1\""), "{message}");
+            assert_eq!(
+                config_versions(&d, "demo"),
+                pair("c1", "c2"),
+                "{route} {field}"
+            );
+            assert!(!d.root.join("config/demo/c3").exists());
+            let task = d.task("demo").unwrap();
+            assert_eq!(
+                (&task["state"], &task["operation"]),
+                (&json!("INVALID_STATE"), &json!(operation)),
+                "{task}"
+            );
+        }
+    }
+    // A typo in the guard is a 400, never an unguarded start.
+    let mut body = inline("c3", json!([]));
+    body["expected_state"] = json!({"stable_confg": "c1"});
+    d.post("/demo/config_experiment/start", Some(&body))
+        .assert_error(400, "bad_request");
+    // Matching states proceed.
+    let mut body = inline("c3", json!([merge("/a.yaml", json!({"v": 3}))]));
+    body["expected_state"] = host.clone();
+    start(&d, &body).assert_ok_empty();
+    assert_eq!(config_versions(&d, "demo"), pair("c1", "c3"));
+    let guard = json!({"expected_state": {"stable_config": "c1", "experiment_config": "c3"}});
+    d.post("/demo/config_experiment/promote", Some(&guard))
+        .assert_ok_empty();
+    assert_eq!(config_versions(&d, "demo"), pair("c3", ""));
+}

@@ -100,6 +100,20 @@ pub enum DaemonError {
         /// The hook's failure (not a `source`: its text is already in the message).
         hook: Box<HookError>,
     },
+    /// The package is not in the state the request's `expected_state` gives: nothing was
+    /// done, and the task records state `INVALID_STATE`.
+    #[error(
+        "{package}: the host's state is not the expected one, nothing was done: expected \
+         {expected}, the host has {host}"
+    )]
+    UnexpectedState {
+        /// The package.
+        package: String,
+        /// What the request expected.
+        expected: Box<outpost_types::wire::ExpectedState>,
+        /// What the host has.
+        host: Box<crate::ops::expected::HostState>,
+    },
     /// An experiment watch was about to act, but its experiment ended or changed first:
     /// nothing was done and no task recorded.
     #[error("the experiment watch of {package} was superseded")]
@@ -145,21 +159,24 @@ impl DaemonError {
             Self::Hook(_) | Self::HookAfterSwitch { .. } => ErrorCode::HookFailed,
             Self::Internal(_) => ErrorCode::Internal,
             Self::RolledBack { code, .. } => *code,
-            Self::Superseded { .. } => ErrorCode::InvalidState,
+            Self::Superseded { .. } | Self::UnexpectedState { .. } => ErrorCode::InvalidState,
         }
     }
 
     /// True for an answer that refuses the request before anything changed: the state does
     /// not allow it (409), the package is not in the catalog (422), or the request is invalid
-    /// (400). Such a refusal does not replace the package's last task.
+    /// (400). Such a refusal does not replace the package's last task. An `expected_state`
+    /// mismatch is not one: its task is recorded, with state `INVALID_STATE`.
     pub fn is_refusal(&self) -> bool {
-        matches!(
-            self.code(),
-            ErrorCode::InvalidState
-                | ErrorCode::Busy
-                | ErrorCode::PackageNotFound
-                | ErrorCode::BadRequest
-        ) && !self.is_watch_outcome()
+        !matches!(self, Self::UnexpectedState { .. })
+            && matches!(
+                self.code(),
+                ErrorCode::InvalidState
+                    | ErrorCode::Busy
+                    | ErrorCode::PackageNotFound
+                    | ErrorCode::BadRequest
+            )
+            && !self.is_watch_outcome()
     }
 
     /// True for the two ends of a watch's action that are not failures to act: the watch

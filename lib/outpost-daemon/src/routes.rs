@@ -15,6 +15,7 @@
 //! The config routes (`/config_catalog`, `/{package}/config_experiment/...`) are in
 //! [`crate::config_routes`], mounted into the same root module.
 //!
+//! Every mutating body may carry `expected_state` (see [`crate::ops::expected`]).
 //! Names and versions are validated before any work (400). Conventions (JSON bodies, error
 //! shape, 404/405/413/415, access control by peer uid) are enforced by the router.
 
@@ -22,7 +23,10 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use outpost_api::{Caller, ErrorResponse, Json, Module};
-use outpost_types::wire::{Catalog, Empty, ExperimentHistory, ExperimentStartParams, TaskParams};
+use outpost_types::wire::{
+    Catalog, Empty, ExpectedState, ExperimentHistory, ExperimentStartParams, OperationParams,
+    TaskParams,
+};
 use outpost_types::{ErrorCode, PackageName, Version};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -128,9 +132,15 @@ pub async fn install(
     let name = package(name)?;
     let params = decode::<TaskParams>(body)?;
     let version = d.install_version(&name, params.as_ref())?;
-    let args = params.and_then(|p| p.install_args).unwrap_or_default();
-    d.install(name, version, args, requester(caller.as_ref()))
-        .await?;
+    let (args, expected) = params.map_or((None, None), |p| (p.install_args, p.expected_state));
+    d.install_expecting(
+        name,
+        version,
+        args.unwrap_or_default(),
+        expected,
+        requester(caller.as_ref()),
+    )
+    .await?;
     Ok(Json(Empty {}))
 }
 
@@ -150,11 +160,12 @@ pub async fn start_experiment(
         ));
     };
     // The task parameters first, with the messages install gives for the same fields.
-    decode::<TaskParams>(Some(Json(map.clone())))?;
+    let task = decode::<TaskParams>(Some(Json(map.clone())))?;
+    let expected = task.and_then(|t| t.expected_state);
     let params = ExperimentStartParams::from_map(&map)
         .map_err(|e| ErrorResponse::bad_request(format!("invalid request body: {e}")))?;
     let version = version(params.version.clone())?;
-    d.start_experiment(name, version, params, requester(caller.as_ref()))
+    d.start_experiment_expecting(name, version, params, expected, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -169,13 +180,22 @@ pub async fn experiment_history(
     Ok(Json(d.experiment_history(&package(name)?)?))
 }
 
+/// The `expected_state` of an optional body of `stop`, `promote` or `remove`.
+pub(crate) fn expected(
+    body: ObjectBody,
+) -> std::result::Result<Option<ExpectedState>, ErrorResponse> {
+    Ok(decode::<OperationParams>(body)?.and_then(|p| p.expected_state))
+}
+
 /// `POST /{package}/experiment/stop`: no experiment is a no-op.
 pub async fn stop_experiment(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     Path(name): Path<String>,
+    body: ObjectBody,
 ) -> Result<Empty> {
-    d.stop_experiment(package(name)?, requester(caller.as_ref()))
+    let name = package(name)?;
+    d.stop_experiment_expecting(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -185,8 +205,10 @@ pub async fn promote_experiment(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     Path(name): Path<String>,
+    body: ObjectBody,
 ) -> Result<Empty> {
-    d.promote_experiment(package(name)?, requester(caller.as_ref()))
+    let name = package(name)?;
+    d.promote_experiment_expecting(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -196,7 +218,10 @@ pub async fn remove(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     Path(name): Path<String>,
+    body: ObjectBody,
 ) -> Result<Empty> {
-    d.remove(package(name)?, requester(caller.as_ref())).await?;
+    let name = package(name)?;
+    d.remove_expecting(name, expected(body)?, requester(caller.as_ref()))
+        .await?;
     Ok(Json(Empty {}))
 }

@@ -152,7 +152,9 @@ impl TaskTable {
         }
     }
 
-    /// Finishes the task of `package` with the given outcome; returns the final task.
+    /// Finishes the task of `package` with the given outcome; returns the final task. A task
+    /// that reaches here with `invalid_state` was refused by its `expected_state` (the other
+    /// refusals restore the previous task instead): its state is `INVALID_STATE`.
     pub(crate) fn finish(
         &self,
         package: &str,
@@ -166,7 +168,11 @@ impl TaskTable {
         match outcome {
             Ok(()) => entry.task.state = TaskState::Done,
             Err(e) => {
-                entry.task.state = TaskState::Error;
+                entry.task.state = if e.code == ErrorCode::InvalidState {
+                    TaskState::InvalidState
+                } else {
+                    TaskState::Error
+                };
                 entry.task.error = Some(e);
             }
         }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error;
+mod expected;
 mod experiment;
 pub mod names;
 pub mod platform;

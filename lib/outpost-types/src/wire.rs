@@ -174,7 +174,12 @@ pub struct TaskParams {
     /// Arguments passed through to the package's install hook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_args: Option<Vec<String>>,
+    /// The state the caller expects the package in; see [`ExpectedState`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_state: Option<ExpectedState>,
 }
+
+pub use crate::expected::{ExpectedState, OperationParams};
 
 /// One package's links, with the Datadog daemon's capitalised keys. `""` means absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +202,9 @@ pub enum TaskState {
     Done,
     /// Finished with an error.
     Error,
+    /// Refused because the package was not in the request's `expected_state`; nothing was
+    /// done. The task's error holds both states.
+    InvalidState,
 }
 
 /// Phase of a running task.

@@ -272,6 +272,7 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
             let params = (version.is_some() || !install_args.is_empty()).then(|| TaskParams {
                 version: version.clone().unwrap_or_default(),
                 install_args: (!install_args.is_empty()).then(|| install_args.clone()),
+                expected_state: None,
             });
             let path = format!("/{}/install", path_segment(package));
             with_progress(client, global, &verb, async {
@@ -517,6 +518,7 @@ fn task_cell(t: &Task, wide: bool) -> (String, bool) {
         TaskState::Running => "running",
         TaskState::Done => "done",
         TaskState::Error => "failed",
+        TaskState::InvalidState => "refused",
     };
     let mut s = match t.version.as_deref().filter(|v| !v.is_empty()) {
         Some(v) => format!("{} {v} {state}", t.operation),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use outpost_config::{ConfigCatalog, ConfigError, ConfigOperations, Rules, copy_tree};
 use outpost_secrets::zeroize::Zeroizing;
 use outpost_types::PackageName;
-use outpost_types::wire::Phase;
+use outpost_types::wire::{ExpectedState, Phase};
 
 use super::{Daemon, Precheck, Requester, not_installed};
 use crate::error::DaemonError;
@@ -89,6 +89,7 @@ impl Daemon {
         name: PackageName,
         ops: ConfigOperations,
         secrets: Secrets,
+        expected: Option<ExpectedState>,
         who: Requester,
     ) -> Result<(), DaemonError> {
         // The form first, before waiting for the lock: a malformed body is a 400 at once.
@@ -101,6 +102,7 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed_for_config),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 let state = this
                     .repo
                     .state(&name)?
@@ -141,6 +143,7 @@ impl Daemon {
     pub async fn stop_config_experiment(
         self: &Arc<Self>,
         name: PackageName,
+        expected: Option<ExpectedState>,
         who: Requester,
     ) -> Result<(), DaemonError> {
         let this = self.clone();
@@ -151,6 +154,7 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
                 this.blocking(move || Ok(repo.stop_config_experiment(&name)?))
@@ -164,6 +168,7 @@ impl Daemon {
     pub async fn promote_config_experiment(
         self: &Arc<Self>,
         name: PackageName,
+        expected: Option<ExpectedState>,
         who: Requester,
     ) -> Result<(), DaemonError> {
         let this = self.clone();
@@ -174,6 +179,7 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
                 this.blocking(move || Ok(repo.promote_config_experiment(&name)?))

@@ -29,8 +29,9 @@ use outpost_types::config::Config;
 use outpost_types::error::ApiError;
 use outpost_types::platform;
 use outpost_types::wire::{
-    Catalog, ExperimentHistory, ExperimentStartParams, HealthPolicy, PackageState as WireState,
-    PackageStatus, Phase, ResolvedPackage, StatusResponse, TaskParams, TaskState, WireDuration,
+    Catalog, ExpectedState, ExperimentHistory, ExperimentStartParams, HealthPolicy,
+    PackageState as WireState, PackageStatus, Phase, ResolvedPackage, StatusResponse, TaskParams,
+    TaskState, WireDuration,
 };
 use outpost_types::{PackageName, Version};
 
@@ -42,6 +43,7 @@ use crate::tasks::{ProgressCell, TaskTable};
 use crate::watch::{self, Action, WatchSpec, Watches};
 
 mod config;
+pub mod expected;
 mod gc;
 mod watching;
 
@@ -527,9 +529,24 @@ impl Daemon {
         install_args: Vec<String>,
         who: Requester,
     ) -> Result<(), DaemonError> {
+        self.install_expecting(name, version, install_args, None, who)
+            .await
+    }
+
+    /// [`Daemon::install`], done only if the package is in the `expected` state (see
+    /// [`expected`]).
+    pub async fn install_expecting(
+        self: &Arc<Self>,
+        name: PackageName,
+        version: Version,
+        install_args: Vec<String>,
+        expected: Option<ExpectedState>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
         let resolved = self.resolve(&name, version.as_str())?;
         let this = self.clone();
         self.run_op(name.clone(), "install", Some(version.clone()), who, Precheck::None, move |cell| async move {
+            this.check_expected(&name, expected.as_ref())?;
             if this.repo.state(&name)?.is_some_and(|s| s.stable == version) {
                 tracing::info!(package.name = %name, package.version = %version, "already the stable version");
                 return Ok(());
@@ -559,6 +576,19 @@ impl Daemon {
         params: ExperimentStartParams,
         who: Requester,
     ) -> Result<(), DaemonError> {
+        self.start_experiment_expecting(name, version, params, None, who)
+            .await
+    }
+
+    /// [`Daemon::start_experiment`], done only if the package is in the `expected` state.
+    pub async fn start_experiment_expecting(
+        self: &Arc<Self>,
+        name: PackageName,
+        version: Version,
+        params: ExperimentStartParams,
+        expected: Option<ExpectedState>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
         let resolved = self.resolve(&name, version.as_str())?;
         let policy = self.watch_policy(&name, &version, &params);
         let this = self.clone();
@@ -568,6 +598,7 @@ impl Daemon {
             ))
         };
         self.run_op(name.clone(), "start_experiment", Some(version.clone()), who, Precheck::Installed(not_installed), move |cell| async move {
+            this.check_expected(&name, expected.as_ref())?;
             let state = this.repo.state(&name)?.ok_or_else(|| not_installed(&name))?;
             if state.stable == version {
                 return Err(DaemonError::InvalidState(format!(
@@ -608,6 +639,16 @@ impl Daemon {
         name: PackageName,
         who: Requester,
     ) -> Result<(), DaemonError> {
+        self.stop_experiment_expecting(name, None, who).await
+    }
+
+    /// [`Daemon::stop_experiment`], done only if the package is in the `expected` state.
+    pub async fn stop_experiment_expecting(
+        self: &Arc<Self>,
+        name: PackageName,
+        expected: Option<ExpectedState>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
         let this = self.clone();
         self.run_op(
             name.clone(),
@@ -616,6 +657,7 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 let state = this.installed(&name)?;
                 let Some(experiment) = state.experiment else {
                     return Ok(());
@@ -637,6 +679,16 @@ impl Daemon {
         name: PackageName,
         who: Requester,
     ) -> Result<(), DaemonError> {
+        self.promote_experiment_expecting(name, None, who).await
+    }
+
+    /// [`Daemon::promote_experiment`], done only if the package is in the `expected` state.
+    pub async fn promote_experiment_expecting(
+        self: &Arc<Self>,
+        name: PackageName,
+        expected: Option<ExpectedState>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
         let this = self.clone();
         self.run_op(
             name.clone(),
@@ -645,6 +697,7 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 let state = this.installed(&name)?;
                 let Some(experiment) = state.experiment else {
                     return Err(DaemonError::InvalidState("no experiment to promote".into()));
@@ -668,6 +721,16 @@ impl Daemon {
         name: PackageName,
         who: Requester,
     ) -> Result<(), DaemonError> {
+        self.remove_expecting(name, None, who).await
+    }
+
+    /// [`Daemon::remove`], done only if the package is in the `expected` state.
+    pub async fn remove_expecting(
+        self: &Arc<Self>,
+        name: PackageName,
+        expected: Option<ExpectedState>,
+        who: Requester,
+    ) -> Result<(), DaemonError> {
         let this = self.clone();
         self.run_op(
             name.clone(),
@@ -676,6 +739,7 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 let state = this.installed(&name)?;
                 // Refuse before the pre-remove hook runs: the hook's effects (services stopped,
                 // users deleted) must not happen for a removal that will not.
