@@ -917,3 +917,23 @@ fn config_operations_act_only_on_the_state_the_caller_saw() {
         .assert_ok_empty();
     assert_eq!(config_versions(&d, "demo"), pair("c3", ""));
 }
+
+/// A `config` directory replaced by a link out of the root: config operations are refused
+/// (nothing is written through it) and `/status` still answers.
+#[test]
+fn a_planted_config_link_is_refused_and_status_still_answers() {
+    let s = Scratch::new();
+    let d = installed(&s);
+    let outside = s.path().join("outside");
+    fs_err::create_dir(&outside).unwrap();
+    fs_err::os::unix::fs::symlink(&outside, d.root.join("config")).unwrap();
+    let message = start(
+        &d,
+        &inline("c1", json!([merge("/a.yaml", json!({"a": 1}))])),
+    )
+    .assert_error(500, "filesystem");
+    assert!(message.contains("is not a directory"), "{message}");
+    assert_eq!(fs_err::read_dir(&outside).unwrap().count(), 0);
+    assert_eq!(config_versions(&d, "demo"), pair("", ""));
+    assert_eq!(d.versions("demo"), Some(("1".into(), String::new())));
+}
