@@ -449,6 +449,18 @@ fn hostile_starts_are_refused_and_change_nothing() {
         Some(&json!({"version": "c1"})),
     )
     .assert_error(400, "bad_request");
+    for route in ["stop", "promote"] {
+        let path = format!("/demo/config_experiment/{route}");
+        d.post(&path, Some(&json!([])))
+            .assert_error(400, "bad_request");
+        d.post(&path, Some(&json!({"expected_state": {"stabel": "1"}})))
+            .assert_error(400, "bad_request");
+        d.post(&path, Some(&json!({"expected_state": ["1"]})))
+            .assert_error(400, "bad_request");
+        d.post(&format!("/UPPER/config_experiment/{route}"), None)
+            .assert_error(400, "bad_request");
+        assert_eq!(d.get(&path).status, 405);
+    }
     assert_eq!(config_versions(&d, "demo"), pair("", ""));
     assert_eq!(
         fs_err::read_to_string(outside.join("x.yaml")).unwrap(),
