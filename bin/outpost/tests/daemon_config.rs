@@ -949,3 +949,57 @@ fn a_planted_config_link_is_refused_and_status_still_answers() {
     assert_eq!(config_versions(&d, "demo"), pair("", ""));
     assert_eq!(d.versions("demo"), Some(("1".into(), String::new())));
 }
+
+// ---- hooks ----------------------------------------------------------------------------------
+
+/// The stable version's hooks run around config switches with the deployment id as their
+/// argument; a failing `post-config-experiment-start` stops the config experiment again, a
+/// failing `pre-config-experiment-stop` cancels the stop.
+#[test]
+fn config_hooks_run_around_the_switches() {
+    let s = Scratch::new();
+    let trace = s.path().join("hooks.log");
+    let script = format!(
+        "#!/bin/sh\necho \"$OUTPOST_EVENT $1 $OUTPOST_VERSION\" >> {}\n[ \"$1\" != refused ] || exit 3\n",
+        trace.display()
+    );
+    let mut files = standard_files("demo", "1");
+    for event in [
+        "post-config-experiment-start",
+        "pre-config-experiment-stop",
+        "post-config-promote",
+    ] {
+        files = with_hook(files, event, &script);
+    }
+    let d = installed_with(&s, files, DaemonOptions::default());
+    start(
+        &d,
+        &inline("c1", json!([merge("/a.yaml", json!({"v": 1}))])),
+    )
+    .assert_ok_empty();
+    d.post("/demo/config_experiment/stop", None)
+        .assert_ok_empty();
+    start(
+        &d,
+        &inline("c2", json!([merge("/a.yaml", json!({"v": 2}))])),
+    )
+    .assert_ok_empty();
+    d.post("/demo/config_experiment/promote", None)
+        .assert_ok_empty();
+    assert_eq!(
+        fs_err::read_to_string(&trace).unwrap(),
+        "post-config-experiment-start c1 1\npre-config-experiment-stop c1 1\n\
+         post-config-experiment-start c2 1\npost-config-promote c2 1\n"
+    );
+    let message = start(
+        &d,
+        &inline("refused", json!([merge("/a.yaml", json!({"v": 3}))])),
+    )
+    .assert_error(500, "hook_failed");
+    assert!(
+        message.starts_with("config experiment refused was rolled back:"),
+        "{message}"
+    );
+    assert_eq!(config_versions(&d, "demo"), pair("c2", ""));
+    assert_eq!(d.task("demo").unwrap()["state"], "ERROR");
+}

@@ -24,8 +24,9 @@ use outpost_secrets::zeroize::Zeroizing;
 use outpost_types::PackageName;
 use outpost_types::wire::{ExpectedState, Phase};
 
-use super::{Daemon, Precheck, Requester, not_installed};
+use super::{Daemon, Precheck, Requester, after_switch, after_switch_undone, not_installed};
 use crate::error::DaemonError;
+use crate::hooks::HookEvent;
 
 /// Plaintext secrets by key, wiped when dropped. Never logged.
 pub type Secrets = BTreeMap<String, Zeroizing<String>>;
@@ -123,17 +124,35 @@ impl Daemon {
                 let plan = ops.plan(name.as_str(), &rules, &keys)?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
+                let (n, i) = (name.clone(), id.clone());
                 this.blocking(move || {
-                    let staged = repo.staging(&format!("config-{name}-{id}"))?;
+                    let staged = repo.staging(&format!("config-{n}-{i}"))?;
                     if let Some(stable) = &current.stable {
-                        copy_tree(&repo.config_deployment_dir(&name, stable), staged.path())?;
+                        copy_tree(&repo.config_deployment_dir(&n, stable), staged.path())?;
                     }
                     plan.apply(staged.path(), &secrets)?;
                     drop(secrets);
-                    repo.start_config_experiment(&name, &id, staged)?;
+                    repo.start_config_experiment(&n, &i, staged)?;
                     Ok(())
                 })
-                .await
+                .await?;
+                let args = [id.to_string()];
+                if let Err(e) = this
+                    .hook(HookEvent::PostConfigExperimentStart, &name, &state.stable, &args)
+                    .await
+                {
+                    tracing::warn!(package.name = %name, config.id = %id, error = %e, "rolling back the config experiment");
+                    let repo = this.repo.clone();
+                    let n = name.clone();
+                    this.blocking(move || Ok(repo.stop_config_experiment(&n)?))
+                        .await?;
+                    return Err(after_switch_undone(
+                        e,
+                        format!("config experiment {id} was rolled back"),
+                        true,
+                    ));
+                }
+                Ok(())
             },
         )
         .await
@@ -155,6 +174,17 @@ impl Daemon {
             Precheck::Installed(not_installed),
             move |cell| async move {
                 this.check_expected(&name, expected.as_ref())?;
+                let Some(experiment) = this.repo.config_state(&name)?.experiment else {
+                    return Ok(());
+                };
+                let stable = this.installed(&name)?.stable;
+                this.hook(
+                    HookEvent::PreConfigExperimentStop,
+                    &name,
+                    &stable,
+                    &[experiment.to_string()],
+                )
+                .await?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
                 this.blocking(move || Ok(repo.stop_config_experiment(&name)?))
@@ -182,8 +212,21 @@ impl Daemon {
                 this.check_expected(&name, expected.as_ref())?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
-                this.blocking(move || Ok(repo.promote_config_experiment(&name)?))
-                    .await
+                let n = name.clone();
+                this.blocking(move || Ok(repo.promote_config_experiment(&n)?))
+                    .await?;
+                let Some(id) = this.repo.config_state(&name)?.stable else {
+                    return Ok(());
+                };
+                let stable = this.installed(&name)?.stable;
+                this.hook(
+                    HookEvent::PostConfigPromote,
+                    &name,
+                    &stable,
+                    &[id.to_string()],
+                )
+                .await
+                .map_err(|e| after_switch(e, format!("config {id} is now stable")))
             },
         )
         .await
