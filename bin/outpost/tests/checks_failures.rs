@@ -10,14 +10,20 @@ use std::process::Command;
 use checks_support::{AGENT, Fixture, assert_no_rust_noise, parse_json_output, venv};
 use serde_json::{Value, json};
 
-fn assert_load_error(doc: &Value, check: &str) -> (String, String) {
+/// The load error of `check` in the API's error shape plus the traceback: (message,
+/// traceback, code).
+fn assert_load_error(doc: &Value, check: &str) -> (String, String, String) {
     assert_eq!(doc["check"], check, "{doc}");
     assert_eq!(doc["instances"], json!([]), "{doc}");
     let obj = doc.as_object().unwrap();
     assert_eq!(obj.len(), 3, "exactly check, error, instances: {doc}");
     (
         doc["error"]["message"].as_str().unwrap().to_owned(),
-        doc["error"]["traceback"].as_str().unwrap().to_owned(),
+        doc["error"]["traceback"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        doc["error"]["code"].as_str().unwrap().to_owned(),
     )
 }
 
@@ -31,7 +37,8 @@ fn import_error_reports_the_traceback() {
     fx.conf("broken", "instances:\n  - {}\n");
     let (doc, code) = fx.run_json("broken", &[]);
     assert_eq!(code, 1);
-    let (message, traceback) = assert_load_error(&doc, "broken");
+    let (message, traceback, error_code) = assert_load_error(&doc, "broken");
+    assert_eq!(error_code, "check_error", "{doc}");
     assert!(
         message.contains("unable to import module 'broken'")
             && message.contains("No module named 'nonexistent_dependency_xyz'"),
@@ -64,7 +71,8 @@ fn module_without_a_check_class() {
     fx.conf("noclass", "instances:\n  - {}\n");
     let (doc, code) = fx.run_json("noclass", &[]);
     assert_eq!(code, 1);
-    let (message, _) = assert_load_error(&doc, "noclass");
+    let (message, _, error_code) = assert_load_error(&doc, "noclass");
+    assert_eq!(error_code, "bad_request", "{doc}");
     assert_eq!(
         message,
         "unable to find a subclass of the base check in module 'noclass'"
@@ -101,7 +109,8 @@ fn invalid_yaml_names_the_file_and_line() {
     );
     let (doc, code) = fx.run_json("yamlbad", &[]);
     assert_eq!(code, 1);
-    let (message, _) = assert_load_error(&doc, "yamlbad");
+    let (message, _, error_code) = assert_load_error(&doc, "yamlbad");
+    assert_eq!(error_code, "bad_request", "{doc}");
     assert!(message.contains(&conf.display().to_string()), "{message}");
     assert!(
         message.contains("at line 4") || message.contains("at line 5"),
@@ -111,7 +120,8 @@ fn invalid_yaml_names_the_file_and_line() {
     // Well-formed YAML of the wrong shape is named too.
     fx.conf("yamlbad", "init_config: {}\ninstances: {host: a}\n");
     let (doc, _) = fx.run_json("yamlbad", &[]);
-    let (message, _) = assert_load_error(&doc, "yamlbad");
+    let (message, _, error_code) = assert_load_error(&doc, "yamlbad");
+    assert_eq!(error_code, "bad_request", "{doc}");
     assert!(
         message.contains("`instances` must be a list of mappings"),
         "{message}"
@@ -123,7 +133,8 @@ fn missing_configuration_and_bad_names() {
     let fx = Fixture::new();
     let (doc, code) = fx.run_json("absent", &[]);
     assert_eq!(code, 1);
-    let (message, _) = assert_load_error(&doc, "absent");
+    let (message, _, error_code) = assert_load_error(&doc, "absent");
+    assert_eq!(error_code, "not_found", "{doc}");
     assert!(
         message.contains("no configuration for check 'absent'"),
         "{message}"
@@ -131,7 +142,8 @@ fn missing_configuration_and_bad_names() {
 
     let (doc, code) = fx.run_json("../etc", &[]);
     assert_eq!(code, 1);
-    let (message, _) = assert_load_error(&doc, "../etc");
+    let (message, _, error_code) = assert_load_error(&doc, "../etc");
+    assert_eq!(error_code, "bad_request", "{doc}");
     assert!(message.contains("invalid check name"), "{message}");
 }
 
@@ -219,9 +231,10 @@ class CtorErr(AgentCheck):
     );
     assert_eq!(
         err.as_object().unwrap().keys().collect::<Vec<_>>(),
-        ["message", "traceback"],
-        "the shape of a run error"
+        ["code", "message", "traceback"],
+        "the shape of a run error: the API's, plus the traceback"
     );
+    assert_eq!(err["code"], "check_error");
     assert_eq!(instances[1]["error"], Value::Null);
     assert_eq!(instances[1]["metrics"][0]["name"], "ctorerr.up");
 
@@ -286,13 +299,15 @@ fn python_that_cannot_start_is_a_clear_message() {
     // No venv at all.
     let (doc, code) = parse_json_output(&run(&fx.root().join("no-venv")));
     assert_eq!(code, 1);
-    let (message, _) = assert_load_error(&doc, "hello");
+    let (message, _, error_code) = assert_load_error(&doc, "hello");
+    assert_eq!(error_code, "unavailable", "{doc}");
     assert!(message.starts_with("Python is unavailable: "), "{message}");
     assert!(message.contains("does not exist"), "{message}");
 
     // A directory that is not a venv.
     let (doc, _) = parse_json_output(&run(&fx.checks_dir()));
-    let (message, _) = assert_load_error(&doc, "hello");
+    let (message, _, error_code) = assert_load_error(&doc, "hello");
+    assert_eq!(error_code, "unavailable", "{doc}");
     assert!(
         message.contains("is not a Python virtual environment"),
         "{message}"
@@ -308,7 +323,8 @@ fn python_that_cannot_start_is_a_clear_message() {
     )
     .unwrap();
     let (doc, _) = parse_json_output(&run(&other));
-    let (message, _) = assert_load_error(&doc, "hello");
+    let (message, _, error_code) = assert_load_error(&doc, "hello");
+    assert_eq!(error_code, "unavailable", "{doc}");
     assert!(message.contains("is for Python 2.7.18"), "{message}");
 
     // A real venv of the right Python, without datadog-checks-base.
@@ -333,7 +349,8 @@ fn python_that_cannot_start_is_a_clear_message() {
     let out = run(&bare);
     let (doc, code) = parse_json_output(&out);
     assert_eq!(code, 1);
-    let (message, traceback) = assert_load_error(&doc, "hello");
+    let (message, traceback, error_code) = assert_load_error(&doc, "hello");
+    assert_eq!(error_code, "unavailable", "{doc}");
     assert!(
         message.contains("datadog-checks-base cannot be imported")
             && message.contains("No module named 'datadog_checks'"),
@@ -375,6 +392,7 @@ fn invalid_config_file_is_reported() {
         .unwrap();
     let (doc, code) = parse_json_output(&out);
     assert_eq!(code, 1);
-    let (message, _) = assert_load_error(&doc, "hello");
+    let (message, _, error_code) = assert_load_error(&doc, "hello");
+    assert_eq!(error_code, "invalid_input", "{doc}");
     assert!(message.contains("outpost.yaml"), "{message}");
 }

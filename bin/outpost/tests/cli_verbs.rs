@@ -72,11 +72,20 @@ fn status_prints_a_table_and_the_api_body_with_json() {
     assert_eq!(code(&out), 0);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[1], "PACKAGE  STABLE  EXPERIMENT  LAST TASK", "{text}");
-    // The refused second promote did not replace the last task.
     assert_eq!(
-        lines[2], "pkg      2.0     -           promote_experiment done",
+        lines[1], "PACKAGE  STABLE  EXPERIMENT  AGE  LAST TASK",
         "{text}"
+    );
+    // The refused second promote did not replace the last task; it finished moments ago.
+    let age = lines[2]
+        .strip_prefix("pkg      2.0     -           ")
+        .and_then(|rest| rest.strip_suffix("promote_experiment done"))
+        .unwrap_or_else(|| panic!("{text}"))
+        .trim_end();
+    assert!(
+        age.strip_suffix('s')
+            .is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n < 60)),
+        "AGE {age:?}: {text}"
     );
 
     // --json, before or after the subcommand, is the API's body.

@@ -943,3 +943,40 @@ fn telemetry_and_debug_vars_answer_on_the_daemon_socket() {
     assert!(vars["daemon"]["gc"]["runs"].as_u64().is_some(), "{vars}");
     assert_eq!(vars["status"]["packages"]["pkg"]["Stable"], "1.0");
 }
+
+/// Tasks carry `started_at` and `finished_at` (RFC 3339, UTC, milliseconds), in order, within
+/// the request's span, and keep them across a restart.
+#[test]
+fn tasks_carry_their_start_and_finish_times() {
+    fn ms(v: &Value) -> u64 {
+        outpost_types::wire::parse_rfc3339(v.as_str().unwrap())
+            .unwrap_or_else(|| panic!("not RFC 3339: {v}"))
+    }
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let s = Scratch::new();
+    let fx = s.fixtures();
+    let v1 = standard(&fx, "test-package", "1.0.0");
+    let mut d = daemon_with(&s, &[&v1]);
+    let before = now();
+    d.post("/test-package/install", Some(&json!({"version": "1.0.0"})))
+        .assert_ok_empty();
+    let after = now();
+    let task = d.task("test-package").unwrap();
+    let (started, finished) = (ms(&task["started_at"]), ms(&task["finished_at"]));
+    assert!(
+        task["started_at"].as_str().unwrap().ends_with('Z'),
+        "{task}"
+    );
+    assert!(
+        before <= started && started <= finished && finished <= after,
+        "{before} {task} {after}"
+    );
+    d.stop();
+    let d = Daemon::start(&s.root());
+    assert_eq!(d.task("test-package").unwrap(), task);
+}

@@ -172,7 +172,7 @@ impl AgentError {
             }
             Self::InvalidConfig { .. } => ErrorCode::BadRequest,
             Self::ConfDir { .. } | Self::Output { .. } => ErrorCode::Filesystem,
-            Self::Api(e) => e.error_code(),
+            Self::Api(e) => e.code(),
             Self::RunPanicked { .. }
             | Self::NoRuntime
             | Self::Task { .. }

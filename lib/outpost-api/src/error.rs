@@ -133,7 +133,7 @@ pub enum Error {
 
 impl Error {
     /// The API error code this failure is reported with, should it reach an HTTP response.
-    pub fn error_code(&self) -> ErrorCode {
+    pub fn code(&self) -> ErrorCode {
         match self {
             Self::MetricKindConflict { .. }
             | Self::InvalidCounterIncrement { .. }

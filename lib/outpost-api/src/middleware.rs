@@ -291,27 +291,6 @@ pub(crate) async fn not_found(method: Method, uri: Uri) -> ErrorResponse {
     )
 }
 
-/// Decodes `%XX` escapes of one path segment.
-fn percent_decode(segment: &str) -> Vec<u8> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%'
-            && let Some(hex) = bytes.get(i + 1..i + 3)
-            && let Ok(text) = std::str::from_utf8(hex)
-            && let Ok(v) = u8::from_str_radix(text, 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b);
-        i += 1;
-    }
-    out
-}
-
 /// A `.` or `..` segment, literal or percent-encoded, is refused: such a path is never
 /// normalised into another route. Returns the first such segment of `path` as written (still
 /// encoded), or `None` when every segment, once its `%XX` escapes are decoded, is neither.
@@ -321,7 +300,8 @@ pub fn dot_segment(path: &str) -> Option<String> {
         if !segment.contains(['.', '%']) {
             return None;
         }
-        let decoded = percent_decode(segment);
+        // The decoder axum's `Path` uses: what is checked here is what a handler would see.
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
         matches!(decoded.as_slice(), b"." | b"..").then(|| segment.to_owned())
     })
 }

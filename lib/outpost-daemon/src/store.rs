@@ -254,6 +254,8 @@ mod tests {
             state: TaskState::Done,
             error: None,
             progress: None,
+            started_at: Some("2026-12-03T06:00:00.000Z".into()),
+            finished_at: None,
         };
         {
             let store = Store::open(&path).unwrap();

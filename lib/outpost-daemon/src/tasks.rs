@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use outpost_types::ErrorCode;
 use outpost_types::error::ApiError;
-use outpost_types::wire::{Phase, Progress, Task, TaskState};
+use outpost_types::wire::{Phase, Progress, Task, TaskState, format_rfc3339};
 
 /// Progress of the running task, updated by the fetch pipeline without locks.
 #[derive(Debug, Default)]
@@ -113,6 +113,8 @@ impl TaskTable {
             state: TaskState::Running,
             error: None,
             progress: None,
+            started_at: Some(format_rfc3339(crate::watch::now_ms())),
+            finished_at: None,
         };
         let cell = Arc::new(ProgressCell::default());
         let previous = self
@@ -165,6 +167,7 @@ impl TaskTable {
         let entry = map.get_mut(package).filter(|e| e.task.id == id)?;
         entry.progress = None;
         entry.task.progress = None;
+        entry.task.finished_at = Some(format_rfc3339(crate::watch::now_ms()));
         match outcome {
             Ok(()) => entry.task.state = TaskState::Done,
             Err(e) => {
@@ -207,6 +210,7 @@ fn new_task_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use outpost_types::wire::parse_rfc3339;
 
     #[test]
     fn lifecycle_and_progress() {
@@ -233,11 +237,32 @@ mod tests {
             .unwrap();
         assert_eq!(done.state, TaskState::Error);
         assert!(table.snapshot()["p"].progress.is_none());
+        // Both timestamps, in order, in the one RFC 3339 form.
+        let started = parse_rfc3339(task.started_at.as_deref().unwrap()).unwrap();
+        assert_eq!(done.started_at, task.started_at);
+        let finished = parse_rfc3339(done.finished_at.as_deref().unwrap()).unwrap();
+        assert!(started <= finished && finished <= crate::watch::now_ms());
+        assert!(task.finished_at.is_none());
         // A stale id does not overwrite a newer task.
         let (newer, _, previous) = table.start("p", "remove", None);
         assert_eq!(previous.as_ref().map(|t| &t.id), Some(&task.id));
         assert!(table.finish("p", &task.id, Ok(())).is_none());
         assert_eq!(table.snapshot()["p"].id, newer.id);
+    }
+
+    #[test]
+    fn an_invalid_state_outcome_is_its_own_task_state() {
+        let table = TaskTable::default();
+        let (task, _, _) = table.start("p", "remove", None);
+        let done = table
+            .finish(
+                "p",
+                &task.id,
+                Err(ApiError::new(ErrorCode::InvalidState, "expected")),
+            )
+            .unwrap();
+        assert_eq!(done.state, TaskState::InvalidState);
+        assert!(done.finished_at.is_some());
     }
 
     #[test]
@@ -271,6 +296,8 @@ mod tests {
                 state: TaskState::Running,
                 error: None,
                 progress: None,
+                started_at: Some("2026-12-03T06:00:00.000Z".into()),
+                finished_at: None,
             },
         );
         let (table, repaired) = TaskTable::from_persisted(persisted);

@@ -249,6 +249,14 @@ pub struct Task {
     /// Progress of a running task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// When the task started (RFC 3339 UTC, milliseconds); absent on tasks recorded before
+    /// the daemon kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the task finished (RFC 3339 UTC, milliseconds); absent while it runs and on a
+    /// task a daemon stop interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }
 
 /// One entry of `remote_config_state`.
@@ -398,6 +406,8 @@ mod tests {
                 state: TaskState::Done,
                 error: None,
                 progress: None,
+                started_at: None,
+                finished_at: None,
             }),
             experiment_watch: None,
         });

@@ -16,7 +16,8 @@ use outpost_cli::args::{ExperimentStartArgs, GlobalArgs, InstallArgs, PackageArg
 use outpost_cli::output::{print_error_json, print_json, print_table};
 use outpost_cli::report::{self, Service};
 use outpost_types::wire::{
-    Catalog, Empty, PackageState, PackageStatus, Phase, StatusResponse, Task, TaskParams, TaskState,
+    Catalog, Empty, PackageState, PackageStatus, Phase, StatusResponse, Task, TaskParams,
+    TaskState, parse_rfc3339,
 };
 use serde::Serialize;
 
@@ -538,6 +539,34 @@ fn task_cell(t: &Task, wide: bool) -> (String, bool) {
     (s, cut)
 }
 
+/// How long ago the task finished (started, while it runs), as `kubectl` writes ages: `42s`,
+/// `7m`, `5h`, `3d`; `-` when the task carries no time (recorded by an older daemon).
+fn task_age(t: &Task) -> String {
+    let Some(at) = t
+        .finished_at
+        .as_deref()
+        .or(t.started_at.as_deref())
+        .and_then(parse_rfc3339)
+    else {
+        return "-".to_string();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    compact_age(Duration::from_millis(now.saturating_sub(at)))
+}
+
+/// `42s`, `7m`, `5h` (under two days), `3d`.
+fn compact_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
 fn print_status(status: &StatusResponse, args: &StatusArgs, given: &str) -> Result<(), Failure> {
     let dash = |v: &str| {
         if v.is_empty() {
@@ -572,6 +601,12 @@ fn print_status(status: &StatusResponse, args: &StatusArgs, given: &str) -> Resu
                 );
                 println!("last task:   {cell}");
                 println!("task id:     {}", t.id);
+                if let Some(at) = &t.started_at {
+                    println!("started:     {at}");
+                }
+                if let Some(at) = &t.finished_at {
+                    println!("finished:    {at} ({} ago)", task_age(t));
+                }
                 if let Some(e) = &t.error {
                     println!("error code:  {}", e.code);
                     println!("error:");
@@ -594,7 +629,7 @@ fn print_status(status: &StatusResponse, args: &StatusArgs, given: &str) -> Resu
         return Ok(());
     }
     let mut any_cut = false;
-    let rows: Vec<[String; 4]> = shown
+    let rows: Vec<[String; 5]> = shown
         .iter()
         .map(|p| {
             let task = match &p.task {
@@ -609,11 +644,15 @@ fn print_status(status: &StatusResponse, args: &StatusArgs, given: &str) -> Resu
                 p.package.clone(),
                 dash(&p.stable_version),
                 dash(&p.experiment_version),
+                p.task.as_ref().map_or_else(|| "-".to_string(), task_age),
                 task,
             ]
         })
         .collect();
-    print_table(&["PACKAGE", "STABLE", "EXPERIMENT", "LAST TASK"], &rows);
+    print_table(
+        &["PACKAGE", "STABLE", "EXPERIMENT", "AGE", "LAST TASK"],
+        &rows,
+    );
     super::experiment::print_watches(status);
     if any_cut {
         println!(
@@ -650,6 +689,40 @@ fn print_catalog(catalog: &Catalog) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        for (secs, text) in [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m"),
+            (3599, "59m"),
+            (3600, "1h"),
+            (172_799, "47h"),
+            (172_800, "2d"),
+        ] {
+            assert_eq!(compact_age(Duration::from_secs(secs)), text);
+        }
+        let mut t = Task {
+            id: "t".into(),
+            operation: "install".into(),
+            version: None,
+            state: TaskState::Done,
+            error: None,
+            progress: None,
+            started_at: None,
+            finished_at: None,
+        };
+        assert_eq!(task_age(&t), "-");
+        t.started_at = Some("2000-01-01T00:00:00.000Z".into());
+        assert!(task_age(&t).ends_with('d'), "{}", task_age(&t));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        t.finished_at = Some(outpost_types::wire::format_rfc3339(now - 125_000));
+        assert_eq!(task_age(&t), "2m");
+    }
 
     #[test]
     fn the_progress_templates_are_valid() {

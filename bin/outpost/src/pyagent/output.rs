@@ -45,17 +45,43 @@ fn num_text(v: f64) -> String {
     }
 }
 
-/// `{message, traceback}`.
+/// The error shape of every `--json` document, the API's `{message, code}`, plus `traceback`
+/// where Python raised (absent when there is none).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ErrorOut {
     pub(crate) message: String,
+    pub(crate) code: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub(crate) traceback: String,
+}
+
+/// The code of an exception the check's own Python code raised (in its constructor or a run).
+pub(crate) const CHECK_ERROR: &str = "check_error";
+
+impl ErrorOut {
+    /// A failure the checks runtime reports with its typed error: [`CHECK_ERROR`] where the
+    /// check's Python raised (there is a traceback), else the runtime's API code
+    /// (`unavailable` when Python cannot start, `not_found`, `bad_request`, ...).
+    pub(crate) fn of(e: &outpost_checks::Error, message: String) -> Self {
+        let traceback = e.traceback().unwrap_or_default().to_owned();
+        let code = if traceback.is_empty() || e.is_python_unavailable() {
+            e.code().as_str()
+        } else {
+            CHECK_ERROR
+        };
+        Self {
+            message,
+            code: code.to_owned(),
+            traceback,
+        }
+    }
 }
 
 impl From<&CheckError> for ErrorOut {
     fn from(e: &CheckError) -> Self {
         Self {
             message: e.message.clone(),
+            code: CHECK_ERROR.to_owned(),
             traceback: e.traceback.clone(),
         }
     }

@@ -14,17 +14,17 @@ use super::Paths;
 
 /// Reports a failure before any instance ran: the load-error body with `--json`, else the
 /// message (and traceback) on stderr. Always exit status 1.
-fn load_failure(json: bool, name: &str, message: String, traceback: String) -> ExitStatus {
+fn load_failure(json: bool, name: &str, error: ErrorOut) -> ExitStatus {
     if json {
         print_json_line(&LoadErrorOut {
             check: name,
-            error: ErrorOut { message, traceback },
+            error,
             instances: [],
         });
     } else {
-        eprintln!("error: check '{name}' failed to load: {message}");
-        if !traceback.is_empty() {
-            eprintln!("{}", traceback.trim_end());
+        eprintln!("error: check '{name}' failed to load: {}", error.message);
+        if !error.traceback.is_empty() {
+            eprintln!("{}", error.traceback.trim_end());
         }
     }
     ExitStatus::Failure
@@ -43,24 +43,28 @@ pub(crate) fn run(global: &GlobalArgs, args: &CheckRunArgs, times_given: bool) -
     let config = match global.load_config() {
         Ok(c) => c,
         Err(e) => {
-            return load_failure(json, name, outpost_types::error_chain(&e), String::new());
+            let error = ErrorOut {
+                message: outpost_types::error_chain(&e),
+                code: "invalid_input".to_owned(),
+                traceback: String::new(),
+            };
+            return load_failure(json, name, error);
         }
     };
     let paths = Paths::resolve(global, checks, &config);
     let files = match conf_d::find(&paths.conf_dir, name) {
         Ok(f) => f,
-        Err(e) => return load_failure(json, name, e.to_string(), String::new()),
+        Err(e) => return load_failure(json, name, ErrorOut::of(&e, e.to_string())),
     };
     let runtime = match Runtime::start(paths.runtime_config(&config)) {
         Ok(r) => r,
         Err(e) => {
-            let tb = e.traceback().unwrap_or_default().to_owned();
             let message = if e.is_python_unavailable() {
                 format!("Python is unavailable: {e}")
             } else {
                 e.to_string()
             };
-            return load_failure(json, name, message, tb);
+            return load_failure(json, name, ErrorOut::of(&e, message));
         }
     };
 
@@ -73,10 +77,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &CheckRunArgs, times_given: bool) -
                 version = loaded.version.clone();
                 slots.extend(loaded.instances);
             }
-            Err(e) => {
-                let tb = e.traceback().unwrap_or_default().to_owned();
-                return load_failure(json, name, e.to_string(), tb);
-            }
+            Err(e) => return load_failure(json, name, ErrorOut::of(&e, e.to_string())),
         }
     }
 
@@ -90,10 +91,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &CheckRunArgs, times_given: bool) -
                 },
                 Err(failed) => Entry::Failed {
                     check_id: failed.check_id.to_string(),
-                    error: ErrorOut {
-                        message: failed.error.to_string(),
-                        traceback: failed.error.traceback().unwrap_or_default().to_owned(),
-                    },
+                    error: ErrorOut::of(&failed.error, failed.error.to_string()),
                     run,
                 },
             });
