@@ -88,6 +88,9 @@ pub enum Command {
     Version,
     /// Print shell completions
     Completions(CompletionsArgs),
+    /// Publish, check and follow the fleet's signed desired-state document
+    #[command(subcommand)]
+    Fleet(FleetCommand),
 
     // Aliases for users of the Datadog installer.
     /// Same as `catalog set`
@@ -115,6 +118,10 @@ pub struct InstallArgs {
     /// Arguments passed to the package's install hook
     #[arg(long = "install-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub install_args: Vec<String>,
+    /// Install this extension of the package too (repeatable) [default: those installed with
+    /// the version before]
+    #[arg(long = "extension", value_name = "NAME")]
+    pub extensions: Vec<String>,
 }
 
 /// `outpost status`
@@ -125,6 +132,10 @@ pub struct StatusArgs {
     /// Print errors in full instead of one short line each
     #[arg(long)]
     pub wide: bool,
+    /// Only whether the daemon is up: its version and the free disk space, read from the
+    /// read-only status socket (<root>/run/status.sock), which any user may query
+    #[arg(long, conflicts_with_all = ["package", "wide"])]
+    pub brief: bool,
 }
 
 /// The commands that take a package name only: `remove`, `experiment stop|promote`.
@@ -151,12 +162,27 @@ pub struct SetCatalogArgs {
     pub allow_empty: bool,
 }
 
+/// `outpost fleet report`
+#[derive(Debug, Clone, Args)]
+pub struct FleetReportArgs {
+    /// Base URL of the Prometheus server, e.g. http://127.0.0.1:9090
+    #[arg(long, value_name = "URL")]
+    pub prometheus: String,
+    /// Label matchers restricting the hosts counted, e.g. 'job="outpost",region="eu"'
+    #[arg(long, value_name = "MATCHERS")]
+    pub selector: Option<String>,
+}
+
 /// `outpost daemon`
 #[derive(Debug, Clone, Args)]
 pub struct DaemonArgs {
     /// Log format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve GET /metrics (Prometheus) on this TCP address, e.g. 127.0.0.1:9465 (overrides
+    /// telemetry.listen; a non-loopback address needs telemetry.allow_remote: true)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Log output format.
@@ -166,6 +192,56 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line
     Json,
+}
+
+/// `outpost fleet ...`
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Validate a desired-state document, sign it, and push it to a registry
+    Push(FleetPushArgs),
+    /// Fetch the document at a reference and check its signature and contents
+    Verify(FleetVerifyArgs),
+    /// Show what the daemon's fleet poller applied and whether the host is converged
+    Status,
+    /// How many hosts are on each generation, converged, on each package version and rolled
+    /// back, from a Prometheus server scraping the daemons
+    Report(FleetReportArgs),
+}
+
+/// `outpost fleet push`
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("signing").required(true).args(["sign_key", "signature", "unsigned"]))]
+pub struct FleetPushArgs {
+    /// The document (JSON), pushed byte for byte as signed
+    pub doc: PathBuf,
+    /// Where to push: oci://host[:port]/repository:tag
+    #[arg(long, value_name = "REFERENCE")]
+    pub to: String,
+    /// minisign secret key that signs the document
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+    /// File holding the password of an encrypted --sign-key (one trailing newline stripped)
+    #[arg(long, value_name = "FILE", requires = "sign_key")]
+    pub password_file: Option<PathBuf>,
+    /// A minisign signature of the document made beforehand (`minisign -S`), pushed as is
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// Push without a signature (only daemons with fleet.allow_unsigned accept it)
+    #[arg(long)]
+    pub unsigned: bool,
+}
+
+/// `outpost fleet verify`
+#[derive(Debug, Clone, Args)]
+pub struct FleetVerifyArgs {
+    /// The document's artifact: oci://host[:port]/repository:tag
+    pub source: String,
+    /// minisign public key trusted to sign it (repeatable)
+    #[arg(long = "key", value_name = "PUB", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Also write the document and its signature (document.json, document.json.minisig) here
+    #[arg(long, value_name = "DIR")]
+    pub save: Option<PathBuf>,
 }
 
 /// `outpost catalog ...`
@@ -364,6 +440,9 @@ pub struct PackArgs {
     /// Platform of the image: os/arch, or `any` [default: the host's]
     #[arg(long)]
     pub platform: Option<String>,
+    /// Add the directory DIR as the extension NAME (an extra layer; repeatable)
+    #[arg(long = "extension", value_name = "NAME=DIR")]
+    pub extensions: Vec<String>,
 }
 
 /// Where checks and their configuration come from.
@@ -507,6 +586,19 @@ impl GlobalArgs {
         let first = self.socket();
         let system = PathBuf::from(SYSTEM_SOCKET);
         if self.root.is_some() || self.socket.is_some() || first == system {
+            vec![first]
+        } else {
+            vec![first, system]
+        }
+    }
+
+    /// The read-only status sockets to try, in order: `<root>/run/status.sock`, and for a
+    /// user other than root who gave no `--root`, the system daemon's one beside
+    /// [`SYSTEM_SOCKET`] after it.
+    pub fn status_sockets(&self) -> Vec<PathBuf> {
+        let first = self.root().join("run/status.sock");
+        let system = Path::new(SYSTEM_SOCKET).with_file_name("status.sock");
+        if self.root.is_some() || first == system {
             vec![first]
         } else {
             vec![first, system]

@@ -121,6 +121,17 @@ pub enum DaemonError {
         /// The package.
         package: String,
     },
+    /// A local change of a package the fleet's document manages, without `"force": true`.
+    #[error(
+        "package {package} is managed by the fleet document (generation {generation}); \
+         change it by publishing a new document, or pass \"force\": true to override locally"
+    )]
+    ManagedByFleet {
+        /// The package.
+        package: String,
+        /// The generation of the document that manages it.
+        generation: u64,
+    },
 }
 
 impl DaemonError {
@@ -160,6 +171,7 @@ impl DaemonError {
             Self::Internal(_) => ErrorCode::Internal,
             Self::RolledBack { code, .. } => *code,
             Self::Superseded { .. } | Self::UnexpectedState { .. } => ErrorCode::InvalidState,
+            Self::ManagedByFleet { .. } => ErrorCode::ManagedByFleet,
         }
     }
 

@@ -15,12 +15,15 @@
 pub mod allocator;
 pub mod config_routes;
 pub mod error;
+pub mod fleet;
 pub mod hooks;
+pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod routes;
 pub mod serve;
 pub mod socket_access;
+pub mod status_socket;
 mod store;
 pub mod tasks;
 mod watch;

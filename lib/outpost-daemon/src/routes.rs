@@ -16,7 +16,9 @@
 //! [`crate::config_routes`], mounted into the same root module.
 //!
 //! Every mutating body may carry `expected_state` (see [`crate::ops::expected`]).
-//! Names and versions are validated before any work (400). Conventions (JSON bodies, error
+//! Names and versions are validated before any work (400). A mutation of a package the fleet
+//! document manages is refused with 409 `managed_by_fleet` unless its body has
+//! `"force": true` (see [`crate::fleet`]). Conventions (JSON bodies, error
 //! shape, 404/405/413/415, access control by peer uid) are enforced by the router.
 
 use std::sync::Arc;
@@ -82,6 +84,30 @@ pub(crate) fn requester(caller: Option<&Caller>) -> Requester {
     }
 }
 
+/// `"force": true` in a mutation's body: a local change of a package the fleet manages.
+fn force(body: &ObjectBody) -> std::result::Result<bool, ErrorResponse> {
+    match body.as_ref().and_then(|Json(map)| map.get("force")) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ErrorResponse::bad_request(
+            "invalid request body: force: expected true or false",
+        )),
+    }
+}
+
+/// Refuses (409 `managed_by_fleet`) a local mutation of a package the fleet document
+/// manages, unless the body says `"force": true`.
+fn managed(
+    d: &Daemon,
+    name: &PackageName,
+    body: &ObjectBody,
+    operation: &str,
+    caller: Option<&Caller>,
+) -> std::result::Result<(), ErrorResponse> {
+    d.check_managed(name, force(body)?, operation, requester(caller))?;
+    Ok(())
+}
+
 pub(crate) fn package(name: String) -> std::result::Result<PackageName, ErrorResponse> {
     PackageName::new(name).map_err(|e| ErrorResponse::new(ErrorCode::BadRequest, e.to_string()))
 }
@@ -130,13 +156,23 @@ pub async fn install(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "install", caller.as_ref())?;
     let params = decode::<TaskParams>(body)?;
     let version = d.install_version(&name, params.as_ref())?;
-    let (args, expected) = params.map_or((None, None), |p| (p.install_args, p.expected_state));
+    let (args, extensions, expected) = params
+        .map(|p| {
+            (
+                p.install_args.unwrap_or_default(),
+                p.extensions,
+                p.expected_state,
+            )
+        })
+        .unwrap_or_default();
     d.install_expecting(
         name,
         version,
-        args.unwrap_or_default(),
+        args,
+        extensions,
         expected,
         requester(caller.as_ref()),
     )
@@ -154,6 +190,7 @@ pub async fn start_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "start_experiment", caller.as_ref())?;
     let Some(Json(map)) = body else {
         return Err(ErrorResponse::bad_request(
             "a body is required: {\"version\": \"...\"}",
@@ -195,6 +232,7 @@ pub async fn stop_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "stop_experiment", caller.as_ref())?;
     d.stop_experiment_expecting(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
@@ -208,6 +246,7 @@ pub async fn promote_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "promote_experiment", caller.as_ref())?;
     d.promote_experiment_expecting(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
@@ -221,6 +260,7 @@ pub async fn remove(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "remove", caller.as_ref())?;
     d.remove_expecting(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))

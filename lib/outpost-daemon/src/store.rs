@@ -17,6 +17,8 @@ use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use crate::error::DaemonError;
 use crate::watch::WatchSpec;
 
+mod extensions;
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const WATCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("experiment_watches");

@@ -111,7 +111,7 @@ impl Repository {
         staged: StagingDir,
     ) -> Result<(), RepoError> {
         self.check_staging(&staged)?;
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let root_exists = self.config_root_exists()?;
         let dir = self.config_dir(name);
         let exists = root_exists && self.package_dir_exists(&dir)?;
@@ -155,7 +155,7 @@ impl Repository {
     /// Stops the config experiment: removes `experiment` (unlink, fsync). The stable config is
     /// untouched; the experiment's tree stays until GC. No experiment: success, nothing done.
     pub fn stop_config_experiment(&self, name: &PackageName) -> Result<(), RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let Some(dir) = self.existing_config_dir(name)? else {
             return Ok(());
         };
@@ -178,7 +178,7 @@ impl Repository {
     /// # Errors
     /// [`RepoError::InvalidState`] (`no config experiment to promote`) when none runs.
     pub fn promote_config_experiment(&self, name: &PackageName) -> Result<(), RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let none = || RepoError::InvalidState {
             package: name.clone(),
             reason: InvalidStateReason::NoConfigExperimentToPromote,

@@ -123,7 +123,7 @@ impl Repository {
     /// A failing step does not stop the pass: it carries on with the rest and then returns
     /// the first error (every failure is logged). Nothing GC does changes a package's state.
     pub fn gc(&self) -> Result<GcReport, RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let mut report = GcReport::default();
         let mut errors = Errors::default();
         if let Some(packages) = errors.note(self.package_dirs()) {

@@ -31,6 +31,10 @@
 //!   collected, is reused rather than replaced, and makes [`Repository::remove`] answer
 //!   [`RepoError::Busy`]. Files named by dead pids (or numbers that are no pid, like `-1`) are
 //!   deleted; non-numeric names are ignored with a warning.
+//! - **Nobody else's directories.** The root, `packages/`, `tmp/` and `run/` must be real
+//!   directories owned by the process's effective uid and writable by no one else; this is
+//!   checked at open and before every change ([`RepoError::UnsafeDirectory`]), so links
+//!   planted by another user are never followed by a root daemon.
 //! - **Failures roll back.** Each operation records its changes as it makes them; an error at
 //!   any step undoes them in reverse, leaving the previous state.
 //!
@@ -69,6 +73,7 @@ mod error;
 pub mod failpoint;
 mod fsutil;
 mod gc;
+mod guard;
 mod link;
 mod lock;
 mod repository;
@@ -76,7 +81,7 @@ mod staging;
 mod txn;
 
 pub use config_tree::ConfigState;
-pub use error::{InvalidStateReason, RepoError};
+pub use error::{InvalidStateReason, RepoError, UnsafeReason};
 pub use gc::GcReport;
 pub use lock::{VersionLock, WriterLock};
 pub use outpost_types::{PackageName, Version};

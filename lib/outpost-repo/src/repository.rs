@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
+use fs_err::os::unix::fs::OpenOptionsExt;
 use outpost_types::{PackageName, Version};
 
 use crate::error::{InvalidStateReason, RepoError};
@@ -14,6 +15,7 @@ use crate::failpoint::{
     VERSION_ASIDE, VERSION_FSYNC, VERSION_RENAME, VERSION_SYNC,
 };
 use crate::fsutil::{self, nonce, point, step};
+use crate::guard;
 use crate::link::{self, EXPERIMENT, Link, STABLE};
 use crate::lock::{self, VersionLock, WriterLock};
 use crate::staging::{StagingDir, live, sanitize_label};
@@ -48,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) tmp: PathBuf,
     pub(crate) run: PathBuf,
     pub(crate) locks: PathBuf,
+    /// The effective uid that must own the root, `packages/`, `tmp/` and `run/`.
+    pub(crate) uid: u32,
     /// Shared by every handle on this root in the process.
     mutations: Arc<Mutex<()>>,
 }
@@ -79,26 +83,43 @@ impl Repository {
     ///
     /// # Errors
     /// [`RepoError::NotADirectory`] if one of those paths is something else (a file, or a
-    /// symlink below the root); [`RepoError::CrossFilesystem`] if `tmp/` and `packages/` are on
+    /// symlink below the root); [`RepoError::UnsafeDirectory`] if the root, `packages/`, `tmp/`
+    /// or `run/` is owned by another uid or writable by group or others (checked again before
+    /// every change); [`RepoError::CrossFilesystem`] if `tmp/` and `packages/` are on
     /// different filesystems; [`RepoError::Filesystem`] when a directory cannot be created.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, RepoError> {
         let root = root.into();
         let root = std::path::absolute(&root)
             .map_err(|e| RepoError::fs("resolve the repository root", &root, e))?;
-        fs_err::create_dir_all(&root)
-            .map_err(|e| RepoError::fs("create the repository root", &root, e))?;
+        if !root.exists() {
+            // Created here, so made private here whatever the umask: the checks below refuse
+            // a root that others may write to.
+            fs_err::create_dir_all(&root)
+                .and_then(|()| {
+                    fs_err::set_permissions(
+                        &root,
+                        std::fs::Permissions::from_mode(fsutil::DIR_MODE),
+                    )
+                })
+                .map_err(|e| RepoError::fs("create the repository root", &root, e))?;
+        }
         if !fs_err::metadata(&root)
             .map_err(|e| RepoError::fs("inspect the repository root", &root, e))?
             .is_dir()
         {
             return Err(RepoError::NotADirectory { path: root });
         }
+        let uid = guard::euid();
+        guard::check_root(&root, uid)?;
         let packages = root.join("packages");
         let tmp = root.join("tmp");
         let run = root.join("run");
         let locks = run.join("locks");
         for dir in [&packages, &tmp, &run, &locks] {
             ensure_dir(dir)?;
+        }
+        for dir in [&packages, &tmp, &run] {
+            guard::check_dir(dir, uid)?;
         }
         let dev = |p: &Path| {
             fs_err::metadata(p)
@@ -117,6 +138,7 @@ impl Repository {
                 tmp,
                 run,
                 locks,
+                uid,
                 mutations: root_mutex(&canonical),
             }),
         })
@@ -155,12 +177,16 @@ impl Repository {
     /// [`RepoError::WriterLocked`] (naming the root) if another process (or another handle in
     /// this one) holds it.
     pub fn acquire_writer_lock(&self) -> Result<WriterLock, RepoError> {
+        self.check_dirs()?;
         let path = self.inner.run.join("repo.lock");
+        // O_NOFOLLOW: a link planted at the lock's name is refused (ELOOP), never opened or
+        // created through.
         let file = fs_err::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
             .map_err(|e| RepoError::fs("open the writer lock", &path, e))?;
         match rustix::fs::flock(
@@ -180,6 +206,7 @@ impl Repository {
     /// Creates an empty staging directory `tmp/<label>-<random>` (the label is sanitised into
     /// a file name). See [`StagingDir`].
     pub fn staging(&self, label: &str) -> Result<StagingDir, RepoError> {
+        self.check_dirs()?;
         let label = sanitize_label(label);
         loop {
             let path = self.inner.tmp.join(format!("{label}-{}", nonce()));
@@ -218,7 +245,7 @@ impl Repository {
     /// directories of a process that died) except the live staging directories of this
     /// process. Meant for start-up, under the writer lock. Returns how many entries it deleted.
     pub fn clean_staging(&self) -> Result<usize, RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let mut errors = crate::gc::Errors::default();
         let removed = self.clean_tmp(&mut errors);
         errors.into_result(removed)
@@ -245,7 +272,7 @@ impl Repository {
         staged: StagingDir,
     ) -> Result<(), RepoError> {
         self.check_staging(&staged)?;
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let pkg_dir = self.package_dir(name);
         let exists = self.package_dir_exists(&pkg_dir)?;
         let current = if exists {
@@ -304,7 +331,7 @@ impl Repository {
         staged: StagingDir,
     ) -> Result<(), RepoError> {
         self.check_staging(&staged)?;
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let pkg_dir = self.package_dir(name);
         let invalid = |reason| RepoError::InvalidState {
             package: name.clone(),
@@ -353,7 +380,7 @@ impl Repository {
     /// # Errors
     /// [`RepoError::NotInstalled`] when the package is not installed.
     pub fn stop_experiment(&self, name: &PackageName) -> Result<(), RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let pkg_dir = self.package_dir(name);
         let current = self.installed_state(name, &pkg_dir)?;
         let Some(experiment) = current.experiment else {
@@ -377,7 +404,7 @@ impl Repository {
     /// [`RepoError::InvalidState`] with the message `no experiment to promote` when no
     /// experiment runs.
     pub fn promote_experiment(&self, name: &PackageName) -> Result<(), RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let pkg_dir = self.package_dir(name);
         let current = self.installed_state(name, &pkg_dir)?;
         let Some(experiment) = current.experiment else {
@@ -402,7 +429,7 @@ impl Repository {
     /// [`RepoError::NotInstalled`] when the package is not installed; [`RepoError::Busy`]
     /// when any of its versions is locked by a live process (nothing is changed then).
     pub fn remove(&self, name: &PackageName) -> Result<(), RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let pkg_dir = self.package_dir(name);
         let current = self.installed_state(name, &pkg_dir)?;
         let pkg_locks = self.inner.locks.join(name.as_str());
@@ -503,6 +530,7 @@ impl Repository {
         version: &Version,
         pid: u32,
     ) -> Result<VersionLock, RepoError> {
+        self.check_dirs()?;
         let dir = self.lock_dir(name, version);
         fs_err::create_dir_all(&dir)
             .map_err(|e| RepoError::fs("create the lock directory", &dir, e))?;
@@ -518,7 +546,35 @@ impl Repository {
 
     // ---- internals -------------------------------------------------------------------------
 
-    pub(crate) fn mutation(&self) -> MutexGuard<'_, ()> {
+    /// Takes the mutation lock, then checks that the root, `packages/`, `tmp/` and `run/` are
+    /// still real directories owned by the repository's uid and writable by no one else (and
+    /// `run/locks/` still a real directory), so that a link or a mode planted between two
+    /// operations stops the next one rather than being followed. Every change starts here.
+    pub(crate) fn checked_mutation(&self) -> Result<MutexGuard<'_, ()>, RepoError> {
+        let guard = self.mutation();
+        self.check_dirs()?;
+        Ok(guard)
+    }
+
+    /// The checks of [`Repository::checked_mutation`], for changes that do not need the lock
+    /// (a new staging directory, a lock file).
+    pub(crate) fn check_dirs(&self) -> Result<(), RepoError> {
+        let inner = &self.inner;
+        guard::check_root(&inner.root, inner.uid)?;
+        for dir in [&inner.packages, &inner.tmp, &inner.run] {
+            guard::check_dir(dir, inner.uid)?;
+        }
+        if !fsutil::is_real_dir(&inner.locks)
+            .map_err(|e| RepoError::fs("inspect", &inner.locks, e))?
+        {
+            return Err(RepoError::NotADirectory {
+                path: inner.locks.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn mutation(&self) -> MutexGuard<'_, ()> {
         // A panic in another operation leaves the disk in an accepted state (every step
         // does), so the poison carries no information worth refusing to work for.
         self.inner

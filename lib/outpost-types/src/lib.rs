@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 mod expected;
 mod experiment;
+mod fleet;
 pub mod names;
 pub mod platform;
 pub mod source;

@@ -177,6 +177,10 @@ pub struct TaskParams {
     /// The state the caller expects the package in; see [`ExpectedState`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_state: Option<ExpectedState>,
+    /// Extensions to install with the version (`<version>/ext/<name>/`); absent: those
+    /// installed with the version before, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<String>>,
 }
 
 pub use crate::expected::{ExpectedState, OperationParams};
@@ -280,6 +284,9 @@ pub struct PackageStatus {
     /// The daemon's watch over the running experiment, while there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_watch: Option<ExperimentWatch>,
+    /// The extensions installed with the package, sorted (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
 }
 
 /// Body of `GET /status`.
@@ -292,10 +299,25 @@ pub struct StatusResponse {
     /// Per package: versions and last task.
     #[serde(default)]
     pub remote_config_state: Vec<PackageStatus>,
+    /// The fleet poller's state, when `fleet:` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
     /// The daemon's X25519 public key for encrypted secrets (standard base64, 32 bytes).
     #[serde(default)]
     pub secrets_pub_key: String,
 }
+
+/// Body of `GET /status` on the read-only status socket (`<root>/run/status.sock`): whether
+/// the daemon is up, and nothing about packages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BriefStatus {
+    /// The daemon's version.
+    pub installer_version: String,
+    /// Bytes free for an unprivileged writer on the filesystem of the daemon's root.
+    pub available_disk_space: u64,
+}
+
+pub use crate::fleet::FleetStatus;
 
 pub use crate::experiment::{
     ExperimentHistory, ExperimentStartParams, ExperimentWatch, HealthCheck, HealthPolicy,
@@ -394,6 +416,7 @@ mod tests {
             },
         );
         s.remote_config_state.push(PackageStatus {
+            extensions: Vec::new(),
             package: "a".into(),
             stable_version: "1".into(),
             experiment_version: String::new(),

@@ -3,11 +3,14 @@
 //! embed Python (`agent`, `check`, `version`) are handed over to `outpost-agent`.
 
 mod agent_client;
+mod brief;
 mod catalog;
 mod client;
 mod config;
 mod daemon;
 mod experiment;
+mod fleet;
+mod fleet_report;
 mod handover;
 mod pack;
 
@@ -44,6 +47,14 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
                 &mut std::io::stdout(),
             );
             return ExitStatus::Success;
+        }
+        Command::Status(args) if args.brief => {
+            outpost_cli::logging::init_for_command(global);
+            return brief::run(global);
+        }
+        Command::Fleet(command) => {
+            outpost_cli::logging::init_for_command(global);
+            return fleet::run(global, command);
         }
         Command::Status(args) => Verb::Status(args),
         Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,

@@ -44,6 +44,7 @@ use crate::watch::{self, Action, WatchSpec, Watches};
 
 mod config;
 pub mod expected;
+mod extensions;
 mod gc;
 mod watching;
 
@@ -131,6 +132,8 @@ pub struct Daemon {
     secret_key: outpost_secrets::SecretKey,
     /// The public key in base64, as `/status` shows it.
     secrets_pub_key: String,
+    /// The fleet poller's shared state, when `fleet:` is configured.
+    fleet: Option<crate::fleet::FleetShared>,
 }
 
 /// How long a cached `/status` body may be served without looking at the disk again. Every
@@ -229,6 +232,7 @@ impl Daemon {
             }
             Err(_) => MIN_MAX_DURATION,
         };
+        let fleet = crate::fleet::FleetShared::open(root, config.fleet.as_ref(), &metrics);
         let daemon = Self {
             repo,
             _writer: writer,
@@ -247,6 +251,7 @@ impl Daemon {
             min_max_duration,
             secret_key,
             secrets_pub_key,
+            fleet,
         };
         Ok(Arc::new(daemon))
     }
@@ -329,9 +334,24 @@ impl Daemon {
         self.started.elapsed()
     }
 
+    /// The repository.
+    pub(crate) fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The daemon's metrics.
+    pub(crate) fn metrics(&self) -> &DaemonMetrics {
+        &self.metrics
+    }
+
+    /// The fleet poller's shared state, when `fleet:` is configured.
+    pub(crate) fn fleet(&self) -> Option<&crate::fleet::FleetShared> {
+        self.fleet.as_ref()
+    }
+
     /// Marks the state `/status` shows as changed: the next request reads the disk again.
     /// Called after every change to the repository and the task table.
-    fn state_changed(&self) {
+    pub(crate) fn state_changed(&self) {
         self.status_cache.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -388,9 +408,11 @@ impl Daemon {
         });
         let tasks = self.tasks.snapshot();
         let mut watches = self.watches.snapshot();
+        let mut extensions = self.recorded_extensions();
         let mut resp = StatusResponse {
             version: outpost_types::VERSION.to_string(),
             secrets_pub_key: self.secrets_pub_key.clone(),
+            fleet: self.fleet.as_ref().map(crate::fleet::FleetShared::status),
             ..Default::default()
         };
         let mut names: Vec<String> = states.keys().map(|n| n.to_string()).collect();
@@ -436,6 +458,7 @@ impl Daemon {
                 experiment_config_version: id(config.experiment),
                 task: tasks.get(&name).cloned(),
                 experiment_watch,
+                extensions: extensions.remove(&name).unwrap_or_default(),
             });
         }
         Ok(resp)
@@ -532,19 +555,22 @@ impl Daemon {
         name: PackageName,
         version: Version,
         install_args: Vec<String>,
+        extensions: Option<Vec<String>>,
         who: Requester,
     ) -> Result<(), DaemonError> {
-        self.install_expecting(name, version, install_args, None, who)
+        self.install_expecting(name, version, install_args, extensions, None, who)
             .await
     }
 
     /// [`Daemon::install`], done only if the package is in the `expected` state (see
     /// [`expected`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn install_expecting(
         self: &Arc<Self>,
         name: PackageName,
         version: Version,
         install_args: Vec<String>,
+        extensions: Option<Vec<String>>,
         expected: Option<ExpectedState>,
         who: Requester,
     ) -> Result<(), DaemonError> {
@@ -552,17 +578,26 @@ impl Daemon {
         let this = self.clone();
         self.run_op(name.clone(), "install", Some(version.clone()), who, Precheck::None, move |cell| async move {
             this.check_expected(&name, expected.as_ref())?;
+            let extensions = this.extensions_for(&name, extensions.as_deref())?;
             if this.repo.state(&name)?.is_some_and(|s| s.stable == version) {
+                if extensions != this.extensions_for(&name, None)? {
+                    return Err(DaemonError::InvalidState(format!(
+                        "{version} is already the stable version of {name}: extensions are \
+                         changed by installing another version"
+                    )));
+                }
                 tracing::info!(package.name = %name, package.version = %version, "already the stable version");
                 return Ok(());
             }
-            let staged = this.fetch(&resolved, "install", cell.clone()).await?;
+            let staged = this.fetch(&resolved, "install", cell.clone(), &extensions).await?;
             cell.set(Phase::Switch, 0, None);
             this.blocking({
                 let (repo, name, version) = (this.repo.clone(), name.clone(), version.clone());
                 move || repo.install(&name, &version, staged).map_err(DaemonError::from)
             })
             .await?;
+            this.record_extensions(&name, &extensions)
+                .map_err(|e| after_switch(e, format!("{version} is now stable")))?;
             this.hook(HookEvent::PostInstall, &name, &version, &install_args)
                 .await
                 .map_err(|e| after_switch(e, format!("{version} is now stable")))
@@ -614,7 +649,8 @@ impl Daemon {
                 tracing::info!(package.name = %name, package.version = %version, "already the experiment");
                 return Ok(());
             }
-            let staged = this.fetch(&resolved, "experiment", cell.clone()).await?;
+            let extensions = this.extensions_for(&name, None)?;
+            let staged = this.fetch(&resolved, "experiment", cell.clone(), &extensions).await?;
             cell.set(Phase::Switch, 0, None);
             this.blocking({
                 let (repo, name, version) = (this.repo.clone(), name.clone(), version.clone());
@@ -760,8 +796,10 @@ impl Daemon {
                     .await?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
-                this.blocking(move || repo.remove(&name).map_err(DaemonError::from))
-                    .await
+                let n = name.clone();
+                this.blocking(move || repo.remove(&n).map_err(DaemonError::from))
+                    .await?;
+                this.record_extensions(&name, &[])
             },
         )
         .await
@@ -926,13 +964,16 @@ impl Daemon {
         resolved: &ResolvedPackage,
         label: &str,
         cell: Arc<ProgressCell>,
+        extensions: &[String],
     ) -> Result<StagingDir, DaemonError> {
         let ctx = FetchContext::new(
             RegistrySettings::from_config(&self.config.registry),
             self.limits,
         )
         .with_progress(cell);
-        let prepared = outpost_fetch::prepare(resolved, &ctx).await?;
+        let prepared = outpost_fetch::prepare(resolved, &ctx)
+            .await?
+            .with_extensions(extensions)?;
         self.check_disk_space(prepared.required_bytes())?;
         let staged = self.repo.staging(label)?;
         prepared.fetch(staged.path(), &ctx).await?;
@@ -959,7 +1000,7 @@ impl Daemon {
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `path`.
-fn available_space(path: &Path) -> Result<u64, DaemonError> {
+pub(crate) fn available_space(path: &Path) -> Result<u64, DaemonError> {
     let st = rustix::fs::statvfs(path).map_err(std::io::Error::from)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
