@@ -449,6 +449,18 @@ fn hostile_starts_are_refused_and_change_nothing() {
         Some(&json!({"version": "c1"})),
     )
     .assert_error(400, "bad_request");
+    for route in ["stop", "promote"] {
+        let path = format!("/demo/config_experiment/{route}");
+        d.post(&path, Some(&json!([])))
+            .assert_error(400, "bad_request");
+        d.post(&path, Some(&json!({"expected_state": {"stabel": "1"}})))
+            .assert_error(400, "bad_request");
+        d.post(&path, Some(&json!({"expected_state": ["1"]})))
+            .assert_error(400, "bad_request");
+        d.post(&format!("/UPPER/config_experiment/{route}"), None)
+            .assert_error(400, "bad_request");
+        assert_eq!(d.get(&path).status, 405);
+    }
     assert_eq!(config_versions(&d, "demo"), pair("", ""));
     assert_eq!(
         fs_err::read_to_string(outside.join("x.yaml")).unwrap(),
@@ -836,4 +848,158 @@ fn secrets_sealed_by_pynacl_land_in_the_file_and_nowhere_else() {
             .unwrap()
             .contains("4f9a")
     );
+}
+
+// ---- expected state -------------------------------------------------------------------------
+
+/// Each config route honours every field of `expected_state`: a mismatch does nothing,
+/// answers 409 and records an `INVALID_STATE` task with both states; a match proceeds.
+#[test]
+fn config_operations_act_only_on_the_state_the_caller_saw() {
+    let s = Scratch::new();
+    let d = installed(&s);
+    start(
+        &d,
+        &inline("c1", json!([merge("/a.yaml", json!({"v": 1}))])),
+    )
+    .assert_ok_empty();
+    d.post("/demo/config_experiment/promote", None)
+        .assert_ok_empty();
+    start(
+        &d,
+        &inline("c2", json!([merge("/a.yaml", json!({"v": 2}))])),
+    )
+    .assert_ok_empty();
+    let host =
+        json!({"stable": "1", "experiment": "", "stable_config": "c1", "experiment_config": "c2"});
+    let routes = [
+        ("start", "start_config_experiment"),
+        ("stop", "stop_config_experiment"),
+        ("promote", "promote_config_experiment"),
+    ];
+    for (route, operation) in routes {
+        for (field, wrong) in [
+            ("stable", "9"),
+            ("experiment", "2"),
+            ("stable_config", ""),
+            ("experiment_config", "other"),
+        ] {
+            let mut expected = host.clone();
+            expected[field] = json!(wrong);
+            let mut body = if route == "start" {
+                inline("c3", json!([merge("/a.yaml", json!({"v": 3}))]))
+            } else {
+                json!({})
+            };
+            body["expected_state"] = expected;
+            let message = d
+                .post(&format!("/demo/config_experiment/{route}"), Some(&body))
+                .assert_error(409, "invalid_state");
+            assert!(
+                message.contains(&format!("{field}: {wrong:?}")),
+                "{message}"
+            );
+            assert!(message.contains("stable_config: \"c1\""), "{message}");
+            assert_eq!(
+                config_versions(&d, "demo"),
+                pair("c1", "c2"),
+                "{route} {field}"
+            );
+            assert!(!d.root.join("config/demo/c3").exists());
+            let task = d.task("demo").unwrap();
+            assert_eq!(
+                (&task["state"], &task["operation"]),
+                (&json!("INVALID_STATE"), &json!(operation)),
+                "{task}"
+            );
+        }
+    }
+    // A typo in the guard is a 400, never an unguarded start.
+    let mut body = inline("c3", json!([]));
+    body["expected_state"] = json!({"stable_confg": "c1"});
+    d.post("/demo/config_experiment/start", Some(&body))
+        .assert_error(400, "bad_request");
+    // Matching states proceed.
+    let mut body = inline("c3", json!([merge("/a.yaml", json!({"v": 3}))]));
+    body["expected_state"] = host.clone();
+    start(&d, &body).assert_ok_empty();
+    assert_eq!(config_versions(&d, "demo"), pair("c1", "c3"));
+    let guard = json!({"expected_state": {"stable_config": "c1", "experiment_config": "c3"}});
+    d.post("/demo/config_experiment/promote", Some(&guard))
+        .assert_ok_empty();
+    assert_eq!(config_versions(&d, "demo"), pair("c3", ""));
+}
+
+/// A `config` directory replaced by a link out of the root: config operations are refused
+/// (nothing is written through it) and `/status` still answers.
+#[test]
+fn a_planted_config_link_is_refused_and_status_still_answers() {
+    let s = Scratch::new();
+    let d = installed(&s);
+    let outside = s.path().join("outside");
+    fs_err::create_dir(&outside).unwrap();
+    fs_err::os::unix::fs::symlink(&outside, d.root.join("config")).unwrap();
+    let message = start(
+        &d,
+        &inline("c1", json!([merge("/a.yaml", json!({"a": 1}))])),
+    )
+    .assert_error(500, "filesystem");
+    assert!(message.contains("is not a directory"), "{message}");
+    assert_eq!(fs_err::read_dir(&outside).unwrap().count(), 0);
+    assert_eq!(config_versions(&d, "demo"), pair("", ""));
+    assert_eq!(d.versions("demo"), Some(("1".into(), String::new())));
+}
+
+// ---- hooks ----------------------------------------------------------------------------------
+
+/// The stable version's hooks run around config switches with the deployment id as their
+/// argument; a failing `post-config-experiment-start` stops the config experiment again, a
+/// failing `pre-config-experiment-stop` cancels the stop.
+#[test]
+fn config_hooks_run_around_the_switches() {
+    let s = Scratch::new();
+    let trace = s.path().join("hooks.log");
+    let script = format!(
+        "#!/bin/sh\necho \"$OUTPOST_EVENT $1 $OUTPOST_VERSION\" >> {}\n[ \"$1\" != refused ] || exit 3\n",
+        trace.display()
+    );
+    let mut files = standard_files("demo", "1");
+    for event in [
+        "post-config-experiment-start",
+        "pre-config-experiment-stop",
+        "post-config-promote",
+    ] {
+        files = with_hook(files, event, &script);
+    }
+    let d = installed_with(&s, files, DaemonOptions::default());
+    start(
+        &d,
+        &inline("c1", json!([merge("/a.yaml", json!({"v": 1}))])),
+    )
+    .assert_ok_empty();
+    d.post("/demo/config_experiment/stop", None)
+        .assert_ok_empty();
+    start(
+        &d,
+        &inline("c2", json!([merge("/a.yaml", json!({"v": 2}))])),
+    )
+    .assert_ok_empty();
+    d.post("/demo/config_experiment/promote", None)
+        .assert_ok_empty();
+    assert_eq!(
+        fs_err::read_to_string(&trace).unwrap(),
+        "post-config-experiment-start c1 1\npre-config-experiment-stop c1 1\n\
+         post-config-experiment-start c2 1\npost-config-promote c2 1\n"
+    );
+    let message = start(
+        &d,
+        &inline("refused", json!([merge("/a.yaml", json!({"v": 3}))])),
+    )
+    .assert_error(500, "hook_failed");
+    assert!(
+        message.starts_with("config experiment refused was rolled back:"),
+        "{message}"
+    );
+    assert_eq!(config_versions(&d, "demo"), pair("c2", ""));
+    assert_eq!(d.task("demo").unwrap()["state"], "ERROR");
 }

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use outpost_api::{Caller, ErrorResponse, Json, Module};
 use outpost_config::{ConfigCatalog, ConfigOperations};
-use outpost_types::wire::Empty;
+use outpost_types::wire::{Empty, ExpectedState};
 use serde::Deserialize;
 
 use crate::ops::Daemon;
-use crate::routes::{ObjectBody, decode, package, requester};
+use crate::routes::{ObjectBody, decode, expected, package, requester};
 
 type Result<T> = std::result::Result<Json<T>, ErrorResponse>;
 
@@ -40,8 +40,7 @@ pub fn module(daemon: Arc<Daemon>) -> Module {
 }
 
 /// Body of `POST /{package}/config_experiment/start`: a config catalog id, or the operations
-/// inline; sealed secrets for either. Other fields (such as an expected state) are left to
-/// their own checks.
+/// inline; sealed secrets for either; an optional expected state. Other fields are ignored.
 #[derive(Debug, Deserialize)]
 struct StartBody {
     /// An id of the config catalog.
@@ -53,6 +52,9 @@ struct StartBody {
     /// Secret key -> base64 sealed box (`crypto_box_seal` to the daemon's public key).
     #[serde(default)]
     encrypted_secrets: BTreeMap<String, String>,
+    /// The state the caller expects the package in (see `ops::expected`).
+    #[serde(default)]
+    expected_state: Option<ExpectedState>,
 }
 
 /// `GET /config_catalog`.
@@ -106,8 +108,14 @@ pub async fn start_config_experiment(
         }
     };
     let secrets = d.open_secrets(&body.encrypted_secrets)?;
-    d.start_config_experiment(name, ops, secrets, requester(caller.as_ref()))
-        .await?;
+    d.start_config_experiment(
+        name,
+        ops,
+        secrets,
+        body.expected_state,
+        requester(caller.as_ref()),
+    )
+    .await?;
     Ok(Json(Empty {}))
 }
 
@@ -116,8 +124,10 @@ pub async fn stop_config_experiment(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     Path(name): Path<String>,
+    body: ObjectBody,
 ) -> Result<Empty> {
-    d.stop_config_experiment(package(name)?, requester(caller.as_ref()))
+    let name = package(name)?;
+    d.stop_config_experiment(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -127,8 +137,10 @@ pub async fn promote_config_experiment(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     Path(name): Path<String>,
+    body: ObjectBody,
 ) -> Result<Empty> {
-    d.promote_config_experiment(package(name)?, requester(caller.as_ref()))
+    let name = package(name)?;
+    d.promote_config_experiment(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }

@@ -26,6 +26,12 @@ pub enum HookEvent {
     PreExperimentStop,
     /// After an experiment was promoted.
     PostPromote,
+    /// After a config experiment started; failure stops the config experiment.
+    PostConfigExperimentStart,
+    /// Before a config experiment is stopped.
+    PreConfigExperimentStop,
+    /// After a config experiment was promoted.
+    PostConfigPromote,
 }
 
 impl HookEvent {
@@ -37,6 +43,9 @@ impl HookEvent {
             Self::PostExperimentStart => "post-experiment-start",
             Self::PreExperimentStop => "pre-experiment-stop",
             Self::PostPromote => "post-promote",
+            Self::PostConfigExperimentStart => "post-config-experiment-start",
+            Self::PreConfigExperimentStop => "pre-config-experiment-stop",
+            Self::PostConfigPromote => "post-config-promote",
         }
     }
 }

@@ -15,6 +15,7 @@
 //! The config routes (`/config_catalog`, `/{package}/config_experiment/...`) are in
 //! [`crate::config_routes`], mounted into the same root module.
 //!
+//! Every mutating body may carry `expected_state` (see [`crate::ops::expected`]).
 //! Names and versions are validated before any work (400). A mutation of a package the fleet
 //! document manages is refused with 409 `managed_by_fleet` unless its body has
 //! `"force": true` (see [`crate::fleet`]). Every mutating body may carry `expected_state` (see
@@ -218,7 +219,9 @@ pub async fn experiment_history(
 }
 
 /// The `expected_state` of an optional body of `stop`, `promote` or `remove`.
-fn expected(body: ObjectBody) -> std::result::Result<Option<ExpectedState>, ErrorResponse> {
+pub(crate) fn expected(
+    body: ObjectBody,
+) -> std::result::Result<Option<ExpectedState>, ErrorResponse> {
     Ok(decode::<OperationParams>(body)?.and_then(|p| p.expected_state))
 }
 

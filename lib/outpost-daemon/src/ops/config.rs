@@ -22,10 +22,11 @@ use std::sync::Arc;
 use outpost_config::{ConfigCatalog, ConfigError, ConfigOperations, Rules, copy_tree};
 use outpost_secrets::zeroize::Zeroizing;
 use outpost_types::PackageName;
-use outpost_types::wire::Phase;
+use outpost_types::wire::{ExpectedState, Phase};
 
-use super::{Daemon, Precheck, Requester, not_installed};
+use super::{Daemon, Precheck, Requester, after_switch, after_switch_undone, not_installed};
 use crate::error::DaemonError;
+use crate::hooks::HookEvent;
 
 /// Plaintext secrets by key, wiped when dropped. Never logged.
 pub type Secrets = BTreeMap<String, Zeroizing<String>>;
@@ -89,6 +90,7 @@ impl Daemon {
         name: PackageName,
         ops: ConfigOperations,
         secrets: Secrets,
+        expected: Option<ExpectedState>,
         who: Requester,
     ) -> Result<(), DaemonError> {
         // The form first, before waiting for the lock: a malformed body is a 400 at once.
@@ -101,6 +103,7 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed_for_config),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 let state = this
                     .repo
                     .state(&name)?
@@ -121,17 +124,35 @@ impl Daemon {
                 let plan = ops.plan(name.as_str(), &rules, &keys)?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
+                let (n, i) = (name.clone(), id.clone());
                 this.blocking(move || {
-                    let staged = repo.staging(&format!("config-{name}-{id}"))?;
+                    let staged = repo.staging(&format!("config-{n}-{i}"))?;
                     if let Some(stable) = &current.stable {
-                        copy_tree(&repo.config_deployment_dir(&name, stable), staged.path())?;
+                        copy_tree(&repo.config_deployment_dir(&n, stable), staged.path())?;
                     }
                     plan.apply(staged.path(), &secrets)?;
                     drop(secrets);
-                    repo.start_config_experiment(&name, &id, staged)?;
+                    repo.start_config_experiment(&n, &i, staged)?;
                     Ok(())
                 })
-                .await
+                .await?;
+                let args = [id.to_string()];
+                if let Err(e) = this
+                    .hook(HookEvent::PostConfigExperimentStart, &name, &state.stable, &args)
+                    .await
+                {
+                    tracing::warn!(package.name = %name, config.id = %id, error = %e, "rolling back the config experiment");
+                    let repo = this.repo.clone();
+                    let n = name.clone();
+                    this.blocking(move || Ok(repo.stop_config_experiment(&n)?))
+                        .await?;
+                    return Err(after_switch_undone(
+                        e,
+                        format!("config experiment {id} was rolled back"),
+                        true,
+                    ));
+                }
+                Ok(())
             },
         )
         .await
@@ -141,6 +162,7 @@ impl Daemon {
     pub async fn stop_config_experiment(
         self: &Arc<Self>,
         name: PackageName,
+        expected: Option<ExpectedState>,
         who: Requester,
     ) -> Result<(), DaemonError> {
         let this = self.clone();
@@ -151,6 +173,18 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
+                let Some(experiment) = this.repo.config_state(&name)?.experiment else {
+                    return Ok(());
+                };
+                let stable = this.installed(&name)?.stable;
+                this.hook(
+                    HookEvent::PreConfigExperimentStop,
+                    &name,
+                    &stable,
+                    &[experiment.to_string()],
+                )
+                .await?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
                 this.blocking(move || Ok(repo.stop_config_experiment(&name)?))
@@ -164,6 +198,7 @@ impl Daemon {
     pub async fn promote_config_experiment(
         self: &Arc<Self>,
         name: PackageName,
+        expected: Option<ExpectedState>,
         who: Requester,
     ) -> Result<(), DaemonError> {
         let this = self.clone();
@@ -174,10 +209,24 @@ impl Daemon {
             who,
             Precheck::Installed(not_installed),
             move |cell| async move {
+                this.check_expected(&name, expected.as_ref())?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
-                this.blocking(move || Ok(repo.promote_config_experiment(&name)?))
-                    .await
+                let n = name.clone();
+                this.blocking(move || Ok(repo.promote_config_experiment(&n)?))
+                    .await?;
+                let Some(id) = this.repo.config_state(&name)?.stable else {
+                    return Ok(());
+                };
+                let stable = this.installed(&name)?.stable;
+                this.hook(
+                    HookEvent::PostConfigPromote,
+                    &name,
+                    &stable,
+                    &[id.to_string()],
+                )
+                .await
+                .map_err(|e| after_switch(e, format!("config {id} is now stable")))
             },
         )
         .await

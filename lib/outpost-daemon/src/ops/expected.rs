@@ -85,7 +85,13 @@ pub fn check(package: &str, expected: &ExpectedState, host: &HostState) -> Resul
 impl Daemon {
     /// The state of `name` on this host, as `expected_state` compares it.
     pub fn host_state(&self, name: &PackageName) -> Result<HostState, DaemonError> {
-        Ok(HostState::of_package(self.repo.state(name)?.as_ref()))
+        let id = |v: Option<outpost_types::Version>| v.map(|v| v.to_string()).unwrap_or_default();
+        let config = self.repo.config_state(name)?;
+        Ok(HostState {
+            stable_config: id(config.stable),
+            experiment_config: id(config.experiment),
+            ..HostState::of_package(self.repo.state(name)?.as_ref())
+        })
     }
 
     /// [`check`] of the request's `expected_state`, if it had one, against the host's state

@@ -399,7 +399,12 @@ impl Daemon {
     /// Never waits for a running operation.
     pub fn status(&self) -> Result<StatusResponse, DaemonError> {
         let states = self.repo.states()?;
-        let configs = self.repo.config_states()?;
+        // A config tree the repository refuses to read (a planted `config` link) must not take
+        // `/status` down with it: the packages are still reported, the config versions empty.
+        let configs = self.repo.config_states().unwrap_or_else(|e| {
+            tracing::warn!(error = %e.detail(), "could not read the config trees");
+            Default::default()
+        });
         let tasks = self.tasks.snapshot();
         let mut watches = self.watches.snapshot();
         let mut extensions = self.recorded_extensions();
@@ -557,6 +562,7 @@ impl Daemon {
 
     /// [`Daemon::install`], done only if the package is in the `expected` state (see
     /// [`expected`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn install_expecting(
         self: &Arc<Self>,
         name: PackageName,
