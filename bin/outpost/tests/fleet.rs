@@ -620,3 +620,42 @@ fn a_rolled_back_experiment_is_not_restarted_under_the_same_generation() {
         .then_some(())
     });
 }
+
+#[test]
+fn cohort_membership_follows_the_selector_and_the_hosts_bucket() {
+    let env = Env::new("");
+    let fx = env.s.fixtures();
+    let web1 = standard(&fx, "web", "1.0.0");
+    let web2 = standard(&fx, "web", "2.0.0");
+    let catalog = [web1.layout_entry(), web2.layout_entry()];
+    let d = env.daemon();
+    // host-a joins web 2.0.0's cohort at (bucket + 1) hundredths of a percent.
+    let bucket = outpost_fleet::bucket("host-a", "web", "2.0.0");
+    let percent = |bp: u16| f64::from(bp) / 100.0;
+    let exp = |generation: u64, selector: Value, bp: u16| {
+        document(
+            generation,
+            &catalog,
+            json!({"web": {"stable": "1.0.0", "experiment": {
+                "version": "2.0.0", "percent": percent(bp), "selector": selector}}}),
+        )
+    };
+    env.push_signed(&env.doc("gen1", &exp(1, json!({"role": "db"}), 10_000)));
+    let f = wait_fleet(&d, "a selector that does not match", |f| {
+        f["applied_generation"] == 1 && f["converged"] == true
+    });
+    assert_eq!(f["skipped"]["web"], "selector_mismatch", "{f}");
+    env.push_signed(&env.doc("gen2", &exp(2, json!({"role": "web"}), bucket)));
+    let f = wait_fleet(&d, "just outside the percent", |f| {
+        f["applied_generation"] == 2 && f["converged"] == true
+    });
+    assert_eq!(f["skipped"]["web"], "outside_percent", "{f}");
+    assert_eq!(d.versions("web"), Some(("1.0.0".into(), String::new())));
+    // Raising the percent by a hundredth takes this host in.
+    env.push_signed(&env.doc("gen3", &exp(3, json!({"role": "web"}), bucket + 1)));
+    let f = wait_fleet(&d, "just inside the percent", |f| {
+        f["applied_generation"] == 3 && f["converged"] == true
+    });
+    assert_eq!(f["skipped"], json!({}), "{f}");
+    assert_eq!(d.versions("web"), Some(("1.0.0".into(), "2.0.0".into())));
+}
