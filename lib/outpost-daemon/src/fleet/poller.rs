@@ -11,7 +11,9 @@ use outpost_fleet::{
 };
 use outpost_oci::{ArtifactPoll, ArtifactSource};
 use outpost_types::config::FleetConfig;
-use outpost_types::wire::{Catalog, ExperimentStartParams, HealthPolicy, WireDuration};
+use outpost_types::wire::{
+    Catalog, ExperimentStartParams, HealthPolicy, Task, TaskState, WireDuration,
+};
 use outpost_types::wire::{format_rfc3339, parse_rfc3339};
 use outpost_types::{PackageName, Version};
 
@@ -37,6 +39,9 @@ pub const ERROR_REASONS: [&str; 11] = [
     "host_id",
     "state",
 ];
+
+/// The operation of the experiment watch's stop.
+const AUTO_STOP: &str = "auto_stop_experiment";
 
 /// Watch outcomes that are a roll-back by the health watch.
 const ROLLED_BACK_OUTCOMES: [&str; 2] = ["health_check_failed", "experiment_expired"];
@@ -297,8 +302,9 @@ impl Poller {
             .clone()
             .map_err(|e| PollError::new("host_id", e))?;
         self.merge_catalog(&doc)?;
-        self.note_rollbacks(&doc)?;
-        let plan = self.plan(&doc, &host)?;
+        let (state, tasks) = self.snapshot()?;
+        self.note_rollbacks(&doc, &state, &tasks)?;
+        let plan = self.plan(&doc, &host, &state);
         let mut first_error: Option<PollError> = None;
         let mut failed: BTreeSet<PackageName> = BTreeSet::new();
         for action in plan.actions {
@@ -323,7 +329,8 @@ impl Poller {
             }
         }
         // Recomputed from the host as it now is: the truth, whatever the steps did.
-        let after = self.plan(&doc, &host)?;
+        let (state, _) = self.snapshot()?;
+        let after = self.plan(&doc, &host, &state);
         let skipped = after
             .skipped
             .iter()
@@ -336,26 +343,36 @@ impl Poller {
         }
     }
 
-    fn plan(&self, doc: &Document, host: &Host) -> Result<Plan, PollError> {
-        let states = self
+    /// The host's packages, then the last task of each: read in that order, so that an
+    /// experiment found gone because its watch is stopping it has that stop's task in view.
+    fn snapshot(&self) -> Result<(HostState, BTreeMap<String, Task>), PollError> {
+        let status = self
             .daemon
-            .repo()
-            .states()
-            .map_err(|e| PollError::new("apply", outpost_types::error_chain(&e)))?;
-        let state = HostState {
-            packages: states
-                .into_iter()
-                .map(|(name, s)| {
-                    (
-                        name,
-                        PackageLinks {
-                            stable: Some(s.stable),
-                            experiment: s.experiment,
-                        },
-                    )
-                })
-                .collect(),
-        };
+            .status()
+            .map_err(|e| PollError::new("apply", e.message()))?;
+        let version = |v: &str| (!v.is_empty()).then(|| Version::new(v).ok()).flatten();
+        let packages = status
+            .packages
+            .iter()
+            .filter_map(|(name, links)| {
+                Some((
+                    PackageName::new(name.clone()).ok()?,
+                    PackageLinks {
+                        stable: version(&links.stable),
+                        experiment: version(&links.experiment),
+                    },
+                ))
+            })
+            .collect();
+        let tasks = status
+            .remote_config_state
+            .into_iter()
+            .filter_map(|p| Some((p.package, p.task?)))
+            .collect();
+        Ok((HostState { packages }, tasks))
+    }
+
+    fn plan(&self, doc: &Document, host: &Host, state: &HostState) -> Plan {
         let rolled_back = self
             .state
             .rolled_back
@@ -368,7 +385,7 @@ impl Poller {
                 })
             })
             .collect();
-        Ok(outpost_fleet::plan(doc, host, &state, &rolled_back))
+        outpost_fleet::plan(doc, host, state, &rolled_back)
     }
 
     /// Makes sure the daemon's catalog has the document's entries: those of the packages the
@@ -407,9 +424,16 @@ impl Poller {
     }
 
     /// Records the experiments of the document that the health watch rolled back under this
-    /// generation (a watch of that version that started after the document was applied and
-    /// ended as `health_check_failed` or `experiment_expired`).
-    fn note_rollbacks(&mut self, doc: &Document) -> Result<(), PollError> {
+    /// generation: the host does not run it, and a watch of that version that started after
+    /// the document was applied ended as `health_check_failed` or `experiment_expired`, or
+    /// the watch's stop of it is running now (its history entry is written before its task
+    /// ends; the history is read after the tasks).
+    fn note_rollbacks(
+        &mut self,
+        doc: &Document,
+        state: &HostState,
+        tasks: &BTreeMap<String, Task>,
+    ) -> Result<(), PollError> {
         let mut added = false;
         for (name, spec) in &doc.packages {
             let Some(exp) = &spec.experiment else {
@@ -420,19 +444,26 @@ impl Poller {
                 package: name.to_string(),
                 version: exp.version.to_string(),
             };
-            if self.state.rolled_back.contains(&entry) {
+            let running = state.packages.get(name).and_then(|l| l.experiment.as_ref());
+            if self.state.rolled_back.contains(&entry) || running == Some(&exp.version) {
                 continue;
             }
+            let stopping = tasks.get(name.as_str()).is_some_and(|t| {
+                t.state == TaskState::Running
+                    && t.operation == AUTO_STOP
+                    && t.version.as_deref() == Some(exp.version.as_str())
+            });
             let history = self
                 .daemon
                 .experiment_history(name)
                 .map_err(|e| PollError::new("apply", e.message()))?;
-            let rolled_back = history.watches.iter().any(|w| {
-                w.version == exp.version.as_str()
-                    && ROLLED_BACK_OUTCOMES.contains(&w.outcome.as_str())
-                    && parse_rfc3339(&w.started_at)
-                        .is_some_and(|t| t + 1000 >= self.state.applied_at_ms)
-            });
+            let rolled_back = stopping
+                || history.watches.iter().any(|w| {
+                    w.version == exp.version.as_str()
+                        && ROLLED_BACK_OUTCOMES.contains(&w.outcome.as_str())
+                        && parse_rfc3339(&w.started_at)
+                            .is_some_and(|t| t + 1000 >= self.state.applied_at_ms)
+                });
             if rolled_back {
                 tracing::warn!(
                     fleet.generation = doc.generation, package.name = %name,
