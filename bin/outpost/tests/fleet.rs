@@ -252,9 +252,10 @@ fn converges_counts_one_head_per_unchanged_poll_and_guards_managed_packages() {
             .all(|r| r.method == "HEAD" && r.path == "/v2/fleet/doc/manifests/prod"),
         "{seen:?}"
     );
+    // A poll in flight at either end of the window may fall on one side of it only.
     let polled = (p1 - p0) as usize;
     assert!(
-        seen.len() >= polled && seen.len() <= polled + 1,
+        seen.len() + 1 >= polled && seen.len() <= polled + 2,
         "{} requests for {polled} polls: {seen:?}",
         seen.len()
     );

@@ -71,7 +71,9 @@ impl From<FleetError> for PollError {
 struct Poller {
     daemon: Arc<Daemon>,
     config: FleetConfig,
-    source: Result<ArtifactSource, String>,
+    /// The artifact's source; made again at the next poll while it cannot be (a password
+    /// file that is not there yet).
+    source: Option<ArtifactSource>,
     trusted: Vec<TrustedKey>,
     key_errors: Vec<String>,
     host: Result<Host, String>,
@@ -104,11 +106,6 @@ pub(super) async fn run(daemon: Arc<Daemon>, config: FleetConfig) {
 
 impl Poller {
     fn new(daemon: Arc<Daemon>, config: FleetConfig) -> Self {
-        let source = ArtifactSource::new(
-            &RegistrySettings::from_config(&daemon.config().registry),
-            &config.source.0,
-        )
-        .map_err(|e| outpost_types::error_chain(&e));
         let mut trusted = Vec::new();
         let mut key_errors = Vec::new();
         for path in &config.trusted_keys {
@@ -147,7 +144,7 @@ impl Poller {
         Self {
             daemon,
             config,
-            source,
+            source: None,
             trusted,
             key_errors,
             host,
@@ -191,10 +188,17 @@ impl Poller {
 
     /// Fetches the artifact unless unchanged, and applies its document if accepted.
     async fn fetch(&mut self) -> Result<(), PollError> {
-        let source = self
-            .source
-            .as_ref()
-            .map_err(|e| PollError::new("registry", e.clone()))?;
+        if self.source.is_none() {
+            let made = ArtifactSource::new(
+                &RegistrySettings::from_config(&self.daemon.config().registry),
+                &self.config.source.0,
+            )
+            .map_err(|e| PollError::new("registry", outpost_types::error_chain(&e)))?;
+            self.source = Some(made);
+        }
+        let Some(source) = self.source.as_ref() else {
+            return Ok(());
+        };
         let known = self.last_seen.as_ref().map(|(d, _)| d.clone()).or_else(|| {
             self.state
                 .applied_digest
