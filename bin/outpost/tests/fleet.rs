@@ -1,7 +1,7 @@
 //! Fleet convergence end to end: the real daemon polls a real registry (Debian's
 //! `docker-registry`, behind a recording proxy that counts every request) for documents pushed
 //! and signed by the real CLI and by the real `minisign` tool.
-// Fixture helpers outside `#[test]` functions unwrap too: a failed setup is a failed test.
+// Fixture code outside `#[test]` functions unwraps too: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
 mod support;
