@@ -660,3 +660,59 @@ fn cohort_membership_follows_the_selector_and_the_hosts_bucket() {
     assert_eq!(f["skipped"], json!({}), "{f}");
     assert_eq!(d.versions("web"), Some(("1.0.0".into(), "2.0.0".into())));
 }
+
+#[test]
+fn an_experiment_kept_by_a_new_generation_and_rolled_back_under_it_stays_stopped() {
+    let env = Env::new("");
+    let fx = env.s.fixtures();
+    let flag = fx.join("unhealthy");
+    let web1 = standard(&fx, "web", "1.0.0");
+    let mut files = standard_files("web", "2.0.0");
+    files.push((
+        "outpost/health".into(),
+        format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then echo unhealthy; exit 1; fi\nexit 0\n",
+            flag.display()
+        )
+        .into_bytes(),
+        0o755,
+    ));
+    let web2 = package(&fx, "web", "2.0.0", files);
+    let catalog = [web1.layout_entry(), web2.layout_entry()];
+    let d = env.daemon();
+    let experiment = |percent: f64| {
+        json!({"web": {"stable": "1.0.0", "experiment": {
+            "version": "2.0.0", "percent": percent,
+            "health": {"command": ["outpost/health"], "interval": "100ms", "failures": 1}}}})
+    };
+    // Generation 1 takes host-a in (just above its bucket); generation 2 raises the percent
+    // and keeps the experiment running from generation 1.
+    let bucket = outpost_fleet::bucket("host-a", "web", "2.0.0");
+    let just_in = f64::from(bucket + 1) / 100.0;
+    env.push_signed(&env.doc("gen1", &document(1, &catalog, experiment(just_in))));
+    wait_fleet(&d, "generation 1 with the experiment running", |f| {
+        f["applied_generation"] == 1 && f["converged"] == true
+    });
+    assert_eq!(d.versions("web"), Some(("1.0.0".into(), "2.0.0".into())));
+    env.push_signed(&env.doc("gen2", &document(2, &catalog, experiment(100.0))));
+    wait_fleet(&d, "generation 2 with the experiment running", |f| {
+        f["applied_generation"] == 2 && f["converged"] == true
+    });
+    assert_eq!(d.versions("web"), Some(("1.0.0".into(), "2.0.0".into())));
+    // The experiment turns unhealthy under generation 2: rolled back, and not restarted.
+    fs_err::write(&flag, b"").unwrap();
+    let f = wait_fleet(&d, "the roll-back noted under generation 2", |f| {
+        f["skipped"]["web"] == "rolled_back"
+    });
+    assert_eq!(f["applied_generation"], 2);
+    let p0 = polls(&d);
+    wait_for("three more polls", || (polls(&d) >= p0 + 3.0).then_some(()));
+    assert_eq!(d.versions("web"), Some(("1.0.0".into(), String::new())));
+    let state: Value =
+        serde_json::from_slice(&fs_err::read(env.s.root().join("fleet-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        state["rolled_back"],
+        json!([{"generation": 2, "package": "web", "version": "2.0.0"}])
+    );
+}

@@ -428,8 +428,9 @@ impl Poller {
     }
 
     /// Records the experiments of the document that the health watch rolled back under this
-    /// generation: the host does not run it, and a watch of that version that started after
-    /// the document was applied ended as `health_check_failed` or `experiment_expired`, or
+    /// generation: the host does not run it, and a watch of that version ended as
+    /// `health_check_failed` or `experiment_expired` after the document was applied (an
+    /// experiment started under an earlier generation and kept by this one included), or
     /// the watch's stop of it is running now (its history entry is written before its task
     /// ends; the history is read after the tasks).
     fn note_rollbacks(
@@ -465,8 +466,7 @@ impl Poller {
                 || history.watches.iter().any(|w| {
                     w.version == exp.version.as_str()
                         && ROLLED_BACK_OUTCOMES.contains(&w.outcome.as_str())
-                        && parse_rfc3339(&w.started_at)
-                            .is_some_and(|t| t + 1000 >= self.state.applied_at_ms)
+                        && parse_rfc3339(&w.ended_at).is_some_and(|t| t >= self.state.applied_at_ms)
                 });
             if rolled_back {
                 tracing::warn!(
