@@ -205,10 +205,18 @@ impl Poller {
                 .as_deref()
                 .and_then(|d| Digest::parse(d).ok())
         });
-        let polled = source
+        let polled = match source
             .poll(known.as_ref(), MAX_DOCUMENT_BYTES as u64, &self.cancel)
             .await
-            .map_err(|e| PollError::new("registry", outpost_types::error_chain(&e)))?;
+        {
+            Ok(p) => p,
+            Err(e) => {
+                // Set up afresh at the next poll: credentials are read again (a rotated
+                // password), and a new connection is made.
+                self.source = None;
+                return Err(PollError::new("registry", outpost_types::error_chain(&e)));
+            }
+        };
         let artifact = match polled {
             ArtifactPoll::Unchanged { digest } => {
                 return match &self.last_seen {
