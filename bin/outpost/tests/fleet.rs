@@ -716,3 +716,68 @@ fn an_experiment_kept_by_a_new_generation_and_rolled_back_under_it_stays_stopped
         json!([{"generation": 2, "package": "web", "version": "2.0.0"}])
     );
 }
+
+#[test]
+fn push_with_a_password_protected_minisign_key() {
+    let env = Env::new("");
+    let fx = env.s.fixtures();
+    let web1 = standard(&fx, "web", "1.0.0");
+    let (public, secret) = (fx.join("locked.pub"), fx.join("locked.key"));
+    // Without a terminal, minisign reads the password (twice) from its standard input.
+    let mut child = Command::new("minisign")
+        .args(["-G", "-p"])
+        .arg(&public)
+        .arg("-s")
+        .arg(&secret)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("minisign -G");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"s3cret\ns3cret\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = env.doc(
+        "gen1",
+        &document(
+            1,
+            &[web1.layout_entry()],
+            json!({"web": {"stable": "1.0.0"}}),
+        ),
+    );
+    let out = env.push(&doc, &["--sign-key", secret.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--password-file"), "{}", stderr(&out));
+    let password = fx.join("password");
+    fs_err::write(&password, "s3cret\n").unwrap();
+    let out = env.push(
+        &doc,
+        &[
+            "--sign-key",
+            secret.to_str().unwrap(),
+            "--password-file",
+            password.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(&env.config)
+        .args(["fleet", "verify", &env.target(), "--key"])
+        .arg(&public);
+    let out = cli_output(cmd, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("valid: generation 1"),
+        "{}",
+        stdout(&out)
+    );
+}
