@@ -543,3 +543,46 @@ fn start_params(version: &Version, policy: &ExperimentPolicy) -> ExperimentStart
         auto_promote_after: d(policy.auto_promote_after),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documents_policy_becomes_the_api_start_body() {
+        let policy = ExperimentPolicy {
+            health: Some(outpost_fleet::HealthPolicy {
+                command: Some(vec!["/bin/check".into(), "--quick".into()]),
+                interval: Some(Duration::from_secs(10)),
+                timeout: Some(Duration::from_millis(500)),
+                failures: Some(3),
+                grace: None,
+            }),
+            max_duration: Some(Duration::from_secs(3600)),
+            auto_promote_after: None,
+        };
+        let version = Version::new("1.3.0").expect("version");
+        let params = start_params(&version, &policy);
+        assert_eq!(params.version, "1.3.0");
+        let health = params.health.expect("health");
+        assert_eq!(
+            health.command,
+            Some(vec!["/bin/check".to_string(), "--quick".to_string()])
+        );
+        assert_eq!(health.interval, Some(WireDuration(Duration::from_secs(10))));
+        assert_eq!(
+            health.timeout,
+            Some(WireDuration(Duration::from_millis(500)))
+        );
+        assert_eq!(health.failures, Some(3));
+        assert_eq!(health.grace, None);
+        assert_eq!(
+            params.max_duration,
+            Some(WireDuration(Duration::from_secs(3600)))
+        );
+        assert_eq!(params.auto_promote_after, None);
+        let bare = start_params(&version, &ExperimentPolicy::default());
+        assert_eq!(bare.health, None);
+        assert_eq!(bare.max_duration, None);
+    }
+}
