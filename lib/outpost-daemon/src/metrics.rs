@@ -10,6 +10,7 @@
 //! | `outpost_daemon_gc_runs_total` | counter | `result` (`ok`, `error`) |
 //! | `outpost_daemon_gc_removed_versions_total` | counter | |
 //! | `outpost_daemon_start_time_seconds` | gauge | |
+//! | `outpost_daemon_experiment_watches_total` | counter | `package`, `outcome` (`promoted`, `auto_promoted`, `stopped`, `health_check_failed`, `experiment_expired`, `replaced`, `removed`, `abandoned`) |
 //!
 //! With `fleet:` configured, the fleet poller's series (declared by [`DaemonMetrics::fleet_enabled`]):
 //!
@@ -32,6 +33,7 @@ const CATALOG: &str = "outpost_daemon_catalog_entries";
 const GC_RUNS: &str = "outpost_daemon_gc_runs_total";
 const GC_REMOVED: &str = "outpost_daemon_gc_removed_versions_total";
 const START_TIME: &str = "outpost_daemon_start_time_seconds";
+const WATCHES: &str = "outpost_daemon_experiment_watches_total";
 /// The generation of the fleet document applied.
 pub(crate) const FLEET_GENERATION: &str = "outpost_fleet_generation";
 /// 1 when the host is converged to the applied fleet document, else 0.
@@ -91,6 +93,12 @@ impl DaemonMetrics {
                 MetricKind::Counter,
             ),
             (
+                WATCHES,
+                "Experiment watches ended, by package and outcome (a rollback is \
+                 health_check_failed or experiment_expired).",
+                MetricKind::Counter,
+            ),
+            (
                 START_TIME,
                 "When the daemon started, in seconds since the Unix epoch.",
                 MetricKind::Gauge,
@@ -143,6 +151,15 @@ impl DaemonMetrics {
     /// Catalog size.
     pub(crate) fn catalog_entries(&self, n: usize) {
         logged(self.telemetry.set_gauge(CATALOG, &[], n as f64));
+    }
+
+    /// One experiment watch ended with `outcome` (`health_check_failed` for a rollback).
+    pub(crate) fn watch_ended(&self, package: &str, outcome: &str) {
+        logged(self.telemetry.add_counter(
+            WATCHES,
+            &[("package", package), ("outcome", outcome)],
+            1.0,
+        ));
     }
 
     /// Declares the fleet families, with every poll error `reason` at zero (a counter at zero
@@ -237,6 +254,8 @@ mod tests {
         metrics.catalog_entries(5);
         metrics.gc(Some(1));
         metrics.gc(None);
+        metrics.watch_ended("web", "health_check_failed");
+        metrics.watch_ended("web", "health_check_failed");
         let text = metrics.telemetry().render();
         for expected in [
             "outpost_daemon_operations_total{operation=\"install\",result=\"ok\"} 1",
@@ -249,6 +268,7 @@ mod tests {
             "outpost_daemon_gc_runs_total{result=\"ok\"} 1",
             "outpost_daemon_gc_runs_total{result=\"error\"} 1",
             "outpost_daemon_gc_removed_versions_total 1",
+            "outpost_daemon_experiment_watches_total{outcome=\"health_check_failed\",package=\"web\"} 2",
             "# TYPE outpost_daemon_operation_duration_seconds histogram",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");

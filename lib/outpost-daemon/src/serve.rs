@@ -6,8 +6,14 @@
 //! (the repository's writer lock: a second daemon on the root is refused with
 //! [`RunError::AlreadyRunning`]), the socket (a live one is never stolen, a stale one is
 //! replaced), its ACL for `api.allow_uids`/`allow_gids` ([`crate::socket_access`]), then
+//! the read-only status socket (`<root>/run/status.sock`, [`crate::status_socket`]), then
 //! serving; the leftovers of a crash are removed in the background while mutations wait.
 //! `/debug/vars` shows the daemon's version, root, uptime, queued mutations and GC counters.
+//!
+//! With `telemetry.listen` (or `outpost daemon --listen`), the read-only listener
+//! ([`crate::listener`]) is bound right after the state is opened and before the socket: an
+//! address it refuses (not loopback without `telemetry.allow_remote`, in use) stops the
+//! start-up with the reason. It stops with the socket's server.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,7 +111,8 @@ pub fn build_api(daemon: Arc<Daemon>) -> Result<Api, RunError> {
     let mut builder = Api::builder()
         .access_policy(AccessPolicy::from_config(&daemon.config().api))
         .telemetry(telemetry.clone());
-    builder.mount(routes::module(daemon));
+    builder.mount(routes::module(daemon.clone()));
+    builder.mount(crate::config_routes::module(daemon));
     builder.mount(telemetry.module());
     builder.mount(debug.module());
     Ok(builder.build()?)
@@ -135,6 +142,16 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             e => RunError::Daemon(e),
         })?;
     let api = build_api(daemon.clone())?;
+    let telemetry = &options.config.telemetry;
+    let listener = match telemetry.listen {
+        Some(addr) => {
+            let exposure = outpost_api::Exposure::from_allow_remote(telemetry.allow_remote);
+            let listener = crate::listener::bind(daemon.clone(), addr, exposure).await?;
+            tracing::info!(tcp.addr = %listener.local_addr(), "serving /metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     let mut server = Server::new(api).bind_unix(&options.socket).await?;
     let api_config = &options.config.api;
     socket_access::grant(
@@ -146,6 +163,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let cleanup = daemon.start_cleanup();
     // Experiments resume their watches; an expired one is stopped once the cleanup is done.
     daemon.start_watches()?;
+    let status_server = crate::status_socket::bind(&options.root).await?;
     // The fleet poller, when `fleet:` is configured; its operations wait for the cleanup too.
     let fleet = daemon.start_fleet();
     if let Some(addr) = options.config.api.tcp {
@@ -178,7 +196,32 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }))
     };
 
-    server.serve(shutdown).await?;
+    // One shutdown for the sockets and the listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        // Nobody listening any more just means all already stopped.
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which only happens after it sent `true`.
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let listener_served = async {
+        match listener {
+            Some(l) => l.serve(stopped(stop_rx.clone())).await,
+            None => Ok(()),
+        }
+    };
+    let (served, status_served, listener_served) = tokio::join!(
+        server.serve(stopped(stop_rx.clone())),
+        status_server.serve(stopped(stop_rx.clone())),
+        listener_served
+    );
+    stopper.abort();
+    served?;
+    status_served?;
+    listener_served?;
     if let Some(gc) = gc {
         gc.abort();
     }

@@ -15,6 +15,8 @@
 //! - [`fixtures`]: tar archives (well-formed and hostile), compressed tarballs, trees on disk
 //!   and their snapshots, a sandbox that shows whether anything was written outside it.
 //! - [`noise`]: deterministic incompressible bytes for packages and archives.
+//! - [`Prometheus`]: Debian's `prometheus` server on `127.0.0.1`, scraping targets found
+//!   through file-based service discovery, with a client for its query API.
 //! - [`loadgen`]: concurrent keep-alive HTTP/1.1 load over a Unix socket, for benchmarks.
 //!
 //! The servers are std threads and blocking sockets, independent of the caller's runtime.
@@ -26,6 +28,7 @@ pub mod client;
 mod files;
 pub mod fixtures;
 pub mod loadgen;
+pub mod prometheus;
 mod proxy;
 mod registry;
 mod token;
@@ -34,6 +37,7 @@ mod token;
 use {files::*, proxy::*, registry::*, token::*};
 
 pub use files::FileServer;
+pub use prometheus::{Prometheus, ScrapeTarget};
 pub use proxy::{Fault, FaultProxy, Rule, SeenRequest};
 pub use registry::{Registry, RegistryAccess};
 pub use token::TokenServer;

@@ -46,11 +46,22 @@ impl Registry {
     /// A registry with the given authentication. Panics (with its log) if it does not
     /// answer `GET /v2/` within 30 s, or if `docker-registry` is not installed.
     pub fn start_with(auth: RegistryAccess) -> Self {
+        Self::start_logged(auth, false)
+    }
+
+    /// A registry without authentication that writes an access log line per request into
+    /// [`Registry::log`] (`"HEAD /v2/<repo>/manifests/<tag> HTTP/1.1" 200 ...`), for tests
+    /// that count requests.
+    pub fn start_with_access_log() -> Self {
+        Self::start_logged(RegistryAccess::None, true)
+    }
+
+    fn start_logged(auth: RegistryAccess, access_log: bool) -> Self {
         let mut last_log = String::new();
         // The port is free when chosen but could be taken before the registry binds it:
         // try a few.
         for _ in 0..5 {
-            match Self::try_start(&auth) {
+            match Self::try_start(&auth, access_log) {
                 Ok(r) => return r,
                 Err(log) => last_log = log,
             }
@@ -58,7 +69,7 @@ impl Registry {
         panic!("docker-registry did not start:\n{last_log}");
     }
 
-    fn try_start(auth: &RegistryAccess) -> Result<Self, String> {
+    fn try_start(auth: &RegistryAccess, access_log: bool) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("outpost-registry-")
             .tempdir()
@@ -92,10 +103,11 @@ impl Registry {
             ),
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {}\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: {addr}\n  secret: outpost-test-secret\n{auth_yaml}",
+            !access_log,
             dir.path().join("data").display()
         );
         let config_path = dir.path().join("config.yml");

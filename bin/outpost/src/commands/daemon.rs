@@ -1,5 +1,6 @@
 //! `outpost daemon`: the fleet daemon in the foreground, until SIGTERM or SIGINT (exit 0).
 //! An unreadable configuration or a daemon that cannot start exits 1 with the reason.
+//! `--listen ADDR` serves `GET /metrics` on a TCP address (overrides `telemetry.listen`).
 
 use outpost_cli::ExitStatus;
 use outpost_cli::args::{DaemonArgs, GlobalArgs};
@@ -12,13 +13,16 @@ pub(crate) fn run(global: &GlobalArgs, args: &DaemonArgs) -> ExitStatus {
         global.quiet,
         tracing::Level::INFO,
     );
-    let config = match global.load_config() {
+    let mut config = match global.load_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {}", outpost_types::error_chain(&e));
             return ExitStatus::Failure;
         }
     };
+    if let Some(addr) = args.listen {
+        config.telemetry.listen = Some(addr);
+    }
     let options = outpost_daemon::RunOptions {
         root: global.root(),
         socket: global.socket(),

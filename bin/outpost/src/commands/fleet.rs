@@ -30,6 +30,7 @@ pub(crate) fn run(global: &GlobalArgs, command: FleetCommand) -> ExitStatus {
         FleetCommand::Push(args) => ("pushing the fleet document", push(global, args)),
         FleetCommand::Verify(args) => ("verifying the fleet document", verify(global, args)),
         FleetCommand::Status => return status(global),
+        FleetCommand::Report(args) => return super::fleet_report::run(global, args),
     };
     match result {
         Ok(()) => ExitStatus::Success,

@@ -101,6 +101,8 @@ pub(crate) struct DaemonOptions {
     pub(crate) socket: Option<PathBuf>,
     /// Extra environment (e.g. `OUTPOST_FAILPOINT`).
     pub(crate) env: Vec<(String, String)>,
+    /// Extra arguments after `daemon` (e.g. `--listen ADDR`).
+    pub(crate) args: Vec<String>,
 }
 
 /// A running `outpost daemon`, killed (SIGKILL) and reaped when dropped.
@@ -145,6 +147,7 @@ impl Daemon {
         if let Some(c) = &options.config {
             cmd.arg("--config").arg(c);
         }
+        cmd.args(&options.args);
         for var in OUTPOST_VARS {
             cmd.env_remove(var);
         }

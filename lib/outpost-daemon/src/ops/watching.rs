@@ -172,6 +172,7 @@ impl Daemon {
         message: String,
     ) {
         tracing::info!(package.name = name, package.version = %spec.version, outcome, "experiment watch ended");
+        self.metrics.watch_ended(name, outcome);
         let summary = watch::summary(spec, checks, outcome, message);
         if let Err(e) = self.store.end_watch(name, &spec.id, &summary) {
             tracing::warn!(package.name = name, error = %e, "could not record the end of the experiment watch");
