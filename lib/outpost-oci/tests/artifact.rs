@@ -1,7 +1,7 @@
 //! Artifacts on a real registry (Debian's `docker-registry`), every request counted by a
 //! recording proxy: push, poll, an unchanged poll that costs one `HEAD`, a changed one, a
 //! registry that is down, and a token-protected registry.
-// Fixture helpers outside `#[test]` functions unwrap too: a failed setup is a failed test.
+// Fixture code outside `#[test]` functions unwraps too: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
 
 use outpost_archive::{Cancel, Digest};

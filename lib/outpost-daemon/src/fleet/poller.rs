@@ -11,7 +11,9 @@ use outpost_fleet::{
 };
 use outpost_oci::{ArtifactPoll, ArtifactSource};
 use outpost_types::config::FleetConfig;
-use outpost_types::wire::{Catalog, ExperimentStartParams, HealthPolicy, WireDuration};
+use outpost_types::wire::{
+    Catalog, ExperimentStartParams, HealthPolicy, Task, TaskState, WireDuration,
+};
 use outpost_types::wire::{format_rfc3339, parse_rfc3339};
 use outpost_types::{PackageName, Version};
 
@@ -37,6 +39,9 @@ pub const ERROR_REASONS: [&str; 11] = [
     "host_id",
     "state",
 ];
+
+/// The operation of the experiment watch's stop.
+const AUTO_STOP: &str = "auto_stop_experiment";
 
 /// Watch outcomes that are a roll-back by the health watch.
 const ROLLED_BACK_OUTCOMES: [&str; 2] = ["health_check_failed", "experiment_expired"];
@@ -66,7 +71,9 @@ impl From<FleetError> for PollError {
 struct Poller {
     daemon: Arc<Daemon>,
     config: FleetConfig,
-    source: Result<ArtifactSource, String>,
+    /// The artifact's source; made again at the next poll while it cannot be (a password
+    /// file that is not there yet).
+    source: Option<ArtifactSource>,
     trusted: Vec<TrustedKey>,
     key_errors: Vec<String>,
     host: Result<Host, String>,
@@ -99,11 +106,6 @@ pub(super) async fn run(daemon: Arc<Daemon>, config: FleetConfig) {
 
 impl Poller {
     fn new(daemon: Arc<Daemon>, config: FleetConfig) -> Self {
-        let source = ArtifactSource::new(
-            &RegistrySettings::from_config(&daemon.config().registry),
-            &config.source.0,
-        )
-        .map_err(|e| outpost_types::error_chain(&e));
         let mut trusted = Vec::new();
         let mut key_errors = Vec::new();
         for path in &config.trusted_keys {
@@ -142,7 +144,7 @@ impl Poller {
         Self {
             daemon,
             config,
-            source,
+            source: None,
             trusted,
             key_errors,
             host,
@@ -186,20 +188,35 @@ impl Poller {
 
     /// Fetches the artifact unless unchanged, and applies its document if accepted.
     async fn fetch(&mut self) -> Result<(), PollError> {
-        let source = self
-            .source
-            .as_ref()
-            .map_err(|e| PollError::new("registry", e.clone()))?;
+        if self.source.is_none() {
+            let made = ArtifactSource::new(
+                &RegistrySettings::from_config(&self.daemon.config().registry),
+                &self.config.source.0,
+            )
+            .map_err(|e| PollError::new("registry", outpost_types::error_chain(&e)))?;
+            self.source = Some(made);
+        }
+        let Some(source) = self.source.as_ref() else {
+            return Ok(());
+        };
         let known = self.last_seen.as_ref().map(|(d, _)| d.clone()).or_else(|| {
             self.state
                 .applied_digest
                 .as_deref()
                 .and_then(|d| Digest::parse(d).ok())
         });
-        let polled = source
+        let polled = match source
             .poll(known.as_ref(), MAX_DOCUMENT_BYTES as u64, &self.cancel)
             .await
-            .map_err(|e| PollError::new("registry", outpost_types::error_chain(&e)))?;
+        {
+            Ok(p) => p,
+            Err(e) => {
+                // Set up afresh at the next poll: credentials are read again (a rotated
+                // password), and a new connection is made.
+                self.source = None;
+                return Err(PollError::new("registry", outpost_types::error_chain(&e)));
+            }
+        };
         let artifact = match polled {
             ArtifactPoll::Unchanged { digest } => {
                 return match &self.last_seen {
@@ -297,8 +314,9 @@ impl Poller {
             .clone()
             .map_err(|e| PollError::new("host_id", e))?;
         self.merge_catalog(&doc)?;
-        self.note_rollbacks(&doc)?;
-        let plan = self.plan(&doc, &host)?;
+        let (state, tasks) = self.snapshot()?;
+        self.note_rollbacks(&doc, &state, &tasks)?;
+        let plan = self.plan(&doc, &host, &state);
         let mut first_error: Option<PollError> = None;
         let mut failed: BTreeSet<PackageName> = BTreeSet::new();
         for action in plan.actions {
@@ -323,7 +341,8 @@ impl Poller {
             }
         }
         // Recomputed from the host as it now is: the truth, whatever the steps did.
-        let after = self.plan(&doc, &host)?;
+        let (state, _) = self.snapshot()?;
+        let after = self.plan(&doc, &host, &state);
         let skipped = after
             .skipped
             .iter()
@@ -336,26 +355,36 @@ impl Poller {
         }
     }
 
-    fn plan(&self, doc: &Document, host: &Host) -> Result<Plan, PollError> {
-        let states = self
+    /// The host's packages, then the last task of each: read in that order, so that an
+    /// experiment found gone because its watch is stopping it has that stop's task in view.
+    fn snapshot(&self) -> Result<(HostState, BTreeMap<String, Task>), PollError> {
+        let status = self
             .daemon
-            .repo()
-            .states()
-            .map_err(|e| PollError::new("apply", outpost_types::error_chain(&e)))?;
-        let state = HostState {
-            packages: states
-                .into_iter()
-                .map(|(name, s)| {
-                    (
-                        name,
-                        PackageLinks {
-                            stable: Some(s.stable),
-                            experiment: s.experiment,
-                        },
-                    )
-                })
-                .collect(),
-        };
+            .status()
+            .map_err(|e| PollError::new("apply", e.message()))?;
+        let version = |v: &str| (!v.is_empty()).then(|| Version::new(v).ok()).flatten();
+        let packages = status
+            .packages
+            .iter()
+            .filter_map(|(name, links)| {
+                Some((
+                    PackageName::new(name.clone()).ok()?,
+                    PackageLinks {
+                        stable: version(&links.stable),
+                        experiment: version(&links.experiment),
+                    },
+                ))
+            })
+            .collect();
+        let tasks = status
+            .remote_config_state
+            .into_iter()
+            .filter_map(|p| Some((p.package, p.task?)))
+            .collect();
+        Ok((HostState { packages }, tasks))
+    }
+
+    fn plan(&self, doc: &Document, host: &Host, state: &HostState) -> Plan {
         let rolled_back = self
             .state
             .rolled_back
@@ -368,7 +397,7 @@ impl Poller {
                 })
             })
             .collect();
-        Ok(outpost_fleet::plan(doc, host, &state, &rolled_back))
+        outpost_fleet::plan(doc, host, state, &rolled_back)
     }
 
     /// Makes sure the daemon's catalog has the document's entries: those of the packages the
@@ -407,9 +436,17 @@ impl Poller {
     }
 
     /// Records the experiments of the document that the health watch rolled back under this
-    /// generation (a watch of that version that started after the document was applied and
-    /// ended as `health_check_failed` or `experiment_expired`).
-    fn note_rollbacks(&mut self, doc: &Document) -> Result<(), PollError> {
+    /// generation: the host does not run it, and a watch of that version ended as
+    /// `health_check_failed` or `experiment_expired` after the document was applied (an
+    /// experiment started under an earlier generation and kept by this one included), or
+    /// the watch's stop of it is running now (its history entry is written before its task
+    /// ends; the history is read after the tasks).
+    fn note_rollbacks(
+        &mut self,
+        doc: &Document,
+        state: &HostState,
+        tasks: &BTreeMap<String, Task>,
+    ) -> Result<(), PollError> {
         let mut added = false;
         for (name, spec) in &doc.packages {
             let Some(exp) = &spec.experiment else {
@@ -420,19 +457,25 @@ impl Poller {
                 package: name.to_string(),
                 version: exp.version.to_string(),
             };
-            if self.state.rolled_back.contains(&entry) {
+            let running = state.packages.get(name).and_then(|l| l.experiment.as_ref());
+            if self.state.rolled_back.contains(&entry) || running == Some(&exp.version) {
                 continue;
             }
+            let stopping = tasks.get(name.as_str()).is_some_and(|t| {
+                t.state == TaskState::Running
+                    && t.operation == AUTO_STOP
+                    && t.version.as_deref() == Some(exp.version.as_str())
+            });
             let history = self
                 .daemon
                 .experiment_history(name)
                 .map_err(|e| PollError::new("apply", e.message()))?;
-            let rolled_back = history.watches.iter().any(|w| {
-                w.version == exp.version.as_str()
-                    && ROLLED_BACK_OUTCOMES.contains(&w.outcome.as_str())
-                    && parse_rfc3339(&w.started_at)
-                        .is_some_and(|t| t + 1000 >= self.state.applied_at_ms)
-            });
+            let rolled_back = stopping
+                || history.watches.iter().any(|w| {
+                    w.version == exp.version.as_str()
+                        && ROLLED_BACK_OUTCOMES.contains(&w.outcome.as_str())
+                        && parse_rfc3339(&w.ended_at).is_some_and(|t| t >= self.state.applied_at_ms)
+                });
             if rolled_back {
                 tracing::warn!(
                     fleet.generation = doc.generation, package.name = %name,
@@ -498,5 +541,48 @@ fn start_params(version: &Version, policy: &ExperimentPolicy) -> ExperimentStart
         }),
         max_duration: d(policy.max_duration),
         auto_promote_after: d(policy.auto_promote_after),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documents_policy_becomes_the_api_start_body() {
+        let policy = ExperimentPolicy {
+            health: Some(outpost_fleet::HealthPolicy {
+                command: Some(vec!["/bin/check".into(), "--quick".into()]),
+                interval: Some(Duration::from_secs(10)),
+                timeout: Some(Duration::from_millis(500)),
+                failures: Some(3),
+                grace: None,
+            }),
+            max_duration: Some(Duration::from_secs(3600)),
+            auto_promote_after: None,
+        };
+        let version = Version::new("1.3.0").expect("version");
+        let params = start_params(&version, &policy);
+        assert_eq!(params.version, "1.3.0");
+        let health = params.health.expect("health");
+        assert_eq!(
+            health.command,
+            Some(vec!["/bin/check".to_string(), "--quick".to_string()])
+        );
+        assert_eq!(health.interval, Some(WireDuration(Duration::from_secs(10))));
+        assert_eq!(
+            health.timeout,
+            Some(WireDuration(Duration::from_millis(500)))
+        );
+        assert_eq!(health.failures, Some(3));
+        assert_eq!(health.grace, None);
+        assert_eq!(
+            params.max_duration,
+            Some(WireDuration(Duration::from_secs(3600)))
+        );
+        assert_eq!(params.auto_promote_after, None);
+        let bare = start_params(&version, &ExperimentPolicy::default());
+        assert_eq!(bare.health, None);
+        assert_eq!(bare.max_duration, None);
     }
 }

@@ -334,11 +334,6 @@ impl Daemon {
         self.started.elapsed()
     }
 
-    /// The repository.
-    pub(crate) fn repo(&self) -> &Repository {
-        &self.repo
-    }
-
     /// The daemon's metrics.
     pub(crate) fn metrics(&self) -> &DaemonMetrics {
         &self.metrics
