@@ -173,3 +173,96 @@ fn the_daemon_page_follows_packages_and_experiments_live() {
         );
     }
 }
+
+/// Bytes that do not compress (xorshift), so the package's layer is as large as its files.
+fn noise_bytes(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+#[test]
+fn a_running_install_shows_its_progress_bar() {
+    use outpost_testkit::{Fault, FaultProxy, FileServer, Rule};
+
+    let s = Scratch::new();
+    let mut files = standard_files("tool", "3.0.0");
+    files.push(("data/blob".into(), noise_bytes(4 << 20), 0o644));
+    let fixture = package(&s.fixtures(), "tool", "3.0.0", files);
+    let www = s.path().join("www");
+    fs_err::create_dir(&www).unwrap();
+    fs_err::copy(&fixture.layer_blob, www.join("tool-3.0.0.tar")).unwrap();
+    let server = FileServer::start(&www);
+    // One MiB goes through, then the download waits until released.
+    let proxy = FaultProxy::start(
+        server.addr(),
+        vec![Rule::new(
+            "tool-3.0.0",
+            Fault::HoldBody { after: 1 << 20 },
+            1,
+        )],
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{}", browser::free_port())
+        .parse()
+        .unwrap();
+    let d = Daemon::start_with(
+        &s.root(),
+        DaemonOptions {
+            args: vec!["--listen".into(), addr.to_string()],
+            ..Default::default()
+        },
+    );
+    let log = || d.log();
+    d.set_catalog(&[json!({"package": "tool", "version": "3.0.0",
+        "url": format!("http://{}/tool-3.0.0.tar", proxy.host()),
+        "sha256": fixture.layer_sha256, "size": fixture.layer_size})]);
+
+    let mut b = Browser::start();
+    let origin = format!("http://{addr}");
+    b.navigate(&format!("{origin}/"));
+    let socket = d.socket.clone();
+    let install =
+        std::thread::spawn(move || cli(&socket, &["--json", "install", "tool", "3.0.0"], None));
+    let value = b.wait_for(
+        "a progress bar part way",
+        "(() => { const p = document.querySelector('table[data-t=packages] progress'); \
+         return p && p.value > 0 && p.value < 1 ? p.value : null; })()",
+        Duration::from_secs(30),
+        log,
+    );
+    let fraction = value.as_f64().unwrap();
+    let expected = (1 << 20) as f64 / fixture.layer_size as f64;
+    assert!(fraction <= expected + 0.01, "{fraction} > {expected}");
+    let row = b.eval(
+        "Array.from(document.querySelector('table[data-t=packages] tbody tr').cells).map(c => c.textContent).join('|')",
+    );
+    assert!(row.as_str().unwrap().contains("|running|"), "{row}");
+    assert!(row.as_str().unwrap().contains("download "), "{row}");
+    b.screenshot(&browser::screenshots("daemon_page").join("progress.png"));
+
+    proxy.release();
+    let out = install.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Done: the bar is gone and the version is stable, without a reload.
+    b.wait_for(
+        "the install is done",
+        "(() => { const r = document.querySelector('table[data-t=packages] tbody tr'); \
+         return r && r.cells[1].textContent === '3.0.0' && !r.querySelector('progress'); })()",
+        Duration::from_secs(30),
+        log,
+    );
+    b.pump(Duration::from_millis(300));
+    assert_eq!(b.errors(), Vec::<String>::new(), "console errors");
+    for url in b.requests() {
+        assert!(
+            url.starts_with(&format!("{origin}/")),
+            "a request left the listener: {url}"
+        );
+    }
+}
