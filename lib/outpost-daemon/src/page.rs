@@ -206,3 +206,109 @@ impl PageSource for DaemonPage {
 pub fn routes(daemon: Arc<Daemon>) -> ReadOnlyRoutes {
     page::routes(spec(), Arc::new(DaemonPage(daemon)), MIN_REFRESH)
 }
+
+#[cfg(test)]
+mod tests {
+    use outpost_types::ErrorCode;
+    use outpost_types::error::ApiError;
+    use outpost_types::wire::{ExperimentWatch, HealthCheck, PackageStatus, Progress, Task};
+
+    use super::*;
+
+    fn cells(t: &TableInput) -> Vec<Value> {
+        t.rows[0]
+            .cells
+            .iter()
+            .map(|c| match c {
+                Cell::Value(v) => v.clone(),
+                Cell::Series { .. } => Value::Null,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_show_progress_watch_and_no_credential() {
+        let status = StatusResponse {
+            version: "0.1.0".into(),
+            packages: Default::default(),
+            remote_config_state: vec![
+                PackageStatus {
+                    package: "tool".into(),
+                    stable_version: "1".into(),
+                    experiment_version: String::new(),
+                    task: Some(Task {
+                        id: "t1".into(),
+                        operation: "install".into(),
+                        version: Some("2".into()),
+                        state: TaskState::Running,
+                        error: None,
+                        progress: Some(Progress {
+                            phase: Phase::Download,
+                            bytes_done: 1 << 20,
+                            bytes_total: Some(4 << 20),
+                        }),
+                    }),
+                    experiment_watch: None,
+                },
+                PackageStatus {
+                    package: "pkg".into(),
+                    stable_version: "1".into(),
+                    experiment_version: "2".into(),
+                    task: Some(Task {
+                        id: "t2".into(),
+                        operation: "install".into(),
+                        version: Some("3".into()),
+                        state: TaskState::Error,
+                        error: Some(ApiError::new(
+                            ErrorCode::BadRequest,
+                            "GET https://bob:s3cret@reg.example/v2/pkg failed",
+                        )),
+                        progress: None,
+                    }),
+                    experiment_watch: Some(ExperimentWatch {
+                        version: "2".into(),
+                        started_at: "2026-12-03T06:00:00Z".into(),
+                        deadline: "2026-12-03T06:10:00Z".into(),
+                        auto_promote_at: None,
+                        consecutive_failures: 1,
+                        last_check: Some(HealthCheck {
+                            at: "2026-12-03T06:01:00Z".into(),
+                            ok: false,
+                            exit_code: Some(3),
+                            output_tail: "pulling oci://u:p@r/x\n".into(),
+                        }),
+                    }),
+                },
+            ],
+        };
+        let t = tables(&status);
+        let tool = cells(&t[0]);
+        assert_eq!(tool[3], json!("install 2"));
+        assert_eq!(tool[4], json!("running"));
+        assert_eq!(tool[5], json!(0.25));
+        assert_eq!(tool[6], json!("download 1.0 of 4.0 MiB"));
+        let pkg: Vec<Value> = t[0].rows[1]
+            .cells
+            .iter()
+            .map(|c| match c {
+                Cell::Value(v) => v.clone(),
+                Cell::Series { .. } => Value::Null,
+            })
+            .collect();
+        assert_eq!(pkg[4], json!("failed"));
+        assert_eq!(pkg[5], Value::Null, "no bar once it is over");
+        assert_eq!(
+            pkg[7],
+            json!({"m": "GET https://***@reg.example/v2/pkg failed"})
+        );
+        let watch = cells(&t[1]);
+        assert_eq!(watch[1], json!("2"));
+        assert_eq!(watch[2], json!(1_796_278_200.0));
+        assert_eq!(watch[3], Value::Null);
+        assert_eq!(watch[5], json!("failed"));
+        assert_eq!(
+            watch[6],
+            json!({"m": "exit 3, 2026-12-03T06:01:00Z", "tb": "pulling oci://***@r/x\n"})
+        );
+    }
+}
