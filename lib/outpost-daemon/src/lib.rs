@@ -13,7 +13,9 @@
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod allocator;
+pub mod config_routes;
 pub mod error;
+pub mod fleet;
 pub mod hooks;
 pub mod listener;
 pub mod metrics;
@@ -22,11 +24,12 @@ pub mod page;
 pub mod routes;
 pub mod serve;
 pub mod socket_access;
+pub mod status_socket;
 mod store;
 pub mod tasks;
 mod watch;
 
 pub use error::DaemonError;
-pub use ops::{Daemon, GcSummary, Requester, StatusBody};
+pub use ops::{Daemon, GcSummary, Requester, Secrets, StatusBody};
 pub use serve::{RunError, RunOptions, run};
 pub use socket_access::SocketAccessError;

@@ -11,6 +11,15 @@
 //! | `outpost_daemon_gc_removed_versions_total` | counter | |
 //! | `outpost_daemon_start_time_seconds` | gauge | |
 //! | `outpost_daemon_experiment_watches_total` | counter | `package`, `outcome` (`promoted`, `auto_promoted`, `stopped`, `health_check_failed`, `experiment_expired`, `replaced`, `removed`, `abandoned`) |
+//!
+//! With `fleet:` configured, the fleet poller's series (declared by [`DaemonMetrics::fleet_enabled`]):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `outpost_fleet_generation` | gauge | | the generation applied (absent before the first) |
+//! | `outpost_fleet_converged` | gauge | | 1 when the host is in the applied document's state |
+//! | `outpost_fleet_poll_errors_total` | counter | `reason` |
+//! | `outpost_fleet_polls_total` | counter | |
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +34,14 @@ const GC_RUNS: &str = "outpost_daemon_gc_runs_total";
 const GC_REMOVED: &str = "outpost_daemon_gc_removed_versions_total";
 const START_TIME: &str = "outpost_daemon_start_time_seconds";
 const WATCHES: &str = "outpost_daemon_experiment_watches_total";
+/// The generation of the fleet document applied.
+pub(crate) const FLEET_GENERATION: &str = "outpost_fleet_generation";
+/// 1 when the host is converged to the applied fleet document, else 0.
+pub(crate) const FLEET_CONVERGED: &str = "outpost_fleet_converged";
+/// Polls of the fleet document that ended in an error or a refusal, by reason.
+pub(crate) const FLEET_POLL_ERRORS: &str = "outpost_fleet_poll_errors_total";
+/// Polls of the fleet document.
+pub(crate) const FLEET_POLLS: &str = "outpost_fleet_polls_total";
 
 /// Operation durations: from a no-op switch to a download of many minutes.
 const DURATION_BUCKETS: [f64; 13] = [
@@ -145,6 +162,70 @@ impl DaemonMetrics {
         ));
     }
 
+    /// Declares the fleet families, with every poll error `reason` at zero (a counter at zero
+    /// is a fact too), and the converged gauge at 0 until the first convergence.
+    pub(crate) fn fleet_enabled(&self, reasons: &[&str]) {
+        for (name, help, kind) in [
+            (
+                FLEET_GENERATION,
+                "Generation of the fleet document applied on this host.",
+                MetricKind::Gauge,
+            ),
+            (
+                FLEET_CONVERGED,
+                "1 when this host is in the desired state of the applied fleet document, else 0.",
+                MetricKind::Gauge,
+            ),
+            (
+                FLEET_POLL_ERRORS,
+                "Polls of the fleet document that failed or refused the document, by reason.",
+                MetricKind::Counter,
+            ),
+            (
+                FLEET_POLLS,
+                "Polls of the fleet document.",
+                MetricKind::Counter,
+            ),
+        ] {
+            logged(self.telemetry.describe(name, help, kind));
+        }
+        for reason in reasons {
+            logged(
+                self.telemetry
+                    .add_counter(FLEET_POLL_ERRORS, &[("reason", reason)], 0.0),
+            );
+        }
+        logged(self.telemetry.add_counter(FLEET_POLLS, &[], 0.0));
+        self.fleet_converged(false);
+    }
+
+    /// The generation of the fleet document applied.
+    pub(crate) fn fleet_generation(&self, generation: u64) {
+        logged(
+            self.telemetry
+                .set_gauge(FLEET_GENERATION, &[], generation as f64),
+        );
+    }
+
+    /// Whether the host is converged to the applied fleet document.
+    pub(crate) fn fleet_converged(&self, converged: bool) {
+        logged(
+            self.telemetry
+                .set_gauge(FLEET_CONVERGED, &[], if converged { 1.0 } else { 0.0 }),
+        );
+    }
+
+    /// One poll of the fleet document; `error` is the reason of its failure, if any.
+    pub(crate) fn fleet_poll(&self, error: Option<&str>) {
+        logged(self.telemetry.add_counter(FLEET_POLLS, &[], 1.0));
+        if let Some(reason) = error {
+            logged(
+                self.telemetry
+                    .add_counter(FLEET_POLL_ERRORS, &[("reason", reason)], 1.0),
+            );
+        }
+    }
+
     /// One garbage collection pass: `removed` versions when it succeeded, `None` when it failed.
     pub(crate) fn gc(&self, removed: Option<usize>) {
         let result = if removed.is_some() { "ok" } else { "error" };
@@ -196,5 +277,36 @@ mod tests {
             text.contains("outpost_daemon_start_time_seconds "),
             "{text}"
         );
+        assert!(
+            !text.contains("outpost_fleet"),
+            "no fleet series unless enabled"
+        );
+    }
+
+    #[test]
+    fn fleet_families_render() {
+        let metrics = DaemonMetrics::new(Telemetry::new());
+        metrics.fleet_enabled(&["registry", "expired"]);
+        let text = metrics.telemetry().render();
+        assert!(
+            text.contains("outpost_fleet_poll_errors_total{reason=\"expired\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("outpost_fleet_converged 0"), "{text}");
+        metrics.fleet_generation(7);
+        metrics.fleet_converged(true);
+        metrics.fleet_poll(None);
+        metrics.fleet_poll(Some("expired"));
+        let text = metrics.telemetry().render();
+        for expected in [
+            "outpost_fleet_generation 7",
+            "outpost_fleet_converged 1",
+            "outpost_fleet_polls_total 2",
+            "outpost_fleet_poll_errors_total{reason=\"expired\"} 1",
+            "outpost_fleet_poll_errors_total{reason=\"registry\"} 0",
+            "# TYPE outpost_fleet_poll_errors_total counter",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
     }
 }

@@ -12,7 +12,12 @@
 //! | GET | `/{package}/experiment/history` | [`experiment_history`] |
 //! | POST | `/{package}/remove` | [`remove`] |
 //!
-//! Names and versions are validated before any work (400). Conventions (JSON bodies, error
+//! The config routes (`/config_catalog`, `/{package}/config_experiment/...`) are in
+//! [`crate::config_routes`], mounted into the same root module.
+//!
+//! Names and versions are validated before any work (400). A mutation of a package the fleet
+//! document manages is refused with 409 `managed_by_fleet` unless its body has
+//! `"force": true` (see [`crate::fleet`]). Conventions (JSON bodies, error
 //! shape, 404/405/413/415, access control by peer uid) are enforced by the router.
 
 use std::sync::Arc;
@@ -36,12 +41,14 @@ impl From<DaemonError> for ErrorResponse {
 type Result<T> = std::result::Result<Json<T>, ErrorResponse>;
 
 /// A request body that must be a JSON object.
-type ObjectBody = Option<Json<Map<String, Value>>>;
+pub(crate) type ObjectBody = Option<Json<Map<String, Value>>>;
 
 /// Decodes an object body into `T` (`None` when the request had no body). serde would also
 /// take a JSON array for a struct (`["1.0"]` as `{"version": "1.0"}`); the contract calls that
 /// an ill-typed body, so the top level must be an object.
-fn decode<T: DeserializeOwned>(body: ObjectBody) -> std::result::Result<Option<T>, ErrorResponse> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    body: ObjectBody,
+) -> std::result::Result<Option<T>, ErrorResponse> {
     body.map(|Json(map)| {
         serde_json::from_value(Value::Object(map))
             .map_err(|e| ErrorResponse::bad_request(format!("invalid request body: {e}")))
@@ -64,7 +71,7 @@ pub fn module(daemon: Arc<Daemon>) -> Module {
         .with_state(daemon)
 }
 
-fn requester(caller: Option<&Caller>) -> Requester {
+pub(crate) fn requester(caller: Option<&Caller>) -> Requester {
     Requester {
         uid: caller.map(|c| c.uid),
         pid: caller
@@ -73,7 +80,31 @@ fn requester(caller: Option<&Caller>) -> Requester {
     }
 }
 
-fn package(name: String) -> std::result::Result<PackageName, ErrorResponse> {
+/// `"force": true` in a mutation's body: a local change of a package the fleet manages.
+fn force(body: &ObjectBody) -> std::result::Result<bool, ErrorResponse> {
+    match body.as_ref().and_then(|Json(map)| map.get("force")) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ErrorResponse::bad_request(
+            "invalid request body: force: expected true or false",
+        )),
+    }
+}
+
+/// Refuses (409 `managed_by_fleet`) a local mutation of a package the fleet document
+/// manages, unless the body says `"force": true`.
+fn managed(
+    d: &Daemon,
+    name: &PackageName,
+    body: &ObjectBody,
+    operation: &str,
+    caller: Option<&Caller>,
+) -> std::result::Result<(), ErrorResponse> {
+    d.check_managed(name, force(body)?, operation, requester(caller))?;
+    Ok(())
+}
+
+pub(crate) fn package(name: String) -> std::result::Result<PackageName, ErrorResponse> {
     PackageName::new(name).map_err(|e| ErrorResponse::new(ErrorCode::BadRequest, e.to_string()))
 }
 
@@ -121,10 +152,13 @@ pub async fn install(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "install", caller.as_ref())?;
     let params = decode::<TaskParams>(body)?;
     let version = d.install_version(&name, params.as_ref())?;
-    let args = params.and_then(|p| p.install_args).unwrap_or_default();
-    d.install(name, version, args, requester(caller.as_ref()))
+    let (args, extensions) = params
+        .map(|p| (p.install_args.unwrap_or_default(), p.extensions))
+        .unwrap_or_default();
+    d.install(name, version, args, extensions, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -139,6 +173,7 @@ pub async fn start_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "start_experiment", caller.as_ref())?;
     let Some(Json(map)) = body else {
         return Err(ErrorResponse::bad_request(
             "a body is required: {\"version\": \"...\"}",
@@ -169,9 +204,11 @@ pub async fn stop_experiment(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     Path(name): Path<String>,
+    body: ObjectBody,
 ) -> Result<Empty> {
-    d.stop_experiment(package(name)?, requester(caller.as_ref()))
-        .await?;
+    let name = package(name)?;
+    managed(&d, &name, &body, "stop_experiment", caller.as_ref())?;
+    d.stop_experiment(name, requester(caller.as_ref())).await?;
     Ok(Json(Empty {}))
 }
 
@@ -180,8 +217,11 @@ pub async fn promote_experiment(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     Path(name): Path<String>,
+    body: ObjectBody,
 ) -> Result<Empty> {
-    d.promote_experiment(package(name)?, requester(caller.as_ref()))
+    let name = package(name)?;
+    managed(&d, &name, &body, "promote_experiment", caller.as_ref())?;
+    d.promote_experiment(name, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }
@@ -191,7 +231,10 @@ pub async fn remove(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     Path(name): Path<String>,
+    body: ObjectBody,
 ) -> Result<Empty> {
-    d.remove(package(name)?, requester(caller.as_ref())).await?;
+    let name = package(name)?;
+    managed(&d, &name, &body, "remove", caller.as_ref())?;
+    d.remove(name, requester(caller.as_ref())).await?;
     Ok(Json(Empty {}))
 }

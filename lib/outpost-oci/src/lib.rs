@@ -37,6 +37,7 @@
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 mod error;
+pub mod extension;
 pub mod layout;
 pub mod oci;
 pub mod pack;
@@ -45,5 +46,8 @@ mod tls;
 pub mod transfer;
 
 pub use error::{OciError, RemoteProblem};
-pub use registry::{Login, PushedImage, RegistryImage, RegistrySettings, push_layout};
+pub use registry::{
+    Artifact, ArtifactPoll, ArtifactSource, Login, PushedArtifact, PushedImage, RegistryImage,
+    RegistrySettings, push_artifact, push_layout,
+};
 pub use transfer::RetryPolicy;

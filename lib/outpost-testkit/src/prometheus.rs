@@ -17,6 +17,12 @@ use serde_json::Value;
 use crate::client::{Req, send_blocking};
 use crate::{START_DEADLINE, free_port, poll};
 
+/// A series' labels.
+pub type Labels = BTreeMap<String, String>;
+
+/// A series of a range vector: its labels and `(timestamp in seconds, value)` samples.
+pub type Series = (Labels, Vec<(f64, f64)>);
+
 /// Where Debian installs the server.
 pub const PROMETHEUS_BINARY: &str = "/usr/bin/prometheus";
 
@@ -161,7 +167,60 @@ impl Prometheus {
     ///
     /// # Errors
     /// The server cannot be reached, or refused the query (the error holds its answer).
-    pub fn query(&self, query: &str) -> io::Result<Vec<(BTreeMap<String, String>, f64)>> {
+    pub fn query(&self, query: &str) -> io::Result<Vec<(Labels, f64)>> {
+        let body = self.api(query)?;
+        let Some(result) = body["data"]["result"].as_array() else {
+            return Err(io::Error::other(format!(
+                "query {query:?}: not a vector: {body}"
+            )));
+        };
+        result
+            .iter()
+            .map(|s| {
+                let labels = labels_of(&s["metric"]);
+                let value = s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .ok_or_else(|| io::Error::other(format!("query {query:?}: bad sample {s}")))?;
+                Ok((labels, value))
+            })
+            .collect()
+    }
+
+    /// The raw samples of a range-vector `query` (`metric[5m]`): each series' labels and its
+    /// `(timestamp in seconds, value)` pairs as scraped.
+    ///
+    /// # Errors
+    /// The server cannot be reached, or refused the query (the error holds its answer).
+    pub fn samples(&self, query: &str) -> io::Result<Vec<Series>> {
+        let body = self.api(query)?;
+        let Some(result) = body["data"]["result"]
+            .as_array()
+            .filter(|_| body["data"]["resultType"] == "matrix")
+        else {
+            return Err(io::Error::other(format!(
+                "query {query:?}: not a range vector: {body}"
+            )));
+        };
+        result
+            .iter()
+            .map(|s| {
+                let values = s["values"]
+                    .as_array()
+                    .map(|vs| {
+                        vs.iter()
+                            .filter_map(|p| {
+                                Some((p[0].as_f64()?, p[1].as_str()?.parse::<f64>().ok()?))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok((labels_of(&s["metric"]), values))
+            })
+            .collect()
+    }
+
+    fn api(&self, query: &str) -> io::Result<Value> {
         let path = format!("/api/v1/query?query={}", encode(query));
         let r = send_blocking(self.addr, &Req::new("GET", &path))?;
         let body: Value = serde_json::from_slice(&r.body).map_err(io::Error::other)?;
@@ -171,29 +230,7 @@ impl Prometheus {
                 r.status
             )));
         }
-        let Some(result) = body["data"]["result"].as_array() else {
-            return Err(io::Error::other(format!(
-                "query {query:?}: not a vector: {body}"
-            )));
-        };
-        result
-            .iter()
-            .map(|s| {
-                let labels = s["metric"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let value = s["value"][1]
-                    .as_str()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .ok_or_else(|| io::Error::other(format!("query {query:?}: bad sample {s}")))?;
-                Ok((labels, value))
-            })
-            .collect()
+        Ok(body)
     }
 
     /// Polls `check` every 100 ms until it gives a value, for at most `deadline`.
@@ -232,6 +269,17 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn labels_of(metric: &Value) -> BTreeMap<String, String> {
+    metric
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Percent-encodes a query parameter.

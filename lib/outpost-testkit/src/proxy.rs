@@ -83,6 +83,7 @@ pub(crate) struct ProxyState {
     seen: Vec<SeenRequest>,
     injected: usize,
     released: bool,
+    down: bool,
 }
 
 /// An HTTP/1.1 proxy in front of `upstream` that records requests and injects faults.
@@ -157,6 +158,12 @@ impl FaultProxy {
     /// Replaces the rules.
     pub fn set_rules(&self, rules: Vec<Rule>) {
         lock(&self.state.0).rules = rules;
+    }
+
+    /// While `down`, every request is recorded, then its connection is closed without an
+    /// answer: the server behind looks down (a network failure for the client).
+    pub fn set_down(&self, down: bool) {
+        lock(&self.state.0).down = down;
     }
 
     /// Lets every held body ([`Fault::HoldBody`]) go on, now and from now on.
@@ -258,6 +265,9 @@ pub(crate) fn proxy_one(
     let fault = {
         let mut st = lock(state);
         st.seen.push(head.seen());
+        if st.down {
+            return Ok(());
+        }
         let ranged = head.header("range").is_some();
         let hit = st.rules.iter_mut().find(|r| {
             r.times > 0

@@ -24,6 +24,63 @@ pub struct Config {
     pub agent: AgentConfig,
     /// The daemon's read-only metrics listener.
     pub telemetry: TelemetryConfig,
+    /// Fleet convergence: the desired-state document this host polls. Off when absent.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// Default of `fleet.poll_interval`.
+pub const DEFAULT_FLEET_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// `fleet:`: where the daemon polls its desired-state document, which keys may sign it, and
+/// who this host is for cohorts and selectors (`docs/fleet.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The document's artifact: `oci://host[:port]/repo:tag` (or `@sha256:...`).
+    pub source: FleetSource,
+    /// Time between two polls (default 30s), scaled by a per-host factor in [0.9, 1.1].
+    #[serde(default = "default_fleet_poll_interval")]
+    pub poll_interval: HumanDuration,
+    /// minisign public key files; a document signed by any of them is trusted.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Accept documents without a signature (a lab setting, reported loudly).
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    /// The host id for cohorts; `/etc/machine-id` when absent.
+    #[serde(default)]
+    pub host_id: Option<String>,
+    /// This host's labels, matched by experiment selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_fleet_poll_interval() -> HumanDuration {
+    HumanDuration(DEFAULT_FLEET_POLL_INTERVAL)
+}
+
+/// `fleet.source`: an `oci://` reference, checked when the configuration is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSource(pub crate::source::OciReference);
+
+impl fmt::Display for FleetSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "oci://{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FleetSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let rest = s.strip_prefix("oci://").ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not an OCI reference: expected oci://host/repo:tag"
+            ))
+        })?;
+        crate::source::OciReference::parse(rest)
+            .map(Self)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
 }
 
 /// `telemetry:`: the daemon's read-only TCP listener (`GET /metrics`). Off unless `listen` is
@@ -299,6 +356,10 @@ pub struct AgentConfig {
     pub listen: Option<SocketAddr>,
     /// Allow `listen` to be a non-loopback address (exposes the metrics to other hosts).
     pub allow_remote: bool,
+    /// The most Python memory one check instance may keep (the memory tracker's estimate of
+    /// what its runs allocated and did not free); an allocation past it fails with
+    /// `MemoryError` and the run is reported as over the limit. None (the default): no limit.
+    pub check_memory_limit: Option<ByteSize>,
     /// Every other key, readable by checks through `datadog_agent.get_config`.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -320,6 +381,7 @@ impl Default for AgentConfig {
             python3_linter_timeout: HumanDuration(DEFAULT_PYTHON3_LINTER_TIMEOUT),
             listen: None,
             allow_remote: false,
+            check_memory_limit: None,
             extra: BTreeMap::new(),
         }
     }
@@ -351,6 +413,7 @@ impl AgentConfig {
             "python3_linter_timeout" => Some(serde_json::to_value(self.python3_linter_timeout)),
             "listen" => Some(serde_json::to_value(self.listen)),
             "allow_remote" => Some(serde_json::to_value(self.allow_remote)),
+            "check_memory_limit" => Some(serde_json::to_value(self.check_memory_limit)),
             _ => None,
         };
         if let Some(value) = typed {
@@ -501,6 +564,13 @@ impl ByteSize {
     }
 }
 
+/// Serialised as a number of bytes.
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumOrStr::deserialize(d)? {
@@ -524,6 +594,52 @@ enum NumOrStr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_section() {
+        assert_eq!(Config::default().fleet, None);
+        let c = Config::from_yaml(
+            "fleet:\n  source: oci://127.0.0.1:5000/fleet/doc:prod\n  trusted_keys: [/etc/k.pub]\n  \
+             labels: {role: web}\n",
+        )
+        .unwrap();
+        let f = c.fleet.unwrap();
+        assert_eq!(f.source.to_string(), "oci://127.0.0.1:5000/fleet/doc:prod");
+        assert_eq!(f.poll_interval.0, DEFAULT_FLEET_POLL_INTERVAL);
+        assert_eq!(f.trusted_keys, vec![PathBuf::from("/etc/k.pub")]);
+        assert!(!f.allow_unsigned);
+        assert_eq!(f.host_id, None);
+        assert_eq!(f.labels["role"], "web");
+        let c = Config::from_yaml(
+            "fleet: {source: \"oci://r/d@sha256:0000000000000000000000000000000000000000000000000000000000000000\", \
+             poll_interval: 5s, allow_unsigned: true, host_id: h1}\n",
+        )
+        .unwrap();
+        let f = c.fleet.unwrap();
+        assert_eq!(f.poll_interval.0, Duration::from_secs(5));
+        assert!(f.allow_unsigned);
+        assert_eq!(f.host_id.as_deref(), Some("h1"));
+        for (bad, key) in [
+            ("fleet: {source: \"http://x/y:1\"}\n", "fleet.source"),
+            ("fleet: {source: \"oci://x/y\"}\n", "fleet.source"),
+            (
+                "fleet: {source: \"oci://x/y:1\", pol_interval: 5s}\n",
+                "fleet",
+            ),
+            ("fleet: {poll_interval: 5s}\n", "fleet"),
+            (
+                "fleet: {source: \"oci://x/y:1\", poll_interval: soon}\n",
+                "fleet.poll_interval",
+            ),
+        ] {
+            let e = Config::from_yaml(bad).unwrap_err();
+            assert!(
+                e.key().is_some_and(|k| k.starts_with(key)),
+                "{bad}: {e} (key {:?})",
+                e.key()
+            );
+        }
+    }
 
     #[test]
     fn empty_is_default() {
@@ -641,6 +757,26 @@ agent: {runners: 2, memtrack_enabled: false, tags: [a:b], enable_metadata_collec
         assert_eq!(c.registry.stall_timeout.0, Duration::from_secs(90));
         let err = Config::from_yaml("registry: {stall_timeout: 3 weeks}\n").unwrap_err();
         assert!(err.to_string().contains("registry.stall_timeout"), "{err}");
+    }
+
+    #[test]
+    fn check_memory_limit_is_a_size() {
+        let c = Config::from_yaml("agent: {check_memory_limit: 64MiB}\n").unwrap();
+        assert_eq!(c.agent.check_memory_limit, Some(ByteSize(64 << 20)));
+        assert_eq!(
+            c.agent.get("check_memory_limit"),
+            Some(serde_json::json!(64 << 20))
+        );
+        assert!(!c.agent.extra.contains_key("check_memory_limit"));
+        let c = Config::from_yaml("agent: {check_memory_limit: 1000000}\n").unwrap();
+        assert_eq!(c.agent.check_memory_limit, Some(ByteSize(1_000_000)));
+        assert_eq!(AgentConfig::default().check_memory_limit, None);
+        assert_eq!(AgentConfig::default().get("check_memory_limit"), None);
+        for bad in ["64 parsecs", "-1", "1.5"] {
+            let e =
+                Config::from_yaml(&format!("agent: {{check_memory_limit: {bad}}}\n")).unwrap_err();
+            assert_eq!(e.key(), Some("agent.check_memory_limit"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -50,11 +50,17 @@ pub enum ErrorCode {
     /// An experiment was stopped by the daemon because it reached its deadline without a
     /// promote (a task error, never an HTTP answer; 409 if it ever is one).
     ExperimentExpired,
+    /// An extension asked for (or kept from the version before) is not in the package's
+    /// image (422).
+    ExtensionNotFound,
+    /// The package is managed by the fleet's desired-state document: a local change needs
+    /// `"force": true` (409).
+    ManagedByFleet,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::NotFound,
@@ -74,6 +80,8 @@ impl ErrorCode {
         Self::HookFailed,
         Self::HealthCheckFailed,
         Self::ExperimentExpired,
+        Self::ExtensionNotFound,
+        Self::ManagedByFleet,
     ];
 
     /// The HTTP status code this error is answered with.
@@ -85,13 +93,15 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::Forbidden => 403,
             Self::PayloadTooLarge => 413,
-            Self::PackageNotFound => 422,
+            Self::PackageNotFound | Self::ExtensionNotFound => 422,
             Self::DownloadFailed | Self::Integrity => 502,
             Self::NotEnoughDiskSpace => 507,
             Self::Filesystem | Self::Internal | Self::HookFailed => 500,
-            Self::InvalidState | Self::Busy | Self::HealthCheckFailed | Self::ExperimentExpired => {
-                409
-            }
+            Self::InvalidState
+            | Self::Busy
+            | Self::HealthCheckFailed
+            | Self::ExperimentExpired
+            | Self::ManagedByFleet => 409,
             Self::Unavailable => 503,
         }
     }
@@ -118,6 +128,8 @@ impl ErrorCode {
             Self::HookFailed => "hook_failed",
             Self::HealthCheckFailed => "health_check_failed",
             Self::ExperimentExpired => "experiment_expired",
+            Self::ExtensionNotFound => "extension_not_found",
+            Self::ManagedByFleet => "managed_by_fleet",
         }
     }
 }
@@ -205,6 +217,7 @@ mod tests {
         assert_eq!(ErrorCode::InvalidState.http_status(), 409);
         assert_eq!(ErrorCode::PackageNotFound.http_status(), 422);
         assert_eq!(ErrorCode::NotEnoughDiskSpace.http_status(), 507);
+        assert_eq!(ErrorCode::ManagedByFleet.http_status(), 409);
         let body = ErrorBody {
             error: ApiError::new(ErrorCode::Busy, "in use"),
         };

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 mod experiment;
+mod fleet;
 pub mod names;
 pub mod platform;
 pub mod source;

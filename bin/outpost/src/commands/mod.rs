@@ -3,16 +3,19 @@
 //! embed Python (`agent`, `check`, `version`) are handed over to `outpost-agent`.
 
 mod agent_client;
+mod brief;
 mod catalog;
 mod client;
+mod config;
 mod daemon;
 mod experiment;
+mod fleet;
 mod fleet_report;
 mod handover;
 mod pack;
 
 use outpost_cli::ExitStatus;
-use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand, FleetCommand};
+use outpost_cli::args::{AgentArgs, CatalogCommand, Cli, Command, ExperimentCommand};
 
 use self::client::Verb;
 pub(crate) use self::handover::version_with_python;
@@ -36,10 +39,6 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
             outpost_cli::logging::init_for_command(global);
             return pack::run(global, &args);
         }
-        Command::Fleet(FleetCommand::Report(args)) => {
-            outpost_cli::logging::init_for_command(global);
-            return fleet_report::run(global, &args);
-        }
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,
@@ -48,6 +47,14 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
                 &mut std::io::stdout(),
             );
             return ExitStatus::Success;
+        }
+        Command::Status(args) if args.brief => {
+            outpost_cli::logging::init_for_command(global);
+            return brief::run(global);
+        }
+        Command::Fleet(command) => {
+            outpost_cli::logging::init_for_command(global);
+            return fleet::run(global, command);
         }
         Command::Status(args) => Verb::Status(args),
         Command::Catalog(CatalogCommand::Show) => Verb::CatalogShow,
@@ -73,7 +80,15 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
         Command::Experiment(ExperimentCommand::Promote(args))
         | Command::PromoteExperiment(args) => Verb::PromoteExperiment(args),
         Command::Remove(args) => Verb::Remove(args),
+        Command::ConfigCatalog(c) => return run_config(global, c.into()),
+        Command::ConfigExperiment(c) => return run_config(global, c.into()),
+        Command::Config(c) => return run_config(global, c.into()),
     };
     outpost_cli::logging::init_for_command(global);
     client::run(global, verb)
+}
+
+fn run_config(global: &outpost_cli::args::GlobalArgs, verb: config::ConfigVerb) -> ExitStatus {
+    outpost_cli::logging::init_for_command(global);
+    config::run(global, verb)
 }

@@ -70,7 +70,9 @@ use crate::transfer::{
     finish, short, stream_resumable, transport_problem, with_retries,
 };
 
+mod artifact;
 mod classify;
+mod extension;
 mod pull;
 mod push;
 mod session;
@@ -81,6 +83,10 @@ mod tests;
 use classify::*;
 use session::*;
 
+pub use artifact::{
+    Artifact, ArtifactBlob, ArtifactPoll, ArtifactSource, EMPTY_CONFIG_MEDIA_TYPE, PushedArtifact,
+    push_artifact,
+};
 pub use pull::RegistryImage;
 pub use push::{PushedImage, push_layout};
 pub use settings::{Login, RegistrySettings};
