@@ -249,6 +249,9 @@ mod tests {
                         }),
                     }),
                     experiment_watch: None,
+                    stable_config_version: String::new(),
+                    experiment_config_version: String::new(),
+                    extensions: Vec::new(),
                 },
                 PackageStatus {
                     package: "pkg".into(),
@@ -278,8 +281,12 @@ mod tests {
                             output_tail: "pulling oci://u:p@r/x\n".into(),
                         }),
                     }),
+                    stable_config_version: String::new(),
+                    experiment_config_version: String::new(),
+                    extensions: Vec::new(),
                 },
             ],
+            ..Default::default()
         };
         let t = tables(&status);
         let tool = cells(&t[0]);
