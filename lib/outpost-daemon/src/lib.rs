@@ -20,6 +20,7 @@ pub mod hooks;
 pub mod listener;
 pub mod metrics;
 pub mod ops;
+pub mod page;
 pub mod routes;
 pub mod serve;
 pub mod socket_access;

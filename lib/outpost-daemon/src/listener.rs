@@ -36,8 +36,7 @@ pub const PACKAGE_INFO: &str = "outpost_package_info";
 /// Extra routes served on the daemon's read-only listener beside `GET /metrics`: the one
 /// place where other parts of the daemon (its status page) add read-only routes.
 pub fn mounts(daemon: &Arc<Daemon>) -> Vec<ReadOnlyRoutes> {
-    let _ = daemon;
-    Vec::new()
+    vec![crate::page::routes(daemon.clone())]
 }
 
 /// The exposition `GET /metrics` serves, in the text format 0.0.4. A status that cannot be

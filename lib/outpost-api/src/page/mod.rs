@@ -72,6 +72,9 @@ pub enum Format {
     Spark,
     /// `null` or `{"m": message, "tb": traceback}`: the message, the traceback one click away.
     Error,
+    /// `null` or `{"m": summary, "tb": text}`: like [`Format::Error`], not shown as an error
+    /// (a health check's output).
+    Details,
     /// `null` or a fraction from 0 to 1: a progress bar.
     Progress,
     /// `null` or a Unix time: the time left until then, counting down.
@@ -90,6 +93,7 @@ impl Format {
             Self::Clock => "clock",
             Self::Spark => "spark",
             Self::Error => "error",
+            Self::Details => "details",
             Self::Progress => "progress",
             Self::Deadline => "deadline",
         }
@@ -155,6 +159,31 @@ impl PageSpec {
 pub trait PageSource: Send + Sync + 'static {
     /// Every table's rows, one cell per column.
     fn tables(&self) -> Vec<TableInput>;
+}
+
+/// `text` with the user information of every URL in it (`scheme://user:password@host`)
+/// replaced by `***`: error messages can quote a URL, and the page must not show a credential.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| {
+                c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"' || c == '\''
+            })
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(user_end) => {
+                out.push_str("***");
+                rest = &tail[user_end..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A file built into the binary.

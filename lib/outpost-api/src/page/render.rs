@@ -80,22 +80,27 @@ fn cell(out: &mut String, format: Format, value: Option<&Value>, now: f64) {
             }
             out.push_str("\"></svg>");
         }
-        (Format::Error, Value::Object(e)) => {
+        (Format::Error | Format::Details, Value::Object(e)) => {
             let message = e.get("m").and_then(Value::as_str).unwrap_or("");
             let traceback = e.get("tb").and_then(Value::as_str).unwrap_or("");
+            let class = if format == Format::Error {
+                "err"
+            } else {
+                "out"
+            };
             if traceback.is_empty() {
-                out.push_str("<span class=\"err\">");
+                let _ = write!(out, "<span class=\"{class}\">");
                 escape(out, message);
                 out.push_str("</span>");
             } else {
-                out.push_str("<details class=\"err\"><summary>");
+                let _ = write!(out, "<details class=\"{class}\"><summary>");
                 escape(out, message);
                 out.push_str("</summary><pre>");
                 escape(out, traceback);
                 out.push_str("</pre></details>");
             }
         }
-        (Format::Error | Format::Progress, Value::Null) => {}
+        (Format::Error | Format::Details | Format::Progress, Value::Null) => {}
         (Format::Deadline, Value::Null) | (_, Value::Null) => out.push_str(NONE),
         (Format::State, Value::String(s)) => {
             out.push_str("<span class=\"st st-");
@@ -227,6 +232,17 @@ mod tests {
         assert_eq!(left(245.0), "4m 05s");
         assert_eq!(left(-3.0), "0s");
         assert_eq!(left(3720.0), "1h 02m");
+    }
+
+    #[test]
+    fn redacts_user_information() {
+        use super::super::redact_userinfo;
+        assert_eq!(
+            redact_userinfo("GET https://bob:s3cret@reg.example/v2/x failed; see http://host/a@b"),
+            "GET https://***@reg.example/v2/x failed; see http://host/a@b"
+        );
+        assert_eq!(redact_userinfo("no url"), "no url");
+        assert_eq!(redact_userinfo("oci://token@r:5000"), "oci://***@r:5000");
     }
 
     #[test]

@@ -68,7 +68,7 @@
     }
     td.textContent = "";
     if (v === null || v === undefined) {
-      if (fmt !== "error" && fmt !== "progress") { td.textContent = NONE; }
+      if (fmt !== "error" && fmt !== "details" && fmt !== "progress") { td.textContent = NONE; }
       return;
     }
     switch (fmt) {
@@ -79,13 +79,15 @@
       case "bytes": td.textContent = bytes(v); break;
       case "clock": td.textContent = clock(v); break;
       case "error":
+      case "details":
+        var cls = fmt === "error" ? "err" : "out";
         if (v.tb) {
-          var d = el("details", "err");
+          var d = el("details", cls);
           d.appendChild(el("summary", "", v.m || ""));
           d.appendChild(el("pre", "", v.tb));
           td.appendChild(d);
         } else {
-          td.appendChild(el("span", "err", v.m || ""));
+          td.appendChild(el("span", cls, v.m || ""));
         }
         break;
       case "progress":
