@@ -118,6 +118,7 @@ pub fn tables(status: &StatusResponse) -> Vec<TableInput> {
                 TaskState::Running => "running",
                 TaskState::Done => "done",
                 TaskState::Error => "failed",
+                TaskState::InvalidState => "refused",
             })
         });
         let error = task
@@ -247,6 +248,8 @@ mod tests {
                             bytes_done: 1 << 20,
                             bytes_total: Some(4 << 20),
                         }),
+                        started_at: Some("2026-12-03T06:00:00Z".into()),
+                        finished_at: None,
                     }),
                     experiment_watch: None,
                     stable_config_version: String::new(),
@@ -267,6 +270,8 @@ mod tests {
                             "GET https://bob:s3cret@reg.example/v2/pkg failed",
                         )),
                         progress: None,
+                        started_at: Some("2026-12-03T06:00:00Z".into()),
+                        finished_at: Some("2026-12-03T06:00:02Z".into()),
                     }),
                     experiment_watch: Some(ExperimentWatch {
                         version: "2".into(),
