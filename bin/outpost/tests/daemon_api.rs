@@ -25,9 +25,14 @@ fn status_of_an_empty_daemon_has_the_datadog_shape() {
     let r = d.get("/status");
     assert_eq!(r.status, 200);
     r.assert_json_convention();
+    let body = r.json();
+    // The key of encrypted secrets: 32 bytes in standard base64 (see daemon_secrets.rs).
+    let key = body["secrets_pub_key"].as_str().unwrap();
+    assert_eq!(key.len(), 44, "{key}");
     assert_eq!(
-        r.json(),
-        json!({"version": env!("CARGO_PKG_VERSION"), "packages": {}, "remote_config_state": []})
+        body,
+        json!({"version": env!("CARGO_PKG_VERSION"), "packages": {}, "remote_config_state": [],
+               "secrets_pub_key": key})
     );
 }
 

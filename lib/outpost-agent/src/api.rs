@@ -11,7 +11,7 @@
 //! The read-only TCP listener (`agent.listen`, `outpost agent --listen`) serves
 //! [`metrics_routes`]: `GET /metrics`, the same exposition as `GET /telemetry`, in Prometheus
 //! text 0.0.4 or OpenMetrics 1.0.0 as the scraper's `Accept` asks
-//! ([`outpost_api::exposition`]).
+//! ([`outpost_api::exposition`]), and the status page's routes ([`crate::page`]).
 //!
 //! `POST`s are privileged (the socket's owner, root, and `api.allow_uids`/`allow_gids`); the
 //! router logs their caller.

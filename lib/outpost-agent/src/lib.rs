@@ -16,6 +16,7 @@
 //!   `datadog.agent.check_ready`), run-now, and the views the API serves.
 //! * [`api`]: the `checks`, `telemetry` and `debug` modules; [`telemetry`]: the exposition,
 //!   with the memory tracker's `rtloader__*` series.
+//! * [`page`]: the status page of the read-only listener.
 //! * [`run()`]: the whole process, with its signals.
 //!
 //! # API
@@ -51,6 +52,7 @@ mod agent;
 pub mod api;
 mod check;
 mod error;
+pub mod page;
 pub mod scheduler;
 mod serve;
 pub mod sinks;

@@ -8,8 +8,8 @@
 //! period (`agent.shutdown_timeout`, default 5 s), requests in flight are answered, the
 //! socket is removed.
 //!
-//! With `agent.listen` (or `--listen`), `GET /metrics` is also served on that TCP address by
-//! a read-only listener (loopback unless `agent.allow_remote: true`); it is bound before the
+//! With `agent.listen` (or `--listen`), `GET /metrics` and the status page (`GET /`, see
+//! [`crate::page`]) are also served on that TCP address by a read-only listener (loopback unless `agent.allow_remote: true`); it is bound before the
 //! socket, so a refused address stops the start-up with the reason. Runs still going after that are abandoned with the process.
 
 use std::sync::Arc;
@@ -69,15 +69,19 @@ pub async fn run(options: AgentOptions, api: &ApiConfig) -> Result<(), AgentErro
     let metrics = match agent.options().agent.listen {
         Some(addr) => {
             let config = &agent.options().agent;
-            let listener = ReadOnlyServer::builder()
+            let mut builder = ReadOnlyServer::builder()
                 .telemetry(api.telemetry().clone())
                 .mount(crate::api::metrics_routes(
                     agent.clone(),
                     api.telemetry().clone(),
-                ))
+                ));
+            for routes in crate::page::routes(&agent) {
+                builder = builder.mount(routes);
+            }
+            let listener = builder
                 .bind(addr, Exposure::from_allow_remote(config.allow_remote))
                 .await?;
-            tracing::info!(tcp.addr = %listener.local_addr(), "serving /metrics");
+            tracing::info!(tcp.addr = %listener.local_addr(), "serving /metrics and the status page");
             Some(listener)
         }
         None => None,

@@ -152,6 +152,7 @@ pub mod exposition;
 pub mod json;
 mod middleware;
 pub mod module;
+pub mod page;
 pub mod readonly;
 pub mod server;
 pub mod telemetry;

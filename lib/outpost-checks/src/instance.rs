@@ -19,7 +19,7 @@ use crate::submission::{ExternalTags, Submissions};
 
 /// An error a run reported: the check's exception (from the base class's JSON report) or
 /// the failure to call `run()` at all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckError {
     /// The message (`str(exception)` for check exceptions).
     pub message: String,
@@ -196,8 +196,13 @@ impl CheckInstance {
                 },
                 Err(e) => vec![format!("error collecting warnings: {}", capture(py, &e))],
             };
+            crate::guards::after_check_code(py);
             (invocation, warnings)
         });
+        let over_limit = self
+            .slot
+            .as_ref()
+            .is_some_and(memtrack::Slot::take_over_limit);
         let error = match invocation {
             Invocation::Returned(s) if s.is_empty() => None,
             Invocation::Returned(s) => Some(parse_error_report(&s)),
@@ -207,13 +212,18 @@ impl CheckInstance {
                     check_id: self.id.clone(),
                     started_at,
                     duration,
-                    error: Some(e),
+                    error: Some(self.limit_error(over_limit, Some(e))),
                     warnings,
                     submissions: Submissions::default(),
                     metadata: BTreeMap::new(),
                     external_tags: Vec::new(),
                 };
             }
+        };
+        let error = if over_limit {
+            Some(self.limit_error(true, error))
+        } else {
+            error
         };
         let pending = self.collector.take();
         warnings.retain(|w| !w.is_empty());
@@ -226,6 +236,30 @@ impl CheckInstance {
             submissions: pending.submissions,
             metadata: pending.metadata,
             external_tags: pending.external_tags,
+        }
+    }
+
+    /// The error of a run during which an allocation was refused for the check memory limit
+    /// (`over`): the run's own error (a `MemoryError`, or what the check made of it) after a
+    /// message that names the limit. Logged once per such run.
+    fn limit_error(&self, over: bool, error: Option<CheckError>) -> CheckError {
+        let Some(limit) = memtrack::check_limit().filter(|_| over) else {
+            return error.unwrap_or_default();
+        };
+        let inuse = self.slot.as_ref().map_or(0, memtrack::Slot::inuse_bytes);
+        tracing::warn!(check.id = %self.id, limit_bytes = limit, inuse_bytes = inuse,
+            "a check went over agent.check_memory_limit; its allocation was refused and its run stopped");
+        let (cause, traceback) = match error {
+            Some(e) => (format!(": {}", e.message), e.traceback),
+            None => (String::new(), String::new()),
+        };
+        CheckError {
+            message: format!(
+                "memory limit exceeded: the check kept about {inuse} bytes and an allocation \
+                 would have taken it past agent.check_memory_limit ({limit} bytes); the \
+                 allocation failed with MemoryError{cause}"
+            ),
+            traceback,
         }
     }
 

@@ -94,6 +94,7 @@ mod collector;
 pub mod conf_d;
 mod context;
 mod error;
+pub mod guards;
 pub mod id;
 mod instance;
 pub mod interpreter;

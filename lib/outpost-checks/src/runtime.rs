@@ -14,6 +14,7 @@ use crate::collector::{self, Collector, CurrentCheck};
 use crate::conf_d::{CheckConfigFile, validate_check_name};
 use crate::context::{self, AgentContext};
 use crate::error::{Error, PythonException};
+use crate::guards;
 use crate::id::CheckId;
 use crate::instance::CheckInstance;
 use crate::interpreter::{self, PythonInfo};
@@ -168,8 +169,16 @@ impl Runtime {
                 // SAFETY: the GIL is held, so no other thread uses the MEM/OBJ allocators.
                 unsafe { memtrack::install() };
             }
+            guards::install(py)?;
             Ok((python, agent_check))
         })?;
+        let limit = config.agent.check_memory_limit.map(|b| b.0);
+        memtrack::set_check_limit(limit);
+        if limit.is_some() && !memtrack::enabled() {
+            tracing::warn!(
+                "agent.check_memory_limit has no effect: memory tracking is off (agent.memtrack_enabled)"
+            );
+        }
         tracing::info!(
             python.version = %python.version,
             python.prefix = %python.prefix.display(),
@@ -437,13 +446,17 @@ fn construct<'py>(
     agent: &AgentContext,
 ) -> PyResult<Bound<'py, PyAny>> {
     let klass = class.class.bind(py);
-    let first = match klass.call((), Some(&constructor_kwargs(py, name, config, index)?)) {
+    let first = klass.call((), Some(&constructor_kwargs(py, name, config, index)?));
+    guards::after_check_code(py);
+    let first = match first {
         Ok(check) => return Ok(check),
         Err(e) => e,
     };
     let legacy = constructor_kwargs(py, name, config, index).and_then(|kwargs| {
         kwargs.set_item("agentConfig", json_to_py(py, &agent.settings)?)?;
-        klass.call((), Some(&kwargs))
+        let check = klass.call((), Some(&kwargs));
+        guards::after_check_code(py);
+        check
     });
     match legacy {
         Ok(check) => {

@@ -68,6 +68,15 @@ pub enum Command {
     Experiment(ExperimentCommand),
     /// Remove a package entirely
     Remove(PackageArgs),
+    /// Set or show the config catalog (config deployments, by id)
+    #[command(name = "config-catalog", subcommand)]
+    ConfigCatalog(ConfigCatalogCommand),
+    /// Start, stop or promote a config experiment
+    #[command(name = "config-experiment", subcommand)]
+    ConfigExperiment(ConfigExperimentCommand),
+    /// Show a package's stable or experiment config
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Build a package (an OCI image layout) from a directory, and optionally push it
     Pack(PackArgs),
     /// Run the check agent, or query it
@@ -109,6 +118,10 @@ pub struct InstallArgs {
     /// Arguments passed to the package's install hook
     #[arg(long = "install-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub install_args: Vec<String>,
+    /// Install this extension of the package too (repeatable) [default: those installed with
+    /// the version before]
+    #[arg(long = "extension", value_name = "NAME")]
+    pub extensions: Vec<String>,
 }
 
 /// `outpost status`
@@ -119,6 +132,10 @@ pub struct StatusArgs {
     /// Print errors in full instead of one short line each
     #[arg(long)]
     pub wide: bool,
+    /// Only whether the daemon is up: its version and the free disk space, read from the
+    /// read-only status socket (<root>/run/status.sock), which any user may query
+    #[arg(long, conflicts_with_all = ["package", "wide"])]
+    pub brief: bool,
 }
 
 /// The commands that take a package name only: `remove`, `experiment stop|promote`.
@@ -246,6 +263,88 @@ pub struct CatalogSetArgs {
     pub allow_empty: bool,
 }
 
+/// `outpost config-catalog ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCatalogCommand {
+    /// Replace the daemon's config catalog with the one in FILE (JSON or YAML; `-` for stdin)
+    Set(ConfigCatalogSetArgs),
+    /// Print the config catalog the daemon holds
+    Show,
+}
+
+/// `outpost config-catalog set`
+#[derive(Debug, Clone, Args)]
+pub struct ConfigCatalogSetArgs {
+    /// A file (JSON or YAML), `-` for stdin, or the JSON itself
+    pub file: String,
+}
+
+/// `outpost config-experiment ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigExperimentCommand {
+    /// Build a config from the stable one and the operations of a config catalog entry (or of
+    /// a file), and point the package's config `experiment` at it
+    Start(ConfigStartArgs),
+    /// Drop the config experiment; the stable config is untouched
+    Stop(PackageArgs),
+    /// Make the config experiment the new stable config
+    Promote(PackageArgs),
+}
+
+/// `outpost config-experiment start`
+#[derive(Debug, Clone, Args)]
+pub struct ConfigStartArgs {
+    /// Package name
+    pub package: String,
+    /// An id of the config catalog
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    pub id: Option<String>,
+    /// The operations instead, from a file (JSON or YAML: {"deployment_id", "file_operations"};
+    /// `-` for stdin)
+    #[arg(long, value_name = "OPS")]
+    pub file: Option<String>,
+    /// A secret for the `SEC[KEY]` placeholders, sealed to the daemon's key before it is sent
+    /// (repeatable)
+    #[arg(long = "secret", value_name = "KEY=VALUE")]
+    pub secrets: Vec<String>,
+    /// A secret read from a file (its content, one trailing newline dropped), so that it is
+    /// not on the command line (repeatable)
+    #[arg(long = "secret-file", value_name = "KEY=PATH")]
+    pub secret_files: Vec<String>,
+}
+
+/// `outpost config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the files of a package's stable (default) or experiment config, read from
+    /// `<root>/config/<package>/`
+    Show(ConfigShowArgs),
+}
+
+/// Which config of a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConfigLink {
+    /// The stable config
+    #[default]
+    Stable,
+    /// The running config experiment
+    Experiment,
+}
+
+/// `outpost config show`
+#[derive(Debug, Clone, Args)]
+pub struct ConfigShowArgs {
+    /// Package name
+    pub package: String,
+    /// Which config
+    #[arg(value_enum, default_value_t = ConfigLink::Stable)]
+    pub which: ConfigLink,
+}
+
 /// `outpost experiment ...`
 #[derive(Debug, Subcommand)]
 pub enum ExperimentCommand {
@@ -341,6 +440,9 @@ pub struct PackArgs {
     /// Platform of the image: os/arch, or `any` [default: the host's]
     #[arg(long)]
     pub platform: Option<String>,
+    /// Add the directory DIR as the extension NAME (an extra layer; repeatable)
+    #[arg(long = "extension", value_name = "NAME=DIR")]
+    pub extensions: Vec<String>,
 }
 
 /// Where checks and their configuration come from.
@@ -484,6 +586,19 @@ impl GlobalArgs {
         let first = self.socket();
         let system = PathBuf::from(SYSTEM_SOCKET);
         if self.root.is_some() || self.socket.is_some() || first == system {
+            vec![first]
+        } else {
+            vec![first, system]
+        }
+    }
+
+    /// The read-only status sockets to try, in order: `<root>/run/status.sock`, and for a
+    /// user other than root who gave no `--root`, the system daemon's one beside
+    /// [`SYSTEM_SOCKET`] after it.
+    pub fn status_sockets(&self) -> Vec<PathBuf> {
+        let first = self.root().join("run/status.sock");
+        let system = Path::new(SYSTEM_SOCKET).with_file_name("status.sock");
+        if self.root.is_some() || first == system {
             vec![first]
         } else {
             vec![first, system]

@@ -62,6 +62,9 @@ pub enum DaemonError {
     /// The repository refused or failed.
     #[error(transparent)]
     Repo(#[from] outpost_repo::RepoError),
+    /// A config operation was refused or failed (never carries a secret).
+    #[error(transparent)]
+    Config(#[from] outpost_config::ConfigError),
     /// Fetching or unpacking the package failed.
     #[error(transparent)]
     Fetch(#[from] outpost_fetch::FetchError),
@@ -71,6 +74,9 @@ pub enum DaemonError {
     /// A filesystem operation of the daemon itself failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The key of encrypted secrets could not be loaded, or a secret could not be opened.
+    #[error(transparent)]
+    Secrets(#[from] outpost_secrets::SecretsError),
     /// A background task panicked or was cancelled.
     #[error("internal error: {0}")]
     Internal(String),
@@ -138,6 +144,8 @@ impl DaemonError {
             Self::NotEnoughDiskSpace { .. } => ErrorCode::NotEnoughDiskSpace,
             Self::State { .. } | Self::Corrupt { .. } | Self::Io(_) => ErrorCode::Filesystem,
             Self::Repo(e) => e.code(),
+            Self::Secrets(e) => e.code(),
+            Self::Config(e) => e.code(),
             // A source the catalog names that turns out not to be a readable package (no
             // layout there, a malformed image) is not a bad request of the caller: the
             // request was valid, the package could not be fetched.

@@ -13,6 +13,7 @@
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod allocator;
+pub mod config_routes;
 pub mod error;
 pub mod fleet;
 pub mod hooks;
@@ -22,11 +23,12 @@ pub mod ops;
 pub mod routes;
 pub mod serve;
 pub mod socket_access;
+pub mod status_socket;
 mod store;
 pub mod tasks;
 mod watch;
 
 pub use error::DaemonError;
-pub use ops::{Daemon, GcSummary, Requester, StatusBody};
+pub use ops::{Daemon, GcSummary, Requester, Secrets, StatusBody};
 pub use serve::{RunError, RunOptions, run};
 pub use socket_access::SocketAccessError;

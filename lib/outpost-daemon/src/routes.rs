@@ -12,6 +12,9 @@
 //! | GET | `/{package}/experiment/history` | [`experiment_history`] |
 //! | POST | `/{package}/remove` | [`remove`] |
 //!
+//! The config routes (`/config_catalog`, `/{package}/config_experiment/...`) are in
+//! [`crate::config_routes`], mounted into the same root module.
+//!
 //! Names and versions are validated before any work (400). A mutation of a package the fleet
 //! document manages is refused with 409 `managed_by_fleet` unless its body has
 //! `"force": true` (see [`crate::fleet`]). Conventions (JSON bodies, error
@@ -38,12 +41,14 @@ impl From<DaemonError> for ErrorResponse {
 type Result<T> = std::result::Result<Json<T>, ErrorResponse>;
 
 /// A request body that must be a JSON object.
-type ObjectBody = Option<Json<Map<String, Value>>>;
+pub(crate) type ObjectBody = Option<Json<Map<String, Value>>>;
 
 /// Decodes an object body into `T` (`None` when the request had no body). serde would also
 /// take a JSON array for a struct (`["1.0"]` as `{"version": "1.0"}`); the contract calls that
 /// an ill-typed body, so the top level must be an object.
-fn decode<T: DeserializeOwned>(body: ObjectBody) -> std::result::Result<Option<T>, ErrorResponse> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    body: ObjectBody,
+) -> std::result::Result<Option<T>, ErrorResponse> {
     body.map(|Json(map)| {
         serde_json::from_value(Value::Object(map))
             .map_err(|e| ErrorResponse::bad_request(format!("invalid request body: {e}")))
@@ -66,7 +71,7 @@ pub fn module(daemon: Arc<Daemon>) -> Module {
         .with_state(daemon)
 }
 
-fn requester(caller: Option<&Caller>) -> Requester {
+pub(crate) fn requester(caller: Option<&Caller>) -> Requester {
     Requester {
         uid: caller.map(|c| c.uid),
         pid: caller
@@ -99,7 +104,7 @@ fn managed(
     Ok(())
 }
 
-fn package(name: String) -> std::result::Result<PackageName, ErrorResponse> {
+pub(crate) fn package(name: String) -> std::result::Result<PackageName, ErrorResponse> {
     PackageName::new(name).map_err(|e| ErrorResponse::new(ErrorCode::BadRequest, e.to_string()))
 }
 
@@ -150,8 +155,10 @@ pub async fn install(
     managed(&d, &name, &body, "install", caller.as_ref())?;
     let params = decode::<TaskParams>(body)?;
     let version = d.install_version(&name, params.as_ref())?;
-    let args = params.and_then(|p| p.install_args).unwrap_or_default();
-    d.install(name, version, args, requester(caller.as_ref()))
+    let (args, extensions) = params
+        .map(|p| (p.install_args.unwrap_or_default(), p.extensions))
+        .unwrap_or_default();
+    d.install(name, version, args, extensions, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
 }

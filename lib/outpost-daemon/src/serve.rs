@@ -6,6 +6,7 @@
 //! (the repository's writer lock: a second daemon on the root is refused with
 //! [`RunError::AlreadyRunning`]), the socket (a live one is never stolen, a stale one is
 //! replaced), its ACL for `api.allow_uids`/`allow_gids` ([`crate::socket_access`]), then
+//! the read-only status socket (`<root>/run/status.sock`, [`crate::status_socket`]), then
 //! serving; the leftovers of a crash are removed in the background while mutations wait.
 //! `/debug/vars` shows the daemon's version, root, uptime, queued mutations and GC counters.
 //!
@@ -110,7 +111,8 @@ pub fn build_api(daemon: Arc<Daemon>) -> Result<Api, RunError> {
     let mut builder = Api::builder()
         .access_policy(AccessPolicy::from_config(&daemon.config().api))
         .telemetry(telemetry.clone());
-    builder.mount(routes::module(daemon));
+    builder.mount(routes::module(daemon.clone()));
+    builder.mount(crate::config_routes::module(daemon));
     builder.mount(telemetry.module());
     builder.mount(debug.module());
     Ok(builder.build()?)
@@ -161,6 +163,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let cleanup = daemon.start_cleanup();
     // Experiments resume their watches; an expired one is stopped once the cleanup is done.
     daemon.start_watches()?;
+    let status_server = crate::status_socket::bind(&options.root).await?;
     // The fleet poller, when `fleet:` is configured; its operations wait for the cleanup too.
     let fleet = daemon.start_fleet();
     if let Some(addr) = options.config.api.tcp {
@@ -193,11 +196,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }))
     };
 
-    // One shutdown for both listeners.
+    // One shutdown for the sockets and the listener.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopper = tokio::spawn(async move {
         shutdown.await;
-        // Nobody listening any more just means both already stopped.
+        // Nobody listening any more just means all already stopped.
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -210,10 +213,14 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             None => Ok(()),
         }
     };
-    let (served, listener_served) =
-        tokio::join!(server.serve(stopped(stop_rx.clone())), listener_served);
+    let (served, status_served, listener_served) = tokio::join!(
+        server.serve(stopped(stop_rx.clone())),
+        status_server.serve(stopped(stop_rx.clone())),
+        listener_served
+    );
     stopper.abort();
     served?;
+    status_served?;
     listener_served?;
     if let Some(gc) = gc {
         gc.abort();

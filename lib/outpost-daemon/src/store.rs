@@ -10,17 +10,21 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use outpost_config::ConfigCatalog;
 use outpost_types::wire::{Catalog, Task, WatchSummary};
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
 use crate::error::DaemonError;
 use crate::watch::WatchSpec;
 
+mod extensions;
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const WATCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("experiment_watches");
 const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("experiment_history");
 const CATALOG_KEY: &str = "catalog";
+const CONFIG_CATALOG_KEY: &str = "config_catalog";
 /// Past watches kept per package.
 pub(crate) const HISTORY_LEN: usize = 20;
 /// redb's page cache; the state is a few kilobytes, so keep the daemon small.
@@ -78,6 +82,31 @@ impl Store {
             let mut table = txn.open_table(META).map_err(|e| self.err(e))?;
             table
                 .insert(CATALOG_KEY, bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The stored config catalog (empty if none was ever set).
+    pub(crate) fn config_catalog(&self) -> Result<ConfigCatalog, DaemonError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(META).map_err(|e| self.err(e))?;
+        match table.get(CONFIG_CATALOG_KEY).map_err(|e| self.err(e))? {
+            Some(v) => {
+                serde_json::from_slice(v.value()).map_err(|e| DaemonError::corrupt(&self.path, e))
+            }
+            None => Ok(ConfigCatalog::default()),
+        }
+    }
+
+    /// Replaces the stored config catalog.
+    pub(crate) fn set_config_catalog(&self, catalog: &ConfigCatalog) -> Result<(), DaemonError> {
+        let bytes = serde_json::to_vec(catalog).map_err(|e| DaemonError::corrupt(&self.path, e))?;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(META).map_err(|e| self.err(e))?;
+            table
+                .insert(CONFIG_CATALOG_KEY, bytes.as_slice())
                 .map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
@@ -237,6 +266,26 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.catalog().unwrap(), catalog);
         assert_eq!(store.tasks().unwrap()["p"], task);
+    }
+
+    #[test]
+    fn config_catalog_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let catalog: ConfigCatalog = serde_json::from_value(serde_json::json!({
+            "d1": {"id": "d1", "file_operations": [
+                {"file_op": "merge-patch", "file_path": "/a.yaml", "patch": {"k": "SEC[k]"}}
+            ]}
+        }))
+        .unwrap();
+        {
+            let store = Store::open(&path).unwrap();
+            assert!(store.config_catalog().unwrap().is_empty());
+            store.set_config_catalog(&catalog).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.config_catalog().unwrap(), catalog);
+        assert_eq!(store.catalog().unwrap(), Catalog::default());
     }
 
     #[test]

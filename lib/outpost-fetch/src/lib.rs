@@ -41,6 +41,7 @@
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 mod error;
+mod extensions;
 pub mod http;
 pub mod source;
 
@@ -51,6 +52,6 @@ pub use outpost_archive::{
 };
 pub use outpost_oci::{
     Login, OciError, PushedImage, RegistryImage, RegistrySettings, RemoteProblem, RetryPolicy,
-    layout, oci, pack, push_layout, registry,
+    extension, layout, oci, pack, push_layout, registry,
 };
 pub use source::{FetchContext, FetchedMeta, Prepared, fetch, prepare, required_space};

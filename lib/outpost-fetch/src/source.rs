@@ -89,11 +89,13 @@ pub struct FetchedMeta {
 #[derive(Debug)]
 pub struct Prepared {
     resolved: ResolvedPackage,
-    plan: Plan,
+    pub(crate) plan: Plan,
+    /// Extension layers to unpack into `<dest>/ext/<name>/` ([`Prepared::with_extensions`]).
+    pub(crate) extensions: Vec<(String, outpost_oci::oci::Descriptor)>,
 }
 
 #[derive(Debug)]
-enum Plan {
+pub(crate) enum Plan {
     TarballFile { path: PathBuf, expect: Expected },
     TarballHttp { url: String, expect: Expected },
     Layout(Box<LayoutImage>),
@@ -155,6 +157,7 @@ pub async fn prepare(
     Ok(Prepared {
         resolved: resolved.clone(),
         plan,
+        extensions: Vec::new(),
     })
 }
 
@@ -191,7 +194,11 @@ impl Prepared {
     /// # Errors
     /// Every error of the source's reader and of the unpacker.
     pub async fn fetch(self, dest: &Path, ctx: &FetchContext) -> Result<FetchedMeta, FetchError> {
-        let Self { resolved, plan } = self;
+        let Self {
+            resolved,
+            plan,
+            extensions,
+        } = self;
         let meta = |stats, size, index_digest, manifest_digest| FetchedMeta {
             name: resolved.name.clone(),
             version: resolved.version.clone(),
@@ -244,7 +251,7 @@ impl Prepared {
                 let (name, version) = (resolved.name.clone(), resolved.version.clone());
                 let dir = image.dir.clone();
                 let unpacked = blocking(&resolved.url, move || {
-                    layout::unpack(
+                    let unpacked = layout::unpack(
                         &dir,
                         &name,
                         &version,
@@ -252,7 +259,15 @@ impl Prepared {
                         &limits,
                         &cancel,
                         progress.as_ref(),
-                    )
+                    )?;
+                    crate::extensions::unpack_from_layout(
+                        &dir,
+                        &extensions,
+                        &dest,
+                        &limits,
+                        &cancel,
+                    )?;
+                    Ok::<_, FetchError>(unpacked)
                 })
                 .await?;
                 Ok(meta(
@@ -266,6 +281,7 @@ impl Prepared {
                 let stats = image
                     .unpack(dest, &ctx.limits, &ctx.cancel, ctx.progress.clone())
                     .await?;
+                crate::extensions::unpack_from_registry(&image, &extensions, dest, ctx).await?;
                 tracing::info!(
                     package.name = %resolved.name,
                     package.version = %resolved.version,

@@ -67,6 +67,16 @@ pub enum OciError {
         /// `name` or `version`.
         field: &'static str,
     },
+    /// An extension asked for is not a layer of the image.
+    #[error("extension {name:?} is not in {image} (it has: {available})")]
+    ExtensionNotFound {
+        /// The extension asked for.
+        name: String,
+        /// The image, for people (`oci://...`, a layout path).
+        image: String,
+        /// The extensions the image has, comma-separated, or `none`.
+        available: String,
+    },
     /// The image holds another package or version than the one asked for.
     #[error(
         "the image is {found_name} {found_version}, but {want_name} {want_version} was asked for"
@@ -182,6 +192,7 @@ impl OciError {
             | Self::NoMatchingImage { .. }
             | Self::PackageMismatch { .. } => ErrorCode::DownloadFailed,
             Self::ConfigMismatch { .. } => ErrorCode::Integrity,
+            Self::ExtensionNotFound { .. } => ErrorCode::ExtensionNotFound,
             Self::TaskFailed { .. } => ErrorCode::Internal,
             Self::NotALayout { .. }
             | Self::Json { .. }

@@ -37,6 +37,7 @@
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 mod error;
+pub mod extension;
 pub mod layout;
 pub mod oci;
 pub mod pack;

@@ -111,6 +111,8 @@ pub struct PackedImage {
     pub config: Descriptor,
     /// The layer blob.
     pub layer: Descriptor,
+    /// The extension layers, in the order given.
+    pub extensions: Vec<Descriptor>,
     /// The digest of the uncompressed layer (the config's `diff_id`).
     pub diff_id: Digest,
     /// The sum of the regular files' sizes (the size annotation).
@@ -140,6 +142,54 @@ pub fn pack(
     opts: &PackOptions,
     out: &Path,
 ) -> Result<PackedImage, OciError> {
+    pack_with_extensions(dir, name, version, opts, &[], out)
+}
+
+/// [`pack`], with one extension layer per `(name, directory)` of `extensions` after the
+/// payload layer: media type
+/// [`DATADOG_EXTENSION_LAYER`](crate::extension::DATADOG_EXTENSION_LAYER) (always zstd),
+/// annotated with the extension's name in both key families
+/// ([`crate::extension`]). Their `diff_id`s follow the payload's in the config.
+///
+/// # Errors
+/// Those of [`pack`]; [`OciError::PackInput`] for an invalid or repeated extension name or a
+/// directory that cannot be packed.
+pub fn pack_with_extensions(
+    dir: &Path,
+    name: &PackageName,
+    version: &Version,
+    opts: &PackOptions,
+    extensions: &[(String, PathBuf)],
+    out: &Path,
+) -> Result<PackedImage, OciError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (ext, ext_dir) in extensions {
+        crate::extension::validate_name(ext).map_err(|reason| OciError::PackInput {
+            path: ext_dir.clone(),
+            reason,
+        })?;
+        if !seen.insert(ext) {
+            return Err(OciError::PackInput {
+                path: ext_dir.clone(),
+                reason: format!("extension {ext:?} is given twice"),
+            });
+        }
+        match ext_dir.metadata() {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(OciError::PackInput {
+                    path: ext_dir.clone(),
+                    reason: "not a directory".into(),
+                });
+            }
+            Err(e) => {
+                return Err(OciError::PackInput {
+                    path: ext_dir.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
     let input = |reason: String| OciError::PackInput {
         path: dir.to_owned(),
         reason,
@@ -184,6 +234,24 @@ pub fn pack(
     fs_err::create_dir_all(&blobs)?;
 
     let layer = write_layer(dir, &blobs, opts.format)?;
+    let mut ext_layers = Vec::with_capacity(extensions.len());
+    for (ext, ext_dir) in extensions {
+        let written = write_layer(ext_dir, &blobs, PackFormat::Zstd)?;
+        let desc = Descriptor {
+            media_type: crate::extension::DATADOG_EXTENSION_LAYER.into(),
+            digest: written.digest.clone(),
+            size: written.size,
+            platform: None,
+            annotations: [
+                (crate::extension::DATADOG_EXTENSION_NAME, ext.as_str()),
+                (crate::extension::OUTPOST_EXTENSION_NAME, ext.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        };
+        ext_layers.push((desc, written.diff_id));
+    }
     let (config_type, config_json) = match &opts.platform {
         Some((os, arch)) => (
             media_type::OCI_CONFIG,
@@ -192,7 +260,10 @@ pub fn pack(
                 os,
                 rootfs: RootFs {
                     kind: "layers",
-                    diff_ids: vec![layer.diff_id.to_string()],
+                    diff_ids: std::iter::once(&layer.diff_id)
+                        .chain(ext_layers.iter().map(|(_, d)| d))
+                        .map(ToString::to_string)
+                        .collect(),
                 },
             })?,
         ),
@@ -211,7 +282,9 @@ pub fn pack(
         schema_version: 2,
         media_type: Some(media_type::OCI_MANIFEST.into()),
         config: config.clone(),
-        layers: vec![layer_desc.clone()],
+        layers: std::iter::once(layer_desc.clone())
+            .chain(ext_layers.iter().map(|(d, _)| d.clone()))
+            .collect(),
         annotations: [
             (annotation::DATADOG_NAME, name.as_str()),
             (annotation::DATADOG_VERSION, version.as_str()),
@@ -275,6 +348,7 @@ pub fn pack(
         manifest: manifest_desc,
         config,
         layer: layer_desc,
+        extensions: ext_layers.into_iter().map(|(d, _)| d).collect(),
         diff_id: layer.diff_id,
         unpacked_size: layer.unpacked,
         entries: layer.entries,

@@ -73,6 +73,16 @@ pub enum RepoError {
         /// The offending path.
         path: PathBuf,
     },
+    /// The root, `packages/`, `tmp/` or `run/` is owned by another user or writable by group
+    /// or others, so someone other than the repository's owner could plant links in it. The
+    /// repository refuses to open or change anything until the operator fixes it.
+    #[error("{} {reason}; refusing to use it", .path.display())]
+    UnsafeDirectory {
+        /// The offending directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: UnsafeReason,
+    },
     /// `tmp/` and `packages/` are on different filesystems, so a staged tree cannot be renamed
     /// into place atomically.
     #[error(
@@ -100,6 +110,37 @@ pub enum RepoError {
     },
 }
 
+/// Why a repository directory is unsafe to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnsafeReason {
+    /// Owned by another uid than the process's effective uid.
+    Owner {
+        /// The directory's owner.
+        owner: u32,
+        /// The uid the repository runs as.
+        expected: u32,
+    },
+    /// Writable by its group or by others.
+    Writable {
+        /// The directory's permission bits.
+        mode: u32,
+    },
+}
+
+impl std::fmt::Display for UnsafeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Owner { owner, expected } => {
+                write!(f, "is owned by uid {owner}, not by uid {expected}")
+            }
+            Self::Writable { mode } => {
+                write!(f, "is writable by group or others (mode {mode:o})")
+            }
+        }
+    }
+}
+
 /// What makes an operation invalid in the package's current state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -110,6 +151,10 @@ pub enum InvalidStateReason {
     NotInstalled,
     /// The experiment's version is the stable one.
     AlreadyStable(Version),
+    /// Config promote with no config experiment running.
+    NoConfigExperimentToPromote,
+    /// The config experiment's deployment is the stable config.
+    ConfigAlreadyStable(Version),
 }
 
 impl InvalidStateReason {
@@ -123,6 +168,10 @@ impl InvalidStateReason {
             ),
             Self::AlreadyStable(version) => format!(
                 "cannot start an experiment: version {version} of package {package} is already stable"
+            ),
+            Self::NoConfigExperimentToPromote => "no config experiment to promote".to_owned(),
+            Self::ConfigAlreadyStable(id) => format!(
+                "cannot start a config experiment: deployment {id} is already the stable config of package {package}"
             ),
         }
     }
@@ -144,7 +193,9 @@ impl RepoError {
                 }
                 _ => ErrorCode::Filesystem,
             },
-            Self::NotADirectory { .. } | Self::CrossFilesystem { .. } => ErrorCode::Filesystem,
+            Self::NotADirectory { .. }
+            | Self::UnsafeDirectory { .. }
+            | Self::CrossFilesystem { .. } => ErrorCode::Filesystem,
             Self::ForeignStaging { .. } => ErrorCode::Internal,
         }
     }

@@ -34,6 +34,8 @@ pub struct GcReport {
     pub removed_lock_dirs: usize,
     /// Leftovers under `tmp/` deleted.
     pub removed_tmp_entries: usize,
+    /// Config deployments deleted (unreferenced by the package's config links).
+    pub removed_configs: Vec<(PackageName, Version)>,
 }
 
 impl GcReport {
@@ -45,24 +47,28 @@ impl GcReport {
             && self.removed_lock_files == 0
             && self.removed_lock_dirs == 0
             && self.removed_tmp_entries == 0
+            && self.removed_configs.is_empty()
     }
 }
 
 /// For logs: the counts, e.g. `2 versions removed, 1 kept locked, 0 packages removed, 1 link
-/// repaired, 0 lock files removed, 0 lock directories removed, 0 tmp entries removed`.
+/// repaired, 0 lock files removed, 0 lock directories removed, 0 tmp entries removed, 0 config
+/// deployments removed`.
 impl std::fmt::Display for GcReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "{} versions removed, {} kept locked, {} packages removed, {} links repaired, \
-             {} lock files removed, {} lock directories removed, {} tmp entries removed",
+             {} lock files removed, {} lock directories removed, {} tmp entries removed, \
+             {} config deployments removed",
             self.removed_versions.len(),
             self.kept_locked.len(),
             self.removed_packages.len(),
             self.repaired_links,
             self.removed_lock_files,
             self.removed_lock_dirs,
-            self.removed_tmp_entries
+            self.removed_tmp_entries,
+            self.removed_configs.len()
         )
     }
 }
@@ -117,7 +123,7 @@ impl Repository {
     /// A failing step does not stop the pass: it carries on with the rest and then returns
     /// the first error (every failure is logged). Nothing GC does changes a package's state.
     pub fn gc(&self) -> Result<GcReport, RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let mut report = GcReport::default();
         let mut errors = Errors::default();
         if let Some(packages) = errors.note(self.package_dirs()) {
@@ -125,6 +131,7 @@ impl Repository {
                 self.gc_package(&name, &pkg_dir, &mut report, &mut errors);
             }
         }
+        self.gc_configs(&mut report, &mut errors);
         self.gc_locks(&mut report, &mut errors);
         report.removed_tmp_entries = self.clean_tmp(&mut errors);
         if !report.is_empty() {
@@ -136,6 +143,7 @@ impl Repository {
                 removed_lock_files = report.removed_lock_files,
                 removed_lock_dirs = report.removed_lock_dirs,
                 removed_tmp_entries = report.removed_tmp_entries,
+                removed_configs = report.removed_configs.len(),
                 "garbage collected"
             );
         }
@@ -186,15 +194,59 @@ impl Repository {
             }));
         }
 
-        let Some(entries) =
-            errors.note(fs_err::read_dir(pkg_dir).map_err(|e| RepoError::fs("list", pkg_dir, e)))
-        else {
-            return;
-        };
         let referenced: Vec<&Version> = [stable.version(), experiment.version()]
             .into_iter()
             .flatten()
             .collect();
+        let removed = self.gc_unreferenced(name, pkg_dir, &referenced, true, report, errors);
+        report
+            .removed_versions
+            .extend(removed.into_iter().map(|v| (name.clone(), v)));
+
+        if stable.is_present() || experiment.is_present() {
+            return;
+        }
+        let empty = match fs_err::read_dir(pkg_dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) => {
+                errors.note::<()>(Err(RepoError::fs("list", pkg_dir, e)));
+                false
+            }
+        };
+        if empty
+            && errors
+                .note(step(
+                    GC_RMDIR_PACKAGE,
+                    "remove the empty package directory",
+                    pkg_dir,
+                    || fs_err::remove_dir(pkg_dir),
+                ))
+                .is_some()
+        {
+            tracing::info!(package.name = %name, "removed an empty package directory");
+            report.removed_packages.push(name.clone());
+        }
+    }
+
+    /// Moves every entry of `pkg_dir` named like a version that no link references (and,
+    /// with `check_locks`, no live process locks) into `tmp/`, fsyncs, and deletes it there;
+    /// removes stray links and files named like versions. Returns the versions deleted.
+    pub(crate) fn gc_unreferenced(
+        &self,
+        name: &PackageName,
+        pkg_dir: &Path,
+        referenced: &[&Version],
+        check_locks: bool,
+        report: &mut GcReport,
+        errors: &mut Errors,
+    ) -> Vec<Version> {
+        let unlink = |path: &Path, op| step(GC_UNLINK, op, path, || fsutil::remove_any(path));
+        let mut removed = Vec::new();
+        let Some(entries) =
+            errors.note(fs_err::read_dir(pkg_dir).map_err(|e| RepoError::fs("list", pkg_dir, e)))
+        else {
+            return removed;
+        };
         let mut doomed = Vec::new();
         for entry in entries {
             let Some(entry) = errors.note(entry.map_err(|e| RepoError::fs("list", pkg_dir, e)))
@@ -246,6 +298,10 @@ impl Repository {
             if referenced.contains(&&version) {
                 continue;
             }
+            if !check_locks {
+                doomed.push(version);
+                continue;
+            }
             let lock_dir = self.lock_dir(name, &version);
             let Some(scan) = errors.note(
                 lock::scan(&lock_dir).map_err(|e| RepoError::fs("read the locks", &lock_dir, e)),
@@ -290,35 +346,13 @@ impl Repository {
                     if deleted.is_some() {
                         tracing::info!(package.name = %name, package.version = %version,
                             "removed an unused version");
-                        report.removed_versions.push((name.clone(), version));
+                        removed.push(version);
                     }
                 }
             }
         }
 
-        if stable.is_present() || experiment.is_present() {
-            return;
-        }
-        let empty = match fs_err::read_dir(pkg_dir) {
-            Ok(mut entries) => entries.next().is_none(),
-            Err(e) => {
-                errors.note::<()>(Err(RepoError::fs("list", pkg_dir, e)));
-                false
-            }
-        };
-        if empty
-            && errors
-                .note(step(
-                    GC_RMDIR_PACKAGE,
-                    "remove the empty package directory",
-                    pkg_dir,
-                    || fs_err::remove_dir(pkg_dir),
-                ))
-                .is_some()
-        {
-            tracing::info!(package.name = %name, "removed an empty package directory");
-            report.removed_packages.push(name.clone());
-        }
+        removed
     }
 
     fn gc_locks(&self, report: &mut GcReport, errors: &mut Errors) {
@@ -455,7 +489,8 @@ mod tests {
         assert_eq!(
             text,
             "1 versions removed, 0 kept locked, 0 packages removed, 2 links repaired, \
-             0 lock files removed, 0 lock directories removed, 0 tmp entries removed"
+             0 lock files removed, 0 lock directories removed, 0 tmp entries removed, \
+             0 config deployments removed"
         );
         assert!(!text.contains("GcReport"));
     }

@@ -9,6 +9,8 @@
 //! <root>/tmp/                                staging and trash; same filesystem as packages/
 //! <root>/run/locks/<pkg>/<version>/<pid>     "in use" markers written by package users
 //! <root>/run/repo.lock                       the writer lock (flock)
+//! <root>/config/<pkg>/<deployment id>/       config trees, with their own `stable` and
+//!                                            `experiment` links (see `Repository::config_state`)
 //! ```
 //! Package names and versions are validated [`PackageName`]s and [`Version`]s, so each is one
 //! safe path component; temporary links are named `<link>@<random>`, a name no version can take.
@@ -62,17 +64,20 @@
 //! other operations run; GC leaves every live staging directory of the process alone.
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
+mod config_tree;
 mod error;
 pub mod failpoint;
 mod fsutil;
 mod gc;
+mod guard;
 mod link;
 mod lock;
 mod repository;
 mod staging;
 mod txn;
 
-pub use error::{InvalidStateReason, RepoError};
+pub use config_tree::ConfigState;
+pub use error::{InvalidStateReason, RepoError, UnsafeReason};
 pub use gc::GcReport;
 pub use lock::{VersionLock, WriterLock};
 pub use outpost_types::{PackageName, Version};

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
+use fs_err::os::unix::fs::OpenOptionsExt;
 use outpost_types::{PackageName, Version};
 
 use crate::error::{InvalidStateReason, RepoError};
@@ -14,6 +15,7 @@ use crate::failpoint::{
     VERSION_ASIDE, VERSION_FSYNC, VERSION_RENAME, VERSION_SYNC,
 };
 use crate::fsutil::{self, nonce, point, step};
+use crate::guard;
 use crate::link::{self, EXPERIMENT, Link, STABLE};
 use crate::lock::{self, VersionLock, WriterLock};
 use crate::staging::{StagingDir, live, sanitize_label};
@@ -48,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) tmp: PathBuf,
     pub(crate) run: PathBuf,
     pub(crate) locks: PathBuf,
+    /// The effective uid that must own the root, `packages/`, `tmp/` and `run/`.
+    pub(crate) uid: u32,
     /// Shared by every handle on this root in the process.
     mutations: Arc<Mutex<()>>,
 }
@@ -55,9 +59,20 @@ pub(crate) struct Inner {
 /// How many times a state read that raced with a switch is retried.
 const STATE_READ_ATTEMPTS: usize = 8;
 
+/// What to do with a directory already at the target path of a placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Keep it (it is the running experiment).
+    Always,
+    /// Keep it while a live process locks it, else replace it.
+    IfLocked,
+    /// Replace it (nothing locks config deployments).
+    Never,
+}
+
 /// Whether a version directory was put in place or an existing one kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Placement {
+pub(crate) enum Placement {
     Moved,
     Reused,
 }
@@ -74,20 +89,35 @@ impl Repository {
         let root = root.into();
         let root = std::path::absolute(&root)
             .map_err(|e| RepoError::fs("resolve the repository root", &root, e))?;
-        fs_err::create_dir_all(&root)
-            .map_err(|e| RepoError::fs("create the repository root", &root, e))?;
+        if !root.exists() {
+            // Created here, so made private here whatever the umask: the checks below refuse
+            // a root that others may write to.
+            fs_err::create_dir_all(&root)
+                .and_then(|()| {
+                    fs_err::set_permissions(
+                        &root,
+                        std::fs::Permissions::from_mode(fsutil::DIR_MODE),
+                    )
+                })
+                .map_err(|e| RepoError::fs("create the repository root", &root, e))?;
+        }
         if !fs_err::metadata(&root)
             .map_err(|e| RepoError::fs("inspect the repository root", &root, e))?
             .is_dir()
         {
             return Err(RepoError::NotADirectory { path: root });
         }
+        let uid = guard::euid();
+        guard::check_root(&root, uid)?;
         let packages = root.join("packages");
         let tmp = root.join("tmp");
         let run = root.join("run");
         let locks = run.join("locks");
         for dir in [&packages, &tmp, &run, &locks] {
             ensure_dir(dir)?;
+        }
+        for dir in [&packages, &tmp, &run] {
+            guard::check_dir(dir, uid)?;
         }
         let dev = |p: &Path| {
             fs_err::metadata(p)
@@ -106,6 +136,7 @@ impl Repository {
                 tmp,
                 run,
                 locks,
+                uid,
                 mutations: root_mutex(&canonical),
             }),
         })
@@ -144,12 +175,16 @@ impl Repository {
     /// [`RepoError::WriterLocked`] (naming the root) if another process (or another handle in
     /// this one) holds it.
     pub fn acquire_writer_lock(&self) -> Result<WriterLock, RepoError> {
+        self.check_dirs()?;
         let path = self.inner.run.join("repo.lock");
+        // O_NOFOLLOW: a link planted at the lock's name is refused (ELOOP), never opened or
+        // created through.
         let file = fs_err::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
             .map_err(|e| RepoError::fs("open the writer lock", &path, e))?;
         match rustix::fs::flock(
@@ -169,6 +204,7 @@ impl Repository {
     /// Creates an empty staging directory `tmp/<label>-<random>` (the label is sanitised into
     /// a file name). See [`StagingDir`].
     pub fn staging(&self, label: &str) -> Result<StagingDir, RepoError> {
+        self.check_dirs()?;
         let label = sanitize_label(label);
         loop {
             let path = self.inner.tmp.join(format!("{label}-{}", nonce()));
@@ -207,7 +243,7 @@ impl Repository {
     /// directories of a process that died) except the live staging directories of this
     /// process. Meant for start-up, under the writer lock. Returns how many entries it deleted.
     pub fn clean_staging(&self) -> Result<usize, RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let mut errors = crate::gc::Errors::default();
         let removed = self.clean_tmp(&mut errors);
         errors.into_result(removed)
@@ -234,7 +270,7 @@ impl Repository {
         staged: StagingDir,
     ) -> Result<(), RepoError> {
         self.check_staging(&staged)?;
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let pkg_dir = self.package_dir(name);
         let exists = self.package_dir_exists(&pkg_dir)?;
         let current = if exists {
@@ -253,7 +289,11 @@ impl Repository {
         if !exists {
             txn.create_package_dir(&self.inner.packages, &pkg_dir)?;
         }
-        let keep = experiment.as_ref() == Some(version);
+        let keep = if experiment.as_ref() == Some(version) {
+            Keep::Always
+        } else {
+            Keep::IfLocked
+        };
         let placement =
             self.place_version(&mut txn, name, &pkg_dir, version, staged.path(), keep)?;
         // Unconditional: an `experiment` link without a valid `stable` must not come back to
@@ -289,7 +329,7 @@ impl Repository {
         staged: StagingDir,
     ) -> Result<(), RepoError> {
         self.check_staging(&staged)?;
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let pkg_dir = self.package_dir(name);
         let invalid = |reason| RepoError::InvalidState {
             package: name.clone(),
@@ -311,8 +351,14 @@ impl Repository {
             return Ok(());
         }
         let mut txn = Txn::new(name);
-        let placement =
-            self.place_version(&mut txn, name, &pkg_dir, version, staged.path(), false)?;
+        let placement = self.place_version(
+            &mut txn,
+            name,
+            &pkg_dir,
+            version,
+            staged.path(),
+            Keep::IfLocked,
+        )?;
         txn.set_link(&pkg_dir, EXPERIMENT, version)?;
         txn.commit();
         if placement == Placement::Moved {
@@ -332,7 +378,7 @@ impl Repository {
     /// # Errors
     /// [`RepoError::NotInstalled`] when the package is not installed.
     pub fn stop_experiment(&self, name: &PackageName) -> Result<(), RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let pkg_dir = self.package_dir(name);
         let current = self.installed_state(name, &pkg_dir)?;
         let Some(experiment) = current.experiment else {
@@ -356,7 +402,7 @@ impl Repository {
     /// [`RepoError::InvalidState`] with the message `no experiment to promote` when no
     /// experiment runs.
     pub fn promote_experiment(&self, name: &PackageName) -> Result<(), RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let pkg_dir = self.package_dir(name);
         let current = self.installed_state(name, &pkg_dir)?;
         let Some(experiment) = current.experiment else {
@@ -381,7 +427,7 @@ impl Repository {
     /// [`RepoError::NotInstalled`] when the package is not installed; [`RepoError::Busy`]
     /// when any of its versions is locked by a live process (nothing is changed then).
     pub fn remove(&self, name: &PackageName) -> Result<(), RepoError> {
-        let _guard = self.mutation();
+        let _guard = self.checked_mutation()?;
         let pkg_dir = self.package_dir(name);
         let current = self.installed_state(name, &pkg_dir)?;
         let pkg_locks = self.inner.locks.join(name.as_str());
@@ -482,6 +528,7 @@ impl Repository {
         version: &Version,
         pid: u32,
     ) -> Result<VersionLock, RepoError> {
+        self.check_dirs()?;
         let dir = self.lock_dir(name, version);
         fs_err::create_dir_all(&dir)
             .map_err(|e| RepoError::fs("create the lock directory", &dir, e))?;
@@ -497,7 +544,35 @@ impl Repository {
 
     // ---- internals -------------------------------------------------------------------------
 
-    pub(crate) fn mutation(&self) -> MutexGuard<'_, ()> {
+    /// Takes the mutation lock, then checks that the root, `packages/`, `tmp/` and `run/` are
+    /// still real directories owned by the repository's uid and writable by no one else (and
+    /// `run/locks/` still a real directory), so that a link or a mode planted between two
+    /// operations stops the next one rather than being followed. Every change starts here.
+    pub(crate) fn checked_mutation(&self) -> Result<MutexGuard<'_, ()>, RepoError> {
+        let guard = self.mutation();
+        self.check_dirs()?;
+        Ok(guard)
+    }
+
+    /// The checks of [`Repository::checked_mutation`], for changes that do not need the lock
+    /// (a new staging directory, a lock file).
+    pub(crate) fn check_dirs(&self) -> Result<(), RepoError> {
+        let inner = &self.inner;
+        guard::check_root(&inner.root, inner.uid)?;
+        for dir in [&inner.packages, &inner.tmp, &inner.run] {
+            guard::check_dir(dir, inner.uid)?;
+        }
+        if !fsutil::is_real_dir(&inner.locks)
+            .map_err(|e| RepoError::fs("inspect", &inner.locks, e))?
+        {
+            return Err(RepoError::NotADirectory {
+                path: inner.locks.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn mutation(&self) -> MutexGuard<'_, ()> {
         // A panic in another operation leaves the disk in an accepted state (every step
         // does), so the poison carries no information worth refusing to work for.
         self.inner
@@ -533,7 +608,7 @@ impl Repository {
         Ok(out)
     }
 
-    fn check_staging(&self, staged: &StagingDir) -> Result<(), RepoError> {
+    pub(crate) fn check_staging(&self, staged: &StagingDir) -> Result<(), RepoError> {
         if staged.belongs_to(&self.inner) {
             Ok(())
         } else {
@@ -545,7 +620,7 @@ impl Repository {
     }
 
     /// Whether the package directory exists; refuses one that is not a real directory.
-    fn package_dir_exists(&self, pkg_dir: &Path) -> Result<bool, RepoError> {
+    pub(crate) fn package_dir_exists(&self, pkg_dir: &Path) -> Result<bool, RepoError> {
         match fs_err::symlink_metadata(pkg_dir) {
             Ok(meta) if meta.is_dir() => Ok(true),
             Ok(_) => Err(RepoError::NotADirectory {
@@ -606,7 +681,7 @@ impl Repository {
 
     /// Clears what an interrupted operation may have left in a package directory: temporary
     /// links, and an `experiment` link that is broken or names the stable version.
-    fn repair(&self, pkg_dir: &Path) -> Result<(), RepoError> {
+    pub(crate) fn repair(&self, pkg_dir: &Path) -> Result<(), RepoError> {
         let list_err = |e| RepoError::fs("list", pkg_dir, e);
         let mut changed = false;
         for entry in fs_err::read_dir(pkg_dir).map_err(list_err)? {
@@ -649,15 +724,16 @@ impl Repository {
 
     /// Puts the staged tree at `packages/<name>/<version>`, or keeps what is there when it is
     /// `keep_existing` or locked by a live process. An unlocked leftover is moved into `tmp/`
-    /// first (it is unreferenced: the callers keep referenced versions).
-    fn place_version(
+    /// first (it is unreferenced: the callers keep referenced versions). Config deployments
+    /// have no locks: they pass [`Keep::Never`].
+    pub(crate) fn place_version(
         &self,
         txn: &mut Txn<'_>,
         name: &PackageName,
         pkg_dir: &Path,
         version: &Version,
         staged: &Path,
-        keep_existing: bool,
+        keep: Keep,
     ) -> Result<Placement, RepoError> {
         let target = pkg_dir.join(version.as_str());
         let existing = match fs_err::symlink_metadata(&target) {
@@ -667,12 +743,13 @@ impl Repository {
         };
         if let Some(meta) = &existing
             && meta.is_dir()
+            && keep != Keep::Never
         {
             let lock_dir = self.lock_dir(name, version);
             let live = lock::scan(&lock_dir)
                 .map_err(|e| RepoError::fs("read the locks", &lock_dir, e))?
                 .live;
-            if keep_existing || !live.is_empty() {
+            if keep == Keep::Always || !live.is_empty() {
                 tracing::info!(package.name = %name, package.version = %version, pids = %live.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
                     "version directory already in place and in use; keeping it");
                 return Ok(Placement::Reused);

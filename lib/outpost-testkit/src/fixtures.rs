@@ -10,7 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use outpost_archive::{Digest, Expected};
-use tar::{EntryType, Header};
+/// The entry types of [`TarBuilder::raw`], for tests that build hostile archives.
+pub use tar::EntryType;
+use tar::Header;
 
 /// A scratch directory holding `dest/` (where unpacking goes) and `sentinel/` (which hostile
 /// archives aim at). `assert_contained` checks nothing outside `dest/` changed.

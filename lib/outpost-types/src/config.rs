@@ -356,6 +356,10 @@ pub struct AgentConfig {
     pub listen: Option<SocketAddr>,
     /// Allow `listen` to be a non-loopback address (exposes the metrics to other hosts).
     pub allow_remote: bool,
+    /// The most Python memory one check instance may keep (the memory tracker's estimate of
+    /// what its runs allocated and did not free); an allocation past it fails with
+    /// `MemoryError` and the run is reported as over the limit. None (the default): no limit.
+    pub check_memory_limit: Option<ByteSize>,
     /// Every other key, readable by checks through `datadog_agent.get_config`.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -377,6 +381,7 @@ impl Default for AgentConfig {
             python3_linter_timeout: HumanDuration(DEFAULT_PYTHON3_LINTER_TIMEOUT),
             listen: None,
             allow_remote: false,
+            check_memory_limit: None,
             extra: BTreeMap::new(),
         }
     }
@@ -408,6 +413,7 @@ impl AgentConfig {
             "python3_linter_timeout" => Some(serde_json::to_value(self.python3_linter_timeout)),
             "listen" => Some(serde_json::to_value(self.listen)),
             "allow_remote" => Some(serde_json::to_value(self.allow_remote)),
+            "check_memory_limit" => Some(serde_json::to_value(self.check_memory_limit)),
             _ => None,
         };
         if let Some(value) = typed {
@@ -555,6 +561,13 @@ impl ByteSize {
         n.checked_mul(mult)
             .map(Self)
             .ok_or_else(|| ValueError::SizeTooLarge { text: s.to_owned() })
+    }
+}
+
+/// Serialised as a number of bytes.
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
     }
 }
 
@@ -744,6 +757,26 @@ agent: {runners: 2, memtrack_enabled: false, tags: [a:b], enable_metadata_collec
         assert_eq!(c.registry.stall_timeout.0, Duration::from_secs(90));
         let err = Config::from_yaml("registry: {stall_timeout: 3 weeks}\n").unwrap_err();
         assert!(err.to_string().contains("registry.stall_timeout"), "{err}");
+    }
+
+    #[test]
+    fn check_memory_limit_is_a_size() {
+        let c = Config::from_yaml("agent: {check_memory_limit: 64MiB}\n").unwrap();
+        assert_eq!(c.agent.check_memory_limit, Some(ByteSize(64 << 20)));
+        assert_eq!(
+            c.agent.get("check_memory_limit"),
+            Some(serde_json::json!(64 << 20))
+        );
+        assert!(!c.agent.extra.contains_key("check_memory_limit"));
+        let c = Config::from_yaml("agent: {check_memory_limit: 1000000}\n").unwrap();
+        assert_eq!(c.agent.check_memory_limit, Some(ByteSize(1_000_000)));
+        assert_eq!(AgentConfig::default().check_memory_limit, None);
+        assert_eq!(AgentConfig::default().get("check_memory_limit"), None);
+        for bad in ["64 parsecs", "-1", "1.5"] {
+            let e =
+                Config::from_yaml(&format!("agent: {{check_memory_limit: {bad}}}\n")).unwrap_err();
+            assert_eq!(e.key(), Some("agent.check_memory_limit"), "{bad}: {e}");
+        }
     }
 
     #[test]

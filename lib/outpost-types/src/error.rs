@@ -50,6 +50,9 @@ pub enum ErrorCode {
     /// An experiment was stopped by the daemon because it reached its deadline without a
     /// promote (a task error, never an HTTP answer; 409 if it ever is one).
     ExperimentExpired,
+    /// An extension asked for (or kept from the version before) is not in the package's
+    /// image (422).
+    ExtensionNotFound,
     /// The package is managed by the fleet's desired-state document: a local change needs
     /// `"force": true` (409).
     ManagedByFleet,
@@ -57,7 +60,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::BadRequest,
         Self::UnsupportedMediaType,
         Self::NotFound,
@@ -77,6 +80,7 @@ impl ErrorCode {
         Self::HookFailed,
         Self::HealthCheckFailed,
         Self::ExperimentExpired,
+        Self::ExtensionNotFound,
         Self::ManagedByFleet,
     ];
 
@@ -89,7 +93,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::Forbidden => 403,
             Self::PayloadTooLarge => 413,
-            Self::PackageNotFound => 422,
+            Self::PackageNotFound | Self::ExtensionNotFound => 422,
             Self::DownloadFailed | Self::Integrity => 502,
             Self::NotEnoughDiskSpace => 507,
             Self::Filesystem | Self::Internal | Self::HookFailed => 500,
@@ -124,6 +128,7 @@ impl ErrorCode {
             Self::HookFailed => "hook_failed",
             Self::HealthCheckFailed => "health_check_failed",
             Self::ExperimentExpired => "experiment_expired",
+            Self::ExtensionNotFound => "extension_not_found",
             Self::ManagedByFleet => "managed_by_fleet",
         }
     }

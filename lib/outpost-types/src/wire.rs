@@ -174,6 +174,10 @@ pub struct TaskParams {
     /// Arguments passed through to the package's install hook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_args: Option<Vec<String>>,
+    /// Extensions to install with the version (`<version>/ext/<name>/`); absent: those
+    /// installed with the version before, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<String>>,
 }
 
 /// One package's links, with the Datadog daemon's capitalised keys. `""` means absent.
@@ -252,12 +256,21 @@ pub struct PackageStatus {
     pub stable_version: String,
     /// Experiment version or `""`.
     pub experiment_version: String,
+    /// Deployment id of the stable config, `""` for a package whose stable config is empty.
+    #[serde(default)]
+    pub stable_config_version: String,
+    /// Deployment id of the running config experiment, or `""`.
+    #[serde(default)]
+    pub experiment_config_version: String,
     /// Last task, if any ran since the state was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
     /// The daemon's watch over the running experiment, while there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_watch: Option<ExperimentWatch>,
+    /// The extensions installed with the package, sorted (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
 }
 
 /// Body of `GET /status`.
@@ -273,6 +286,19 @@ pub struct StatusResponse {
     /// The fleet poller's state, when `fleet:` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetStatus>,
+    /// The daemon's X25519 public key for encrypted secrets (standard base64, 32 bytes).
+    #[serde(default)]
+    pub secrets_pub_key: String,
+}
+
+/// Body of `GET /status` on the read-only status socket (`<root>/run/status.sock`): whether
+/// the daemon is up, and nothing about packages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BriefStatus {
+    /// The daemon's version.
+    pub installer_version: String,
+    /// Bytes free for an unprivileged writer on the filesystem of the daemon's root.
+    pub available_disk_space: u64,
 }
 
 pub use crate::fleet::FleetStatus;
@@ -374,9 +400,12 @@ mod tests {
             },
         );
         s.remote_config_state.push(PackageStatus {
+            extensions: Vec::new(),
             package: "a".into(),
             stable_version: "1".into(),
             experiment_version: String::new(),
+            stable_config_version: String::new(),
+            experiment_config_version: String::new(),
             task: Some(Task {
                 id: "t1".into(),
                 operation: "install".into(),
@@ -391,5 +420,10 @@ mod tests {
         assert_eq!(json["packages"]["a"]["Stable"], "1");
         assert_eq!(json["packages"]["a"]["Experiment"], "");
         assert_eq!(json["remote_config_state"][0]["task"]["state"], "DONE");
+        assert_eq!(json["remote_config_state"][0]["stable_config_version"], "");
+        assert_eq!(
+            json["remote_config_state"][0]["experiment_config_version"],
+            ""
+        );
     }
 }

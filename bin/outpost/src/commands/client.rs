@@ -262,6 +262,7 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
             package,
             version,
             install_args,
+            extensions,
         }) => {
             // Sent even when the version is already stable: the daemon decides (it checks
             // the caller's rights and makes it a no-op); the status before only chooses the
@@ -269,10 +270,12 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: Verb) -> Result<
             let before = links(client, package).await?;
             // Without a version the daemon takes the catalog's only one; the install
             // arguments still need a body (an empty version means "not given").
-            let params = (version.is_some() || !install_args.is_empty()).then(|| TaskParams {
-                version: version.clone().unwrap_or_default(),
-                install_args: (!install_args.is_empty()).then(|| install_args.clone()),
-            });
+            let params = (version.is_some() || !install_args.is_empty() || !extensions.is_empty())
+                .then(|| TaskParams {
+                    version: version.clone().unwrap_or_default(),
+                    install_args: (!install_args.is_empty()).then(|| install_args.clone()),
+                    extensions: (!extensions.is_empty()).then(|| extensions.clone()),
+                });
             let path = format!("/{}/install", path_segment(package));
             with_progress(client, global, &verb, async {
                 client

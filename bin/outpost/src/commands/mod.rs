@@ -3,8 +3,10 @@
 //! embed Python (`agent`, `check`, `version`) are handed over to `outpost-agent`.
 
 mod agent_client;
+mod brief;
 mod catalog;
 mod client;
+mod config;
 mod daemon;
 mod experiment;
 mod fleet;
@@ -46,6 +48,10 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
             );
             return ExitStatus::Success;
         }
+        Command::Status(args) if args.brief => {
+            outpost_cli::logging::init_for_command(global);
+            return brief::run(global);
+        }
         Command::Fleet(command) => {
             outpost_cli::logging::init_for_command(global);
             return fleet::run(global, command);
@@ -74,7 +80,15 @@ pub(crate) fn run(cli: Cli) -> ExitStatus {
         Command::Experiment(ExperimentCommand::Promote(args))
         | Command::PromoteExperiment(args) => Verb::PromoteExperiment(args),
         Command::Remove(args) => Verb::Remove(args),
+        Command::ConfigCatalog(c) => return run_config(global, c.into()),
+        Command::ConfigExperiment(c) => return run_config(global, c.into()),
+        Command::Config(c) => return run_config(global, c.into()),
     };
     outpost_cli::logging::init_for_command(global);
     client::run(global, verb)
+}
+
+fn run_config(global: &outpost_cli::args::GlobalArgs, verb: config::ConfigVerb) -> ExitStatus {
+    outpost_cli::logging::init_for_command(global);
+    config::run(global, verb)
 }

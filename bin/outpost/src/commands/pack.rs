@@ -83,6 +83,16 @@ fn pack(global: &GlobalArgs, args: &PackArgs) -> Result<(), String> {
         }
     };
     check_paths(args)?;
+    let extensions = args
+        .extensions
+        .iter()
+        .map(|e| {
+            e.split_once('=')
+                .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+                .map(|(n, d)| (n.to_owned(), PathBuf::from(d)))
+                .ok_or_else(|| format!("invalid --extension {e:?}: expected NAME=DIR"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     // Everything about the push is checked before anything is packed.
     let push = match &args.push {
         Some(p) => {
@@ -105,8 +115,15 @@ fn pack(global: &GlobalArgs, args: &PackArgs) -> Result<(), String> {
             temp.path().join("layout")
         }
     };
-    let packed = outpost_fetch::pack::pack(&args.dir, &name, &version, &opts, &out)
-        .map_err(|e| e.to_string())?;
+    let packed = outpost_fetch::pack::pack_with_extensions(
+        &args.dir,
+        &name,
+        &version,
+        &opts,
+        &extensions,
+        &out,
+    )
+    .map_err(|e| e.to_string())?;
     let pushed = match push {
         Some((target, settings)) => Some(push_layout(&settings, &out, &target)?),
         None => None,
@@ -118,6 +135,11 @@ fn pack(global: &GlobalArgs, args: &PackArgs) -> Result<(), String> {
             "manifest_digest": packed.manifest.digest.to_string(),
             "layer_digest": packed.layer.digest.to_string(),
             "layer_size": packed.layer.size,
+            "extensions": packed.extensions.iter().zip(&extensions).map(|(d, (n, _))| serde_json::json!({
+                "name": n,
+                "layer_digest": d.digest.to_string(),
+                "layer_size": d.size,
+            })).collect::<Vec<_>>(),
             "unpacked_size": packed.unpacked_size,
             "entries": packed.entries,
             "pushed": pushed.as_ref().map(|p| serde_json::json!({

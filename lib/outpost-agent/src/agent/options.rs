@@ -102,6 +102,12 @@ impl AgentOptions {
             .check_timeout
             .map(|d| positive("agent.check_timeout", d.0))
             .transpose()?;
+        if agent.check_memory_limit.is_some_and(|l| l.0 == 0) {
+            return Err(AgentError::InvalidConfig {
+                key: "agent.check_memory_limit",
+                problem: InvalidValue::NotPositive,
+            });
+        }
         let shutdown_grace = positive("agent.shutdown_timeout", agent.shutdown_timeout.0)?;
         let validation_timeout = positive(
             "agent.python3_linter_timeout",
@@ -180,6 +186,10 @@ mod tests {
                 "agent.python3_linter_timeout",
             ),
             ("agent: {runners: 0}\n", "agent.runners"),
+            (
+                "agent: {check_memory_limit: 0}\n",
+                "agent.check_memory_limit",
+            ),
         ] {
             let e = options(yaml).unwrap_err();
             assert!(

@@ -56,5 +56,7 @@ mod timing;
 
 pub use self::handle::{ManualRun, Scheduler, SchedulerConfig, ShutdownReport};
 pub use self::job::{Job, JobError, JobReport, NoObserver, Observer, RunInfo, RunKind, RunSummary};
-pub use self::stats::{DelayHistogram, JobStats, LastRun, SchedulerStats, unix_seconds};
+pub use self::stats::{
+    DelayHistogram, JobStats, LastRun, RECENT_RUNS, SchedulerStats, unix_seconds,
+};
 pub use self::timing::spread_offset;

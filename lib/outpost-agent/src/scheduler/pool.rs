@@ -64,6 +64,7 @@ impl Pool {
         let runtime = self.runtime.clone();
         std::thread::Builder::new()
             .name("check-run".into())
+            .stack_size(outpost_checks::guards::RUNNER_STACK_SIZE)
             .spawn(move || {
                 let _context = runtime.enter();
                 worker(&rx);

@@ -103,7 +103,14 @@ pub struct JobStats {
     pub total_cpu: Duration,
     /// The last finished run.
     pub last_run: Option<LastRun>,
+    /// Durations of the last [`RECENT_RUNS`] runs in milliseconds, oldest first (the status
+    /// page's sparkline; not in `GET /checks`, which stays small).
+    #[serde(skip)]
+    pub recent_ms: Vec<f64>,
 }
+
+/// Run durations kept per job in [`JobStats::recent_ms`].
+pub const RECENT_RUNS: usize = 60;
 
 /// Counts of scheduled runs by how long after their due time they started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -256,6 +263,7 @@ impl SharedStats {
                     total_duration: Duration::ZERO,
                     total_cpu: Duration::ZERO,
                     last_run: None,
+                    recent_ms: Vec::new(),
                 },
                 running_since: None,
                 next_due: Some(next_due),
@@ -349,6 +357,10 @@ impl SharedStats {
             s.running = false;
             s.total_duration += info.duration();
             s.total_cpu += info.cpu_time;
+            if s.recent_ms.len() >= RECENT_RUNS {
+                s.recent_ms.remove(0);
+            }
+            s.recent_ms.push(info.duration().as_secs_f64() * 1000.0);
             r.running_since = None;
             if next_due.is_some() {
                 r.next_due = next_due;

@@ -95,6 +95,7 @@ use crate::error::Error;
 use crate::module::Api;
 
 mod conn;
+mod public;
 use conn::*;
 
 struct UnixBinding {
@@ -184,6 +185,50 @@ fn file_kind(ft: std::fs::FileType) -> &'static str {
     }
 }
 
+/// What sits at a socket path before binding.
+pub(crate) enum Existing {
+    /// Nothing.
+    Nothing,
+    /// A socket nobody answers on (left by a crash).
+    StaleSocket,
+}
+
+/// Looks at `path` before binding: a live socket is [`Error::SocketInUse`], anything but a
+/// socket [`Error::NotASocket`] (never removed); a stale socket or nothing is told apart.
+pub(crate) async fn inspect_socket_path(path: &Path) -> Result<Existing, Error> {
+    match fs_err::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match tokio::net::UnixStream::connect(path).await {
+                Ok(_) => Err(Error::SocketInUse {
+                    path: path.to_path_buf(),
+                }),
+                // The listener's backlog is full: it is alive.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::SocketInUse {
+                    path: path.to_path_buf(),
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    Ok(Existing::StaleSocket)
+                }
+                Err(source) => Err(Error::Io {
+                    op: "probe the existing socket",
+                    path: path.to_path_buf(),
+                    source,
+                }),
+            }
+        }
+        Ok(meta) => Err(Error::NotASocket {
+            kind: file_kind(meta.file_type()),
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Existing::Nothing),
+        Err(source) => Err(Error::Io {
+            op: "inspect the socket path",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Binds `path` with umask 077 so the socket is born 0700.
 fn bind_private(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     let previous = rustix::process::umask(Mode::from_bits_truncate(0o077));
@@ -224,45 +269,13 @@ impl Server {
                 source,
             })?;
         }
-        match fs_err::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_socket() => {
-                match tokio::net::UnixStream::connect(&path).await {
-                    Ok(_) => return Err(Error::SocketInUse { path }),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        // The listener's backlog is full: it is alive.
-                        return Err(Error::SocketInUse { path });
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        tracing::info!(socket.path = %path.display(), "removing a stale socket");
-                        fs_err::remove_file(&path).map_err(|source| Error::Io {
-                            op: "remove the stale socket",
-                            path: path.clone(),
-                            source,
-                        })?;
-                    }
-                    Err(source) => {
-                        return Err(Error::Io {
-                            op: "probe the existing socket",
-                            path,
-                            source,
-                        });
-                    }
-                }
-            }
-            Ok(meta) => {
-                return Err(Error::NotASocket {
-                    kind: file_kind(meta.file_type()),
-                    path,
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(Error::Io {
-                    op: "inspect the socket path",
-                    path,
-                    source,
-                });
-            }
+        if let Existing::StaleSocket = inspect_socket_path(&path).await? {
+            tracing::info!(socket.path = %path.display(), "removing a stale socket");
+            fs_err::remove_file(&path).map_err(|source| Error::Io {
+                op: "remove the stale socket",
+                path: path.clone(),
+                source,
+            })?;
         }
         let std_listener = bind_private(&path).map_err(|source| Error::Bind {
             path: path.clone(),

@@ -87,6 +87,10 @@ extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) 
     };
     local::with(|l| {
         let sample = l.sample(new_size);
+        if sample && super::refuse(l.owner(), new_size) {
+            // The old block is untouched, as after any failed realloc.
+            return std::ptr::null_mut();
+        }
         let q = realloc(under.ctx, ptr, new_size);
         if q.is_null() {
             // The old block is untouched.
@@ -135,6 +139,9 @@ extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 fn sampled_alloc(under: &PyMemAllocatorEx, size: usize, owner: u16, zeroed: bool) -> *mut c_void {
+    if super::refuse(owner, size) {
+        return std::ptr::null_mut();
+    }
     let p = sampled::alloc(size, owner, zeroed);
     if !p.is_null() {
         return p;

@@ -97,6 +97,8 @@ struct SlotCounters {
     live_samples: AtomicU64,
     /// The largest `FreedBytes` reported (a counter never goes down).
     freed_reported: AtomicU64,
+    /// Set when an allocation was refused for the check memory limit; taken after each run.
+    over_limit: AtomicBool,
 }
 
 impl SlotCounters {
@@ -108,6 +110,7 @@ impl SlotCounters {
             inuse_estimate: AtomicU64::new(0),
             live_samples: AtomicU64::new(0),
             freed_reported: AtomicU64::new(0),
+            over_limit: AtomicBool::new(false),
         }
     }
 
@@ -129,6 +132,47 @@ static RETIRED_SLOTS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The largest total `FreedBytes` reported.
 static TOTAL_FREED_REPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// The check memory limit in bytes (`agent.check_memory_limit`); 0 is none.
+static LIMIT: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the most memory one check instance may keep in use (the sampled estimate of what its
+/// runs allocated and did not free); `None` removes the limit. Needs tracking
+/// ([`enabled`]): without it nothing is measured and nothing refused.
+///
+/// The limit is enforced where the estimate changes, on sampled allocations (about one per
+/// [`SAMPLE_INTERVAL`] bytes allocated, and almost every allocation of a few hundred KiB or
+/// more): a sampled allocation that would take the check's estimate past the limit fails, so
+/// Python raises `MemoryError` in the check. A check can therefore go past the limit by
+/// about one sampling interval of small blocks before it is stopped.
+pub fn set_check_limit(bytes: Option<u64>) {
+    LIMIT.store(bytes.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// The check memory limit in force, if any.
+pub fn check_limit() -> Option<u64> {
+    Some(LIMIT.load(Ordering::Relaxed)).filter(|l| *l != 0)
+}
+
+/// Whether a sampled allocation of `size` bytes by `owner` must fail for the limit (and if so,
+/// marks the owner). Allocations outside checks (owner 0) are never refused.
+#[cold]
+fn refuse(owner: u16, size: usize) -> bool {
+    let limit = LIMIT.load(Ordering::Relaxed);
+    if owner == 0 || limit == 0 {
+        return false;
+    }
+    let s = slot(owner);
+    if s.inuse_estimate
+        .load(Ordering::Relaxed)
+        .saturating_add(size as u64)
+        <= limit
+    {
+        return false;
+    }
+    s.over_limit.store(true, Ordering::Relaxed);
+    true
+}
 
 /// The counters of `owner`; an out-of-range owner counts as unattributed.
 fn slot(owner: u16) -> &'static SlotCounters {
@@ -331,6 +375,7 @@ impl Slot {
                 }
                 s.inuse_estimate.store(0, Ordering::Relaxed);
                 s.freed_reported.store(0, Ordering::Relaxed);
+                s.over_limit.store(false, Ordering::Relaxed);
                 registry[i] = entry;
                 i
             }
@@ -351,6 +396,17 @@ impl Slot {
 
     pub(crate) fn index(&self) -> u16 {
         self.0
+    }
+
+    /// Whether an allocation of this instance was refused for the check memory limit since
+    /// the last call (clears the mark).
+    pub(crate) fn take_over_limit(&self) -> bool {
+        slot(self.0).over_limit.swap(false, Ordering::Relaxed)
+    }
+
+    /// The instance's estimated bytes in use.
+    pub(crate) fn inuse_bytes(&self) -> u64 {
+        slot(self.0).inuse_estimate.load(Ordering::Relaxed)
     }
 }
 

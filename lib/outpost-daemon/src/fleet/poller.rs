@@ -458,7 +458,7 @@ impl Poller {
             Action::StopExperiment { package } => d.stop_experiment(package, who).await,
             Action::PromoteExperiment { package, .. } => d.promote_experiment(package, who).await,
             Action::Install { package, version } => {
-                d.install(package, version, Vec::new(), who).await
+                d.install(package, version, Vec::new(), None, who).await
             }
             Action::StartExperiment {
                 package,

@@ -41,8 +41,12 @@ use crate::store::Store;
 use crate::tasks::{ProgressCell, TaskTable};
 use crate::watch::{self, Action, WatchSpec, Watches};
 
+mod config;
+mod extensions;
 mod gc;
 mod watching;
+
+pub use config::Secrets;
 
 pub use watching::MIN_DURATION_ENV;
 use watching::MIN_MAX_DURATION;
@@ -121,6 +125,11 @@ pub struct Daemon {
     watches: Watches,
     /// The floor of the `max_duration` clamp.
     min_max_duration: Duration,
+    /// The key pair of encrypted secrets (`<root>/secrets.key`); its public half is published
+    /// in `/status` as `secrets_pub_key`.
+    secret_key: outpost_secrets::SecretKey,
+    /// The public key in base64, as `/status` shows it.
+    secrets_pub_key: String,
     /// The fleet poller's shared state, when `fleet:` is configured.
     fleet: Option<crate::fleet::FleetShared>,
 }
@@ -201,6 +210,9 @@ impl Daemon {
             store.put_task(pkg, task)?;
         }
         let catalog = store.catalog()?;
+        let secret_key =
+            outpost_secrets::SecretKey::load_or_create(&root.join(outpost_secrets::KEY_FILE_NAME))?;
+        let secrets_pub_key = secret_key.public_key().to_base64();
         let limits = Limits::from(&config.packages);
         let metrics = DaemonMetrics::new(outpost_api::Telemetry::new());
         metrics.catalog_entries(catalog.packages.len());
@@ -235,6 +247,8 @@ impl Daemon {
             metrics,
             watches: Watches::default(),
             min_max_duration,
+            secret_key,
+            secrets_pub_key,
             fleet,
         };
         Ok(Arc::new(daemon))
@@ -301,6 +315,11 @@ impl Daemon {
     /// The state directory.
     pub fn root(&self) -> &Path {
         self.repo.root()
+    }
+
+    /// The key pair that opens the encrypted secrets of configuration operations.
+    pub fn secret_key(&self) -> &outpost_secrets::SecretKey {
+        &self.secret_key
     }
 
     /// The configuration in effect.
@@ -379,10 +398,13 @@ impl Daemon {
     /// Never waits for a running operation.
     pub fn status(&self) -> Result<StatusResponse, DaemonError> {
         let states = self.repo.states()?;
+        let configs = self.repo.config_states()?;
         let tasks = self.tasks.snapshot();
         let mut watches = self.watches.snapshot();
+        let mut extensions = self.recorded_extensions();
         let mut resp = StatusResponse {
             version: outpost_types::VERSION.to_string(),
+            secrets_pub_key: self.secrets_pub_key.clone(),
             fleet: self.fleet.as_ref().map(crate::fleet::FleetShared::status),
             ..Default::default()
         };
@@ -416,12 +438,20 @@ impl Daemon {
             let experiment_watch = watches
                 .remove(&name)
                 .filter(|w| !experiment.is_empty() && w.version == experiment);
+            let config = PackageName::new(name.clone())
+                .ok()
+                .and_then(|n| configs.get(&n).cloned())
+                .unwrap_or_default();
+            let id = |v: Option<Version>| v.map(|v| v.to_string()).unwrap_or_default();
             resp.remote_config_state.push(PackageStatus {
                 package: name.clone(),
                 stable_version: stable,
                 experiment_version: experiment,
+                stable_config_version: id(config.stable),
+                experiment_config_version: id(config.experiment),
                 task: tasks.get(&name).cloned(),
                 experiment_watch,
+                extensions: extensions.remove(&name).unwrap_or_default(),
             });
         }
         Ok(resp)
@@ -518,22 +548,32 @@ impl Daemon {
         name: PackageName,
         version: Version,
         install_args: Vec<String>,
+        extensions: Option<Vec<String>>,
         who: Requester,
     ) -> Result<(), DaemonError> {
         let resolved = self.resolve(&name, version.as_str())?;
         let this = self.clone();
         self.run_op(name.clone(), "install", Some(version.clone()), who, Precheck::None, move |cell| async move {
+            let extensions = this.extensions_for(&name, extensions.as_deref())?;
             if this.repo.state(&name)?.is_some_and(|s| s.stable == version) {
+                if extensions != this.extensions_for(&name, None)? {
+                    return Err(DaemonError::InvalidState(format!(
+                        "{version} is already the stable version of {name}: extensions are \
+                         changed by installing another version"
+                    )));
+                }
                 tracing::info!(package.name = %name, package.version = %version, "already the stable version");
                 return Ok(());
             }
-            let staged = this.fetch(&resolved, "install", cell.clone()).await?;
+            let staged = this.fetch(&resolved, "install", cell.clone(), &extensions).await?;
             cell.set(Phase::Switch, 0, None);
             this.blocking({
                 let (repo, name, version) = (this.repo.clone(), name.clone(), version.clone());
                 move || repo.install(&name, &version, staged).map_err(DaemonError::from)
             })
             .await?;
+            this.record_extensions(&name, &extensions)
+                .map_err(|e| after_switch(e, format!("{version} is now stable")))?;
             this.hook(HookEvent::PostInstall, &name, &version, &install_args)
                 .await
                 .map_err(|e| after_switch(e, format!("{version} is now stable")))
@@ -571,7 +611,8 @@ impl Daemon {
                 tracing::info!(package.name = %name, package.version = %version, "already the experiment");
                 return Ok(());
             }
-            let staged = this.fetch(&resolved, "experiment", cell.clone()).await?;
+            let extensions = this.extensions_for(&name, None)?;
+            let staged = this.fetch(&resolved, "experiment", cell.clone(), &extensions).await?;
             cell.set(Phase::Switch, 0, None);
             this.blocking({
                 let (repo, name, version) = (this.repo.clone(), name.clone(), version.clone());
@@ -684,8 +725,10 @@ impl Daemon {
                     .await?;
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
-                this.blocking(move || repo.remove(&name).map_err(DaemonError::from))
-                    .await
+                let n = name.clone();
+                this.blocking(move || repo.remove(&n).map_err(DaemonError::from))
+                    .await?;
+                this.record_extensions(&name, &[])
             },
         )
         .await
@@ -850,13 +893,16 @@ impl Daemon {
         resolved: &ResolvedPackage,
         label: &str,
         cell: Arc<ProgressCell>,
+        extensions: &[String],
     ) -> Result<StagingDir, DaemonError> {
         let ctx = FetchContext::new(
             RegistrySettings::from_config(&self.config.registry),
             self.limits,
         )
         .with_progress(cell);
-        let prepared = outpost_fetch::prepare(resolved, &ctx).await?;
+        let prepared = outpost_fetch::prepare(resolved, &ctx)
+            .await?
+            .with_extensions(extensions)?;
         self.check_disk_space(prepared.required_bytes())?;
         let staged = self.repo.staging(label)?;
         prepared.fetch(staged.path(), &ctx).await?;
@@ -883,7 +929,7 @@ impl Daemon {
 }
 
 /// Free bytes for an unprivileged writer on the filesystem holding `path`.
-fn available_space(path: &Path) -> Result<u64, DaemonError> {
+pub(crate) fn available_space(path: &Path) -> Result<u64, DaemonError> {
     let st = rustix::fs::statvfs(path).map_err(std::io::Error::from)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -72,6 +72,7 @@ use crate::transfer::{
 
 mod artifact;
 mod classify;
+mod extension;
 mod pull;
 mod push;
 mod session;

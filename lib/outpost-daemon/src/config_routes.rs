@@ -1,0 +1,134 @@
+//! The config routes of the LocalAPI (`docs/config-experiments.md`), mounted at the root
+//! beside [`crate::routes`].
+//!
+//! | method | path | handler |
+//! |---|---|---|
+//! | GET, POST | `/config_catalog` | [`config_catalog`], [`set_config_catalog`] |
+//! | POST | `/{package}/config_experiment/start` | [`start_config_experiment`] |
+//! | POST | `/{package}/config_experiment/stop` | [`stop_config_experiment`] |
+//! | POST | `/{package}/config_experiment/promote` | [`promote_config_experiment`] |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use outpost_api::{Caller, ErrorResponse, Json, Module};
+use outpost_config::{ConfigCatalog, ConfigOperations};
+use outpost_types::wire::Empty;
+use serde::Deserialize;
+
+use crate::ops::Daemon;
+use crate::routes::{ObjectBody, decode, package, requester};
+
+type Result<T> = std::result::Result<Json<T>, ErrorResponse>;
+
+/// The config routes, mounted into the LocalAPI's root module.
+pub fn module(daemon: Arc<Daemon>) -> Module {
+    Module::root("localapi")
+        .get("/config_catalog", config_catalog)
+        .post("/config_catalog", set_config_catalog)
+        .post(
+            "/{package}/config_experiment/start",
+            start_config_experiment,
+        )
+        .post("/{package}/config_experiment/stop", stop_config_experiment)
+        .post(
+            "/{package}/config_experiment/promote",
+            promote_config_experiment,
+        )
+        .with_state(daemon)
+}
+
+/// Body of `POST /{package}/config_experiment/start`: a config catalog id, or the operations
+/// inline; sealed secrets for either. Other fields (such as an expected state) are left to
+/// their own checks.
+#[derive(Debug, Deserialize)]
+struct StartBody {
+    /// An id of the config catalog.
+    #[serde(default)]
+    version: Option<String>,
+    /// The deployment inline.
+    #[serde(default)]
+    operations: Option<ConfigOperations>,
+    /// Secret key -> base64 sealed box (`crypto_box_seal` to the daemon's public key).
+    #[serde(default)]
+    encrypted_secrets: BTreeMap<String, String>,
+}
+
+/// `GET /config_catalog`.
+pub async fn config_catalog(State(d): State<Arc<Daemon>>) -> Result<ConfigCatalog> {
+    Ok(Json(d.config_catalog()?))
+}
+
+/// `POST /config_catalog`: replace the config catalog (validated; unchanged on any bad entry,
+/// which the 400 names).
+pub async fn set_config_catalog(
+    State(d): State<Arc<Daemon>>,
+    caller: Option<Caller>,
+    body: ObjectBody,
+) -> Result<Empty> {
+    let Some(catalog) = decode::<ConfigCatalog>(body)? else {
+        return Err(ErrorResponse::bad_request(
+            "a config catalog body is required: {\"<id>\": {\"id\": \"<id>\", \"file_operations\": [...]}}",
+        ));
+    };
+    d.set_config_catalog(catalog, requester(caller.as_ref()))?;
+    Ok(Json(Empty {}))
+}
+
+/// `POST /{package}/config_experiment/start`: `{"version": "<id>"}` or
+/// `{"operations": {"deployment_id", "file_operations"}}`, with optional
+/// `"encrypted_secrets"`.
+pub async fn start_config_experiment(
+    State(d): State<Arc<Daemon>>,
+    caller: Option<Caller>,
+    Path(name): Path<String>,
+    body: ObjectBody,
+) -> Result<Empty> {
+    let name = package(name)?;
+    let Some(body) = decode::<StartBody>(body)? else {
+        return Err(ErrorResponse::bad_request(
+            "a body is required: {\"version\": \"<config id>\"} or {\"operations\": {...}}",
+        ));
+    };
+    let ops = match (body.version, body.operations) {
+        (Some(id), None) if !id.is_empty() => d.config_from_catalog(&id)?,
+        (None, Some(ops)) => ops,
+        (Some(_), Some(_)) => {
+            return Err(ErrorResponse::bad_request(
+                "give either \"version\" (a config catalog id) or \"operations\", not both",
+            ));
+        }
+        _ => {
+            return Err(ErrorResponse::bad_request(
+                "a config is required: {\"version\": \"<config id>\"} or {\"operations\": {...}}",
+            ));
+        }
+    };
+    let secrets = d.open_secrets(&body.encrypted_secrets)?;
+    d.start_config_experiment(name, ops, secrets, requester(caller.as_ref()))
+        .await?;
+    Ok(Json(Empty {}))
+}
+
+/// `POST /{package}/config_experiment/stop`: no config experiment is a no-op.
+pub async fn stop_config_experiment(
+    State(d): State<Arc<Daemon>>,
+    caller: Option<Caller>,
+    Path(name): Path<String>,
+) -> Result<Empty> {
+    d.stop_config_experiment(package(name)?, requester(caller.as_ref()))
+        .await?;
+    Ok(Json(Empty {}))
+}
+
+/// `POST /{package}/config_experiment/promote`: no config experiment is 409 `invalid_state`.
+pub async fn promote_config_experiment(
+    State(d): State<Arc<Daemon>>,
+    caller: Option<Caller>,
+    Path(name): Path<String>,
+) -> Result<Empty> {
+    d.promote_config_experiment(package(name)?, requester(caller.as_ref()))
+        .await?;
+    Ok(Json(Empty {}))
+}
