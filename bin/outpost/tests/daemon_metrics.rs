@@ -2,7 +2,8 @@
 //! real daemon is scraped over TCP after an install, an experiment promoted by a request and
 //! one rolled back by its health watch; every series must be there with its value, in both
 //! formats. The listener refuses every method but GET/HEAD and a non-loopback address
-//! without `telemetry.allow_remote`. A real Prometheus (Debian's) scrapes it through
+//! without `telemetry.allow_remote`. The fleet series show a poller that cannot reach its
+//! registry. A real Prometheus (Debian's) scrapes it through
 //! file-based service discovery and its query API gives the same values back.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions
@@ -325,4 +326,53 @@ fn prometheus_scrapes_the_daemon() {
     assert_eq!(rolled_back, 1.0);
     let (_, installs) = one("outpost_daemon_operations_total{operation=\"install\",result=\"ok\"}");
     assert_eq!(installs, 1.0);
+}
+
+#[test]
+fn the_fleet_series_show_a_poller_that_cannot_reach_its_registry() {
+    let s = Scratch::new();
+    let addr = free_addr();
+    // A registry address nobody listens on.
+    let registry = free_addr();
+    let config = s.config(&format!(
+        "registry:\n  insecure_hosts: [\"{registry}\"]\n\
+         telemetry:\n  listen: \"{addr}\"\n\
+         fleet:\n  source: \"oci://{registry}/fleet/doc:prod\"\n  poll_interval: 200ms\n  \
+         allow_unsigned: true\n  host_id: h1\n"
+    ));
+    let _d = Daemon::start_with(
+        &s.root(),
+        DaemonOptions {
+            config: Some(config),
+            ..Default::default()
+        },
+    );
+    let text = wait_for("a failed poll in /metrics", || {
+        let text = scrape(addr);
+        sample(
+            &text,
+            "outpost_fleet_poll_errors_total{reason=\"registry\"}",
+        )
+        .is_some_and(|v| v >= 1.0)
+        .then_some(text)
+    });
+    assert_eq!(
+        sample(&text, "outpost_fleet_converged"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "outpost_fleet_polls_total").is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    // Every reason is there from the start; no generation before the first document.
+    assert_eq!(
+        sample(
+            &text,
+            "outpost_fleet_poll_errors_total{reason=\"bad_signature\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(!text.contains("outpost_fleet_generation "), "{text}");
 }
