@@ -77,9 +77,9 @@ pub enum DaemonError {
     /// The key of encrypted secrets could not be loaded, or a secret could not be opened.
     #[error(transparent)]
     Secrets(#[from] outpost_secrets::SecretsError),
-    /// A background task panicked or was cancelled.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The fleet poller's state could not be encoded for `fleet-state.json`.
+    #[error("internal error: could not encode the fleet state: {0}")]
+    EncodeFleetState(#[source] serde_json::Error),
     /// A task the daemon spawned (an operation, a blocking step, the start-up) panicked or was
     /// cancelled.
     #[error("internal error: {what} failed: {source}")]
@@ -202,7 +202,7 @@ impl DaemonError {
                 code => code,
             },
             Self::Hook(_) | Self::HookAfterSwitch { .. } => ErrorCode::HookFailed,
-            Self::Internal(_)
+            Self::EncodeFleetState(_)
             | Self::TaskFailed { .. }
             | Self::EncodeStatus(_)
             | Self::WatchVersion { .. } => ErrorCode::Internal,

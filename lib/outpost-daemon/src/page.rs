@@ -64,6 +64,21 @@ pub fn spec() -> PageSpec {
                 empty: "",
                 columns: vec![Column::new("v", "Version", Format::Text)],
             },
+            TableSpec {
+                name: "fleet",
+                title: "Fleet",
+                empty: "No fleet source is configured.",
+                columns: vec![
+                    Column::new("s", "Source", Format::Text),
+                    Column::new("g", "Generation", Format::Text),
+                    Column::new("c", "Converged", Format::Text),
+                    Column::new("lp", "Last poll", Format::Text),
+                    Column::new("sb", "Signed by", Format::Text),
+                    Column::new("m", "Managed packages", Format::Text),
+                    Column::new("sk", "Experiments not run here", Format::Text),
+                    Column::new("le", "Last error", Format::Error),
+                ],
+            },
         ],
     }
 }
@@ -185,7 +200,56 @@ pub fn tables(status: &StatusResponse) -> Vec<TableInput> {
                 cells: vec![Cell::Value(json!(status.version))],
             }],
         },
+        TableInput {
+            name: "fleet",
+            rows: status.fleet.as_ref().map(fleet_row).into_iter().collect(),
+        },
     ]
+}
+
+/// The fleet poller's state as one row: what was applied, whether the host is there, and why
+/// the last poll failed (credentials in the source's URL blanked out).
+fn fleet_row(f: &outpost_types::wire::FleetStatus) -> RowInput {
+    let generation = f.applied_generation.map_or(Value::Null, |g| {
+        json!(match &f.applied_digest {
+            Some(d) => format!("{g} ({})", d.get(..19).unwrap_or(d)),
+            None => g.to_string(),
+        })
+    });
+    let signed = if f.unsigned {
+        json!("unsigned (allow_unsigned)")
+    } else {
+        f.signed_by.as_deref().map_or(Value::Null, |k| json!(k))
+    };
+    let list = |v: Vec<String>| {
+        if v.is_empty() {
+            Value::Null
+        } else {
+            json!(v.join(", "))
+        }
+    };
+    let error = f.last_error.as_deref().map_or(Value::Null, |e| {
+        let reason = f.last_error_reason.as_deref().unwrap_or("error");
+        json!({"m": redact_userinfo(&format!("{reason}: {e}"))})
+    });
+    RowInput {
+        key: "fleet".into(),
+        cells: vec![
+            Cell::Value(json!(redact_userinfo(&f.source))),
+            Cell::Value(generation),
+            Cell::Value(json!(if f.converged { "yes" } else { "no" })),
+            Cell::Value(f.last_poll_at.as_deref().map_or(Value::Null, |t| json!(t))),
+            Cell::Value(signed),
+            Cell::Value(list(f.managed.clone())),
+            Cell::Value(list(
+                f.skipped
+                    .iter()
+                    .map(|(p, why)| format!("{p}: {why}"))
+                    .collect(),
+            )),
+            Cell::Value(error),
+        ],
+    }
 }
 
 struct DaemonPage(Arc<Daemon>);
@@ -322,5 +386,36 @@ mod tests {
             watch[6],
             json!({"m": "exit 3, 2026-12-03T06:01:00Z", "tb": "pulling oci://***@r/x\n"})
         );
+        assert!(t[3].rows.is_empty(), "no fleet row without a fleet source");
+    }
+
+    #[test]
+    fn the_fleet_row_shows_what_was_applied_and_why_a_poll_failed() {
+        let status = StatusResponse {
+            fleet: Some(outpost_types::wire::FleetStatus {
+                source: "oci://bob:s3cret@reg.example/fleet:prod".into(),
+                applied_generation: Some(7),
+                applied_digest: Some(format!("sha256:{}", "ab".repeat(32))),
+                last_poll_at: Some("2026-12-03T06:40:12.345Z".into()),
+                last_error: Some("registry unreachable".into()),
+                last_error_reason: Some("registry".into()),
+                converged: false,
+                signed_by: Some("A1B2C3D4E5F60708".into()),
+                managed: vec!["db".into(), "web".into()],
+                skipped: [("web".to_owned(), "outside_percent".to_owned())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = tables(&status);
+        let fleet = cells(&t[3]);
+        assert_eq!(fleet[0], json!("oci://***@reg.example/fleet:prod"));
+        assert_eq!(fleet[1], json!("7 (sha256:abababababab)"));
+        assert_eq!(fleet[2], json!("no"));
+        assert_eq!(fleet[3], json!("2026-12-03T06:40:12.345Z"));
+        assert_eq!(fleet[4], json!("A1B2C3D4E5F60708"));
+        assert_eq!(fleet[5], json!("db, web"));
+        assert_eq!(fleet[6], json!("web: outside_percent"));
+        assert_eq!(fleet[7], json!({"m": "registry: registry unreachable"}));
     }
 }

@@ -71,8 +71,7 @@ pub fn load(root: &Path) -> Result<PersistedState, DaemonError> {
 pub fn save(root: &Path, state: &PersistedState) -> Result<(), DaemonError> {
     let path = path(root);
     let tmp = root.join(format!("{FILE_NAME}.tmp"));
-    let text = serde_json::to_vec_pretty(state)
-        .map_err(|e| DaemonError::Internal(format!("cannot encode the fleet state: {e}")))?;
+    let text = serde_json::to_vec_pretty(state).map_err(DaemonError::EncodeFleetState)?;
     {
         let mut f = fs_err::File::create(&tmp)?;
         f.write_all(&text)?;
