@@ -29,6 +29,10 @@ for p in /status /catalog /web/install /web/experiment/start /%2e%2e/install /a/
   printf '%s' "$p" > "corpus/api_paths/$(printf '%s' "$p" | sha256sum | cut -c1-16)"
 done
 printf 'agent:\n  a:\n    b: 1\n' > corpus/config_yaml/seed.yaml
+mkdir -p corpus/config_operations
+printf '%s' '{"deployment_id":"c1","file_operations":[{"file_op":"merge-patch","file_path":"/x.yaml","patch":{"x":"SEC[k]","y":{"z":1}}}]}' > corpus/config_operations/merge.json
+printf '%s' '{"deployment_id":"c2","file_operations":[{"file_op":"patch","file_path":"/conf.d/x.json","patch":[{"op":"add","path":"/a","value":[1,2]},{"op":"remove","path":"/x"}]}]}' > corpus/config_operations/patch.json
+printf '%s' '{"deployment_id":"c3","file_operations":[{"file_op":"copy","file_path":"/x.yaml","destination_path":"/conf.d/y.yaml"},{"file_op":"move","file_path":"/conf.d/x.json","destination_path":"/out/x.json"},{"file_op":"delete","file_path":"/ln.yaml"},{"file_op":"delete-all","file_path":"/conf.d"}]}' > corpus/config_operations/files.json
 printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:5e8848f8c1e7bd3a2b9a5ecb3dbb1bd9b3b3a5b0b2f1bd8e6fcd41ab2bfa42d8","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:5e8848f8c1e7bd3a2b9a5ecb3dbb1bd9b3b3a5b0b2f1bd8e6fcd41ab2bfa42d8","size":10}]}' > corpus/oci_documents/manifest.json
 doc="$work/fleet.json"
 cat > "$doc" <<'JSON'
@@ -47,4 +51,4 @@ JSON
 minisign -S -s keys/fleet.sec -m "$doc" -x "$work/fleet.sig" -t "outpost fleet generation 7" >/dev/null </dev/null
 { cat "$doc"; printf '\0'; cat "$work/fleet.sig"; } > corpus/fleet_document/signed
 cp "$doc" corpus/fleet_document/unsigned.json
-echo "seeded corpus/{catalog,api_bodies,api_paths,fleet_document,config_yaml,oci_documents}"
+echo "seeded corpus/{catalog,api_bodies,api_paths,fleet_document,config_yaml,config_operations,oci_documents}"
