@@ -1,8 +1,9 @@
 //! Checks that try to take the agent's process down with them, run by the real `outpost agent`
 //! with the real datadog-checks-base: `os._exit()`, `os.fork()` whose child falls back into
 //! the agent, a recursion limit raised past what a thread's stack holds, and memory allocated
-//! without bound past `agent.check_memory_limit`. Each is reported as the check's error, and
-//! a steady check keeps running beside them.
+//! without bound past `agent.check_memory_limit`. Each is reported as the check's error (an
+//! instance over the memory limit is disabled after that run, its memory given back), and a
+//! steady check keeps running beside them.
 
 #![allow(clippy::unwrap_used)]
 
@@ -158,14 +159,14 @@ fn hostile_checks_are_stopped_and_reported_and_the_agent_keeps_going() {
         root.conf(name, EVERY_SECOND);
     }
     let mut agent = root.start_agent(&[]);
-    agent.wait_until("every check ran three times", |a| {
+    agent.wait_until("every check ran three times, or was disabled", |a| {
         let view = a.get_json("/checks");
         CHECKS.iter().all(|(c, _)| {
             view["instances"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|i| i["check"] == *c && runs(i) >= 3)
+                .any(|i| i["check"] == *c && (runs(i) >= 3 || !i["disabled"].is_null()))
         })
     });
     let error = |check: &str| -> String {
@@ -214,7 +215,8 @@ fn hostile_checks_are_stopped_and_reported_and_the_agent_keeps_going() {
         "{text}"
     );
 
-    // Unbounded allocation, in large blocks or small objects, is stopped at the limit.
+    // Unbounded allocation, in large blocks or small objects, is stopped at the limit, and
+    // the instance is disabled after that one run.
     for check in ["hoards", "hoards_small"] {
         let message = error(check);
         assert!(
@@ -226,18 +228,31 @@ fn hostile_checks_are_stopped_and_reported_and_the_agent_keeps_going() {
             "{message}"
         );
         assert!(message.contains("MemoryError"), "{message}");
-        let inuse = agent.instance(check)["memory"]["InuseBytes"]
-            .as_u64()
-            .unwrap();
+        let i = agent.instance(check);
+        assert_eq!(i["stats"]["runs"], 1, "{i}");
+        let disabled = &i["disabled"];
+        assert_eq!(disabled["reason"], "memory_limit", "{i}");
+        assert_eq!(disabled["limit_bytes"], LIMIT, "{i}");
+        let reached = disabled["inuse_bytes"].as_u64().unwrap();
         assert!(
-            inuse <= LIMIT + 8 * MIB,
-            "{check} keeps {inuse} bytes, the limit is {LIMIT}"
+            (LIMIT / 2..=LIMIT + 8 * MIB).contains(&reached),
+            "{check} reached {reached} bytes, the limit is {LIMIT}"
         );
-        assert!(inuse >= LIMIT / 2, "{check} keeps {inuse} bytes");
     }
-    assert!(
-        log.contains("a check went over agent.check_memory_limit"),
-        "{log}"
+    // What they kept on `self` went with their Python objects.
+    agent.wait_until("the hoarders' memory is given back", |a| {
+        ["hoards", "hoards_small"].iter().all(|c| {
+            a.instance(c)["memory"]["InuseBytes"]
+                .as_u64()
+                .is_some_and(|b| b < LIMIT / 4)
+        })
+    });
+    let log = agent.log();
+    assert_eq!(
+        log.matches("a check went over agent.check_memory_limit")
+            .count(),
+        2,
+        "once per instance:\n{log}"
     );
     // A check that uses a lot but frees it is left alone.
     let churns = agent.instance("churns");

@@ -74,6 +74,7 @@ fn instance(i: usize, start: SystemTime) -> InstanceView {
         error: None,
         warnings: Vec::new(),
         metric_count: Some(summary.metric_count),
+        disabled: None,
         stats: Some(JobStats {
             id,
             interval: Duration::from_secs(INTERVAL_S),
@@ -87,6 +88,7 @@ fn instance(i: usize, start: SystemTime) -> InstanceView {
             running: false,
             running_for: None,
             next_run_in: None,
+            disabled: None,
             total_duration: Duration::from_secs(1),
             total_cpu: Duration::from_millis(500),
             last_run: Some(LastRun {
@@ -165,6 +167,7 @@ fn main() {
         },
         runners: 4,
         abandoned_runners: 0,
+        disabled: 0,
         instances: (0..INSTANCES).map(|i| instance(i, start)).collect(),
         load_errors: Vec::new(),
         validations: Vec::new(),

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /checks` | [`ChecksView`](crate::ChecksView): every instance with its last run, error, warnings, metric count, statistics and memory; load errors; validations; the Python status |
 //! | `POST /checks/{name}/run` | runs every instance of the check now: the `outpost check run --json` document |
+//! | `POST /checks/{name}/enable` | enables the disabled instance with that ID, or every disabled instance of the check with that name: [`EnableSummary`](crate::EnableSummary); 404 `not_found` when nothing has that name; 400 `bad_request` naming the instances that could not be loaded again |
 //! | `POST /checks/reload` | reloads the configurations: [`ReloadSummary`](crate::ReloadSummary); 400 `bad_request` listing the load errors when any configuration failed to load |
 //! | `GET /telemetry` | Prometheus text 0.0.4 (see [`crate::telemetry`]) |
 //! | `GET /debug/vars` | JSON: `rtloader` (the expvar memory map, with `Checks` by check ID), `memtrack` (the full snapshot), `scheduler`, `checks` (statistics and memory per instance), `agent` |
@@ -24,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use outpost_api::{Api, DebugVars, ErrorResponse, Json, Module, ReadOnlyRoutes, Telemetry};
 use outpost_checks::memtrack;
 
-use crate::agent::{Agent, ChecksView, ReloadSummary};
+use crate::agent::{Agent, ChecksView, EnableSummary, ReloadSummary};
 use crate::error::AgentError;
 
 /// The `Content-Type` of the exposition.
@@ -54,12 +55,25 @@ async fn reload(State(agent): State<Agent>) -> Result<Json<ReloadSummary>, Error
     }
 }
 
+/// `name` is an instance ID or a check name (see [`Agent::enable`]).
+async fn enable(
+    State(agent): State<Agent>,
+    Path(name): Path<String>,
+) -> Result<Json<EnableSummary>, ErrorResponse> {
+    let summary = agent.enable(&name).await?;
+    match summary.failure_message() {
+        None => Ok(Json(summary)),
+        Some(message) => Err(ErrorResponse::bad_request(message)),
+    }
+}
+
 /// The `checks` module.
 pub fn checks_module(agent: Agent) -> Module {
     Module::new("checks")
         .get("/", list)
         .post("/reload", reload)
         .post("/{name}/run", run_check)
+        .post("/{name}/enable", enable)
         .with_state(agent)
 }
 

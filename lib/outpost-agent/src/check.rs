@@ -10,7 +10,7 @@ use std::time::Duration;
 use outpost_checks::{CheckError, CheckInstance, LoadedCheck, RunReport};
 use serde::Serialize;
 
-use crate::scheduler::{Job, JobError, JobReport, RunSummary};
+use crate::scheduler::{DisableReason, Job, JobError, JobReport, RunSummary};
 
 /// Where a check's code came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,6 +118,14 @@ impl JobReport for RunReport {
             event_count: s.events.len(),
             histogram_bucket_count: s.histogram_buckets.len(),
         }
+    }
+
+    /// A run stopped by the check memory limit disables its instance.
+    fn disable(&self) -> Option<DisableReason> {
+        self.memory_limit.map(|m| DisableReason::MemoryLimit {
+            limit_bytes: m.limit_bytes,
+            inuse_bytes: m.inuse_bytes,
+        })
     }
 }
 

@@ -27,6 +27,18 @@ pub enum AgentError {
         /// The ID.
         id: String,
     },
+    /// The instance was disabled (by a run over the check memory limit) before the
+    /// requested run.
+    #[error(
+        "check instance {id} is disabled: {reason}; \
+         `outpost agent enable {id}` or a reload that changes its configuration enables it"
+    )]
+    JobDisabled {
+        /// The ID.
+        id: String,
+        /// Why it was disabled.
+        reason: crate::scheduler::DisableReason,
+    },
     /// A run panicked (a bug in the runtime, reported instead of taking the agent down).
     #[error("the run of {id} panicked: {message}")]
     RunPanicked {
@@ -163,9 +175,10 @@ impl AgentError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::UnknownJob { .. } | Self::UnknownCheck { .. } => ErrorCode::NotFound,
-            Self::DuplicateJob { .. } | Self::JobRemoved { .. } | Self::AlreadyRunning { .. } => {
-                ErrorCode::InvalidState
-            }
+            Self::DuplicateJob { .. }
+            | Self::JobRemoved { .. }
+            | Self::JobDisabled { .. }
+            | Self::AlreadyRunning { .. } => ErrorCode::InvalidState,
             Self::RunTimedOut { .. } => ErrorCode::Busy,
             Self::ShuttingDown | Self::SchedulerStopped | Self::PythonUnavailable { .. } => {
                 ErrorCode::Unavailable

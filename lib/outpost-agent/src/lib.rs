@@ -31,6 +31,7 @@
 //!
 //! Scheduler::<J: Job>::start(SchedulerConfig, Arc<dyn Observer<J>>) -> Result<Scheduler<J>, _>
 //!   add(Arc<J>), remove(id), run_now(id) -> ManualRun<J>, shutdown(grace) -> ShutdownReport
+//!   (a run whose report says JobReport::disable() disables its job: JobStats::disabled)
 //!   stats() -> SchedulerStats, jobs() -> Vec<JobStats>, job(id) -> Option<JobStats>
 //! ```
 //!
@@ -45,7 +46,10 @@
 //! A check that raises, returns garbage, exits, recurses or hangs is reported (in `/checks`,
 //! the log and the run counters) and never takes the agent down; a hung run keeps only its
 //! own runner. When Python cannot start the agent still serves its API, with the reason in
-//! `/checks` (`python.error`) and `/debug/vars`.
+//! `/checks` (`python.error`) and `/debug/vars`. A check that goes over
+//! `agent.check_memory_limit` is stopped and its instance disabled (no longer scheduled, its
+//! Python object let go) until a reload that changes its configuration or
+//! `POST /checks/{name}/enable`.
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 
 mod agent;
@@ -59,14 +63,14 @@ pub mod sinks;
 pub mod telemetry;
 
 pub use agent::{
-    Agent, AgentOptions, ChecksView, InstanceView, LoadError, OutputOptions, PythonStatus,
-    ReloadSummary,
+    Agent, AgentOptions, ChecksView, DisabledView, EnableSummary, InstanceView, LoadError,
+    OutputOptions, PythonStatus, ReloadSummary,
 };
 pub use check::{CheckSource, PythonCheck};
 pub use error::{AgentError, InvalidValue, OutputStep};
 pub use scheduler::{
-    Job, JobError, JobReport, JobStats, ManualRun, Observer, RunInfo, RunKind, RunSummary,
-    Scheduler, SchedulerConfig, SchedulerStats, ShutdownReport,
+    DisableReason, Disabled, Job, JobError, JobReport, JobStats, ManualRun, Observer, RunInfo,
+    RunKind, RunSummary, Scheduler, SchedulerConfig, SchedulerStats, ShutdownReport,
 };
 pub use serve::run;
 pub use sinks::{JsonLines, RunFormat, SeriesStore};

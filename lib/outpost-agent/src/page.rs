@@ -8,7 +8,9 @@
 //! what the tables hold ([`spec`], [`tables`]). `GET /api/checks` serves the same document as
 //! `GET /checks` on the Unix socket.
 //!
-//! An instance's state is `error` (its last run failed), `not ready` (Python is not available
+//! An instance's state is `disabled` (a run went over the check memory limit: it is no
+//! longer scheduled; its error cell says why and since when, the run's error one click
+//! away), `error` (its last run failed), `not ready` (Python is not available
 //! or its custom check failed validation), `pending` (it has not run yet), `warning` (its
 //! last run reported warnings) or `ok`.
 
@@ -84,7 +86,9 @@ fn error_value(message: &str, traceback: &str) -> Value {
 
 /// The state of an instance (see the [module docs](self)).
 pub fn state(i: &InstanceView, python: bool, ready: Option<ReadyStatus>) -> &'static str {
-    if i.error.is_some() {
+    if i.disabled.is_some() {
+        "disabled"
+    } else if i.error.is_some() {
         "error"
     } else if !python || ready.is_some_and(|r| r != ReadyStatus::Ready) {
         "not ready"
@@ -103,6 +107,18 @@ fn instance_row(i: &InstanceView, python: bool, ready: Option<ReadyStatus>) -> R
         (s.runs, s.errors, s.recent_ms.clone())
     });
     let error = match (&i.error, i.warnings.is_empty()) {
+        _ if i.disabled.is_some() => {
+            let (m, tb) = i.disabled.as_ref().zip(i.error.as_ref()).map_or_else(
+                || (String::new(), String::new()),
+                |(d, e)| {
+                    (
+                        d.message.clone(),
+                        format!("{}\n\n{}", e.message, e.traceback),
+                    )
+                },
+            );
+            error_value(&m, &tb)
+        }
         (Some(e), _) => error_value(&e.message, &e.traceback),
         (None, false) => json!({"m": i.warnings.join("\n")}),
         (None, true) => Value::Null,

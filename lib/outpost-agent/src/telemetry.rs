@@ -10,6 +10,9 @@
 //!   must leave the unlabelled series out. With tracking off the totals are 0.
 //! * `outpost_agent_runners`, `outpost_agent_runners_busy`, `outpost_agent_runners_abandoned`,
 //!   `outpost_agent_runs_queued`, `outpost_agent_check_instances` (gauges);
+//!   `outpost_agent_check_instances_disabled` (gauge), and
+//!   `outpost_agent_check_disabled{check_name,check_id,reason}` (gauge, 1 per instance a run
+//!   over the check memory limit disabled; gone once it is enabled or removed);
 //!   `outpost_agent_runs_abandoned_total`, `outpost_agent_runs_total`,
 //!   `outpost_agent_run_errors_total`, `outpost_agent_run_overruns_total`,
 //!   `outpost_agent_runs_late_total`, `outpost_agent_check_cpu_seconds_total` (counters);
@@ -152,6 +155,32 @@ fn render_agent(agent: &Agent, out: &mut Exposition) {
         "Check instances scheduled",
         f(s.jobs as u64),
     );
+    gauge(
+        out,
+        "outpost_agent_check_instances_disabled",
+        "Check instances disabled (a run over agent.check_memory_limit); no longer scheduled",
+        f(s.disabled as u64),
+    );
+    let name = "outpost_agent_check_disabled";
+    if out.family(
+        name,
+        "gauge",
+        "1 per disabled check instance, with why (reason)",
+    ) {
+        for (check, id, reason) in agent.disabled_instances() {
+            out.sample(
+                name,
+                "",
+                &labels(&[
+                    ("check_name", check.as_str()),
+                    ("check_id", id.as_str()),
+                    ("reason", reason),
+                ]),
+                None,
+                1.0,
+            );
+        }
+    }
     counter(
         out,
         "outpost_agent_runs_total",

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,6 +28,17 @@ pub struct CheckError {
     pub traceback: String,
 }
 
+/// A run stopped by the check memory limit (`agent.check_memory_limit`): an allocation was
+/// refused because it would have taken the instance past the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryLimitExceeded {
+    /// The limit, in bytes.
+    pub limit_bytes: u64,
+    /// What the instance held when the allocation was refused, in bytes (about: the memory
+    /// tracker samples small blocks).
+    pub inuse_bytes: u64,
+}
+
 /// What one run did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunReport {
@@ -47,6 +59,9 @@ pub struct RunReport {
     pub metadata: BTreeMap<String, String>,
     /// `set_external_tags` calls made during the run, in order.
     pub external_tags: Vec<ExternalTags>,
+    /// Set when the run was stopped by the check memory limit (its `error` says so too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<MemoryLimitExceeded>,
 }
 
 impl RunReport {
@@ -70,6 +85,9 @@ pub struct CheckInstance {
     collector: Arc<Collector>,
     slot: Option<Slot>,
     run_lock: Mutex<()>,
+    /// A run went over the check memory limit: dropping the instance releases its Python
+    /// object at once and collects the cycles it leaves (see [`Drop`]).
+    breached: AtomicBool,
 }
 
 enum Invocation {
@@ -101,6 +119,7 @@ impl CheckInstance {
             collector,
             slot,
             run_lock: Mutex::new(()),
+            breached: AtomicBool::new(false),
         }
     }
 
@@ -203,6 +222,7 @@ impl CheckInstance {
             .slot
             .as_ref()
             .is_some_and(memtrack::Slot::take_over_limit);
+        let memory_limit = over_limit.then(|| self.limit_exceeded()).flatten();
         let error = match invocation {
             Invocation::Returned(s) if s.is_empty() => None,
             Invocation::Returned(s) => Some(parse_error_report(&s)),
@@ -217,6 +237,7 @@ impl CheckInstance {
                     submissions: Submissions::default(),
                     metadata: BTreeMap::new(),
                     external_tags: Vec::new(),
+                    memory_limit,
                 };
             }
         };
@@ -236,18 +257,30 @@ impl CheckInstance {
             submissions: pending.submissions,
             metadata: pending.metadata,
             external_tags: pending.external_tags,
+            memory_limit,
         }
+    }
+
+    /// The limit and what the instance held, after a run during which an allocation was
+    /// refused for the check memory limit; marks the instance as having breached it.
+    fn limit_exceeded(&self) -> Option<MemoryLimitExceeded> {
+        let limit_bytes = memtrack::check_limit()?;
+        self.breached.store(true, Ordering::Relaxed);
+        Some(MemoryLimitExceeded {
+            limit_bytes,
+            inuse_bytes: self.slot.as_ref().map_or(0, memtrack::Slot::inuse_bytes),
+        })
     }
 
     /// The error of a run during which an allocation was refused for the check memory limit
     /// (`over`): the run's own error (a `MemoryError`, or what the check made of it) after a
-    /// message that names the limit. Logged once per such run.
+    /// message that names the limit. The agent logs it (once: it disables the instance).
     fn limit_error(&self, over: bool, error: Option<CheckError>) -> CheckError {
         let Some(limit) = memtrack::check_limit().filter(|_| over) else {
             return error.unwrap_or_default();
         };
         let inuse = self.slot.as_ref().map_or(0, memtrack::Slot::inuse_bytes);
-        tracing::warn!(check.id = %self.id, limit_bytes = limit, inuse_bytes = inuse,
+        tracing::debug!(check.id = %self.id, limit_bytes = limit, inuse_bytes = inuse,
             "a check went over agent.check_memory_limit; its allocation was refused and its run stopped");
         let (cause, traceback) = match error {
             Some(e) => (format!(": {}", e.message), e.traceback),
@@ -280,8 +313,25 @@ impl CheckInstance {
 }
 
 impl Drop for CheckInstance {
+    /// Unregisters the collector. An instance that went over the check memory limit also
+    /// gives its Python object back at once, with the GIL, and runs a garbage collection:
+    /// what the check kept on `self` is reference cycles away from being freed (the base
+    /// class keeps bound methods of the instance), and would otherwise wait for the
+    /// interpreter's next collection. What it put in module globals stays (see
+    /// `docs/checks.md`).
     fn drop(&mut self) {
         collector::unregister(&self.collector);
+        if self.breached.load(Ordering::Relaxed) {
+            Python::attach(|py| {
+                drop(std::mem::replace(&mut self.check, py.None()));
+                match py.import("gc").and_then(|gc| gc.call_method0("collect")) {
+                    Ok(n) => tracing::debug!(check.id = %self.id, collected = %display(&n),
+                        "the Python object of an instance over its memory limit was let go"),
+                    Err(e) => tracing::warn!(check.id = %self.id, error = %capture(py, &e),
+                        "garbage collection after a check over its memory limit failed"),
+                }
+            });
+        }
     }
 }
 

@@ -17,7 +17,8 @@
 //!   id() -> &CheckId, name(), version(), interval(), settings() -> &InstanceSettings,
 //!   config_path(), index(), memory() -> Option<MemoryStats>
 //!   run() -> RunReport { check_id, started_at, duration, error: Option<CheckError>,
-//!                        warnings, submissions: Submissions, metadata, external_tags }
+//!                        warnings, submissions: Submissions, metadata, external_tags,
+//!                        memory_limit: Option<MemoryLimitExceeded> }
 //!   cancel() -> Result<(), Error>
 //!
 //! conf_d::find(conf_dir, name) -> Result<Vec<CheckConfigFile>, Error>
@@ -110,7 +111,7 @@ pub mod value;
 pub use conf_d::{CheckConfigFile, Discovery, InstanceSettings};
 pub use error::{ConfigProblem, Error, InitFailure, PythonException};
 pub use id::CheckId;
-pub use instance::{CheckError, CheckInstance, RunReport};
+pub use instance::{CheckError, CheckInstance, MemoryLimitExceeded, RunReport};
 pub use interpreter::PythonInfo;
 pub use memtrack::{CheckMemory, MemorySnapshot, MemoryStats};
 pub use runtime::{InstanceLoadError, LoadedCheck, Runtime, RuntimeConfig};

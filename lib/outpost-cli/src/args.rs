@@ -492,6 +492,19 @@ pub enum AgentCommand {
     Status(AgentClientArgs),
     /// Ask the running agent to reload check configurations
     Reload(AgentClientArgs),
+    /// Enable a check instance the agent disabled (a run over agent.check_memory_limit)
+    Enable(AgentEnableArgs),
+}
+
+/// `outpost agent enable`
+#[derive(Debug, Clone, Args)]
+pub struct AgentEnableArgs {
+    /// An instance ID (as `outpost agent status` lists it), or a check name for every
+    /// disabled instance of that check
+    pub name: String,
+    /// Where the running agent listens
+    #[command(flatten)]
+    pub client: AgentClientArgs,
 }
 
 /// `outpost agent status|reload`: where the running agent listens.

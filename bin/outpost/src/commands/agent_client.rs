@@ -1,4 +1,4 @@
-//! `outpost agent status` and `outpost agent reload`: clients of the agent's socket
+//! `outpost agent status`, `outpost agent reload` and `outpost agent enable`: clients of the agent's socket
 //! (`<root>/run/agent.sock`). Exit status: 0 success, 1 the agent refused, 3 the agent is not
 //! reachable.
 
@@ -11,17 +11,47 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use outpost_api::{ApiClient, ClientError, ClientErrorKind};
 use outpost_cli::ExitStatus;
-use outpost_cli::args::{AgentClientArgs, AgentCommand, GlobalArgs};
+use outpost_cli::args::{AgentClientArgs, AgentCommand, AgentEnableArgs, GlobalArgs};
 use outpost_cli::output::{print_error_json, print_json, print_stdout, table};
 use outpost_cli::report::{self, Service};
 use serde_json::Value;
 
-/// Runs `outpost agent status` or `outpost agent reload`.
+/// Runs `outpost agent status`, `reload` or `enable`.
 pub(crate) fn run(global: &GlobalArgs, command: &AgentCommand) -> ExitStatus {
     match command {
         AgentCommand::Status(args) => status(global, args),
         AgentCommand::Reload(args) => reload(global, args),
+        AgentCommand::Enable(args) => enable(global, args),
     }
+}
+
+/// `outpost agent enable NAME`: `POST /checks/{name}/enable`, then what it enabled.
+fn enable(global: &GlobalArgs, args: &AgentEnableArgs) -> ExitStatus {
+    // The name goes into the path: refuse what would change its meaning there.
+    if args.name.is_empty() || args.name.contains(['/', '?', '#', '%']) {
+        eprintln!("error: invalid instance ID or check name {:?}", args.name);
+        return ExitStatus::Usage;
+    }
+    let path = format!("/checks/{}/enable", args.name);
+    let body = match call(global, &args.client, async |c| {
+        c.post::<(), Value>(&path, None).await
+    }) {
+        Ok(b) => b,
+        Err(status) => return status,
+    };
+    if global.json {
+        print_json(&body);
+        return ExitStatus::Success;
+    }
+    let enabled = body["enabled"].as_array().cloned().unwrap_or_default();
+    println!("enabled: {}", enabled.len());
+    for id in &enabled {
+        println!("  + {}", id.as_str().unwrap_or_default());
+    }
+    for id in body["not_disabled"].as_array().into_iter().flatten() {
+        println!("  {} was not disabled", id.as_str().unwrap_or_default());
+    }
+    ExitStatus::Success
 }
 
 /// The agent's socket: `--agent-socket`, else `<root>/run/agent.sock`.
@@ -205,7 +235,9 @@ fn render_status(body: &Value, now: f64) -> String {
             .iter()
             .map(|i| {
                 let stats = &i["stats"];
-                let status = if stats["running"].as_bool() == Some(true) {
+                let status = if !i["disabled"].is_null() {
+                    "disabled"
+                } else if stats["running"].as_bool() == Some(true) {
                     if stats["late"].as_u64().unwrap_or(0) > 0
                         && stats["running_for_ms"].as_f64().unwrap_or(0.0)
                             >= stats["timeout_s"].as_f64().unwrap_or(f64::MAX) * 1000.0
@@ -242,6 +274,15 @@ fn render_status(body: &Value, now: f64) -> String {
             })
             .collect();
         table(&mut out, "", &header, &rows);
+        for i in instances.iter().filter(|i| !i["disabled"].is_null()) {
+            let _ = writeln!(
+                out,
+                "disabled: {}: {} (since {} ago)",
+                i["id"].as_str().unwrap_or_default(),
+                i["disabled"]["message"].as_str().unwrap_or_default(),
+                human((now - i["disabled"]["at"].as_f64().unwrap_or(now)).max(0.0))
+            );
+        }
         let failing: Vec<&Value> = instances.iter().filter(|i| !i["error"].is_null()).collect();
         if !failing.is_empty() {
             out.push_str("errors:\n");

@@ -4,8 +4,10 @@
 //! * `options`: what it starts with; `python`: the runtime or why it is unavailable;
 //! * `reload`: loading and reloading `conf.d`; `load_error`: what failed to load;
 //! * `validation`: custom checks validated once each; `observer`: runs into the sinks;
-//! * `run_now`: `check run` through the agent; `views`: what the API shows.
+//! * `run_now`: `check run` through the agent; `views`: what the API shows;
+//! * `disabled`: instances a run over the check memory limit disabled, and enabling them.
 
+mod disabled;
 mod load_error;
 mod observer;
 mod options;
@@ -22,12 +24,14 @@ use std::time::{Duration, Instant};
 
 use outpost_checks::Validation;
 
+pub use self::disabled::{DisabledView, EnableSummary};
 pub use self::load_error::LoadError;
 pub use self::options::{AgentOptions, OutputOptions};
 pub use self::python::PythonStatus;
 pub use self::reload::ReloadSummary;
 pub use self::views::{ChecksView, InstanceView};
 
+use self::disabled::DisabledInstance;
 use self::load_error::check_error;
 use self::observer::Sinks;
 use self::python::{Python, start_python};
@@ -39,6 +43,8 @@ use crate::sinks::{JsonLines, SeriesStore};
 #[derive(Debug, Default)]
 struct Loaded {
     jobs: BTreeMap<String, Arc<PythonCheck>>,
+    /// Instances a run disabled: no longer scheduled, their Python object let go.
+    disabled: BTreeMap<String, DisabledInstance>,
     errors: Vec<LoadError>,
     /// Custom checks already sent for validation (once per name).
     validated: HashSet<String>,
@@ -50,7 +56,8 @@ struct Inner {
     scheduler: Scheduler<PythonCheck>,
     store: Arc<SeriesStore>,
     output: Option<Arc<JsonLines>>,
-    loaded: Mutex<Loaded>,
+    /// Shared with the sinks, which move a disabled instance from `jobs` to `disabled`.
+    loaded: Arc<Mutex<Loaded>>,
     reload_lock: tokio::sync::Mutex<()>,
     validations: Arc<Mutex<BTreeMap<String, Validation>>>,
     validator: Mutex<Option<std::sync::mpsc::Sender<String>>>,
@@ -97,6 +104,7 @@ impl Agent {
                 })?
         };
         let store = Arc::new(SeriesStore::new());
+        let loaded = Arc::new(Mutex::new(Loaded::default()));
         let scheduler = Scheduler::start(
             options.scheduler.clone(),
             Arc::new(Sinks {
@@ -104,6 +112,7 @@ impl Agent {
                 output: output.clone(),
                 format: Arc::clone(&options.format),
                 failures: observer::FailureLog::default(),
+                loaded: Arc::clone(&loaded),
             }),
         )?;
         let agent = Agent {
@@ -113,7 +122,7 @@ impl Agent {
                 scheduler,
                 store,
                 output,
-                loaded: Mutex::new(Loaded::default()),
+                loaded,
                 reload_lock: tokio::sync::Mutex::new(()),
                 validations: Arc::new(Mutex::new(BTreeMap::new())),
                 validator: Mutex::new(None),

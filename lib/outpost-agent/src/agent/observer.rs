@@ -1,5 +1,6 @@
 //! The sinks, as the scheduler's observer: every finished run goes to the series store and
-//! the `--output` file; a retired instance's series go away.
+//! the `--output` file; a retired instance's series go away; a disabled instance leaves the
+//! agent's scheduled instances for its disabled ones, and the log says so once.
 //!
 //! A failing instance is logged when its state changes (ok to error, error to ok, one error
 //! to a different one) and then reminded of at most every [`REMINDER_INTERVAL`] with the
@@ -13,8 +14,10 @@ use tokio::time::Instant;
 
 use outpost_checks::RunReport;
 
+use super::Loaded;
+use super::disabled::{DisabledInstance, log_disabled};
 use crate::check::PythonCheck;
-use crate::scheduler::{Observer, RunInfo};
+use crate::scheduler::{Disabled, Observer, RunInfo};
 use crate::sinks::{JsonLines, RunFormat, SeriesStore, submission_lines};
 
 /// How long a failing instance with an unchanged error stays quiet before a reminder.
@@ -148,13 +151,17 @@ pub(super) struct Sinks {
     pub(super) output: Option<Arc<JsonLines>>,
     pub(super) format: Arc<dyn RunFormat>,
     pub(super) failures: FailureLog,
+    pub(super) loaded: Arc<Mutex<Loaded>>,
 }
 
 impl Observer<PythonCheck> for Sinks {
     fn completed(&self, _job: &Arc<PythonCheck>, report: &RunReport, run: &RunInfo) {
         let id = report.check_id.as_str();
         let error = report.error.as_ref().map(|e| e.message.as_str());
-        if let Some(transition) = self.failures.observe(id, error, run.finished) {
+        // A run over the memory limit disables its instance, which is logged then.
+        if report.memory_limit.is_none()
+            && let Some(transition) = self.failures.observe(id, error, run.finished)
+        {
             transition.log(id);
         }
         for w in &report.warnings {
@@ -171,6 +178,22 @@ impl Observer<PythonCheck> for Sinks {
                 }
             }
         }
+    }
+
+    fn disabled(&self, job: &Arc<PythonCheck>, disabled: &Disabled) {
+        let id = <PythonCheck as crate::Job>::id(job);
+        self.failures.forget(id);
+        let series = self.store.remove_submitted(id);
+        {
+            let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+            // The scheduler still holds the job: this is not its last reference.
+            if loaded.jobs.remove(id).is_some() {
+                loaded
+                    .disabled
+                    .insert(id.to_owned(), DisabledInstance::of(job, *disabled));
+            }
+        }
+        log_disabled(id, disabled, series);
     }
 
     fn retired(&self, job: &Arc<PythonCheck>) {

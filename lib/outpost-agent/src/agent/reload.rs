@@ -72,11 +72,15 @@ pub(super) struct Plan {
     pub(super) custom: Vec<String>,
 }
 
+/// What a reload of `conf_dir` would do, given the instances it has (`current`, disabled
+/// ones included: an unchanged instance stays as it is). `only`: load just these instances,
+/// nothing else (enabling disabled ones), and leave discovery errors out.
 pub(super) fn plan_reload(
     python: &Python,
     conf_dir: &Path,
     current: &HashSet<String>,
     timeout: Option<Duration>,
+    only: Option<&HashSet<String>>,
 ) -> Result<Plan, AgentError> {
     let discovery = conf_d::discover(conf_dir).map_err(|source| AgentError::ConfDir {
         path: conf_dir.to_owned(),
@@ -88,6 +92,7 @@ pub(super) fn plan_reload(
         errors: discovery
             .errors
             .iter()
+            .filter(|_| only.is_none())
             .map(|e| discovery_error(conf_dir, e))
             .collect(),
         custom: Vec::new(),
@@ -95,6 +100,9 @@ pub(super) fn plan_reload(
     let mut seen: HashSet<String> = HashSet::new();
     for config in &discovery.configs {
         let ids = instance_ids(config);
+        if only.is_some_and(|only| !ids.iter().any(|id| only.contains(id))) {
+            continue;
+        }
         if !ids.is_empty() && ids.iter().all(|id| current.contains(id)) {
             seen.extend(ids.iter().cloned());
             plan.keep.extend(ids);
@@ -133,6 +141,9 @@ pub(super) fn plan_reload(
             match instance {
                 Ok(instance) => {
                     let id = instance.id().to_string();
+                    if only.is_some_and(|only| !only.contains(&id)) {
+                        continue;
+                    }
                     if current.contains(&id) {
                         // Already running (another instance of its file failed before):
                         // keep the running one, drop this fresh copy.
@@ -161,6 +172,7 @@ pub(super) fn plan_reload(
                         timeout,
                     )));
                 }
+                Err(failed) if only.is_some_and(|o| !o.contains(failed.check_id.as_str())) => {}
                 Err(failed) => {
                     tracing::warn!(
                         check.id = %failed.check_id,
@@ -193,7 +205,8 @@ pub(super) fn instance_ids(config: &CheckConfigFile) -> Vec<String> {
 impl Agent {
     /// Reloads every configuration of the configuration directory: instances that are new
     /// start, instances that are gone stop (`cancel()`, then their series are removed),
-    /// changed instances (a new ID) restart; unchanged instances keep running untouched.
+    /// changed instances (a new ID) restart; unchanged instances keep running untouched, and
+    /// unchanged disabled ones stay disabled (a changed one starts afresh, enabled).
     /// Reloads are serialised. A Python runtime that failed to start because of its venv is
     /// started again first.
     ///
@@ -225,18 +238,29 @@ impl Agent {
         let _serial = self.inner.reload_lock.lock().await;
         self.retry_python().await;
         let python = self.python();
-        let current: HashSet<String> = self.loaded().jobs.keys().cloned().collect();
+        // Disabled instances count as loaded: an unchanged one stays disabled.
+        let current: HashSet<String> = {
+            let loaded = self.loaded();
+            loaded
+                .jobs
+                .keys()
+                .chain(loaded.disabled.keys())
+                .cloned()
+                .collect()
+        };
         let plan = {
             let python = python.clone();
             let conf_dir = self.inner.options.conf_dir.clone();
             let current = current.clone();
             let timeout = self.inner.options.scheduler.timeout;
-            tokio::task::spawn_blocking(move || plan_reload(&python, &conf_dir, &current, timeout))
-                .await
-                .map_err(|source| AgentError::Task {
-                    what: "loading check configurations",
-                    source,
-                })??
+            tokio::task::spawn_blocking(move || {
+                plan_reload(&python, &conf_dir, &current, timeout, None)
+            })
+            .await
+            .map_err(|source| AgentError::Task {
+                what: "loading check configurations",
+                source,
+            })??
         };
         let mut summary = ReloadSummary {
             errors: plan.errors,
@@ -246,6 +270,10 @@ impl Agent {
         removed.sort();
         for id in &removed {
             self.inner.scheduler.remove(id).await?;
+            if self.loaded().disabled.contains_key(id) {
+                // Not retired by the scheduler (it had let go of it): its run counters go here.
+                self.inner.store.remove_owner(id);
+            }
         }
         let mut added = Vec::with_capacity(plan.new.len());
         for job in plan.new {
@@ -269,6 +297,7 @@ impl Agent {
             let mut loaded = self.loaded();
             for id in &removed {
                 loaded.jobs.remove(id);
+                loaded.disabled.remove(id);
             }
             for (id, job) in &added {
                 loaded.jobs.insert(id.clone(), Arc::clone(job));

@@ -8,6 +8,7 @@ use outpost_checks::{CheckError, Validation, memtrack};
 use serde::Serialize;
 
 use super::Agent;
+use super::disabled::DisabledView;
 use super::load_error::LoadError;
 use super::python::PythonStatus;
 use crate::check::check_error_of_run;
@@ -42,8 +43,11 @@ pub struct InstanceView {
     pub metric_count: Option<usize>,
     /// The scheduler's statistics.
     pub stats: Option<JobStats>,
-    /// Memory attributed to the instance (when tracking is on).
+    /// Memory attributed to the instance (when tracking is on). For a disabled instance,
+    /// what is left of it once its Python object was let go.
     pub memory: Option<memtrack::MemoryStats>,
+    /// Set when a run disabled the instance: it is no longer scheduled.
+    pub disabled: Option<DisabledView>,
 }
 
 /// The body of `GET /checks`.
@@ -55,6 +59,8 @@ pub struct ChecksView {
     pub runners: usize,
     /// Threads of runs abandoned past their timeout and still going (on top of `runners`).
     pub abandoned_runners: usize,
+    /// Instances disabled (also in `instances`, with `disabled` set).
+    pub disabled: usize,
     /// Every scheduled instance, by check then configuration file then index.
     pub instances: Vec<InstanceView>,
     /// What could not be loaded at the last reload.
@@ -72,12 +78,18 @@ impl Agent {
     /// The body of `GET /checks`.
     pub fn checks_view(&self) -> ChecksView {
         let memory = memtrack::snapshot();
-        let memory: HashMap<&str, memtrack::MemoryStats> = memory
-            .checks
-            .iter()
-            .filter(|c| c.live)
-            .map(|c| (c.check_id.as_str(), c.stats))
-            .collect();
+        // A live instance's counters, else what is left of a dropped one (a disabled one).
+        let mut by_id: HashMap<&str, (bool, memtrack::MemoryStats)> = HashMap::new();
+        for c in &memory.checks {
+            let e = by_id
+                .entry(c.check_id.as_str())
+                .or_insert((c.live, c.stats));
+            if c.live && !e.0 {
+                *e = (true, c.stats);
+            }
+        }
+        let memory: HashMap<&str, memtrack::MemoryStats> =
+            by_id.into_iter().map(|(id, (_, s))| (id, s)).collect();
         let stats: HashMap<String, JobStats> = self
             .inner
             .scheduler
@@ -116,10 +128,44 @@ impl Agent {
                             .map(|l| l.summary.warnings.clone())
                             .unwrap_or_default(),
                         metric_count: last.as_ref().map(|l| l.summary.metric_count),
+                        disabled: s
+                            .as_ref()
+                            .and_then(|s| s.disabled.as_ref())
+                            .map(|d| DisabledView::of(id, d)),
                         stats: s,
                         memory: memory.get(id.as_str()).copied(),
                     }
                 })
+                .chain(loaded.disabled.iter().map(|(id, d)| {
+                    let s = stats.get(id).cloned();
+                    let last = s.as_ref().and_then(|s| s.last_run.clone());
+                    InstanceView {
+                        check: d.source.name.clone(),
+                        id: id.clone(),
+                        version: d.source.version.clone(),
+                        source: if d.source.integration {
+                            "integration"
+                        } else {
+                            "custom"
+                        },
+                        config: d.config.clone(),
+                        index: d.index,
+                        interval_s: d.interval.as_secs_f64(),
+                        last_run: last.as_ref().map(|l| unix_seconds(l.started_at)),
+                        duration_ms: last.as_ref().map(|l| l.duration.as_secs_f64() * 1000.0),
+                        error: last
+                            .as_ref()
+                            .and_then(|l| l.summary.error.as_ref().map(check_error_of_run)),
+                        warnings: last
+                            .as_ref()
+                            .map(|l| l.summary.warnings.clone())
+                            .unwrap_or_default(),
+                        metric_count: last.as_ref().map(|l| l.summary.metric_count),
+                        stats: s,
+                        memory: memory.get(id.as_str()).copied(),
+                        disabled: Some(DisabledView::of(id, &d.disabled)),
+                    }
+                }))
                 .collect();
             (instances, loaded.errors.clone())
         };
@@ -129,6 +175,7 @@ impl Agent {
             python: self.python_status(),
             runners: self.inner.options.scheduler.runners,
             abandoned_runners: self.inner.scheduler.stats().abandoned,
+            disabled: instances.iter().filter(|i| i.disabled.is_some()).count(),
             instances,
             load_errors,
             validations: self.validations(),
@@ -150,9 +197,13 @@ impl Agent {
             .into_iter()
             .map(|(r, n)| (r.as_str(), n))
             .collect();
-        let (instances, load_errors) = {
+        let (instances, disabled, load_errors) = {
             let loaded = self.loaded();
-            (loaded.jobs.len(), loaded.errors.len())
+            (
+                loaded.jobs.len(),
+                loaded.disabled.len(),
+                loaded.errors.len(),
+            )
         };
         serde_json::json!({
             "version": outpost_types::VERSION,
@@ -163,6 +214,7 @@ impl Agent {
             "checks_dir": o.checks_dir,
             "python": self.python_status(),
             "instances": instances,
+            "disabled_instances": disabled,
             "load_errors": load_errors,
             "reloads": self.reloads(),
             "series": self.inner.store.series_count(),

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::handle::{Command, RunReply, SchedulerConfig, ShutdownReport};
-use super::job::{Job, Observer, RunKind};
+use super::job::{Disabled, Job, Observer, RunKind};
 use super::mailbox::{Mailbox, RunFlags};
 use super::pool::{ClockHold, Pool};
 use super::runner::{panic_message, spawn_cancel};
@@ -271,7 +271,8 @@ impl<J: Job> Engine<J> {
 
     pub(super) fn remove(&mut self, id: &str) -> bool {
         let Some((key, e)) = self.entries.get_key_value(id) else {
-            return false;
+            // A disabled job: only its statistics are left.
+            return self.stats.remove(id);
         };
         let key = Arc::clone(key);
         if e.removed {
@@ -301,6 +302,30 @@ impl<J: Job> Engine<J> {
             self.retire(&key);
         }
         true
+    }
+
+    /// Stops scheduling a job one of its runs disabled (that run has finished): run-now
+    /// requests waiting for its next run are refused, the observer is told, `cancel()` is
+    /// requested, and the loop lets go of the job. Its statistics stay, marked disabled.
+    pub(super) fn disable(&mut self, id: &Arc<str>, disabled: &Disabled) {
+        let Some(e) = self.entries.remove(id) else {
+            return;
+        };
+        for w in e.waiters {
+            let _ = w.send(Err(AgentError::JobDisabled {
+                id: id.to_string(),
+                reason: disabled.reason,
+            }));
+        }
+        tracing::debug!(check.id = %id, reason = %disabled.reason, "job disabled");
+        let observer = Arc::clone(&self.observer);
+        if let Err(p) =
+            std::panic::catch_unwind(AssertUnwindSafe(|| observer.disabled(&e.job, disabled)))
+        {
+            tracing::error!(check.id = %id, panic = %panic_message(&*p), "observer panicked on disable");
+        }
+        // The cancel thread, not the loop, lets go of the job last.
+        spawn_cancel(vec![e.job]);
     }
 
     /// Forgets a removed job that no longer runs, and schedules its successor if any.

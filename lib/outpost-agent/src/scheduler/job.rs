@@ -39,6 +39,52 @@ pub trait Job: Send + Sync + 'static {
 pub trait JobReport: Send + Sync + 'static {
     /// The error, warnings and submission counts of the run.
     fn summary(&self) -> RunSummary;
+
+    /// Set when the run must disable its job: it is no longer scheduled (see the module
+    /// docs of [`super`]). `None` by default.
+    fn disable(&self) -> Option<DisableReason> {
+        None
+    }
+}
+
+/// Why a job was disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum DisableReason {
+    /// A run went over the check memory limit (`agent.check_memory_limit`): an allocation
+    /// was refused and the run stopped.
+    MemoryLimit {
+        /// The limit, in bytes.
+        limit_bytes: u64,
+        /// What the instance held when the allocation was refused, in bytes.
+        inuse_bytes: u64,
+    },
+}
+
+impl std::fmt::Display for DisableReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::MemoryLimit {
+                limit_bytes,
+                inuse_bytes,
+            } => write!(
+                f,
+                "went over agent.check_memory_limit ({limit_bytes} bytes) holding about \
+                 {inuse_bytes} bytes"
+            ),
+        }
+    }
+}
+
+/// A disabled job: why, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Disabled {
+    /// Why.
+    #[serde(flatten)]
+    pub reason: DisableReason,
+    /// When the run that disabled it started (Unix seconds).
+    #[serde(rename = "at", serialize_with = "super::stats::ser_unix")]
+    pub at: SystemTime,
 }
 
 /// An error a run reported, as the statistics keep it (for a check: its exception and
@@ -120,6 +166,13 @@ pub trait Observer<J: Job>: Send + Sync + 'static {
     /// Called once a removed job will never run again (after its last run finished).
     fn retired(&self, job: &Arc<J>) {
         let _ = job;
+    }
+
+    /// Called on the scheduling loop when a run disabled its job ([`JobReport::disable`]):
+    /// the job is no longer scheduled and the scheduler lets go of it (after `cancel()`) as
+    /// soon as this returns. Must not drop the job's last reference on this thread.
+    fn disabled(&self, job: &Arc<J>, disabled: &Disabled) {
+        let _ = (job, disabled);
     }
 }
 

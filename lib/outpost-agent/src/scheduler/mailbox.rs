@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::time::Instant;
 
-use super::job::{Job, RunInfo};
+use super::job::{Disabled, Job, RunInfo};
 
 pub(super) struct Completion<J: Job> {
     pub(super) id: Arc<str>,
@@ -23,6 +23,8 @@ pub(super) struct Completion<J: Job> {
     pub(super) info: RunInfo,
     /// The report, or the panic message of a run that panicked.
     pub(super) outcome: Result<Arc<J::Report>, String>,
+    /// Set when the run disabled its job.
+    pub(super) disabled: Option<Disabled>,
 }
 
 /// What a run shares with the loop while it is in progress.

@@ -33,6 +33,13 @@
 //! * **Removal**: [`Scheduler::remove`] requests `cancel()`, stops scheduling the job, and
 //!   retires it ([`Observer::retired`]) once its run in progress, if any, has finished.
 //!   Adding a job whose ID is still retiring schedules the new one when the old one retires.
+//! * **Disabling**: a run whose report asks for it ([`JobReport::disable`]: a check over the
+//!   check memory limit) disables its job: no further scheduled run, run-now requests
+//!   waiting for it are answered [`AgentError::JobDisabled`](crate::AgentError::JobDisabled),
+//!   [`Observer::disabled`] is told, `cancel()` is requested and the scheduler lets go of the
+//!   job. Its statistics stay, marked [`JobStats::disabled`], and count in
+//!   [`SchedulerStats::disabled`] instead of [`SchedulerStats::jobs`]; it is never late
+//!   or queued. Adding a job with its ID schedules it afresh; removing its ID forgets them.
 //! * **Shutdown**: no new runs start, `cancel()` is requested for every job (running ones
 //!   first), and the loop waits up to the grace period for the runs in progress.
 //!
@@ -55,7 +62,10 @@ mod stats;
 mod timing;
 
 pub use self::handle::{ManualRun, Scheduler, SchedulerConfig, ShutdownReport};
-pub use self::job::{Job, JobError, JobReport, NoObserver, Observer, RunInfo, RunKind, RunSummary};
+pub use self::job::{
+    DisableReason, Disabled, Job, JobError, JobReport, NoObserver, Observer, RunInfo, RunKind,
+    RunSummary,
+};
 pub use self::stats::{
     DelayHistogram, JobStats, LastRun, RECENT_RUNS, SchedulerStats, unix_seconds,
 };

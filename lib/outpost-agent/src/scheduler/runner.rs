@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::engine::{Engine, Running, Timer};
 use super::handle::ManualRun;
-use super::job::{Job, JobError, JobReport, RunInfo, RunKind, RunSummary};
+use super::job::{Disabled, Job, JobError, JobReport, RunInfo, RunKind, RunSummary};
 use super::mailbox::{Completion, RunFlags};
 use super::timing::next_due;
 use crate::error::AgentError;
@@ -83,8 +83,13 @@ impl<J: Job> Engine<J> {
                 started_at,
                 cpu_time,
             };
+            let mut disabled = None;
             let (outcome, summary) = match result {
                 Ok(report) => {
+                    disabled = report.disable().map(|reason| Disabled {
+                        reason,
+                        at: started_at,
+                    });
                     let report = Arc::new(report);
                     let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         observer.completed(&job, &report, &info);
@@ -120,7 +125,9 @@ impl<J: Job> Engine<J> {
                     "run took longer than its interval; the next run is delayed"
                 );
             }
-            let next = due.map(|due| next_due(due, interval, info.started, info.finished));
+            let next = due
+                .filter(|_| disabled.is_none())
+                .map(|due| next_due(due, interval, info.started, info.finished));
             stats.finished(
                 &id,
                 &info,
@@ -129,7 +136,10 @@ impl<J: Job> Engine<J> {
                 overrun,
                 abandoned,
                 next,
+                disabled,
             );
+            // A disabled job leaves the loop's tables at once.
+            let wake = flags.wake.load(Ordering::SeqCst) || disabled.is_some();
             mailbox.post(
                 Completion {
                     id,
@@ -137,9 +147,10 @@ impl<J: Job> Engine<J> {
                     run,
                     info,
                     outcome,
+                    disabled,
                 },
                 next,
-                flags.wake.load(Ordering::SeqCst),
+                wake,
             );
             if let Some(h) = hold {
                 h.leave();
@@ -185,6 +196,10 @@ impl<J: Job> Engine<J> {
             return;
         }
         if self.shutdown.is_some() {
+            return;
+        }
+        if let Some(disabled) = done.disabled {
+            self.disable(&done.id, &disabled);
             return;
         }
         if let (RunKind::Scheduled, Some(due)) = (running.kind, running.due) {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
 
-use super::job::{RunInfo, RunKind, RunSummary};
+use super::job::{Disabled, RunInfo, RunKind, RunSummary};
 
 /// Serialises a duration as fractional milliseconds.
 pub(crate) fn ser_ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -103,6 +103,8 @@ pub struct JobStats {
     pub total_cpu: Duration,
     /// The last finished run.
     pub last_run: Option<LastRun>,
+    /// Set once a run disabled the job: it is no longer scheduled.
+    pub disabled: Option<Disabled>,
     /// Durations of the last [`RECENT_RUNS`] runs in milliseconds, oldest first (the status
     /// page's sparkline; not in `GET /checks`, which stays small).
     #[serde(skip)]
@@ -171,8 +173,10 @@ pub struct SchedulerStats {
     pub abandoned_total: u64,
     /// Jobs due and waiting for a free runner.
     pub queued: usize,
-    /// Jobs scheduled.
+    /// Jobs scheduled (disabled ones not included).
     pub jobs: usize,
+    /// Jobs disabled by one of their runs (no longer scheduled; their statistics stay).
+    pub disabled: usize,
     /// Runs finished.
     pub runs: u64,
     /// Runs that reported an error.
@@ -205,6 +209,19 @@ struct Table {
     totals: SchedulerStats,
 }
 
+impl Table {
+    /// Takes a record that left the table out of the counts.
+    fn uncount(&mut self, gone: Option<&JobRecord>) {
+        match gone {
+            Some(r) if r.stats.disabled.is_some() => {
+                self.totals.disabled = self.totals.disabled.saturating_sub(1);
+            }
+            Some(_) => self.totals.jobs = self.totals.jobs.saturating_sub(1),
+            None => {}
+        }
+    }
+}
+
 /// The statistics, shared between the scheduling loop (which writes) and readers.
 #[derive(Debug, Clone)]
 pub(crate) struct SharedStats(Arc<Mutex<Table>>);
@@ -220,6 +237,7 @@ impl SharedStats {
                 abandoned_total: 0,
                 queued: 0,
                 jobs: 0,
+                disabled: 0,
                 runs: 0,
                 errors: 0,
                 overruns: 0,
@@ -244,7 +262,7 @@ impl SharedStats {
         next_due: tokio::time::Instant,
     ) {
         let mut t = self.lock();
-        t.jobs.insert(
+        let replaced = t.jobs.insert(
             Arc::clone(id),
             JobRecord {
                 stats: JobStats {
@@ -263,19 +281,23 @@ impl SharedStats {
                     total_duration: Duration::ZERO,
                     total_cpu: Duration::ZERO,
                     last_run: None,
+                    disabled: None,
                     recent_ms: Vec::new(),
                 },
                 running_since: None,
                 next_due: Some(next_due),
             },
         );
-        t.totals.jobs = t.jobs.len();
+        t.uncount(replaced.as_ref());
+        t.totals.jobs += 1;
     }
 
-    pub(crate) fn remove(&self, id: &str) {
+    /// Forgets a job's statistics; true when there were any.
+    pub(crate) fn remove(&self, id: &str) -> bool {
         let mut t = self.lock();
-        t.jobs.remove(id);
-        t.totals.jobs = t.jobs.len();
+        let gone = t.jobs.remove(id);
+        t.uncount(gone.as_ref());
+        gone.is_some()
     }
 
     pub(crate) fn started(&self, id: &str, at: tokio::time::Instant) {
@@ -330,6 +352,7 @@ impl SharedStats {
         overrun: bool,
         abandoned: bool,
         next_due: Option<tokio::time::Instant>,
+        disabled: Option<Disabled>,
     ) {
         let mut t = self.lock();
         let failed = summary.error.is_some();
@@ -347,6 +370,7 @@ impl SharedStats {
         if info.due.is_some() {
             totals.start_delay.record(info.start_delay());
         }
+        let mut newly_disabled = false;
         if let Some(r) = t.jobs.get_mut(id) {
             let s = &mut r.stats;
             s.runs += 1;
@@ -365,6 +389,11 @@ impl SharedStats {
             if next_due.is_some() {
                 r.next_due = next_due;
             }
+            if disabled.is_some() {
+                newly_disabled = s.disabled.is_none();
+                s.disabled = disabled;
+                r.next_due = None;
+            }
             s.last_run = Some(LastRun {
                 kind: info.kind,
                 started_at: info.started_at,
@@ -375,6 +404,10 @@ impl SharedStats {
                 overrun,
                 summary,
             });
+        }
+        if newly_disabled {
+            t.totals.jobs = t.totals.jobs.saturating_sub(1);
+            t.totals.disabled += 1;
         }
     }
 

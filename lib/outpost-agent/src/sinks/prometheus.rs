@@ -459,6 +459,12 @@ impl SeriesStore {
     /// submitted series.
     pub fn remove_owner(&self, owner: &str) -> usize {
         self.runs.remove(owner);
+        self.remove_submitted(owner)
+    }
+
+    /// Removes the series `owner` submitted, and keeps its run counters (a disabled
+    /// instance's stay until it is enabled or removed). Returns how many were removed.
+    pub fn remove_submitted(&self, owner: &str) -> usize {
         let mut guard = self.store.write().unwrap_or_else(PoisonError::into_inner);
         let store = &mut *guard;
         let Some(keys) = store.owners.remove(owner) else {
