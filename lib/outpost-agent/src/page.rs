@@ -242,3 +242,64 @@ pub fn routes(agent: &Agent) -> Vec<ReadOnlyRoutes> {
             .with_state(agent.clone()),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::agent::DisabledView;
+    use crate::scheduler::DisableReason;
+    use outpost_checks::CheckError;
+
+    fn instance(disabled: bool) -> InstanceView {
+        let reason = DisableReason::MemoryLimit {
+            limit_bytes: 100,
+            inuse_bytes: 99,
+        };
+        InstanceView {
+            check: "hog".into(),
+            id: "hog:1".into(),
+            version: "1".into(),
+            source: "custom",
+            config: PathBuf::from("/c/hog.yaml"),
+            index: 0,
+            interval_s: 1.0,
+            last_run: Some(1000.0),
+            duration_ms: Some(3.0),
+            error: Some(CheckError {
+                message: "memory limit exceeded".into(),
+                traceback: "Traceback".into(),
+            }),
+            warnings: Vec::new(),
+            metric_count: Some(0),
+            stats: None,
+            memory: None,
+            disabled: disabled.then(|| DisabledView {
+                reason,
+                at: crate::scheduler::unix_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(9)),
+                message: "disabled: over the limit".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_disabled_instance_says_so_and_why() {
+        let row = instance_row(&instance(true), true, None);
+        let Cell::Value(state) = &row.cells[2] else {
+            panic!("the state is a value");
+        };
+        assert_eq!(state, "disabled");
+        let Cell::Value(error) = &row.cells[10] else {
+            panic!("the error is a value");
+        };
+        assert_eq!(error["m"], "disabled: over the limit");
+        assert_eq!(error["tb"], "memory limit exceeded\n\nTraceback");
+        assert_eq!(state_of(&instance(false)), "error");
+    }
+
+    fn state_of(i: &InstanceView) -> &'static str {
+        state(i, true, None)
+    }
+}

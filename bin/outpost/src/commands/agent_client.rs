@@ -365,6 +365,34 @@ mod tests {
              load errors:\n  broken (/c/broken.yaml): unable to import module 'broken'\n\
              validation: bad is not_ready: imports imp\n"
         );
+        let disabled = serde_json::json!({
+            "python": {"available": true, "version": "3.11.2"},
+            "runners": 1,
+            "instances": [
+                {"id": "hog:4", "version": "1", "interval_s": 1.0, "last_run": 900.0,
+                 "duration_ms": 30.0, "metric_count": 0,
+                 "error": {"message": "memory limit exceeded: ...", "traceback": ""},
+                 "warnings": [],
+                 "disabled": {"reason": "memory_limit", "limit_bytes": 100, "inuse_bytes": 99,
+                              "at": 900.0, "message": "disabled: over the limit"},
+                 "stats": {"runs": 1, "errors": 1, "late": 0, "running": false}}
+            ],
+            "load_errors": []
+        });
+        let text = render_status(&disabled, 1000.0);
+        let row = text.lines().nth(2).unwrap();
+        assert!(
+            row.starts_with("hog:4 ") && row.ends_with(" disabled"),
+            "{text}"
+        );
+        assert!(
+            text.contains("disabled: hog:4: disabled: over the limit (since 100s ago)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("errors:\n  hog:4: memory limit exceeded"),
+            "{text}"
+        );
         let down = serde_json::json!({"python": {"available": false, "error": "no venv"},
                                       "instances": [], "load_errors": []});
         assert_eq!(
