@@ -169,6 +169,17 @@ fn a_check_over_its_memory_limit_is_disabled_until_enabled_or_changed() {
     assert!(line.contains(&format!("limit_bytes={LIMIT}")), "{line}");
     assert!(!log.contains("check failing"), "{log}");
 
+    // Run now does not run it: its entry says it is disabled and how to enable it.
+    let r = agent.post("/checks/hog/run");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let entry = r.json()["instances"][0].to_string();
+    assert!(entry.contains(&id), "{entry}");
+    assert!(
+        entry.contains("disabled: its run went over agent.check_memory_limit"),
+        "{entry}"
+    );
+    assert_eq!(runs(&agent.instance("hog")), 1);
+
     // A reload that changes nothing leaves it disabled.
     let r = agent.post("/checks/reload");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -210,8 +221,20 @@ fn a_check_over_its_memory_limit_is_disabled_until_enabled_or_changed() {
         a.log().matches(BREACH).count() == 2
     });
 
-    // A reload that changes its configuration schedules the new instance, enabled.
+    // Its file changed but was not reloaded yet: enabling it is refused, and says why.
     root.conf("hog", &hog_conf(4));
+    let out = root.outpost(&["agent", "enable", "hog"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{id}: its configuration changed since the last reload"
+        )),
+        "{stderr}"
+    );
+    assert!(!agent.instance("hog")["disabled"].is_null());
+
+    // A reload that changes its configuration schedules the new instance, enabled.
     let out = root.outpost(&["agent", "reload"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let printed = String::from_utf8(out.stdout).unwrap();

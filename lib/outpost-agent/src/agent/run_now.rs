@@ -20,14 +20,34 @@ impl Agent {
     /// and returns the `outpost check run --json` document: `{"check", "version",
     /// "instances": [...]}`, instances that failed to load included; or, when the check
     /// itself failed to load, `{"check", "error", "instances": []}`. The runs are committed
-    /// to the sinks like scheduled ones.
+    /// to the sinks like scheduled ones. A disabled instance is not run: its entry is an
+    /// error that says it is disabled, why, and how to enable it.
     ///
     /// # Errors
     /// [`AgentError::UnknownCheck`] when no configuration names it;
     /// [`AgentError::PythonUnavailable`]; [`AgentError::ShuttingDown`].
     pub async fn run_check(&self, name: &str) -> Result<serde_json::Value, AgentError> {
-        let (jobs, errors) = {
+        let (jobs, errors, disabled) = {
             let loaded = self.loaded();
+            // A disabled instance is not run: its entry says why, and how to enable it.
+            let disabled: Vec<((PathBuf, usize), serde_json::Value)> = loaded
+                .disabled
+                .iter()
+                .filter(|(_, d)| d.source.name == name)
+                .map(|(id, d)| {
+                    let view = super::disabled::DisabledView::of(id, &d.disabled);
+                    (
+                        (d.config.clone(), d.index),
+                        self.inner.options.format.failed_entry(
+                            id,
+                            &CheckError {
+                                message: view.message,
+                                traceback: String::new(),
+                            },
+                        ),
+                    )
+                })
+                .collect();
             let jobs: Vec<Arc<PythonCheck>> = loaded
                 .jobs
                 .values()
@@ -40,8 +60,12 @@ impl Agent {
                 .filter(|e| e.check.as_deref() == Some(name))
                 .cloned()
                 .collect();
-            (jobs, errors)
+            (jobs, errors, disabled)
         };
+        if jobs.is_empty() && !disabled.is_empty() {
+            let version = loaded_version(self, name);
+            return Ok(self.document(name, &version, disabled, &errors));
+        }
         if jobs.is_empty() {
             if let Python::Unavailable(e) = self.python() {
                 return Err(AgentError::PythonUnavailable { source: e });
@@ -82,7 +106,8 @@ impl Agent {
                 (job, id, result)
             }));
         }
-        let mut ran = Vec::with_capacity(handles.len());
+        let mut ran = disabled;
+        ran.reserve(handles.len());
         for handle in handles {
             let (job, id, result) = handle.await.map_err(|source| AgentError::Task {
                 what: "running a check now",
@@ -131,4 +156,14 @@ impl Agent {
             "instances": entries.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
         })
     }
+}
+
+/// The version of check `name` as its disabled instances recorded it.
+fn loaded_version(agent: &Agent, name: &str) -> String {
+    agent
+        .loaded()
+        .disabled
+        .values()
+        .find(|d| d.source.name == name)
+        .map_or_else(|| "unversioned".to_owned(), |d| d.source.version.clone())
 }
