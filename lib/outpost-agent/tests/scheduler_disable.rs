@@ -195,26 +195,33 @@ async fn a_disabled_job_stops_and_the_others_keep_their_schedule() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn removing_a_disabled_job_forgets_it_and_run_now_waiters_are_told() {
+async fn a_manual_run_can_disable_and_removing_a_disabled_job_forgets_it() {
     let (scheduler, _recorder) = start();
-    let hog = TestJob::new("hog:2", Some(1));
+    let hog = TestJob::new("hog:2", Some(2));
     scheduler.add(hog.clone()).await.unwrap();
-    // The first run (at once) disables it. A run-now asked for meanwhile gets that run, or,
-    // when that run had already started, is told the job was disabled before its own.
-    match scheduler.run_now("hog:2").await {
-        Ok(run) => assert!(run.report.disable),
-        Err(AgentError::JobDisabled { id, reason }) => {
-            assert_eq!((id.as_str(), reason), ("hog:2", REASON));
-        }
-        Err(e) => panic!("{e}"),
-    }
+    // The first run (at once) is fine; the second, asked for now, disables the job.
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    assert_eq!(hog.runs(), 1);
+    let run = scheduler.run_now("hog:2").await.unwrap();
+    assert!(run.report.disable);
     until("it is disabled", || scheduler.stats().disabled == 1).await;
     assert_eq!(scheduler.stats().jobs, 0);
+    assert!(matches!(
+        scheduler.run_now("hog:2").await,
+        Err(AgentError::UnknownJob { .. })
+    ));
+    // Its due time at 10 s never comes.
+    tokio::time::sleep(Duration::from_millis(30_000)).await;
+    assert_eq!(hog.runs(), 2);
+    let stats = scheduler.job("hog:2").unwrap();
+    assert_eq!(
+        (stats.runs, stats.manual_runs, stats.next_run_in),
+        (2, 1, None)
+    );
+
     assert!(scheduler.remove("hog:2").await.unwrap());
     assert!(scheduler.job("hog:2").is_none());
     let totals = scheduler.stats();
     assert_eq!((totals.jobs, totals.disabled), (0, 0));
     assert!(!scheduler.remove("hog:2").await.unwrap());
-    tokio::time::sleep(Duration::from_millis(30_000)).await;
-    assert_eq!(hog.runs(), 1);
 }
