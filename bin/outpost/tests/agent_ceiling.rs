@@ -9,7 +9,10 @@
 
 mod agent_support;
 
+use std::net::SocketAddr;
+
 use agent_support::{Root, assert_no_rust_noise, sample};
+use outpost_testkit::client::{Req, send_blocking};
 use rustix::process::Signal;
 use serde_json::Value;
 
@@ -62,7 +65,11 @@ fn a_check_over_its_memory_limit_is_disabled_until_enabled_or_changed() {
         "steady",
         "init_config:\ninstances:\n  - min_collection_interval: 1\n",
     );
-    let mut agent = root.start_agent(&[]);
+    let listen: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut agent = root.start_agent(&["--listen", &listen.to_string()]);
     // Its statistics say so first, then the log.
     agent.wait_until("the hog is disabled", |a| {
         !a.instance("hog")["disabled"].is_null() && a.log().contains(BREACH)
@@ -159,6 +166,16 @@ fn a_check_over_its_memory_limit_is_disabled_until_enabled_or_changed() {
     assert!(
         table.contains(&format!("disabled: {id}: {message}")),
         "{table}"
+    );
+
+    // The status page's row: the state, and why in its error cell.
+    let page = send_blocking(listen, &Req::new("GET", "/")).unwrap();
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(html.contains(">disabled<"), "{html}");
+    assert!(
+        html.contains("disabled: its run went over agent.check_memory_limit"),
+        "{html}"
     );
 
     // Said once in the log, at error level; the failure log does not repeat it.
