@@ -2,8 +2,8 @@
 //! real datadog-checks-base: its run is stopped, its instance disabled after that first run
 //! (not scheduled again, its memory given back, logged once), the API, the CLI and the
 //! telemetry say so and why, a well-behaved check beside it keeps its schedule, and it comes
-//! back with `outpost agent enable` or a reload that changes its configuration (an unchanged
-//! reload leaves it disabled).
+//! back with `outpost agent enable`, a reload that changes its configuration, or a reload that
+//! reads a new limit (an unchanged reload leaves it disabled).
 
 #![allow(clippy::unwrap_used)]
 
@@ -49,6 +49,9 @@ fn runs(i: &Value) -> u64 {
     i["stats"]["runs"].as_u64().unwrap_or(0)
 }
 
+/// What the hog keeps: over the limit of the test, under the one it raises to.
+const HOG_MIB: u64 = 48;
+
 const BREACH: &str = "a check went over agent.check_memory_limit";
 
 #[test]
@@ -59,7 +62,7 @@ fn a_check_over_its_memory_limit_is_disabled_until_enabled_or_changed() {
         LIMIT / MIB
     ));
     root.check("hog", HOG);
-    root.conf("hog", &hog_conf(1024));
+    root.conf("hog", &hog_conf(HOG_MIB));
     root.check("steady", STEADY);
     root.conf(
         "steady",
@@ -278,6 +281,41 @@ fn a_check_over_its_memory_limit_is_disabled_until_enabled_or_changed() {
         "the old instance's series are gone:\n{text}"
     );
     assert_eq!(sample(&text, "hog_kept_mib"), Some(4.0), "{text}");
+
+    // A reload that reads a new agent.check_memory_limit enables what the old one disabled.
+    root.conf("hog", &hog_conf(HOG_MIB));
+    let r = agent.post("/checks/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    agent.wait_until("the hog is disabled once more", |a| {
+        let i = a.instance("hog");
+        i["id"] == id.as_str() && !i["disabled"].is_null()
+    });
+    root.config(&format!(
+        "agent:\n  check_memory_limit: {}MiB\n",
+        2 * LIMIT / MIB
+    ));
+    let out = root.outpost(&["agent", "reload"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains(&format!("+ {id}")), "{printed}");
+    agent.wait_until("the hog ran twice under the new limit", |a| {
+        runs(&a.instance("hog")) >= 2
+    });
+    let hog = agent.instance("hog");
+    assert_eq!(hog["disabled"], Value::Null, "{hog}");
+    assert_eq!(hog["stats"]["errors"], 0, "{hog}");
+    assert_eq!(agent.get_json("/checks")["disabled"], 0);
+    let text = agent.get("/telemetry").text();
+    assert_eq!(
+        sample(&text, "hog_kept_mib"),
+        Some(HOG_MIB as f64),
+        "{text}"
+    );
+    assert!(
+        agent.log().contains("agent.check_memory_limit changed"),
+        "{}",
+        agent.log()
+    );
 
     agent.signal(Signal::TERM);
     assert_eq!(agent.wait_exit().code(), Some(0), "{}", agent.log());

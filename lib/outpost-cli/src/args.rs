@@ -637,6 +637,15 @@ impl GlobalArgs {
         out
     }
 
+    /// The configuration file, and whether it must exist: `--config` (must), else
+    /// `<root>/outpost.yaml` (may be absent).
+    pub fn config_file(&self) -> (PathBuf, bool) {
+        match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (self.root().join("outpost.yaml"), false),
+        }
+    }
+
     /// Reads the configuration file: `--config` (must exist), else `<root>/outpost.yaml` if
     /// present, else the defaults.
     ///
@@ -644,10 +653,7 @@ impl GlobalArgs {
     /// [`Error::ReadConfig`] when the file cannot be read (a missing `--config` included),
     /// [`Error::InvalidConfig`] when it is not a valid configuration.
     pub fn load_config(&self) -> Result<Config, Error> {
-        let (path, required) = match &self.config {
-            Some(p) => (p.clone(), true),
-            None => (self.root().join("outpost.yaml"), false),
-        };
+        let (path, required) = self.config_file();
         let text = match fs_err::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {

@@ -98,6 +98,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &AgentArgs) -> ExitStatus {
         Some(path) => options.with_output(path, max_bytes),
         None => options,
     };
+    let (config_file, required) = global.config_file();
+    let options = options.with_config_file(config_file, required);
     // Two workers serve the API and the scheduling loop; check runs have threads of their own.
     let runtime = match outpost_cli::runtime::service("outpost-agent", 2, None) {
         Ok(rt) => rt,

@@ -9,8 +9,9 @@
 //! It comes back with a reload that changes its configuration (a changed instance has a new
 //! ID, and the new one is scheduled; an unchanged one stays disabled across reloads), or with
 //! [`Agent::enable`] (`POST /checks/{name}/enable`, `outpost agent enable`), which loads that
-//! instance afresh from its configuration file and schedules it. A restart enables every
-//! instance, as does one with a new `agent.check_memory_limit` (read at start).
+//! instance afresh from its configuration file and schedules it. A reload that reads a new
+//! `agent.check_memory_limit` from the configuration file enables every instance the limit
+//! disabled; so does a restart.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -136,6 +137,71 @@ impl EnableSummary {
 }
 
 impl Agent {
+    /// Reads `agent.check_memory_limit` from the configuration file again (when the agent
+    /// knows it): a new limit takes effect, and the instances the old one disabled are
+    /// forgotten as disabled, so that the reload under way loads and schedules them afresh.
+    /// A file that cannot be read or parsed, or a limit of 0, keeps the limit in force and is
+    /// a load error of the reload. Returns the IDs so forgotten.
+    pub(super) fn reread_limit(&self, errors: &mut Vec<LoadError>) -> Vec<String> {
+        let Some((path, required)) = &self.inner.options.config_file else {
+            return Vec::new();
+        };
+        let limit = match fs_err::read_to_string(path) {
+            Ok(text) => outpost_types::config::Config::from_yaml(&text)
+                .map(|c| c.agent.check_memory_limit.map(|b| b.0))
+                .map_err(|e| e.to_string()),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        };
+        let limit = match limit {
+            Ok(Some(0)) => Err("agent.check_memory_limit: must be more than 0".to_owned()),
+            other => other,
+        };
+        let limit = match limit {
+            Ok(l) => l,
+            Err(message) => {
+                tracing::error!(config = %path.display(), error = %message,
+                    "cannot read agent.check_memory_limit again; the limit in force stays");
+                errors.push(LoadError {
+                    check: None,
+                    config: Some(path.clone()),
+                    index: None,
+                    check_id: None,
+                    error: CheckError {
+                        message: format!(
+                            "agent.check_memory_limit not read again (the limit in force stays): \
+                             {message}"
+                        ),
+                        traceback: String::new(),
+                    },
+                });
+                return Vec::new();
+            }
+        };
+        let current = outpost_checks::memtrack::check_limit();
+        if limit == current {
+            return Vec::new();
+        }
+        outpost_checks::memtrack::set_check_limit(limit);
+        let mut loaded = self.loaded();
+        let forgotten: Vec<String> = loaded
+            .disabled
+            .iter()
+            .filter(|(_, d)| matches!(d.disabled.reason, DisableReason::MemoryLimit { .. }))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &forgotten {
+            loaded.disabled.remove(id);
+        }
+        tracing::info!(
+            old_limit_bytes = current,
+            new_limit_bytes = limit,
+            enabled = forgotten.len(),
+            "agent.check_memory_limit changed; the instances it disabled are scheduled again"
+        );
+        forgotten
+    }
+
     /// The disabled instances: check name, ID and reason (`memory_limit`), in ID order.
     pub fn disabled_instances(&self) -> Vec<(String, String, &'static str)> {
         self.loaded()

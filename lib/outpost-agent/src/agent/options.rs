@@ -48,6 +48,9 @@ pub struct AgentOptions {
     /// A runtime already started in this process, to use instead of starting one (the
     /// interpreter starts once per process: tests and benchmarks run several agents on one).
     pub runtime: Option<Runtime>,
+    /// The configuration file the `agent:` section came from, and whether it must exist: a
+    /// reload reads `agent.check_memory_limit` from it again. `None`: it is not re-read.
+    pub config_file: Option<(PathBuf, bool)>,
 }
 
 impl std::fmt::Debug for AgentOptions {
@@ -130,7 +133,15 @@ impl AgentOptions {
             shutdown_grace,
             validation_timeout,
             runtime: None,
+            config_file: None,
         })
+    }
+
+    /// Sets the configuration file a reload reads `agent.check_memory_limit` from again
+    /// (`required`: a missing file is an error, else it means the defaults).
+    pub fn with_config_file(mut self, path: impl Into<PathBuf>, required: bool) -> Self {
+        self.config_file = Some((path.into(), required));
+        self
     }
 
     /// Sets `--output`.

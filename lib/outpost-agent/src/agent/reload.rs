@@ -207,6 +207,8 @@ impl Agent {
     /// start, instances that are gone stop (`cancel()`, then their series are removed),
     /// changed instances (a new ID) restart; unchanged instances keep running untouched, and
     /// unchanged disabled ones stay disabled (a changed one starts afresh, enabled).
+    /// `agent.check_memory_limit` is read again from the configuration file (when the agent
+    /// was given it): a new limit enables the instances the old one disabled.
     /// Reloads are serialised. A Python runtime that failed to start because of its venv is
     /// started again first.
     ///
@@ -238,6 +240,10 @@ impl Agent {
         let _serial = self.inner.reload_lock.lock().await;
         self.retry_python().await;
         let python = self.python();
+        // A new agent.check_memory_limit enables what the old one disabled (they are then
+        // neither loaded nor disabled, so the plan loads them afresh).
+        let mut limit_errors = Vec::new();
+        let forgotten = self.reread_limit(&mut limit_errors);
         // Disabled instances count as loaded: an unchanged one stays disabled.
         let current: HashSet<String> = {
             let loaded = self.loaded();
@@ -266,6 +272,7 @@ impl Agent {
             errors: plan.errors,
             ..ReloadSummary::default()
         };
+        summary.errors.extend(limit_errors);
         let mut removed: Vec<String> = current.difference(&plan.keep).cloned().collect();
         removed.sort();
         for id in &removed {
@@ -293,6 +300,15 @@ impl Agent {
                 Err(e) => return Err(e),
             }
         }
+        // A forgotten disabled instance that did not load again (its file changed or went):
+        // its statistics and run counters go.
+        for id in &forgotten {
+            if !added.iter().any(|(a, _)| a == id) {
+                self.inner.scheduler.remove(id).await?;
+                self.inner.store.remove_owner(id);
+                summary.removed.push(id.clone());
+            }
+        }
         let to_validate = {
             let mut loaded = self.loaded();
             for id in &removed {
@@ -316,7 +332,8 @@ impl Agent {
             self.validate_in_background(rt, to_validate);
         }
         summary.unchanged = plan.keep.len();
-        summary.removed = removed;
+        summary.removed.extend(removed);
+        summary.removed.sort();
         summary.added = added.into_iter().map(|(id, _)| id).collect();
         summary.added.sort();
         Ok(summary)
