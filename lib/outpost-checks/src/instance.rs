@@ -85,9 +85,9 @@ pub struct CheckInstance {
     collector: Arc<Collector>,
     slot: Option<Slot>,
     run_lock: Mutex<()>,
-    /// A run went over the check memory limit: dropping the instance releases its Python
+    /// Set by [`CheckInstance::release_on_drop`]: dropping the instance releases its Python
     /// object at once and collects the cycles it leaves (see [`Drop`]).
-    breached: AtomicBool,
+    release_on_drop: AtomicBool,
 }
 
 enum Invocation {
@@ -119,7 +119,7 @@ impl CheckInstance {
             collector,
             slot,
             run_lock: Mutex::new(()),
-            breached: AtomicBool::new(false),
+            release_on_drop: AtomicBool::new(false),
         }
     }
 
@@ -262,10 +262,9 @@ impl CheckInstance {
     }
 
     /// The limit and what the instance held, after a run during which an allocation was
-    /// refused for the check memory limit; marks the instance as having breached it.
+    /// refused for the check memory limit.
     fn limit_exceeded(&self) -> Option<MemoryLimitExceeded> {
         let limit_bytes = memtrack::check_limit()?;
-        self.breached.store(true, Ordering::Relaxed);
         Some(MemoryLimitExceeded {
             limit_bytes,
             inuse_bytes: self.slot.as_ref().map_or(0, memtrack::Slot::inuse_bytes),
@@ -296,6 +295,13 @@ impl CheckInstance {
         }
     }
 
+    /// Asks that dropping the instance give its Python object back at once, with the GIL,
+    /// and run a garbage collection (the agent does for an instance it disabled for going
+    /// over the memory limit). The drop then waits for the GIL: drop it on a thread that may.
+    pub fn release_on_drop(&self) {
+        self.release_on_drop.store(true, Ordering::Relaxed);
+    }
+
     /// Calls `check.cancel()` (the agent does on unschedule and shutdown). The base class
     /// makes it safe to call while a run is in progress.
     pub fn cancel(&self) -> Result<(), Error> {
@@ -313,7 +319,7 @@ impl CheckInstance {
 }
 
 impl Drop for CheckInstance {
-    /// Unregisters the collector. An instance that went over the check memory limit also
+    /// Unregisters the collector. An instance marked [`CheckInstance::release_on_drop`] also
     /// gives its Python object back at once, with the GIL, and runs a garbage collection:
     /// what the check kept on `self` is reference cycles away from being freed (the base
     /// class keeps bound methods of the instance), and would otherwise wait for the
@@ -321,7 +327,7 @@ impl Drop for CheckInstance {
     /// `docs/checks.md`).
     fn drop(&mut self) {
         collector::unregister(&self.collector);
-        if self.breached.load(Ordering::Relaxed) {
+        if self.release_on_drop.load(Ordering::Relaxed) {
             Python::attach(|py| {
                 drop(std::mem::replace(&mut self.check, py.None()));
                 match py.import("gc").and_then(|gc| gc.call_method0("collect")) {

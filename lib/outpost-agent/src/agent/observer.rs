@@ -182,6 +182,8 @@ impl Observer<PythonCheck> for Sinks {
 
     fn disabled(&self, job: &Arc<PythonCheck>, disabled: &Disabled) {
         let id = <PythonCheck as crate::Job>::id(job);
+        // Its last reference goes on the scheduler's cancel thread, which may wait for the GIL.
+        job.instance().release_on_drop();
         self.failures.forget(id);
         let series = self.store.remove_submitted(id);
         {
