@@ -18,17 +18,20 @@ use std::sync::{Mutex, PoisonError};
 
 use super::{interval, slot};
 
-/// Exact counts of one thread: allocations, frees, bytes allocated.
+/// Exact counts of one thread: allocations, frees, bytes allocated, bytes freed.
 #[derive(Debug)]
-pub(super) struct Counters([AtomicU64; 3]);
+pub(super) struct Counters([AtomicU64; COUNTS]);
 
 const ALLOCATIONS: usize = 0;
 const FREES: usize = 1;
 const ALLOCATED_BYTES: usize = 2;
+const FREED_BYTES: usize = 3;
+/// Number of counts per thread (and per owner).
+pub(super) const COUNTS: usize = 4;
 
 impl Counters {
     const fn new() -> Self {
-        Self([const { AtomicU64::new(0) }; 3])
+        Self([const { AtomicU64::new(0) }; COUNTS])
     }
 
     /// Single writer (the owning thread, or the GIL holder for [`BOOT`]): a relaxed load and
@@ -42,7 +45,7 @@ impl Counters {
         );
     }
 
-    fn read(&self) -> [u64; 3] {
+    fn read(&self) -> [u64; COUNTS] {
         self.0.each_ref().map(|c| c.load(Ordering::Relaxed))
     }
 }
@@ -63,10 +66,10 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     pool: Vec::new(),
 });
 
-/// Allocations, frees and bytes allocated by every thread, live or exited.
-pub(super) fn totals() -> [u64; 3] {
+/// Allocations, frees, bytes allocated and bytes freed by every thread, live or exited.
+pub(super) fn totals() -> [u64; COUNTS] {
     let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut sum = [0u64; 3];
+    let mut sum = [0u64; COUNTS];
     for block in registry.live.iter().copied().chain([&BOOT, &EXITED]) {
         for (s, v) in sum.iter_mut().zip(block.read()) {
             *s = s.wrapping_add(v);
@@ -85,7 +88,7 @@ pub(super) struct Local {
     rng: Cell<u64>,
     owner: Cell<u16>,
     /// The counts at the last owner switch (what was already charged).
-    mark: Cell<[u64; 3]>,
+    mark: Cell<[u64; COUNTS]>,
 }
 
 thread_local! {
@@ -95,7 +98,7 @@ thread_local! {
             countdown: Cell::new(0),
             rng: Cell::new(0),
             owner: Cell::new(0),
-            mark: Cell::new([0; 3]),
+            mark: Cell::new([0; COUNTS]),
         }
     };
     /// Registered with the thread's own block: returns it when the thread ends.
@@ -117,10 +120,12 @@ impl Local {
         c.bump(ALLOCATED_BYTES, size as u64);
     }
 
-    /// Counts one free.
+    /// Counts one free of `size` bytes (0 when sizes are not known).
     #[inline(always)]
-    pub(super) fn count_free(&self) {
-        self.counters.get().bump(FREES, 1);
+    pub(super) fn count_free(&self, size: usize) {
+        let c = self.counters.get();
+        c.bump(FREES, 1);
+        c.bump(FREED_BYTES, size as u64);
     }
 
     /// Whether the allocation of `size` bytes about to be made is sampled: true when the
@@ -170,10 +175,7 @@ impl Local {
             return;
         }
         let s = slot(owner);
-        for (counter, (n, m)) in [&s.allocations, &s.frees, &s.allocated_bytes]
-            .into_iter()
-            .zip(now.into_iter().zip(mark))
-        {
+        for (counter, (n, m)) in s.counts().into_iter().zip(now.into_iter().zip(mark)) {
             counter.fetch_add(n.wrapping_sub(m), Ordering::Relaxed);
         }
     }
@@ -276,8 +278,8 @@ pub(super) mod testing {
     //! Test access to this thread's state.
     use super::*;
 
-    /// This thread's own counts: allocations, frees, bytes allocated.
-    pub(crate) fn mine() -> [u64; 3] {
+    /// This thread's own counts: allocations, frees, bytes allocated, bytes freed.
+    pub(crate) fn mine() -> [u64; COUNTS] {
         LOCAL.with(|l| {
             l.register();
             l.counters.get().read()
@@ -334,7 +336,7 @@ mod tests {
                 for _ in 0..1000 {
                     l.count_alloc(10);
                 }
-                l.count_free();
+                l.count_free(10);
             });
             let live = totals();
             (
@@ -372,6 +374,10 @@ mod tests {
         let (a, b) = (1021u16, 1022u16);
         let read = |s: u16| slot(s).read();
         let (a0, b0) = (read(a), read(b));
+        let (a_freed, b_freed) = (
+            slot(a).freed_bytes.load(Ordering::Relaxed),
+            slot(b).freed_bytes.load(Ordering::Relaxed),
+        );
         let outer = switch_owner(a);
         LOCAL.with(|l| {
             l.count_alloc(100);
@@ -381,10 +387,10 @@ mod tests {
         assert_eq!(inner, a);
         LOCAL.with(|l| {
             l.count_alloc(7);
-            l.count_free();
+            l.count_free(10);
         });
         switch_owner(a);
-        LOCAL.with(|l| l.count_free());
+        LOCAL.with(|l| l.count_free(3));
         switch_owner(outer);
         let (a1, b1) = (read(a), read(b));
         assert_eq!(a1.allocations - a0.allocations, 2);
@@ -393,5 +399,8 @@ mod tests {
         assert_eq!(b1.allocations - b0.allocations, 1);
         assert_eq!(b1.allocated_bytes - b0.allocated_bytes, 7);
         assert_eq!(b1.frees - b0.frees, 1);
+        // Bytes freed, as counted (read as such when sizes are known).
+        assert_eq!(slot(b).freed_bytes.load(Ordering::Relaxed) - b_freed, 10);
+        assert_eq!(slot(a).freed_bytes.load(Ordering::Relaxed) - a_freed, 3);
     }
 }
