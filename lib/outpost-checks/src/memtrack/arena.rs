@@ -1,25 +1,27 @@
-//! The size of any block of the `MEM` and `OBJ` domains, from its address: what makes the
-//! global bytes freed (and so the bytes in use) exact without a per-block record.
+//! Block sizes of the `MEM` and `OBJ` domains from their addresses, and the bytes in use in
+//! pymalloc's pools: what makes the global bytes freed and in use exact without a
+//! per-block record.
 //!
 //! Python's object allocator (pymalloc) serves requests of up to 512 bytes from pools of
 //! blocks of one size class, carved out of arenas it asks the *arena allocator* for; larger
 //! requests (and any it cannot serve) go to the raw allocator, `malloc`. Before the
-//! interpreter starts, the arena allocator is replaced by one that hands out arenas from a
-//! region of address space reserved here (`PyObject_SetArenaAllocator`, a public API), so
-//! that every pymalloc block of the process lies in that region. Then the size of a block
-//! is known from its address alone:
+//! interpreter starts, the arena allocator is replaced by one that hands out pymalloc's
+//! arenas from a region of address space reserved here (`PyObject_SetArenaAllocator`, a
+//! public API; requests of other sizes, such as the frames' data stack, go to the previous
+//! allocator), so that every pymalloc block of the process lies in that region. Then:
 //!
-//! * in the region: a pymalloc block, whose pool starts at the address rounded down to the
-//!   pool size and whose pool header names the size class (`szidx`): the block holds
-//!   `(szidx + 1) * 16` bytes;
-//! * elsewhere: a `malloc` block, sized by `malloc_usable_size`.
+//! * a block in the region is a pymalloc block, whose pool starts at the address rounded
+//!   down to the pool size and whose pool header names the size class (`szidx`): the block
+//!   holds `(szidx + 1) * 16` bytes;
+//! * a block elsewhere is a `malloc` block, sized by `malloc_usable_size`;
+//! * the bytes in use in pymalloc's blocks are the sum over the pools of the blocks each
+//!   counts (`ref.count`) times its size class ([`live_bytes`]).
 //!
-//! An allocation and its free are sized by the same function of the same address, so the
-//! bytes counted allocated and freed always match. The layout read (pool header, size
-//! classes) is CPython's and the same from 3.8 to 3.13; it is verified when tracking is
-//! installed ([`verify`]), by allocating one block of every small size and reading it back,
-//! and if it does not hold (a debug allocator, `PYTHONMALLOC=malloc`, another layout) the
-//! tracker does without exact freed bytes.
+//! The layout read (pool header, size classes, pool size) is CPython's, the same from 3.10
+//! to 3.13 on 64-bit builds; it is verified when tracking is confirmed ([`verify`]), by
+//! allocating one block of every small size and reading it back, and if it does not hold (a
+//! debug allocator, `PYTHONMALLOC=malloc`, another layout) the tracker does without block
+//! sizes.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,27 +63,68 @@ static ARENAS: Mutex<Arenas> = Mutex::new(Arenas {
 
 /// Whether `ptr` lies in the arena region (one subtraction and one compare).
 #[inline(always)]
-fn contains(ptr: *mut c_void) -> bool {
+pub(super) fn contains(ptr: *mut c_void) -> bool {
     (ptr as usize).wrapping_sub(BASE.load(Ordering::Relaxed)) < LEN.load(Ordering::Relaxed)
 }
 
-/// The size of the live block at `ptr` of the `MEM`/`OBJ` domains (not a sampled block).
+/// The size of the pymalloc block at `ptr`: its pool's size class.
 ///
 /// # Safety
-/// `ptr` is a live, non-null block of those domains, and [`verify`] returned true.
+/// `ptr` is in the region ([`contains`]).
 #[inline(always)]
-pub(super) unsafe fn block_size(ptr: *mut c_void) -> usize {
-    if contains(ptr) {
-        let pool = ptr as usize & !(POOL_SIZE - 1);
-        // SAFETY: a pymalloc block (in the region), so its pool starts with a header (if the
-        // layout is as expected, which `verify` checks; otherwise the address is still in
-        // an arena of the region, mapped, and only the size read is wrong).
-        let szidx = unsafe { (pool as *const u8).add(SZIDX_OFFSET).cast::<u32>().read() };
-        ((szidx as usize) + 1) << ALIGNMENT_SHIFT
-    } else {
-        // SAFETY: outside the region a block of these domains comes from `malloc`.
-        unsafe { malloc_usable_size(ptr) }
+pub(super) unsafe fn pool_block_size(ptr: *mut c_void) -> usize {
+    let pool = ptr as usize & !(POOL_SIZE - 1);
+    // SAFETY: in the region, which is mapped whole; a pymalloc block's pool starts with a
+    // header (if the layout is as expected, which `verify` checks; otherwise only the size
+    // read is wrong).
+    let szidx = unsafe { (pool as *const u8).add(SZIDX_OFFSET).cast::<u32>().read() };
+    ((szidx as usize) + 1) << ALIGNMENT_SHIFT
+}
+
+/// The size class pymalloc serves a request of `size` bytes (1 to 512) from.
+#[inline(always)]
+pub(super) fn size_class(size: usize) -> usize {
+    (size + (1 << ALIGNMENT_SHIFT) - 1) & !((1 << ALIGNMENT_SHIFT) - 1)
+}
+
+/// The size of the `malloc` block at `ptr`.
+///
+/// # Safety
+/// `ptr` is a live block that `malloc` returned.
+#[inline(always)]
+pub(super) unsafe fn malloc_size(ptr: *mut c_void) -> usize {
+    // SAFETY: per the contract.
+    unsafe { malloc_usable_size(ptr) }
+}
+
+/// The bytes of every pymalloc block in use: the blocks each pool counts, times the pool's
+/// size class, over every arena handed out. Read without the GIL: while Python runs, a
+/// count may be read before or after an allocation in flight.
+pub(super) fn live_bytes() -> u64 {
+    let base = BASE.load(Ordering::Relaxed);
+    if base == 0 {
+        return 0;
     }
+    let end = ARENAS.lock().unwrap_or_else(PoisonError::into_inner).bump;
+    let mut sum = 0u64;
+    for offset in (0..end).step_by(POOL_SIZE) {
+        let pool = (base + offset) as *mut u32;
+        // SAFETY: a pool-aligned address of an arena handed out, mapped whole (pages never
+        // written read as zeros: no pool, count 0). The count (`ref.count`, the first field)
+        // and the size class are 32-bit fields that pymalloc writes with the GIL held: read
+        // atomically, a value is either side of a concurrent update.
+        let (count, szidx) = unsafe {
+            (
+                std::sync::atomic::AtomicU32::from_ptr(pool).load(Ordering::Relaxed),
+                std::sync::atomic::AtomicU32::from_ptr(pool.byte_add(SZIDX_OFFSET))
+                    .load(Ordering::Relaxed),
+            )
+        };
+        if count != 0 {
+            sum += u64::from(count) * ((u64::from(szidx) + 1) << ALIGNMENT_SHIFT);
+        }
+    }
+    sum
 }
 
 /// The arena allocator in place before ours: serves every request of another size.
@@ -202,8 +245,9 @@ pub(super) unsafe fn take_arenas() -> bool {
 }
 
 /// Checks, with the domain's underlying allocator `obj`, that blocks of every small size lie
-/// in the region with the size class their pool header names, and that a large block is a
-/// `malloc` block. False when sizes cannot be read this way.
+/// in the region with the size class their pool header names and are counted by their
+/// pools ([`live_bytes`]), and that a large block is a `malloc` block. False when sizes
+/// cannot be read this way.
 ///
 /// # Safety
 /// After [`take_arenas`], with no other thread using the allocator (GIL held, or before
@@ -215,33 +259,38 @@ pub(super) unsafe fn verify(obj: &PyMemAllocatorEx) -> bool {
     if LEN.load(Ordering::Acquire) == 0 {
         return false;
     }
+    let before = live_bytes();
     let blocks: Vec<(*mut c_void, usize)> = (1..=SMALL_REQUEST_THRESHOLD)
         .map(|size| (malloc(obj.ctx, size), size))
         .chain([(malloc(obj.ctx, 4000), 4000)])
         .collect();
+    // The pools count the small blocks at their size classes.
+    let small: usize = (1..=SMALL_REQUEST_THRESHOLD).map(size_class).sum();
+    let counted = live_bytes().wrapping_sub(before) == small as u64;
     let pool = POOL_SIZE;
-    let ok = blocks.iter().all(|&(p, size)| {
-        if p.is_null() {
-            return false;
-        }
-        if size > SMALL_REQUEST_THRESHOLD {
-            // SAFETY: not in the region, so (if the layout holds) a `malloc` block.
-            return !contains(p) && unsafe { malloc_usable_size(p) } >= size;
-        }
-        if !contains(p) {
-            return false;
-        }
-        // SAFETY: `p` is in the region: a block of one of our arenas, whose pool header
-        // (if the layout holds) starts at the pool boundary below it; the arena is
-        // mapped and readable either way.
-        let szidx = unsafe {
-            ((p as usize & !(pool - 1)) as *const u8)
-                .add(SZIDX_OFFSET)
-                .cast::<u32>()
-                .read()
-        };
-        szidx as usize == (size - 1) >> ALIGNMENT_SHIFT
-    });
+    let ok = counted
+        && blocks.iter().all(|&(p, size)| {
+            if p.is_null() {
+                return false;
+            }
+            if size > SMALL_REQUEST_THRESHOLD {
+                // SAFETY: not in the region, so (if the layout holds) a `malloc` block.
+                return !contains(p) && unsafe { malloc_usable_size(p) } >= size;
+            }
+            if !contains(p) {
+                return false;
+            }
+            // SAFETY: `p` is in the region: a block of one of our arenas, whose pool header
+            // (if the layout holds) starts at the pool boundary below it; the arena is
+            // mapped and readable either way.
+            let szidx = unsafe {
+                ((p as usize & !(pool - 1)) as *const u8)
+                    .add(SZIDX_OFFSET)
+                    .cast::<u32>()
+                    .read()
+            };
+            szidx as usize == (size - 1) >> ALIGNMENT_SHIFT
+        });
     for (p, _) in blocks {
         if !p.is_null() {
             free(obj.ctx, p);

@@ -5,7 +5,7 @@
 //! sampled region, adds the block's size to the thread's counters and forwards (a tail
 //! call). Only sampled blocks (about one per sampling interval of bytes allocated) take the
 //! out-of-line paths. Two sets of hooks exist: `EXACT` ones read each block's size
-//! ([`arena::block_size`]), the others count requested sizes and no freed bytes.
+//! ([`arena`]), the others count requested sizes and no freed bytes.
 //!
 //! Semantics kept from the underlying allocator: `malloc(0)` and `realloc(p, 0)` return a
 //! unique pointer; `free(NULL)` does nothing; a failed `realloc` leaves the block untouched;
@@ -31,17 +31,35 @@ unsafe fn underlying<'a>(ctx: *mut c_void) -> &'a PyMemAllocatorEx {
     unsafe { &(*ctx.cast::<Underlying>()).0 }
 }
 
-/// The bytes counted for the block `p` that the underlying allocator returned for
-/// `requested` bytes: its real size when sizes are known ([`super::arena`]), else the
-/// request.
+/// What is counted for the block `p` that the underlying allocator returned for
+/// `requested` bytes: its size and whether it is in pymalloc's arenas. Its real size when
+/// sizes are known ([`super::arena`]), else the request.
 #[inline(always)]
-fn sized<const EXACT: bool>(p: *mut c_void, requested: usize) -> usize {
-    if EXACT {
-        // SAFETY: `p` is a live, non-null block the underlying allocator just returned (not
-        // a sampled block), and `EXACT` hooks are only installed once sizes are known.
-        unsafe { arena::block_size(p) }
+fn sized<const EXACT: bool>(p: *mut c_void, requested: usize) -> (usize, bool) {
+    if !EXACT {
+        return (requested, false);
+    }
+    if arena::contains(p) {
+        // A fresh pymalloc block has the size class of the request (verified with the
+        // layout): no need to read its pool header.
+        (arena::size_class(requested), true)
     } else {
-        requested
+        // SAFETY: a live block of these domains outside pymalloc's arenas comes from
+        // `malloc`, and `EXACT` hooks are only installed when that holds.
+        (unsafe { arena::malloc_size(p) }, false)
+    }
+}
+
+/// What a free of the live block `p` (not a sampled one) counts as bytes freed: the size of
+/// a block outside pymalloc's arenas; 0 for one in them (their bytes in use are read from
+/// the pools) or when sizes are not known.
+#[inline(always)]
+fn freed_outside<const EXACT: bool>(p: *mut c_void) -> usize {
+    if EXACT && !arena::contains(p) {
+        // SAFETY: as in `sized`.
+        unsafe { arena::malloc_size(p) }
+    } else {
+        0
     }
 }
 
@@ -89,7 +107,7 @@ extern "C" fn hook_calloc<const EXACT: bool>(
             (
                 p,
                 if p.is_null() {
-                    0
+                    (0, false)
                 } else {
                     sized::<EXACT>(p, size)
                 },
@@ -121,7 +139,7 @@ extern "C" fn hook_realloc<const EXACT: bool>(
     let old = if ptr.is_null() {
         0
     } else {
-        sized::<EXACT>(ptr, 0)
+        freed_outside::<EXACT>(ptr)
     };
     local::with(|l| {
         let sample = l.sample(new_size);
@@ -146,11 +164,17 @@ extern "C" fn hook_realloc<const EXACT: bool>(
                 if let Some(free) = under.free {
                     free(under.ctx, q);
                 }
-                l.count_alloc(new_size);
+                l.count_alloc((new_size, false));
                 return s;
             }
         }
-        l.count_alloc(sized::<EXACT>(q, new_size));
+        // A pymalloc block may be resized in place, keeping a larger size class.
+        l.count_alloc(if EXACT && arena::contains(q) {
+            // SAFETY: in the region.
+            (unsafe { arena::pool_block_size(q) }, true)
+        } else {
+            sized::<EXACT>(q, new_size)
+        });
         q
     })
 }
@@ -164,7 +188,7 @@ extern "C" fn hook_free<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) {
         unsafe { free_sampled(ptr) };
         return;
     }
-    let size = sized::<EXACT>(ptr, 0);
+    let size = freed_outside::<EXACT>(ptr);
     local::with(|l| l.count_free(size));
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
@@ -197,13 +221,13 @@ fn sampled_alloc<const EXACT: bool>(
     size: usize,
     owner: u16,
     zeroed: bool,
-) -> (*mut c_void, usize) {
+) -> (*mut c_void, (usize, bool)) {
     if super::refuse(owner, size) {
-        return (std::ptr::null_mut(), 0);
+        return (std::ptr::null_mut(), (0, false));
     }
     let p = sampled::alloc(size, owner, zeroed);
     if !p.is_null() {
-        return (p, size);
+        return (p, (size, false));
     }
     let p = match (zeroed, under.malloc, under.calloc) {
         (false, Some(malloc), _) => malloc(under.ctx, size),
@@ -213,7 +237,7 @@ fn sampled_alloc<const EXACT: bool>(
     (
         p,
         if p.is_null() {
-            0
+            (0, false)
         } else {
             sized::<EXACT>(p, size)
         },
@@ -242,7 +266,7 @@ unsafe fn realloc_sampled<const EXACT: bool>(
             (
                 q,
                 if q.is_null() {
-                    0
+                    (0, false)
                 } else {
                     sized::<EXACT>(q, new_size)
                 },

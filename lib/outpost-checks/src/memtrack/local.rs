@@ -18,16 +18,18 @@ use std::sync::{Mutex, PoisonError};
 
 use super::{interval, slot};
 
-/// Exact counts of one thread: allocations, frees, bytes allocated, bytes freed.
+/// Exact counts of one thread: allocations, frees, bytes allocated, bytes freed of blocks
+/// outside pymalloc's arenas, bytes allocated in pymalloc's arenas (see [`super::arena`]).
 #[derive(Debug)]
 pub(super) struct Counters([AtomicU64; COUNTS]);
 
 const ALLOCATIONS: usize = 0;
 const FREES: usize = 1;
 const ALLOCATED_BYTES: usize = 2;
-const FREED_BYTES: usize = 3;
+const OUTSIDE_FREED_BYTES: usize = 3;
+const ARENA_ALLOCATED_BYTES: usize = 4;
 /// Number of counts per thread (and per owner).
-pub(super) const COUNTS: usize = 4;
+pub(super) const COUNTS: usize = 5;
 
 impl Counters {
     const fn new() -> Self {
@@ -66,7 +68,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     pool: Vec::new(),
 });
 
-/// Allocations, frees, bytes allocated and bytes freed by every thread, live or exited.
+/// The counts of every thread, live or exited (in the order of [`Counters`]).
 pub(super) fn totals() -> [u64; COUNTS] {
     let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
     let mut sum = [0u64; COUNTS];
@@ -112,20 +114,24 @@ pub(super) fn with<R>(f: impl FnOnce(&Local) -> R) -> R {
 }
 
 impl Local {
-    /// Counts one allocation of `size` bytes.
+    /// Counts one allocation of `size` bytes, in pymalloc's arenas or not.
     #[inline(always)]
-    pub(super) fn count_alloc(&self, size: usize) {
+    pub(super) fn count_alloc(&self, (size, in_arena): (usize, bool)) {
         let c = self.counters.get();
         c.bump(ALLOCATIONS, 1);
         c.bump(ALLOCATED_BYTES, size as u64);
+        if in_arena {
+            c.bump(ARENA_ALLOCATED_BYTES, size as u64);
+        }
     }
 
-    /// Counts one free of `size` bytes (0 when sizes are not known).
+    /// Counts one free; `outside` is the size of a block outside pymalloc's arenas (0 for a
+    /// block in them, or when sizes are not known).
     #[inline(always)]
-    pub(super) fn count_free(&self, size: usize) {
+    pub(super) fn count_free(&self, outside: usize) {
         let c = self.counters.get();
         c.bump(FREES, 1);
-        c.bump(FREED_BYTES, size as u64);
+        c.bump(OUTSIDE_FREED_BYTES, outside as u64);
     }
 
     /// Whether the allocation of `size` bytes about to be made is sampled: true when the
@@ -278,7 +284,7 @@ pub(super) mod testing {
     //! Test access to this thread's state.
     use super::*;
 
-    /// This thread's own counts: allocations, frees, bytes allocated, bytes freed.
+    /// This thread's own counts (in the order of [`Counters`]).
     pub(crate) fn mine() -> [u64; COUNTS] {
         LOCAL.with(|l| {
             l.register();
@@ -334,7 +340,7 @@ mod tests {
             LOCAL.with(|l| {
                 l.register();
                 for _ in 0..1000 {
-                    l.count_alloc(10);
+                    l.count_alloc((10, false));
                 }
                 l.count_free(10);
             });
@@ -375,18 +381,18 @@ mod tests {
         let read = |s: u16| slot(s).read();
         let (a0, b0) = (read(a), read(b));
         let (a_freed, b_freed) = (
-            slot(a).freed_bytes.load(Ordering::Relaxed),
-            slot(b).freed_bytes.load(Ordering::Relaxed),
+            slot(a).outside_freed.load(Ordering::Relaxed),
+            slot(b).outside_freed.load(Ordering::Relaxed),
         );
         let outer = switch_owner(a);
         LOCAL.with(|l| {
-            l.count_alloc(100);
-            l.count_alloc(50);
+            l.count_alloc((100, false));
+            l.count_alloc((50, false));
         });
         let inner = switch_owner(b);
         assert_eq!(inner, a);
         LOCAL.with(|l| {
-            l.count_alloc(7);
+            l.count_alloc((7, false));
             l.count_free(10);
         });
         switch_owner(a);
@@ -399,8 +405,8 @@ mod tests {
         assert_eq!(b1.allocations - b0.allocations, 1);
         assert_eq!(b1.allocated_bytes - b0.allocated_bytes, 7);
         assert_eq!(b1.frees - b0.frees, 1);
-        // Bytes freed, as counted (read as such when sizes are known).
-        assert_eq!(slot(b).freed_bytes.load(Ordering::Relaxed) - b_freed, 10);
-        assert_eq!(slot(a).freed_bytes.load(Ordering::Relaxed) - a_freed, 3);
+        // Bytes freed outside the arenas, as counted.
+        assert_eq!(slot(b).outside_freed.load(Ordering::Relaxed) - b_freed, 10);
+        assert_eq!(slot(a).outside_freed.load(Ordering::Relaxed) - a_freed, 3);
     }
 }

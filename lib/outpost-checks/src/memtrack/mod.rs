@@ -5,34 +5,44 @@
 //! Python's `MEM` and `OBJ` allocator domains are wrapped with `PyMem_SetAllocator` before
 //! the interpreter starts (after its pre-initialisation, which only uses the raw domain), so
 //! no block of these domains predates the hooks. The hooks keep no per-block record: an
-//! allocation costs a few thread-local additions and one compare, a free one address compare
-//! and two thread-local additions, on top of the forwarding call itself and of reading the
-//! block's size. Per-check attribution of the bytes in use comes from sampling, the way
-//! tcmalloc and jemalloc profile heaps.
+//! allocation costs a few thread-local additions and two compares, a free two address
+//! compares and two thread-local additions, on top of the forwarding call itself. Per-check
+//! attribution of the bytes in use comes from sampling, the way tcmalloc and jemalloc
+//! profile heaps.
 //!
 //! * **Exact counters, per thread** ([`local`]). Each thread that allocates owns a block of
-//!   counters (allocations, frees, bytes allocated, bytes freed) that only it writes, with a
-//!   relaxed load and store (plain moves, no locked instruction, no shared cache line).
-//!   Readers fold the blocks of the live threads and those of exited threads, whose counts
-//!   are added to a global when the thread ends.
+//!   counters (allocations, frees, bytes allocated, bytes freed outside pymalloc's arenas,
+//!   bytes allocated in them) that only it writes, with a relaxed load and store (plain
+//!   moves, no locked instruction, no shared cache line). Readers fold the blocks of the
+//!   live threads and those of exited threads, whose counts are added to a global when the
+//!   thread ends.
 //! * **Block sizes from addresses** ([`arena`]). Before the interpreter starts, pymalloc's
 //!   arena allocator (`PyObject_SetArenaAllocator`) is replaced by one that carves arenas out
 //!   of a reserved region of address space. A block in that region is a pymalloc block, and
 //!   the header of its pool (its address rounded down to the pool size) names its size
-//!   class; any other block of these domains comes from `malloc` and
-//!   `malloc_usable_size` gives its size. An allocation and its free are sized by the same
-//!   function of the same address, so `AllocatedBytes - FreedBytes` is exactly the bytes in
-//!   use. Sizes are the blocks' real sizes: requests rounded up to pymalloc's 16-byte size
-//!   classes, or to `malloc`'s chunk. The pool layout read is verified once the interpreter
-//!   runs (one block of every small size allocated and read back); when it does not hold
-//!   (debug hooks through `PYTHONMALLOC` or `PYTHONDEVMODE`, `PYTHONMALLOC=malloc`, a debug
-//!   build, another allocator), hooks that do not read sizes take over (see **Without
-//!   sizes** below) and [`MemorySnapshot::exact`] is false.
+//!   class; any other block of these domains comes from `malloc`, and `malloc_usable_size`
+//!   gives its size. Allocations count their block's size. A free of a `malloc` block counts
+//!   its size; a free of a pymalloc block counts nothing more than the free: the bytes in
+//!   use in pymalloc's blocks are read, when counters are read, from the pools themselves
+//!   (each pool counts its blocks in use; one pass over the pool headers of the arenas
+//!   handed out, 64 per MiB). So the total `InuseBytes` is exact, and `FreedBytes` is
+//!   `AllocatedBytes - InuseBytes`, exact too, without the free of a small block reading
+//!   its pool header (a cache miss when many objects are released at once: measured, see
+//!   `BENCHMARKS.md`). Sizes are the blocks' real sizes: requests rounded up to pymalloc's
+//!   16-byte size classes, or to `malloc`'s chunk. Counters read while Python runs (they
+//!   need no GIL) may see an allocation in flight on either side. The layout read is
+//!   verified once the interpreter runs (one block of every small size allocated, read back
+//!   and found in the pools' counts); when it does not hold (debug hooks through
+//!   `PYTHONMALLOC` or `PYTHONDEVMODE`, `PYTHONMALLOC=malloc`, a debug build, another
+//!   allocator), hooks that do not read sizes take over (see **Without sizes** below) and
+//!   [`MemorySnapshot::exact`] is false.
 //! * **Exact per-check counts.** The runner thread knows which check it runs: when an
 //!   [`OwnerGuard`] is entered or left, the thread's counts since the last switch are added
-//!   to the owner's slot. A check's `Allocations`, `AllocatedBytes`, `Frees` and
-//!   `FreedBytes` are therefore what its runs did, updated when each run ends; the frees are
-//!   those its runs made (the hooks do not know whose block a free releases).
+//!   to the owner's slot. A check's `Allocations`, `AllocatedBytes` and `Frees` are
+//!   therefore what its runs did, updated when each run ends; the frees are those its runs
+//!   made (the hooks do not know whose block a free releases). A check's `FreedBytes` is
+//!   its `AllocatedBytes` minus its estimated `InuseBytes`, held at its last value rather
+//!   than go down (it is exported as a counter).
 //! * **Bytes in use per check, by sampling** ([`sampled`]). Each thread draws exponentially
 //!   distributed intervals of allocated bytes with a mean `T` of [`SAMPLE_INTERVAL`]; the
 //!   block during which an interval runs out is sampled, so a block of `s` bytes is sampled
@@ -106,8 +116,10 @@ struct SlotCounters {
     allocations: AtomicU64,
     frees: AtomicU64,
     allocated_bytes: AtomicU64,
-    /// Bytes its runs freed (exact when sizes are known, else unused).
-    freed_bytes: AtomicU64,
+    /// Bytes its runs freed of blocks outside pymalloc's arenas, and allocated in them (the
+    /// threads' counts, kept for the unattributed remainder).
+    outside_freed: AtomicU64,
+    arena_allocated: AtomicU64,
     /// Sum of the weights of the owner's live samples.
     inuse_estimate: AtomicU64,
     /// Live samples (the slot is reusable once this is 0).
@@ -124,7 +136,8 @@ impl SlotCounters {
             allocations: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             allocated_bytes: AtomicU64::new(0),
-            freed_bytes: AtomicU64::new(0),
+            outside_freed: AtomicU64::new(0),
+            arena_allocated: AtomicU64::new(0),
             inuse_estimate: AtomicU64::new(0),
             live_samples: AtomicU64::new(0),
             freed_reported: AtomicU64::new(0),
@@ -138,25 +151,19 @@ impl SlotCounters {
             &self.allocations,
             &self.frees,
             &self.allocated_bytes,
-            &self.freed_bytes,
+            &self.outside_freed,
+            &self.arena_allocated,
         ]
     }
 
     fn read(&self) -> MemoryStats {
-        let [allocations, frees, allocated_bytes, freed_bytes] =
-            self.counts().map(|c| c.load(Ordering::Relaxed));
-        let inuse = self.inuse_estimate.load(Ordering::Relaxed);
-        if exact() {
-            return MemoryStats {
-                allocations,
-                frees,
-                allocated_bytes,
-                freed_bytes,
-                inuse_bytes: inuse,
-            };
-        }
-        MemoryStats::derive(allocations, frees, allocated_bytes, inuse)
-            .monotonic(&self.freed_reported)
+        MemoryStats::derive(
+            self.allocations.load(Ordering::Relaxed),
+            self.frees.load(Ordering::Relaxed),
+            self.allocated_bytes.load(Ordering::Relaxed),
+            self.inuse_estimate.load(Ordering::Relaxed),
+        )
+        .monotonic(&self.freed_reported)
     }
 }
 
@@ -216,13 +223,13 @@ fn slot(owner: u16) -> &'static SlotCounters {
     SLOTS.get(usize::from(owner)).unwrap_or(&SLOTS[0])
 }
 
-/// Memory counters, as exported in the `rtloader` expvar map. `Allocations`, `Frees`,
-/// `AllocatedBytes` and `FreedBytes` are exact (block sizes); the total `InuseBytes` is
-/// `AllocatedBytes - FreedBytes`, a check's is the sampled estimate. Without block sizes
-/// ([`MemorySnapshot::exact`] false), `AllocatedBytes` counts requested sizes, `InuseBytes`
-/// is the estimate and `FreedBytes` is `AllocatedBytes - InuseBytes`, except that it never
-/// goes down (a counter): when a sample raises the estimate faster than allocations grow, it
-/// keeps its last value.
+/// Memory counters, as exported in the `rtloader` expvar map. In the totals, every counter
+/// is exact (block sizes; `FreedBytes` is `AllocatedBytes - InuseBytes`). Per check,
+/// `Allocations`, `Frees` and `AllocatedBytes` are exact, `InuseBytes` is the sampled
+/// estimate and `FreedBytes` is `AllocatedBytes - InuseBytes`, except that it never goes
+/// down (a counter): when a sample raises the estimate faster than allocations grow, it
+/// keeps its last value. Without block sizes ([`MemorySnapshot::exact`] false), the totals
+/// are made like a check's and `AllocatedBytes` counts requested sizes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MemoryStats {
@@ -232,8 +239,7 @@ pub struct MemoryStats {
     pub frees: u64,
     /// Bytes allocated (block sizes; requested sizes without them).
     pub allocated_bytes: u64,
-    /// Bytes freed (per check: by its runs); without block sizes,
-    /// `allocated_bytes - inuse_bytes`.
+    /// Bytes freed: `allocated_bytes - inuse_bytes` (never going down per check).
     pub freed_bytes: u64,
     /// Bytes allocated and not yet freed: exact in the totals, the sampled estimate per
     /// check (and everywhere without block sizes).
@@ -362,7 +368,13 @@ pub fn snapshot() -> MemorySnapshot {
             stats: SLOTS[i + 1].read(),
         })
         .collect();
-    let [allocations, frees, allocated_bytes, freed_bytes] = local::totals();
+    let [
+        allocations,
+        frees,
+        allocated_bytes,
+        outside_freed,
+        arena_allocated,
+    ] = local::totals();
     let inuse: u64 = SLOTS
         .iter()
         .map(|s| s.inuse_estimate.load(Ordering::Relaxed))
@@ -376,26 +388,30 @@ pub fn snapshot() -> MemorySnapshot {
     }
     let exact = exact();
     let total = if exact {
+        // In use: pymalloc's blocks, counted in its pools, plus what was allocated outside
+        // its arenas and not freed.
+        let inuse = arena::live_bytes().wrapping_add(
+            allocated_bytes
+                .wrapping_sub(arena_allocated)
+                .wrapping_sub(outside_freed),
+        );
         MemoryStats {
             allocations,
             frees,
             allocated_bytes,
-            freed_bytes,
-            inuse_bytes: allocated_bytes.wrapping_sub(freed_bytes),
+            freed_bytes: allocated_bytes.wrapping_sub(inuse),
+            inuse_bytes: inuse,
         }
     } else {
         MemoryStats::derive(allocations, frees, allocated_bytes, inuse)
             .monotonic(&TOTAL_FREED_REPORTED)
     };
-    let mut unattributed = MemoryStats::derive(
+    let unattributed = MemoryStats::derive(
         allocations.saturating_sub(charged[0]),
         frees.saturating_sub(charged[1]),
         allocated_bytes.saturating_sub(charged[2]),
         SLOTS[0].inuse_estimate.load(Ordering::Relaxed),
     );
-    if exact {
-        unattributed.freed_bytes = freed_bytes.saturating_sub(charged[3]);
-    }
     MemorySnapshot {
         enabled: enabled(),
         exact,
