@@ -692,3 +692,53 @@ fn global_counters_are_exact_on_a_known_pattern() {
         );
     });
 }
+
+#[test]
+fn without_pymalloc_the_totals_fall_back_to_the_estimate() {
+    // The allocator is chosen when the interpreter starts: the case runs in a child process of
+    // this test binary, with `PYTHONMALLOC=malloc`.
+    const CHILD: &str = "OUTPOST_TEST_MALLOC_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "without_pymalloc_the_totals_fall_back_to_the_estimate",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .env("PYTHONMALLOC", "malloc")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "the case ran: {text}");
+        return;
+    }
+    use pyo3::ffi;
+    let _ = env();
+    Python::attach(|_py| {
+        let snap = outpost_checks::memtrack::snapshot();
+        assert!(snap.enabled, "tracking is on: {snap:?}");
+        assert!(!snap.exact, "no block sizes without pymalloc: {snap:?}");
+        let s0 = snap.total;
+        // Requested sizes, exactly counted; the bytes in use are the sampled estimate.
+        // SAFETY: the GIL is held; the blocks are freed below.
+        let blocks: Vec<_> = (1..=100)
+            .map(|i| unsafe { ffi::PyMem_Malloc(i * 10) })
+            .collect();
+        assert!(blocks.iter().all(|p| !p.is_null()));
+        let s1 = outpost_checks::memtrack::snapshot().total;
+        assert_eq!(s1.allocations - s0.allocations, 100);
+        assert_eq!(s1.allocated_bytes - s0.allocated_bytes, 10 * 5050);
+        for p in blocks {
+            // SAFETY: live blocks of this domain.
+            unsafe { ffi::PyMem_Free(p) };
+        }
+        let s2 = outpost_checks::memtrack::snapshot().total;
+        assert_eq!(s2.frees - s1.frees, 100);
+        // FreedBytes follows AllocatedBytes - InuseBytes and never goes down.
+        assert!(s2.freed_bytes >= s1.freed_bytes);
+        assert!(s2.freed_bytes <= s2.allocated_bytes);
+    });
+}
