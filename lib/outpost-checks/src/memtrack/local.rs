@@ -20,7 +20,9 @@ use super::{interval, slot};
 
 /// Exact counts of one thread: allocations, frees, bytes allocated, bytes freed of blocks
 /// outside pymalloc's arenas, bytes allocated in pymalloc's arenas (see [`super::arena`]).
+/// On a cache line of its own: written by its thread on every allocation and free.
 #[derive(Debug)]
+#[repr(align(64))]
 pub(super) struct Counters([AtomicU64; COUNTS]);
 
 const ALLOCATIONS: usize = 0;
@@ -131,7 +133,10 @@ impl Local {
     pub(super) fn count_free(&self, outside: usize) {
         let c = self.counters.get();
         c.bump(FREES, 1);
-        c.bump(OUTSIDE_FREED_BYTES, outside as u64);
+        // Most frees are of pymalloc blocks: no second write for them.
+        if outside != 0 {
+            c.bump(OUTSIDE_FREED_BYTES, outside as u64);
+        }
     }
 
     /// Whether the allocation of `size` bytes about to be made is sampled: true when the
