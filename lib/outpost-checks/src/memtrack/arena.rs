@@ -148,15 +148,12 @@ extern "C" fn arena_alloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
     if size != ARENA_SIZE {
         // Not one of pymalloc's arenas (CPython also takes the frames' data stack from this
         // allocator): from the previous allocator, outside the region.
-        return PREVIOUS
-            .get()
-            .and_then(|p| p.0.alloc)
-            .map_or(std::ptr::null_mut(), |alloc| {
-                alloc(
-                    PREVIOUS.get().map_or(std::ptr::null_mut(), |p| p.0.ctx),
-                    size,
-                )
-            });
+        return match PREVIOUS.get() {
+            Some(Previous(p)) => p
+                .alloc
+                .map_or(std::ptr::null_mut(), |alloc| alloc(p.ctx, size)),
+            None => std::ptr::null_mut(),
+        };
     }
     let base = BASE.load(Ordering::Relaxed);
     let mut a = ARENAS.lock().unwrap_or_else(PoisonError::into_inner);
