@@ -228,7 +228,7 @@ fn main() {
          criterion means: on {:.2} ms, off {:.2} ms per run: {:+.1}%\n\
          interleaved ({rounds} rounds x {per_round} runs): wall on {:.2} ms, off {:.2} ms; \
          CPU in runs on {:.2} ms, off {:.2} ms\n\
-         median per-round overhead: wall {:+.1}%, CPU in runs {:+.1}% (target <= 10%)\n\
+         median per-round overhead: wall {:+.1}%, CPU in runs {:+.1}% (target <= 5%)\n\
          load average: {}",
         mean(sums_on),
         mean(sums_off),

@@ -12,8 +12,9 @@
 //!   three child processes of this benchmark: memory tracking on, off, and hooks that only
 //!   forward (the floor of any `PyMem_SetAllocator` wrapper). After criterion, series of
 //!   interleaved rounds give the medians of the per-round ratios to "off" and their spread
-//!   (`OUTPOST_BENCH_SERIES`, default 5 series of 40 rounds). `OUTPOST_BENCH_ONLY=memtrack`
-//!   runs this comparison alone.
+//!   (`OUTPOST_BENCH_SERIES`, default 5 series, each in fresh children, of
+//!   `OUTPOST_BENCH_ROUNDS`, default 40, rounds; `OUTPOST_BENCH_CPU=n` pins the children to
+//!   CPU n). `OUTPOST_BENCH_ONLY=memtrack` runs this comparison alone.
 //! * Peak RSS (`VmHWM`) of a child that starts the runtime and runs a simple check once, vs
 //!   `python -c "import datadog_checks.base"`; printed after the criterion groups.
 //!
@@ -290,6 +291,14 @@ fn thread_cpu() -> Duration {
 /// Child mode: a runtime with memtrack on or off serving timed runs of `check` (one request
 /// per line: a number of runs; answered with the thread CPU nanoseconds they took).
 fn child_memtrack(root: &Path, mode: &str, check: &str) {
+    if let Some(cpu) = std::env::var("OUTPOST_BENCH_CPU")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).unwrap();
+    }
     let on = mode == "on";
     let rt = start(root, on);
     assert_eq!(rt.memory().enabled, on);
@@ -532,32 +541,50 @@ const MEMTRACK_WORKLOADS: [(&str, &str, u64); 2] =
 /// that only forward (the floor of any `PyMem_SetAllocator` wrapper).
 const MEMTRACK_SIDES: [&str; 3] = ["on", "off", "fwd"];
 
+/// Spawns the three sides of one workload (`on`, `off`, `fwd`, in that order).
+fn memtrack_sides(root: &Path, check: &str) -> Vec<Timer> {
+    MEMTRACK_SIDES
+        .iter()
+        .map(|side| Timer::spawn(self_child(&format!("memtrack-{check}-{side}"), root)))
+        .collect()
+}
+
+/// A number from the environment, or `default`.
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Memory tracking on vs off (and forward-only vs off), in child runtimes timing runs with
 /// the thread CPU clock. Criterion times each side; then, for each workload, several series
 /// of interleaved rounds (the three sides one after the other, in an order that rotates
 /// every round) give per-round ratios to "off": the median over every round is the figure,
-/// the spread of the series' medians says how much the machine moved it.
+/// the spread of the series' medians says how much the machine moved it. Each series runs
+/// in freshly started children, so that what one process happens to get (its heap layout,
+/// the CPU it lands on) is not counted as the tracker's in every series.
+///
+/// Knobs: `OUTPOST_BENCH_SERIES` (default 5), `OUTPOST_BENCH_ROUNDS` (rounds per series,
+/// default 40), `OUTPOST_BENCH_CPU` (pin every child to that CPU: the three sides then share
+/// one core's caches and never migrate).
 fn memtrack_bench(c: &mut Criterion, root: &Path) {
-    let mut timers: Vec<((&str, &str), Timer)> = Vec::new();
-    for (label, check, _) in MEMTRACK_WORKLOADS {
-        for side in MEMTRACK_SIDES {
-            let timer = Timer::spawn(self_child(&format!("memtrack-{check}-{side}"), root));
-            timers.push(((label, side), timer));
-        }
-    }
+    let mut timers: Vec<(&str, Vec<Timer>)> = MEMTRACK_WORKLOADS
+        .iter()
+        .map(|(label, check, _)| (*label, memtrack_sides(root, check)))
+        .collect();
     {
         let mut g = c.benchmark_group("memtrack");
-        for ((label, side), timer) in &mut timers {
-            let name = format!("{label}_{side}");
-            g.bench_function(&name, |b| b.iter_custom(|iters| timer.time(iters)));
+        for (label, sides) in &mut timers {
+            for (side, timer) in MEMTRACK_SIDES.iter().zip(sides.iter_mut()) {
+                let name = format!("{label}_{side}");
+                g.bench_function(&name, |b| b.iter_custom(|iters| timer.time(iters)));
+            }
         }
         g.finish();
     }
-    let series: usize = std::env::var("OUTPOST_BENCH_SERIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let rounds = 40;
+    let series: usize = env_number("OUTPOST_BENCH_SERIES", 5);
+    let rounds: usize = env_number("OUTPOST_BENCH_ROUNDS", 40);
     let load = || {
         fs_err::read_to_string("/proc/loadavg")
             .unwrap_or_default()
@@ -568,44 +595,57 @@ fn memtrack_bench(c: &mut Criterion, root: &Path) {
     };
     println!();
     println!(
-        "== memory tracking, interleaved: {series} series x {rounds} rounds per side (load average before: {}) ==",
+        "== memory tracking, interleaved: {series} series x {rounds} rounds per side, fresh children per series, CPU {} (load average before: {}) ==",
+        std::env::var("OUTPOST_BENCH_CPU").unwrap_or_else(|_| "not pinned".into()),
         load()
     );
-    for (label, _, runs) in MEMTRACK_WORKLOADS {
-        let mut sides: Vec<&mut Timer> = timers
-            .iter_mut()
-            .filter(|((l, _), _)| *l == label)
-            .map(|(_, t)| t)
-            .collect();
-        // ratios[k]: side k ("on", "fwd") over "off", every round.
-        let (mut on_all, mut fwd_all) = (Vec::new(), Vec::new());
+    for ((label, check, runs), (_, first)) in MEMTRACK_WORKLOADS.iter().zip(&mut timers) {
+        // Per round: side k ("on", "fwd") over "off", and "on" over "fwd".
+        let (mut on_all, mut fwd_all, mut beyond_all) = (Vec::new(), Vec::new(), Vec::new());
         let (mut on_medians, mut fwd_medians) = (Vec::new(), Vec::new());
         let mut per_run = [0f64; 3];
+        let mut sides = std::mem::take(first);
         for s in 0..series {
+            if s > 0 {
+                sides = memtrack_sides(root, check);
+            }
             let (mut on_r, mut fwd_r) = (Vec::new(), Vec::new());
             for r in 0..rounds {
                 let mut t = [0f64; 3];
                 for k in 0..3 {
                     let side = (k + r + s) % 3;
-                    t[side] = sides[side].time(runs).as_secs_f64();
+                    t[side] = sides[side].time(*runs).as_secs_f64();
                 }
                 for (acc, v) in per_run.iter_mut().zip(t) {
-                    *acc += v / runs as f64;
+                    *acc += v / *runs as f64;
                 }
                 on_r.push(t[0] / t[1]);
                 fwd_r.push(t[2] / t[1]);
+                beyond_all.push(t[0] / t[2]);
             }
             on_medians.push(median(&mut on_r.clone()));
             fwd_medians.push(median(&mut fwd_r.clone()));
             on_all.extend(on_r);
             fwd_all.extend(fwd_r);
         }
+        drop(sides);
         let n = (series * rounds) as f64;
         let pct = |x: f64| (x - 1.0) * 100.0;
         let spread = |v: &[f64]| {
             let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             format!("{:+.1}% .. {:+.1}%", pct(lo), pct(hi))
+        };
+        // Median and interquartile range of the per-round ratios.
+        let summary = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+            format!(
+                "median {:+.1}% (quartiles {:+.1}% .. {:+.1}%)",
+                pct(q(0.5)),
+                pct(q(0.25)),
+                pct(q(0.75))
+            )
         };
         println!(
             "{label}: per run on {:.2} ms, off {:.2} ms, forward-only {:.2} ms (thread CPU, means)",
@@ -614,11 +654,18 @@ fn memtrack_bench(c: &mut Criterion, root: &Path) {
             per_run[2] / n * 1e3,
         );
         println!(
-            "{label}: tracking on vs off: median {:+.1}% (series medians {}); forward-only vs off: median {:+.1}% (series medians {}); target <= 5%",
-            pct(median(&mut on_all)),
+            "{label}: tracking on vs off: {}, series medians {}; target <= 5%",
+            summary(&mut on_all),
             spread(&on_medians),
-            pct(median(&mut fwd_all)),
+        );
+        println!(
+            "{label}: forward-only vs off: {}, series medians {}",
+            summary(&mut fwd_all),
             spread(&fwd_medians),
+        );
+        println!(
+            "{label}: tracking on vs forward-only (the tracker beyond the forward): {}",
+            summary(&mut beyond_all),
         );
     }
     println!("load average after: {}", load());

@@ -171,8 +171,9 @@ fn status_error(status: &ffi::PyStatus) -> Option<InitFailure> {
 }
 
 /// Starts the interpreter (once per process). `venv`: the virtual environment, or `None`
-/// for the bare interpreter (used by `outpost version` without one).
-pub(crate) fn start(venv: Option<&Path>) -> Result<(), Error> {
+/// for the bare interpreter (used by `outpost version` without one). `memtrack`: install
+/// memory tracking before the interpreter allocates anything.
+pub(crate) fn start(venv: Option<&Path>, memtrack: bool) -> Result<(), Error> {
     let mut started = STARTED.lock().unwrap_or_else(PoisonError::into_inner);
     match started.as_ref() {
         Some(Started::Ok { venv: v }) => {
@@ -201,7 +202,7 @@ pub(crate) fn start(venv: Option<&Path>) -> Result<(), Error> {
             failure: InitFailure::InitialisedElsewhere,
         });
     }
-    let result = init(program.as_deref());
+    let result = init(program.as_deref(), memtrack);
     *started = Some(match &result {
         Ok(()) => Started::Ok {
             venv: venv.map(Path::to_owned),
@@ -213,7 +214,7 @@ pub(crate) fn start(venv: Option<&Path>) -> Result<(), Error> {
     result.map_err(|failure| Error::InterpreterInit { failure })
 }
 
-fn init(program: Option<&Path>) -> Result<(), InitFailure> {
+fn init(program: Option<&Path>, memtrack: bool) -> Result<(), InitFailure> {
     crate::modules::register();
     // SAFETY: the pre-config is initialised by CPython before use; nothing else in the
     // process uses the Python API yet (checked by the caller under the STARTED lock).
@@ -253,6 +254,12 @@ fn init(program: Option<&Path>) -> Result<(), InitFailure> {
                 ffi::PyConfig_Clear(&mut config);
                 return Err(failure);
             }
+        }
+        if memtrack {
+            // Memory tracking wraps the allocators now, so that no block of the domains it
+            // wraps predates it (nothing has used them yet: the pre-initialisation and the
+            // config only use the raw domain).
+            crate::memtrack::install();
         }
         let status = ffi::Py_InitializeFromConfig(&config);
         ffi::PyConfig_Clear(&mut config);
@@ -314,7 +321,7 @@ pub fn running_info() -> Option<PythonInfo> {
 /// `outpost version` when no venv is configured; the process cannot start the check runtime
 /// afterwards.
 pub fn probe_without_venv() -> Result<PythonInfo, Error> {
-    start(None)?;
+    start(None, false)?;
     pyo3::Python::attach(|py| {
         info(py, None).map_err(|e| Error::Python {
             context: "reading the interpreter's details".into(),

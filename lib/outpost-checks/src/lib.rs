@@ -85,8 +85,10 @@
 //! * `AgentCheck` is taken from `datadog_checks.base` (the same class rtloader finds through
 //!   the `datadog_checks.checks` compatibility package, without that package's extra
 //!   imports, about 1 MiB).
-//! * Memory counters count requested sizes; `InuseBytes` is a sampled estimate and
-//!   `UntrackedFrees` is always 0 (see [`memtrack`]).
+//! * Memory counters count block sizes (requests rounded up to pymalloc's size classes or
+//!   `malloc`'s chunks); the totals are exact, a check's `InuseBytes` is a sampled estimate,
+//!   and `UntrackedFrees` is 0, the hooks being installed before the interpreter starts
+//!   (see [`memtrack`]).
 
 #![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
 

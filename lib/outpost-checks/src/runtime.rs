@@ -126,14 +126,14 @@ impl Runtime {
     /// `datadog_checks` cannot be imported, or the interpreter already runs. Never panics or
     /// aborts for these; the rest of the process keeps working.
     pub fn start(config: RuntimeConfig) -> Result<Runtime, Error> {
-        interpreter::start(Some(&config.python_venv))?;
+        let memtrack = config.agent.memtrack_enabled;
+        interpreter::start(Some(&config.python_venv), memtrack)?;
         let ctx = context::install(Arc::new(AgentContext::new(
             config.agent.clone(),
             config.run_dir.clone(),
         )));
         let venv = config.python_venv.clone();
         let checks_dir = config.checks_dir.clone();
-        let memtrack = config.agent.memtrack_enabled;
         let (python, agent_check) = Python::attach(|py| -> Result<_, Error> {
             let sys = py.import("sys").map_err(|e| Error::Python {
                 context: "importing sys".into(),
@@ -167,7 +167,7 @@ impl Runtime {
             })?;
             if memtrack {
                 // SAFETY: the GIL is held, so no other thread uses the MEM/OBJ allocators.
-                unsafe { memtrack::install() };
+                unsafe { memtrack::confirm() };
             }
             guards::install(py)?;
             Ok((python, agent_check))

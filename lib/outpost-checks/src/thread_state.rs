@@ -82,7 +82,7 @@ mod tests {
     use pyo3::types::PyAnyMethods as _;
 
     fn interpreter() {
-        match crate::interpreter::start(None) {
+        match crate::interpreter::start(None, false) {
             Ok(()) | Err(crate::Error::AlreadyStarted { .. }) => {}
             Err(e) => panic!("the bare interpreter starts: {e}"),
         }

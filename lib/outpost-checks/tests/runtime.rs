@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use pyo3::Python;
+
 use outpost_checks::{
     CheckConfigFile, CheckInstance, ReadyStatus, Runtime, RuntimeConfig, ValidationTarget, conf_d,
 };
@@ -587,4 +589,156 @@ fn handles_cross_threads() {
     send_sync::<Runtime>();
     send_sync::<CheckInstance>();
     send_sync::<outpost_checks::RunReport>();
+}
+
+#[test]
+fn global_counters_are_exact_on_a_known_pattern() {
+    use pyo3::ffi;
+    let _ = env();
+    let total = || outpost_checks::memtrack::snapshot().total;
+    // With the GIL held no other thread allocates from the tracked domains: every change of
+    // the totals is this pattern's.
+    Python::attach(|_py| {
+        let snap = outpost_checks::memtrack::snapshot();
+        assert!(
+            snap.enabled && snap.exact,
+            "exact sizes under pymalloc: {snap:?}"
+        );
+        assert_eq!(snap.untracked_frees, 0);
+        let s0 = total();
+        // Small blocks of 16-byte multiples: pymalloc's size classes hold exactly that much
+        // (and a sampled block is counted at its requested size), so bytes are known.
+        let mut small = Vec::new();
+        let mut small_bytes = 0u64;
+        for i in 1..=32usize {
+            for k in 0..10 {
+                let size = 16 * i;
+                // SAFETY: the GIL is held; the blocks are freed below.
+                let p = unsafe {
+                    match k % 3 {
+                        0 => ffi::PyObject_Malloc(size),
+                        1 => ffi::PyMem_Malloc(size),
+                        _ => ffi::PyMem_Calloc(i, 16),
+                    }
+                };
+                assert!(!p.is_null());
+                small.push((p, k % 3 == 0));
+                small_bytes += size as u64;
+            }
+        }
+        let s1 = total();
+        assert_eq!(s1.allocations - s0.allocations, 320);
+        assert_eq!(s1.allocated_bytes - s0.allocated_bytes, small_bytes);
+        assert_eq!(s1.frees, s0.frees);
+        assert_eq!(s1.freed_bytes, s0.freed_bytes);
+        assert_eq!(s1.inuse_bytes - s0.inuse_bytes, small_bytes);
+
+        // Large blocks come from malloc, counted at their usable size: a few bytes more.
+        // SAFETY: the GIL is held; the blocks are freed below.
+        let mut large: Vec<_> = (0..5)
+            .map(|_| unsafe { ffi::PyMem_Malloc(100_000) })
+            .collect();
+        // SAFETY: a live block of this domain, replaced by the result.
+        large[0] = unsafe { ffi::PyMem_Realloc(large[0], 200_000) };
+        assert!(large.iter().all(|p| !p.is_null()));
+        let s2 = total();
+        assert_eq!(
+            s2.allocations - s1.allocations,
+            6,
+            "five mallocs and the realloc's block"
+        );
+        assert_eq!(s2.frees - s1.frees, 1, "the realloc's old block");
+        let (allocated, freed) = (
+            s2.allocated_bytes - s1.allocated_bytes,
+            s2.freed_bytes - s1.freed_bytes,
+        );
+        assert!(
+            (700_000..700_000 + 6 * 4096).contains(&allocated),
+            "{allocated}"
+        );
+        assert!((100_000..100_000 + 4096).contains(&freed), "{freed}");
+        assert_eq!(s2.inuse_bytes - s1.inuse_bytes, allocated - freed);
+
+        // Half the small blocks and every large one go: the rest is exactly what is left.
+        // SAFETY (both closures): live blocks, each freed by its own family.
+        let free = |(p, object): (*mut std::ffi::c_void, bool)| unsafe {
+            if object {
+                ffi::PyObject_Free(p);
+            } else {
+                ffi::PyMem_Free(p);
+            }
+        };
+        let kept: Vec<_> = small.split_off(160);
+        let kept_bytes: u64 = (17..=32u64).map(|i| 16 * i * 10).sum();
+        for b in small
+            .into_iter()
+            .chain(large.into_iter().map(|p| (p, false)))
+        {
+            free(b);
+        }
+        let s3 = total();
+        assert_eq!(s3.inuse_bytes - s0.inuse_bytes, kept_bytes);
+        assert_eq!(s3.frees - s0.frees, 1 + 160 + 5);
+        kept.into_iter().for_each(free);
+        let s4 = total();
+        assert_eq!(s4.allocations - s0.allocations, s4.frees - s0.frees);
+        assert_eq!(
+            s4.allocated_bytes - s0.allocated_bytes,
+            s4.freed_bytes - s0.freed_bytes
+        );
+        assert_eq!(
+            s4.inuse_bytes, s0.inuse_bytes,
+            "back to the baseline exactly"
+        );
+    });
+}
+
+#[test]
+fn without_pymalloc_the_totals_fall_back_to_the_estimate() {
+    // The allocator is chosen when the interpreter starts: the case runs in a child process of
+    // this test binary, with `PYTHONMALLOC=malloc`.
+    const CHILD: &str = "OUTPOST_TEST_MALLOC_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "without_pymalloc_the_totals_fall_back_to_the_estimate",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .env("PYTHONMALLOC", "malloc")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "the case ran: {text}");
+        return;
+    }
+    use pyo3::ffi;
+    let _ = env();
+    Python::attach(|_py| {
+        let snap = outpost_checks::memtrack::snapshot();
+        assert!(snap.enabled, "tracking is on: {snap:?}");
+        assert!(!snap.exact, "no block sizes without pymalloc: {snap:?}");
+        let s0 = snap.total;
+        // Requested sizes, exactly counted; the bytes in use are the sampled estimate.
+        // SAFETY: the GIL is held; the blocks are freed below.
+        let blocks: Vec<_> = (1..=100)
+            .map(|i| unsafe { ffi::PyMem_Malloc(i * 10) })
+            .collect();
+        assert!(blocks.iter().all(|p| !p.is_null()));
+        let s1 = outpost_checks::memtrack::snapshot().total;
+        assert_eq!(s1.allocations - s0.allocations, 100);
+        assert_eq!(s1.allocated_bytes - s0.allocated_bytes, 10 * 5050);
+        for p in blocks {
+            // SAFETY: live blocks of this domain.
+            unsafe { ffi::PyMem_Free(p) };
+        }
+        let s2 = outpost_checks::memtrack::snapshot().total;
+        assert_eq!(s2.frees - s1.frees, 100);
+        // FreedBytes follows AllocatedBytes - InuseBytes and never goes down.
+        assert!(s2.freed_bytes >= s1.freed_bytes);
+        assert!(s2.freed_bytes <= s2.allocated_bytes);
+    });
 }

@@ -1,9 +1,11 @@
 //! The `PyMem_SetAllocator` hooks of the `MEM` and `OBJ` domains.
 //!
-//! Fast paths: an allocation adds to the thread's counters and takes its size off the
-//! sampling countdown, then forwards; a free checks whether the address is in the sampled
-//! region, adds one to the thread's frees and forwards (a tail call). Only sampled blocks
-//! (about one per sampling interval of bytes allocated) take the out-of-line paths.
+//! Fast paths: an allocation takes its size off the sampling countdown, forwards, and adds
+//! the block's size to the thread's counters; a free checks whether the address is in the
+//! sampled region, adds the block's size to the thread's counters and forwards (a tail
+//! call). Only sampled blocks (about one per sampling interval of bytes allocated) take the
+//! out-of-line paths. Two sets of hooks exist: `EXACT` ones read each block's size
+//! ([`arena`]), the others count requested sizes and no freed bytes.
 //!
 //! Semantics kept from the underlying allocator: `malloc(0)` and `realloc(p, 0)` return a
 //! unique pointer; `free(NULL)` does nothing; a failed `realloc` leaves the block untouched;
@@ -11,11 +13,11 @@
 //! free of the old block plus the allocation of the new one.
 
 use std::ffi::c_void;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use pyo3::ffi::{PyMemAllocatorDomain, PyMemAllocatorEx};
 
-use super::{INSTALLED, local, sampled};
+use super::{EXACT, INSTALLED, arena, local, sampled};
 
 /// The allocator that was in place before ours, passed to the hooks as their context.
 #[repr(transparent)]
@@ -29,14 +31,46 @@ unsafe fn underlying<'a>(ctx: *mut c_void) -> &'a PyMemAllocatorEx {
     unsafe { &(*ctx.cast::<Underlying>()).0 }
 }
 
-extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+/// What is counted for the block `p` that the underlying allocator returned for
+/// `requested` bytes: its size and whether it is in pymalloc's arenas. Its real size when
+/// sizes are known ([`super::arena`]), else the request.
+#[inline(always)]
+fn sized<const EXACT: bool>(p: *mut c_void, requested: usize) -> (usize, bool) {
+    if !EXACT {
+        return (requested, false);
+    }
+    if arena::contains(p) {
+        // A fresh pymalloc block has the size class of the request (verified with the
+        // layout): no need to read its pool header.
+        (arena::size_class(requested), true)
+    } else {
+        // SAFETY: a live block of these domains outside pymalloc's arenas comes from
+        // `malloc`, and `EXACT` hooks are only installed when that holds.
+        (unsafe { arena::malloc_size(p) }, false)
+    }
+}
+
+/// What a free of the live block `p` (not a sampled one) counts as bytes freed: the size of
+/// a block outside pymalloc's arenas; 0 for one in them (their bytes in use are read from
+/// the pools) or when sizes are not known.
+#[inline(always)]
+fn freed_outside<const EXACT: bool>(p: *mut c_void) -> usize {
+    if EXACT && !arena::contains(p) {
+        // SAFETY: as in `sized`.
+        unsafe { arena::malloc_size(p) }
+    } else {
+        0
+    }
+}
+
+extern "C" fn hook_malloc<const EXACT: bool>(ctx: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
     local::with(|l| {
         if l.sample(size) {
-            let p = sampled_alloc(under, size, l.owner(), false);
+            let (p, counted) = sampled_alloc::<EXACT>(under, size, l.owner(), false);
             if !p.is_null() {
-                l.count_alloc(size);
+                l.count_alloc(counted);
             }
             return p;
         }
@@ -45,13 +79,17 @@ extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
         };
         let p = malloc(under.ctx, size);
         if !p.is_null() {
-            l.count_alloc(size);
+            l.count_alloc(sized::<EXACT>(p, size));
         }
         p
     })
 }
 
-extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+extern "C" fn hook_calloc<const EXACT: bool>(
+    ctx: *mut c_void,
+    nelem: usize,
+    elsize: usize,
+) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
     let Some(calloc) = under.calloc else {
@@ -62,28 +100,46 @@ extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut
         return calloc(under.ctx, nelem, elsize);
     };
     local::with(|l| {
-        let p = if l.sample(size) {
-            sampled_alloc(under, size, l.owner(), true)
+        let (p, counted) = if l.sample(size) {
+            sampled_alloc::<EXACT>(under, size, l.owner(), true)
         } else {
-            calloc(under.ctx, nelem, elsize)
+            let p = calloc(under.ctx, nelem, elsize);
+            (
+                p,
+                if p.is_null() {
+                    (0, false)
+                } else {
+                    sized::<EXACT>(p, size)
+                },
+            )
         };
         if !p.is_null() {
-            l.count_alloc(size);
+            l.count_alloc(counted);
         }
         p
     })
 }
 
-extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) -> *mut c_void {
+extern "C" fn hook_realloc<const EXACT: bool>(
+    ctx: *mut c_void,
+    ptr: *mut c_void,
+    new_size: usize,
+) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
     if sampled::contains(ptr) {
         // SAFETY: `ptr` is in the sampled region, so it is a live sampled block (Python only
         // reallocates live blocks of this domain).
-        return unsafe { realloc_sampled(under, ptr, new_size) };
+        return unsafe { realloc_sampled::<EXACT>(under, ptr, new_size) };
     }
     let Some(realloc) = under.realloc else {
         return std::ptr::null_mut();
+    };
+    // The old block's size, read while it is live.
+    let old = if ptr.is_null() {
+        0
+    } else {
+        freed_outside::<EXACT>(ptr)
     };
     local::with(|l| {
         let sample = l.sample(new_size);
@@ -97,9 +153,8 @@ extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) 
             return q;
         }
         if !ptr.is_null() {
-            l.count_free();
+            l.count_free(old);
         }
-        l.count_alloc(new_size);
         if sample {
             // Move the block into the sampled region; keep it where it is if that fails.
             let s = sampled::alloc(new_size, l.owner(), false);
@@ -109,24 +164,32 @@ extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) 
                 if let Some(free) = under.free {
                     free(under.ctx, q);
                 }
+                l.count_alloc((new_size, false));
                 return s;
             }
         }
+        // A pymalloc block may be resized in place, keeping a larger size class.
+        l.count_alloc(if EXACT && arena::contains(q) {
+            // SAFETY: in the region.
+            (unsafe { arena::pool_block_size(q) }, true)
+        } else {
+            sized::<EXACT>(q, new_size)
+        });
         q
     })
 }
 
-extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
+extern "C" fn hook_free<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
     if sampled::contains(ptr) {
-        local::with(|l| l.count_free());
         // SAFETY: `ptr` is in the sampled region, so it is a live sampled block, freed once.
-        unsafe { sampled::free(ptr) };
+        unsafe { free_sampled(ptr) };
         return;
     }
-    local::with(|l| l.count_free());
+    let size = freed_outside::<EXACT>(ptr);
+    local::with(|l| l.count_free(size));
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
     if let Some(free) = under.free {
@@ -134,23 +197,51 @@ extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
     }
 }
 
-/// A sampled block, or an unsampled one from the underlying allocator when the region is
-/// full.
+/// Frees a sampled block, counting its size.
+///
+/// # Safety
+/// `ptr` is a live sampled block, not used afterwards.
 #[cold]
 #[inline(never)]
-fn sampled_alloc(under: &PyMemAllocatorEx, size: usize, owner: u16, zeroed: bool) -> *mut c_void {
+unsafe fn free_sampled(ptr: *mut c_void) {
+    // SAFETY: per the contract.
+    unsafe {
+        let size = sampled::size_of(ptr);
+        local::with(|l| l.count_free(size));
+        sampled::free(ptr);
+    }
+}
+
+/// A sampled block, or an unsampled one from the underlying allocator when the region is
+/// full; with the bytes to count for it.
+#[cold]
+#[inline(never)]
+fn sampled_alloc<const EXACT: bool>(
+    under: &PyMemAllocatorEx,
+    size: usize,
+    owner: u16,
+    zeroed: bool,
+) -> (*mut c_void, (usize, bool)) {
     if super::refuse(owner, size) {
-        return std::ptr::null_mut();
+        return (std::ptr::null_mut(), (0, false));
     }
     let p = sampled::alloc(size, owner, zeroed);
     if !p.is_null() {
-        return p;
+        return (p, (size, false));
     }
-    match (zeroed, under.malloc, under.calloc) {
+    let p = match (zeroed, under.malloc, under.calloc) {
         (false, Some(malloc), _) => malloc(under.ctx, size),
         (true, _, Some(calloc)) => calloc(under.ctx, 1, size),
         _ => std::ptr::null_mut(),
-    }
+    };
+    (
+        p,
+        if p.is_null() {
+            (0, false)
+        } else {
+            sized::<EXACT>(p, size)
+        },
+    )
 }
 
 /// `realloc` of a sampled block: a new block (sampled or not, as any allocation), the data
@@ -160,31 +251,40 @@ fn sampled_alloc(under: &PyMemAllocatorEx, size: usize, owner: u16, zeroed: bool
 /// `ptr` is a live sampled block.
 #[cold]
 #[inline(never)]
-unsafe fn realloc_sampled(
+unsafe fn realloc_sampled<const EXACT: bool>(
     under: &PyMemAllocatorEx,
     ptr: *mut c_void,
     new_size: usize,
 ) -> *mut c_void {
     local::with(|l| {
-        let q = if l.sample(new_size) {
-            sampled_alloc(under, new_size, l.owner(), false)
+        let (q, counted) = if l.sample(new_size) {
+            sampled_alloc::<EXACT>(under, new_size, l.owner(), false)
         } else {
-            under
+            let q = under
                 .malloc
-                .map_or(std::ptr::null_mut(), |m| m(under.ctx, new_size))
+                .map_or(std::ptr::null_mut(), |m| m(under.ctx, new_size));
+            (
+                q,
+                if q.is_null() {
+                    (0, false)
+                } else {
+                    sized::<EXACT>(q, new_size)
+                },
+            )
         };
         if q.is_null() {
             return q;
         }
         // SAFETY: `ptr` is a live sampled block (contract) of `old` bytes; `q` is a distinct
         // block of at least `new_size` bytes.
-        unsafe {
+        let old = unsafe {
             let old = sampled::size_of(ptr);
             std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), q.cast::<u8>(), old.min(new_size));
             sampled::free(ptr);
-        }
-        l.count_free();
-        l.count_alloc(new_size);
+            old
+        };
+        l.count_free(old);
+        l.count_alloc(counted);
         q
     })
 }
@@ -221,52 +321,60 @@ extern "C" fn forward_free(ctx: *mut c_void, ptr: *mut c_void) {
     }
 }
 
-/// Wraps the `MEM` and `OBJ` domains with hooks that only forward (the floor of any
-/// `PyMem_SetAllocator` wrapper, for benchmarks); does nothing when tracking is installed.
-/// Counts nothing: [`super::snapshot`] keeps reporting tracking as disabled.
-pub fn install_forwarding_only(_py: pyo3::Python<'_>) {
-    static FORWARDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if INSTALLED.load(Ordering::SeqCst) || FORWARDING.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    // SAFETY: the GIL is held (the token), so no other thread uses the allocators.
-    unsafe {
-        set_hooks(
-            forward_malloc,
-            forward_calloc,
-            forward_realloc,
-            forward_free,
-        );
-    }
-}
-
 type Malloc = extern "C" fn(*mut c_void, usize) -> *mut c_void;
 type Calloc = extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
 type Realloc = extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void;
 type Free = extern "C" fn(*mut c_void, *mut c_void);
 
-/// Installs the four functions on the `MEM` and `OBJ` domains, each domain's previous
-/// allocator as their context.
+/// The four functions of one set of hooks.
+type Hooks = (Malloc, Calloc, Realloc, Free);
+
+const DOMAINS: [PyMemAllocatorDomain; 2] = [
+    PyMemAllocatorDomain::PYMEM_DOMAIN_MEM,
+    PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
+];
+
+fn hooks<const EXACT: bool>() -> Hooks {
+    (
+        hook_malloc::<EXACT>,
+        hook_calloc::<EXACT>,
+        hook_realloc::<EXACT>,
+        hook_free::<EXACT>,
+    )
+}
+
+/// The contexts of the tracking hooks (`MEM`, `OBJ`): each domain's previous allocator.
+static CONTEXTS: [AtomicPtr<c_void>; 2] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 2];
+
+/// Installs `hooks` on the `MEM` and `OBJ` domains, with `contexts` (or, for `None`, each
+/// domain's current allocator) as their contexts; returns the contexts.
 ///
 /// # Safety
-/// No other thread may use the `MEM`/`OBJ` allocators during the call: hold the GIL.
-unsafe fn set_hooks(malloc: Malloc, calloc: Calloc, realloc: Realloc, free: Free) {
-    for domain in [
-        PyMemAllocatorDomain::PYMEM_DOMAIN_MEM,
-        PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
-    ] {
-        let mut old = PyMemAllocatorEx {
-            ctx: std::ptr::null_mut(),
-            malloc: None,
-            calloc: None,
-            realloc: None,
-            free: None,
+/// No other thread may use the `MEM`/`OBJ` allocators during the call: hold the GIL, or
+/// call before the interpreter starts. Given contexts wrap the domains' allocators.
+unsafe fn set_hooks(hooks: Hooks, contexts: Option<[*mut c_void; 2]>) -> [*mut c_void; 2] {
+    let (malloc, calloc, realloc, free) = hooks;
+    let mut installed = [std::ptr::null_mut(); 2];
+    for (i, domain) in DOMAINS.into_iter().enumerate() {
+        let ctx = match contexts {
+            Some(c) => c[i],
+            None => {
+                let mut old = PyMemAllocatorEx {
+                    ctx: std::ptr::null_mut(),
+                    malloc: None,
+                    calloc: None,
+                    realloc: None,
+                    free: None,
+                };
+                // SAFETY: valid out-pointer; no concurrent allocator use (contract).
+                unsafe { pyo3::ffi::PyMem_GetAllocator(domain, &mut old) };
+                let ctx: *mut Underlying = Box::leak(Box::new(Underlying(old)));
+                ctx.cast()
+            }
         };
-        // SAFETY: valid out-pointer; no concurrent allocator use (function contract).
-        unsafe { pyo3::ffi::PyMem_GetAllocator(domain, &mut old) };
-        let ctx: *mut Underlying = Box::leak(Box::new(Underlying(old)));
+        installed[i] = ctx;
         let mut hooks = PyMemAllocatorEx {
-            ctx: ctx.cast(),
+            ctx,
             malloc: Some(malloc),
             calloc: Some(calloc),
             realloc: Some(realloc),
@@ -275,14 +383,50 @@ unsafe fn set_hooks(malloc: Malloc, calloc: Calloc, realloc: Realloc, free: Free
         // SAFETY: as above; the context lives for the rest of the process.
         unsafe { pyo3::ffi::PyMem_SetAllocator(domain, &mut hooks) };
     }
+    installed
 }
 
-/// Wraps the `MEM` and `OBJ` domains (once; later calls do nothing). Blocks allocated before
-/// are never sampled; their frees are counted in `Frees`. Not installed (and reported as
+/// Wraps the `MEM` and `OBJ` domains with hooks that only forward (the floor of any
+/// `PyMem_SetAllocator` wrapper, for benchmarks); does nothing when tracking is installed.
+/// Counts nothing: [`super::snapshot`] keeps reporting tracking as disabled.
+pub fn install_forwarding_only(_py: pyo3::Python<'_>) {
+    static FORWARDING: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.load(Ordering::SeqCst) || FORWARDING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: the GIL is held (the token), so no other thread uses the allocators.
+    unsafe {
+        set_hooks(
+            (
+                forward_malloc,
+                forward_calloc,
+                forward_realloc,
+                forward_free,
+            ),
+            None,
+        );
+    }
+}
+
+/// Whether the environment leaves pymalloc with its usual layout: no debug hooks
+/// (`PYTHONMALLOC`, `PYTHONDEVMODE`, a debug build) and no other allocator. [`confirm`]
+/// verifies it once the interpreter runs.
+fn pymalloc_expected() -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let allocator_ok = std::env::var_os("PYTHONMALLOC")
+        .is_none_or(|v| v.is_empty() || v.as_encoded_bytes() == b"pymalloc");
+    allocator_ok && !set("PYTHONDEVMODE") && !cfg!(py_sys_config = "Py_DEBUG")
+}
+
+/// Wraps the `MEM` and `OBJ` domains (once; later calls do nothing), before the interpreter
+/// starts, so that no block of these domains predates the hooks. When pymalloc is expected
+/// with its usual layout, it also takes pymalloc's arenas ([`arena`]) and installs the hooks
+/// that count exact sizes, which [`confirm`] verifies. Not installed (and reported as
 /// disabled) on a free-threaded build or when the sampled region cannot be reserved.
 ///
 /// # Safety
-/// No other thread may use the `MEM`/`OBJ` allocators during the call: hold the GIL.
+/// After `Py_PreInitialize` and before `Py_InitializeFromConfig`, with no other thread
+/// using the Python API.
 pub(crate) unsafe fn install() {
     if cfg!(Py_GIL_DISABLED) || INSTALLED.load(Ordering::SeqCst) {
         return;
@@ -293,9 +437,48 @@ pub(crate) unsafe fn install() {
         );
         return;
     }
+    // SAFETY: before the interpreter starts (contract): no arena exists yet.
+    let exact = pymalloc_expected() && unsafe { arena::take_arenas() };
     INSTALLED.store(true, Ordering::SeqCst);
-    // SAFETY: the GIL is held (function contract).
-    unsafe { set_hooks(hook_malloc, hook_calloc, hook_realloc, hook_free) };
+    EXACT.store(exact, Ordering::SeqCst);
+    // SAFETY: no concurrent allocator use (contract).
+    let contexts = unsafe {
+        set_hooks(
+            if exact {
+                hooks::<true>()
+            } else {
+                hooks::<false>()
+            },
+            None,
+        )
+    };
+    for (slot, ctx) in CONTEXTS.iter().zip(contexts) {
+        slot.store(ctx, Ordering::SeqCst);
+    }
+}
+
+/// Verifies, once the interpreter runs, the layout the exact hooks read; if it does not
+/// hold, puts the hooks that do without block sizes in their place (same contexts).
+///
+/// # Safety
+/// The GIL is held.
+pub(crate) unsafe fn confirm() {
+    if !EXACT.load(Ordering::SeqCst) {
+        return;
+    }
+    let obj = CONTEXTS[1].load(Ordering::SeqCst);
+    // SAFETY: the OBJ context installed by `install`, a leaked `Underlying`; the GIL is held.
+    if unsafe { arena::verify(underlying(obj)) } {
+        return;
+    }
+    tracing::warn!(
+        "memory tracking cannot read block sizes of this interpreter's allocator: \
+         FreedBytes and InuseBytes are estimates"
+    );
+    EXACT.store(false, Ordering::SeqCst);
+    let contexts = CONTEXTS.each_ref().map(|c| c.load(Ordering::SeqCst));
+    // SAFETY: the GIL is held; the contexts are those of the installed hooks.
+    unsafe { set_hooks(hooks::<false>(), Some(contexts)) };
 }
 
 #[cfg(test)]
@@ -401,18 +584,18 @@ mod tests {
         let ctx = ctx();
         force_sample(false);
         let before = mine();
-        let p = hook_malloc(ctx, 100);
+        let p = hook_malloc::<false>(ctx, 100);
         fill(p, 100, 0xab);
-        let z = hook_calloc(ctx, 4, 8);
+        let z = hook_calloc::<false>(ctx, 4, 8);
         assert!(all(z, 32, 0));
-        let p2 = hook_realloc(ctx, p, 1000);
+        let p2 = hook_realloc::<false>(ctx, p, 1000);
         assert!(all(p2, 100, 0xab), "realloc keeps the data");
-        let fresh = hook_realloc(ctx, std::ptr::null_mut(), 24);
-        let empty = hook_malloc(ctx, 0);
+        let fresh = hook_realloc::<false>(ctx, std::ptr::null_mut(), 24);
+        let empty = hook_malloc::<false>(ctx, 0);
         assert!(!empty.is_null());
-        hook_free(ctx, std::ptr::null_mut());
+        hook_free::<false>(ctx, std::ptr::null_mut());
         for b in [p2, z, fresh, empty] {
-            hook_free(ctx, b);
+            hook_free::<false>(ctx, b);
         }
         let after = mine();
         assert_eq!(
@@ -434,11 +617,11 @@ mod tests {
         let ctx = ctx();
         force_sample(false);
         let before = mine();
-        assert!(hook_malloc(ctx, usize::MAX - 4).is_null());
-        assert!(hook_calloc(ctx, usize::MAX, 2).is_null());
-        let p = hook_malloc(ctx, 8);
-        assert!(hook_realloc(ctx, p, usize::MAX - 4).is_null());
-        hook_free(ctx, p);
+        assert!(hook_malloc::<false>(ctx, usize::MAX - 4).is_null());
+        assert!(hook_calloc::<false>(ctx, usize::MAX, 2).is_null());
+        let p = hook_malloc::<false>(ctx, 8);
+        assert!(hook_realloc::<false>(ctx, p, usize::MAX - 4).is_null());
+        hook_free::<false>(ctx, p);
         let after = mine();
         assert_eq!([after[0] - before[0], after[1] - before[1]], [1, 1]);
         assert_eq!(after[2] - before[2], 8);
@@ -453,20 +636,20 @@ mod tests {
         as_owner(owner, || {
             // malloc, sampled.
             force_sample(true);
-            let a = hook_malloc(ctx, 300);
+            let a = hook_malloc::<false>(ctx, 300);
             assert!(sampled::contains(a));
             assert_eq!(a as usize % 16, 0, "16-byte aligned");
             fill(a, 300, 7);
             // Grows into an unsampled block: data kept, weight returned.
             force_sample(false);
-            let b = hook_realloc(ctx, a, 5000);
+            let b = hook_realloc::<false>(ctx, a, 5000);
             assert!(!sampled::contains(b));
             assert!(all(b, 300, 7));
             assert_eq!(slot(owner).read().inuse_bytes, s0.inuse_bytes);
             // An unsampled block moves into the region when its realloc is sampled.
             fill(b, 5000, 9);
             force_sample(true);
-            let c = hook_realloc(ctx, b, 6000);
+            let c = hook_realloc::<false>(ctx, b, 6000);
             assert!(sampled::contains(c));
             assert!(all(c, 5000, 9));
             assert_eq!(
@@ -475,12 +658,12 @@ mod tests {
             );
             // Sampled to sampled, shrinking.
             force_sample(true);
-            let d = hook_realloc(ctx, c, 100);
+            let d = hook_realloc::<false>(ctx, c, 100);
             assert!(sampled::contains(d));
             assert!(all(d, 100, 9));
             // calloc, sampled: zeroed even on a reused (dirty) slot.
             force_sample(true);
-            let e = hook_calloc(ctx, 10, 40);
+            let e = hook_calloc::<false>(ctx, 10, 40);
             assert!(sampled::contains(e));
             assert!(all(e, 400, 0));
             assert_eq!(
@@ -488,8 +671,8 @@ mod tests {
                 sampled::weight(100) + sampled::weight(400)
             );
             force_sample(false);
-            hook_free(ctx, d);
-            hook_free(ctx, e);
+            hook_free::<false>(ctx, d);
+            hook_free::<false>(ctx, e);
         });
         let s1 = slot(owner).read();
         assert_eq!(s1.inuse_bytes, s0.inuse_bytes, "every sample freed");
@@ -516,13 +699,15 @@ mod tests {
         // One large buffer, and the same amount in 1 KiB blocks (the hard case for
         // sampling: about 1,500 samples, standard error 2.6%, 10% is 3.9 of them).
         let (big, small) = as_owner(owner, || {
-            let big = hook_calloc(ctx, 1, mb50);
+            let big = hook_calloc::<false>(ctx, 1, mb50);
             let after_big = slot(owner).read().inuse_bytes - s0.inuse_bytes;
             assert!(
                 after_big.abs_diff(mb50 as u64) < mb50 as u64 / 10,
                 "{after_big}"
             );
-            let small: Vec<_> = (0..mb50 / 1024).map(|_| hook_malloc(ctx, 1024)).collect();
+            let small: Vec<_> = (0..mb50 / 1024)
+                .map(|_| hook_malloc::<false>(ctx, 1024))
+                .collect();
             (big, small)
         });
         let est = slot(owner).read().inuse_bytes - s0.inuse_bytes;
@@ -540,7 +725,7 @@ mod tests {
         let ctx = ctx as usize;
         std::thread::spawn(move || {
             for a in addrs {
-                hook_free(ctx as *mut c_void, a as *mut c_void);
+                hook_free::<false>(ctx as *mut c_void, a as *mut c_void);
             }
         })
         .join()
@@ -559,7 +744,7 @@ mod tests {
             std::thread::spawn(move || {
                 as_owner(owner, || {
                     (0..blocks)
-                        .map(|_| hook_malloc(ctx as *mut c_void, 64 * 1024) as usize)
+                        .map(|_| hook_malloc::<false>(ctx as *mut c_void, 64 * 1024) as usize)
                         .collect::<Vec<_>>()
                 })
             })
@@ -576,7 +761,7 @@ mod tests {
         assert!(eb.abs_diff(tb) < tb / 10, "b: {eb} for {tb}");
         assert_eq!(slot(a).read().allocations - n0, 640, "exact, per owner");
         for p in ka.into_iter().chain(kb) {
-            hook_free(ctx as *mut c_void, p as *mut c_void);
+            hook_free::<false>(ctx as *mut c_void, p as *mut c_void);
         }
         assert_eq!(slot(a).read().inuse_bytes, a0);
         assert_eq!(slot(b).read().inuse_bytes, b0);

@@ -18,17 +18,24 @@ use std::sync::{Mutex, PoisonError};
 
 use super::{interval, slot};
 
-/// Exact counts of one thread: allocations, frees, bytes allocated.
+/// Exact counts of one thread: allocations, frees, bytes allocated, bytes freed of blocks
+/// outside pymalloc's arenas, bytes allocated in pymalloc's arenas (see [`super::arena`]).
+/// On a cache line of its own: written by its thread on every allocation and free.
 #[derive(Debug)]
-pub(super) struct Counters([AtomicU64; 3]);
+#[repr(align(64))]
+pub(super) struct Counters([AtomicU64; COUNTS]);
 
 const ALLOCATIONS: usize = 0;
 const FREES: usize = 1;
 const ALLOCATED_BYTES: usize = 2;
+const OUTSIDE_FREED_BYTES: usize = 3;
+const ARENA_ALLOCATED_BYTES: usize = 4;
+/// Number of counts per thread (and per owner).
+pub(super) const COUNTS: usize = 5;
 
 impl Counters {
     const fn new() -> Self {
-        Self([const { AtomicU64::new(0) }; 3])
+        Self([const { AtomicU64::new(0) }; COUNTS])
     }
 
     /// Single writer (the owning thread, or the GIL holder for [`BOOT`]): a relaxed load and
@@ -42,7 +49,7 @@ impl Counters {
         );
     }
 
-    fn read(&self) -> [u64; 3] {
+    fn read(&self) -> [u64; COUNTS] {
         self.0.each_ref().map(|c| c.load(Ordering::Relaxed))
     }
 }
@@ -63,10 +70,10 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     pool: Vec::new(),
 });
 
-/// Allocations, frees and bytes allocated by every thread, live or exited.
-pub(super) fn totals() -> [u64; 3] {
+/// The counts of every thread, live or exited (in the order of [`Counters`]).
+pub(super) fn totals() -> [u64; COUNTS] {
     let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut sum = [0u64; 3];
+    let mut sum = [0u64; COUNTS];
     for block in registry.live.iter().copied().chain([&BOOT, &EXITED]) {
         for (s, v) in sum.iter_mut().zip(block.read()) {
             *s = s.wrapping_add(v);
@@ -85,7 +92,7 @@ pub(super) struct Local {
     rng: Cell<u64>,
     owner: Cell<u16>,
     /// The counts at the last owner switch (what was already charged).
-    mark: Cell<[u64; 3]>,
+    mark: Cell<[u64; COUNTS]>,
 }
 
 thread_local! {
@@ -95,7 +102,7 @@ thread_local! {
             countdown: Cell::new(0),
             rng: Cell::new(0),
             owner: Cell::new(0),
-            mark: Cell::new([0; 3]),
+            mark: Cell::new([0; COUNTS]),
         }
     };
     /// Registered with the thread's own block: returns it when the thread ends.
@@ -109,18 +116,27 @@ pub(super) fn with<R>(f: impl FnOnce(&Local) -> R) -> R {
 }
 
 impl Local {
-    /// Counts one allocation of `size` bytes.
+    /// Counts one allocation of `size` bytes, in pymalloc's arenas or not.
     #[inline(always)]
-    pub(super) fn count_alloc(&self, size: usize) {
+    pub(super) fn count_alloc(&self, (size, in_arena): (usize, bool)) {
         let c = self.counters.get();
         c.bump(ALLOCATIONS, 1);
         c.bump(ALLOCATED_BYTES, size as u64);
+        if in_arena {
+            c.bump(ARENA_ALLOCATED_BYTES, size as u64);
+        }
     }
 
-    /// Counts one free.
+    /// Counts one free; `outside` is the size of a block outside pymalloc's arenas (0 for a
+    /// block in them, or when sizes are not known).
     #[inline(always)]
-    pub(super) fn count_free(&self) {
-        self.counters.get().bump(FREES, 1);
+    pub(super) fn count_free(&self, outside: usize) {
+        let c = self.counters.get();
+        c.bump(FREES, 1);
+        // Most frees are of pymalloc blocks: no second write for them.
+        if outside != 0 {
+            c.bump(OUTSIDE_FREED_BYTES, outside as u64);
+        }
     }
 
     /// Whether the allocation of `size` bytes about to be made is sampled: true when the
@@ -170,10 +186,7 @@ impl Local {
             return;
         }
         let s = slot(owner);
-        for (counter, (n, m)) in [&s.allocations, &s.frees, &s.allocated_bytes]
-            .into_iter()
-            .zip(now.into_iter().zip(mark))
-        {
+        for (counter, (n, m)) in s.counts().into_iter().zip(now.into_iter().zip(mark)) {
             counter.fetch_add(n.wrapping_sub(m), Ordering::Relaxed);
         }
     }
@@ -276,8 +289,8 @@ pub(super) mod testing {
     //! Test access to this thread's state.
     use super::*;
 
-    /// This thread's own counts: allocations, frees, bytes allocated.
-    pub(crate) fn mine() -> [u64; 3] {
+    /// This thread's own counts (in the order of [`Counters`]).
+    pub(crate) fn mine() -> [u64; COUNTS] {
         LOCAL.with(|l| {
             l.register();
             l.counters.get().read()
@@ -332,9 +345,9 @@ mod tests {
             LOCAL.with(|l| {
                 l.register();
                 for _ in 0..1000 {
-                    l.count_alloc(10);
+                    l.count_alloc((10, false));
                 }
-                l.count_free();
+                l.count_free(10);
             });
             let live = totals();
             (
@@ -372,19 +385,23 @@ mod tests {
         let (a, b) = (1021u16, 1022u16);
         let read = |s: u16| slot(s).read();
         let (a0, b0) = (read(a), read(b));
+        let (a_freed, b_freed) = (
+            slot(a).outside_freed.load(Ordering::Relaxed),
+            slot(b).outside_freed.load(Ordering::Relaxed),
+        );
         let outer = switch_owner(a);
         LOCAL.with(|l| {
-            l.count_alloc(100);
-            l.count_alloc(50);
+            l.count_alloc((100, false));
+            l.count_alloc((50, false));
         });
         let inner = switch_owner(b);
         assert_eq!(inner, a);
         LOCAL.with(|l| {
-            l.count_alloc(7);
-            l.count_free();
+            l.count_alloc((7, false));
+            l.count_free(10);
         });
         switch_owner(a);
-        LOCAL.with(|l| l.count_free());
+        LOCAL.with(|l| l.count_free(3));
         switch_owner(outer);
         let (a1, b1) = (read(a), read(b));
         assert_eq!(a1.allocations - a0.allocations, 2);
@@ -393,5 +410,8 @@ mod tests {
         assert_eq!(b1.allocations - b0.allocations, 1);
         assert_eq!(b1.allocated_bytes - b0.allocated_bytes, 7);
         assert_eq!(b1.frees - b0.frees, 1);
+        // Bytes freed outside the arenas, as counted.
+        assert_eq!(slot(b).outside_freed.load(Ordering::Relaxed) - b_freed, 10);
+        assert_eq!(slot(a).outside_freed.load(Ordering::Relaxed) - a_freed, 3);
     }
 }

@@ -2,24 +2,48 @@
 //!
 //! # Design
 //!
-//! Python's `MEM` and `OBJ` allocator domains are wrapped with `PyMem_SetAllocator` when the
-//! runtime has started (interpreter up, datadog-checks-base imported), with the GIL held. The
-//! hooks keep no per-block record: an allocation costs a few thread-local additions and one
-//! compare, a free one thread-local addition and one compare, on top of the forwarding call
-//! itself. Per-check attribution of the bytes in use comes from sampling, the way tcmalloc
-//! and jemalloc profile heaps.
+//! Python's `MEM` and `OBJ` allocator domains are wrapped with `PyMem_SetAllocator` before
+//! the interpreter starts (after its pre-initialisation, which only uses the raw domain), so
+//! no block of these domains predates the hooks. The hooks keep no per-block record: an
+//! allocation costs a few thread-local additions and two compares, a free two address
+//! compares and two thread-local additions, on top of the forwarding call itself. Per-check
+//! attribution of the bytes in use comes from sampling, the way tcmalloc and jemalloc
+//! profile heaps.
 //!
 //! * **Exact counters, per thread** ([`local`]). Each thread that allocates owns a block of
-//!   counters (allocations, frees, bytes allocated) that only it writes, with a relaxed load
-//!   and store (plain moves, no locked instruction, no shared cache line). Readers fold the
-//!   blocks of the live threads and those of exited threads, whose counts are added to a
-//!   global when the thread ends.
-//! * **Exact per-check allocation counts.** The runner thread knows which check it runs: when
-//!   an [`OwnerGuard`] is entered or left, the thread's counts since the last switch are
-//!   added to the owner's slot. A check's `Allocations`, `AllocatedBytes` and `Frees` are
+//!   counters (allocations, frees, bytes allocated, bytes freed outside pymalloc's arenas,
+//!   bytes allocated in them) that only it writes, with a relaxed load and store (plain
+//!   moves, no locked instruction, no shared cache line). Readers fold the blocks of the
+//!   live threads and those of exited threads, whose counts are added to a global when the
+//!   thread ends.
+//! * **Block sizes from addresses** ([`arena`]). Before the interpreter starts, pymalloc's
+//!   arena allocator (`PyObject_SetArenaAllocator`) is replaced by one that carves arenas out
+//!   of a reserved region of address space. A block in that region is a pymalloc block, and
+//!   the header of its pool (its address rounded down to the pool size) names its size
+//!   class; any other block of these domains comes from `malloc`, and `malloc_usable_size`
+//!   gives its size. Allocations count their block's size. A free of a `malloc` block counts
+//!   its size; a free of a pymalloc block counts nothing more than the free: the bytes in
+//!   use in pymalloc's blocks are read, when counters are read, from the pools themselves
+//!   (each pool counts its blocks in use; one pass over the pool headers of the arenas
+//!   handed out, 64 per MiB). So the total `InuseBytes` is exact, and `FreedBytes` is
+//!   `AllocatedBytes - InuseBytes`, exact too, without the free of a small block reading
+//!   its pool header (a cache miss when many objects are released at once: measured, see
+//!   `BENCHMARKS.md`). Sizes are the blocks' real sizes: requests rounded up to pymalloc's
+//!   16-byte size classes, or to `malloc`'s chunk. Counters read while Python runs (they
+//!   need no GIL) may see an allocation in flight on either side. The layout read is
+//!   verified once the interpreter runs (one block of every small size allocated, read back
+//!   and found in the pools' counts); when it does not hold (debug hooks through
+//!   `PYTHONMALLOC` or `PYTHONDEVMODE`, `PYTHONMALLOC=malloc`, a debug build, another
+//!   allocator), hooks that do not read sizes take over (see **Without sizes** below) and
+//!   [`MemorySnapshot::exact`] is false.
+//! * **Exact per-check counts.** The runner thread knows which check it runs: when an
+//!   [`OwnerGuard`] is entered or left, the thread's counts since the last switch are added
+//!   to the owner's slot. A check's `Allocations`, `AllocatedBytes` and `Frees` are
 //!   therefore what its runs did, updated when each run ends; the frees are those its runs
-//!   made (the hooks cannot tell whose block a free releases).
-//! * **Bytes in use, by sampling** ([`sampled`]). Each thread draws exponentially
+//!   made (the hooks do not know whose block a free releases). A check's `FreedBytes` is
+//!   its `AllocatedBytes` minus its estimated `InuseBytes`, held at its last value rather
+//!   than go down (it is exported as a counter).
+//! * **Bytes in use per check, by sampling** ([`sampled`]). Each thread draws exponentially
 //!   distributed intervals of allocated bytes with a mean `T` of [`SAMPLE_INTERVAL`]; the
 //!   block during which an interval runs out is sampled, so a block of `s` bytes is sampled
 //!   with probability `1 - exp(-s / T)` and recorded with the weight
@@ -27,20 +51,20 @@
 //!   samples an unbiased estimate of the bytes in use. A sampled block is allocated from a
 //!   region of address space reserved for samples, with a small header naming its owner,
 //!   size and weight: a free knows whether its block was sampled from its address alone
-//!   (one subtraction and one compare), and an unsampled free costs nothing more. Blocks of
-//!   a few hundred KiB or more are sampled almost surely (a 50 MB buffer is counted exactly);
-//!   for many small blocks the relative standard error is `sqrt(T / bytes)`: 7% for 50 MB
-//!   at the default 256 KiB, 2.5% at 32 KiB. The interval trades resolution for cost: each
-//!   sample takes a lock and moves its block out of Python's heap (see `BENCHMARKS.md`).
-//! * **Derived counters.** `InuseBytes` is the sampled estimate (globally: every sample;
-//!   per check: the samples its runs allocated, whoever frees them), and `FreedBytes` is
-//!   `AllocatedBytes - InuseBytes`, held at its last value rather than go down (it is
-//!   exported as a counter).
-//! * **Untracked frees** are frees of blocks allocated before the hooks were installed.
-//!   Without a per-block record the hooks cannot tell them from others, so
-//!   `UntrackedFrees` is always 0 and such frees are counted in `Frees`; blocks allocated
-//!   earlier are never sampled, so they are in no estimate. The pointer always goes to the
-//!   underlying allocator unchanged.
+//!   (one subtraction and one compare). Blocks of a few hundred KiB or more are sampled
+//!   almost surely (a 50 MB buffer is counted exactly); for many small blocks the relative
+//!   standard error is `sqrt(T / bytes)`: 7% for 50 MB at the default 256 KiB, 2.5% at
+//!   32 KiB. The interval trades resolution for cost: each sample takes a lock and moves its
+//!   block out of Python's heap (see `BENCHMARKS.md`). A check's `InuseBytes` is the
+//!   estimate of the samples its runs allocated, whoever frees them; the total `InuseBytes`
+//!   is exact.
+//! * **Untracked frees** are frees of blocks the hooks never saw allocated. The hooks are in
+//!   place before the interpreter allocates from these domains, so there are none:
+//!   `UntrackedFrees` is 0 (a block allocated from the raw domain and freed through these
+//!   would be a bug of the extension doing it, and is not detected).
+//! * **Without sizes** (layout not verified): `FreedBytes` is `AllocatedBytes - InuseBytes`
+//!   from the sampled estimate, held at its last value rather than go down (it is exported
+//!   as a counter), and `AllocatedBytes` counts requested sizes.
 //! * **`RAW` is not wrapped.** The raw domain is called without the GIL (thread states, the
 //!   GIL machinery, C extensions releasing the GIL) and holds the interpreter's internal
 //!   buffers, not the objects checks create.
@@ -52,6 +76,7 @@
 //! block of counters of threads that have not allocated yet, the sampled region): there,
 //! tracking is not installed and [`snapshot`] reports it as disabled.
 
+mod arena;
 mod hooks;
 mod local;
 mod sampled;
@@ -61,9 +86,9 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 
-pub(crate) use hooks::install;
 #[doc(hidden)]
 pub use hooks::install_forwarding_only;
+pub(crate) use hooks::{confirm, install};
 
 /// Mean number of bytes allocated between two samples, per thread, by default.
 pub const SAMPLE_INTERVAL: u64 = 256 * 1024;
@@ -91,6 +116,10 @@ struct SlotCounters {
     allocations: AtomicU64,
     frees: AtomicU64,
     allocated_bytes: AtomicU64,
+    /// Bytes its runs freed of blocks outside pymalloc's arenas, and allocated in them (the
+    /// threads' counts, kept for the unattributed remainder).
+    outside_freed: AtomicU64,
+    arena_allocated: AtomicU64,
     /// Sum of the weights of the owner's live samples.
     inuse_estimate: AtomicU64,
     /// Live samples (the slot is reusable once this is 0).
@@ -107,11 +136,24 @@ impl SlotCounters {
             allocations: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             allocated_bytes: AtomicU64::new(0),
+            outside_freed: AtomicU64::new(0),
+            arena_allocated: AtomicU64::new(0),
             inuse_estimate: AtomicU64::new(0),
             live_samples: AtomicU64::new(0),
             freed_reported: AtomicU64::new(0),
             over_limit: AtomicBool::new(false),
         }
+    }
+
+    /// The exact counts, in the order of the threads' counters.
+    fn counts(&self) -> [&AtomicU64; local::COUNTS] {
+        [
+            &self.allocations,
+            &self.frees,
+            &self.allocated_bytes,
+            &self.outside_freed,
+            &self.arena_allocated,
+        ]
     }
 
     fn read(&self) -> MemoryStats {
@@ -128,8 +170,10 @@ impl SlotCounters {
 /// Slot `i` of owner `i`; slot 0 holds only the samples of allocations made outside checks.
 static SLOTS: [SlotCounters; MAX_SLOTS] = [const { SlotCounters::new() }; MAX_SLOTS];
 /// Exact counts of reused slots' previous owners (for the unattributed remainder).
-static RETIRED_SLOTS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static RETIRED_SLOTS: [AtomicU64; local::COUNTS] = [const { AtomicU64::new(0) }; local::COUNTS];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Whether the hooks count the real size of every block, allocated and freed.
+static EXACT: AtomicBool = AtomicBool::new(false);
 /// The largest total `FreedBytes` reported.
 static TOTAL_FREED_REPORTED: AtomicU64 = AtomicU64::new(0);
 
@@ -179,10 +223,13 @@ fn slot(owner: u16) -> &'static SlotCounters {
     SLOTS.get(usize::from(owner)).unwrap_or(&SLOTS[0])
 }
 
-/// Memory counters, as exported in the `rtloader` expvar map. `Allocations`, `Frees` and
-/// `AllocatedBytes` are exact (requested sizes); `InuseBytes` is the sampled estimate and
-/// `FreedBytes` is `AllocatedBytes - InuseBytes`, except that it never goes down (a counter):
-/// when a sample raises the estimate faster than allocations grow, it keeps its last value.
+/// Memory counters, as exported in the `rtloader` expvar map. In the totals, every counter
+/// is exact (block sizes; `FreedBytes` is `AllocatedBytes - InuseBytes`). Per check,
+/// `Allocations`, `Frees` and `AllocatedBytes` are exact, `InuseBytes` is the sampled
+/// estimate and `FreedBytes` is `AllocatedBytes - InuseBytes`, except that it never goes
+/// down (a counter): when a sample raises the estimate faster than allocations grow, it
+/// keeps its last value. Without block sizes ([`MemorySnapshot::exact`] false), the totals
+/// are made like a check's and `AllocatedBytes` counts requested sizes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct MemoryStats {
@@ -190,11 +237,12 @@ pub struct MemoryStats {
     pub allocations: u64,
     /// Blocks freed (per check: frees its runs made).
     pub frees: u64,
-    /// Bytes allocated (requested sizes).
+    /// Bytes allocated (block sizes; requested sizes without them).
     pub allocated_bytes: u64,
-    /// Bytes freed: `allocated_bytes - inuse_bytes`.
+    /// Bytes freed: `allocated_bytes - inuse_bytes` (never going down per check).
     pub freed_bytes: u64,
-    /// Bytes allocated and not yet freed (sampled estimate).
+    /// Bytes allocated and not yet freed: exact in the totals, the sampled estimate per
+    /// check (and everywhere without block sizes).
     pub inuse_bytes: u64,
 }
 
@@ -237,11 +285,15 @@ pub struct CheckMemory {
 pub struct MemorySnapshot {
     /// Whether tracking is installed (`memtrack_enabled` and a GIL build).
     pub enabled: bool,
+    /// Whether `FreedBytes` and the total `InuseBytes` are exact (block sizes known); when
+    /// false they are derived from the sampled estimate.
+    pub exact: bool,
     /// Mean bytes allocated between two samples (the estimates' resolution).
     pub sample_interval: u64,
     /// Everything tracked.
     pub total: MemoryStats,
-    /// Frees of blocks the tracker never saw allocated: always 0, see the module docs.
+    /// Frees of blocks the tracker never saw allocated: 0, the hooks being in place before
+    /// the interpreter allocates (see the module docs).
     pub untracked_frees: u64,
     /// Allocations that should have been sampled but were not (sampled region full): the
     /// estimates miss them.
@@ -295,6 +347,12 @@ pub fn enabled() -> bool {
     INSTALLED.load(Ordering::Relaxed)
 }
 
+/// True when the hooks know the size of every block they see allocated or freed, so that
+/// `FreedBytes` and the total `InuseBytes` are exact (see the module docs).
+pub fn exact() -> bool {
+    EXACT.load(Ordering::Relaxed)
+}
+
 /// Copies every counter (no GIL needed). Counts a run has made are in its check's counters
 /// once the run ends; until then they are in the unattributed remainder.
 pub fn snapshot() -> MemorySnapshot {
@@ -310,7 +368,13 @@ pub fn snapshot() -> MemorySnapshot {
             stats: SLOTS[i + 1].read(),
         })
         .collect();
-    let [allocations, frees, allocated_bytes] = local::totals();
+    let [
+        allocations,
+        frees,
+        allocated_bytes,
+        outside_freed,
+        arena_allocated,
+    ] = local::totals();
     let inuse: u64 = SLOTS
         .iter()
         .map(|s| s.inuse_estimate.load(Ordering::Relaxed))
@@ -318,23 +382,44 @@ pub fn snapshot() -> MemorySnapshot {
     // What no check was charged with: the totals minus every slot, current or retired.
     let mut charged = RETIRED_SLOTS.each_ref().map(|c| c.load(Ordering::Relaxed));
     for s in &SLOTS[1..] {
-        charged[0] = charged[0].wrapping_add(s.allocations.load(Ordering::Relaxed));
-        charged[1] = charged[1].wrapping_add(s.frees.load(Ordering::Relaxed));
-        charged[2] = charged[2].wrapping_add(s.allocated_bytes.load(Ordering::Relaxed));
+        for (c, n) in charged.iter_mut().zip(s.counts()) {
+            *c = c.wrapping_add(n.load(Ordering::Relaxed));
+        }
     }
+    let exact = exact();
+    let total = if exact {
+        // In use: pymalloc's blocks, counted in its pools, plus what was allocated outside
+        // its arenas and not freed.
+        let inuse = arena::live_bytes().wrapping_add(
+            allocated_bytes
+                .wrapping_sub(arena_allocated)
+                .wrapping_sub(outside_freed),
+        );
+        MemoryStats {
+            allocations,
+            frees,
+            allocated_bytes,
+            freed_bytes: allocated_bytes.wrapping_sub(inuse),
+            inuse_bytes: inuse,
+        }
+    } else {
+        MemoryStats::derive(allocations, frees, allocated_bytes, inuse)
+            .monotonic(&TOTAL_FREED_REPORTED)
+    };
+    let unattributed = MemoryStats::derive(
+        allocations.saturating_sub(charged[0]),
+        frees.saturating_sub(charged[1]),
+        allocated_bytes.saturating_sub(charged[2]),
+        SLOTS[0].inuse_estimate.load(Ordering::Relaxed),
+    );
     MemorySnapshot {
         enabled: enabled(),
+        exact,
         sample_interval: interval(),
-        total: MemoryStats::derive(allocations, frees, allocated_bytes, inuse)
-            .monotonic(&TOTAL_FREED_REPORTED),
+        total,
         untracked_frees: 0,
         sampling_failures: sampled::exhausted(),
-        unattributed: MemoryStats::derive(
-            allocations.saturating_sub(charged[0]),
-            frees.saturating_sub(charged[1]),
-            allocated_bytes.saturating_sub(charged[2]),
-            SLOTS[0].inuse_estimate.load(Ordering::Relaxed),
-        ),
+        unattributed,
         checks,
     }
 }
@@ -366,11 +451,7 @@ impl Slot {
         let index = match reusable {
             Some(i) => {
                 let s = &SLOTS[i + 1];
-                for (retired, counter) in
-                    RETIRED_SLOTS
-                        .iter()
-                        .zip([&s.allocations, &s.frees, &s.allocated_bytes])
-                {
+                for (retired, counter) in RETIRED_SLOTS.iter().zip(s.counts()) {
                     retired.fetch_add(counter.swap(0, Ordering::Relaxed), Ordering::Relaxed);
                 }
                 s.inuse_estimate.store(0, Ordering::Relaxed);
