@@ -280,6 +280,18 @@ fn a_config_experiment_expires_at_its_deadline_and_a_new_start_replaces_the_watc
     // The stable config is the promoted one, untouched by the expiry.
     assert_eq!(configs(&d), ("c1".into(), String::new()));
     assert_configs_are_disk(&d, &s.root());
+    // Counted apart from the package watches (whose series the fleet report reads).
+    let telemetry = d.get("/telemetry").text();
+    for outcome in ["promoted", "replaced", "experiment_expired"] {
+        let series = format!(
+            "outpost_daemon_config_experiment_watches_total{{outcome=\"{outcome}\",package=\"pkg\"}} 1"
+        );
+        assert!(telemetry.contains(&series), "{series} in\n{telemetry}");
+    }
+    assert!(
+        !telemetry.contains("outpost_daemon_experiment_watches_total{"),
+        "{telemetry}"
+    );
 }
 
 #[test]

@@ -221,7 +221,10 @@ impl Daemon {
     ) {
         let name = key.package.as_str();
         tracing::info!(package.name = name, experiment = %key.subject(&spec.version), outcome, "experiment watch ended");
-        self.metrics.watch_ended(name, outcome);
+        match key.target {
+            Target::Package => self.metrics.watch_ended(name, outcome),
+            Target::Config => self.metrics.config_watch_ended(name, outcome),
+        }
         let summary = watch::summary(spec, checks, outcome, message);
         if let Err(e) = self.store.end_watch(&key.store_key(), &spec.id, &summary) {
             tracing::warn!(package.name = name, error = %e, "could not record the end of the experiment watch");
