@@ -670,3 +670,28 @@ fn the_cli_starts_with_a_policy_and_follows_the_config_watch_to_the_end() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// A package removed under a running config experiment: the config stays, and so does its
+/// watch, across a restart too; the deadline still ends it.
+#[test]
+fn the_config_watch_of_a_removed_package_still_ends_its_experiment() {
+    let s = Scratch::new();
+    let v1 = version(&s.fixtures(), "1", None);
+    let mut d = installed(&s.root(), &v1, &[]);
+    start(&d, "c1", json!({"max_duration": "2s"}));
+    let before = config_watch(&d).unwrap();
+    d.post("/pkg/remove", None).assert_ok_empty();
+    assert_eq!(d.versions("pkg"), None);
+    assert_eq!(config_watch(&d), Some(before.clone()));
+    d.kill();
+    let d = fast_daemon(&s.root());
+    let after = config_watch(&d).expect("the config watch resumed");
+    assert_eq!(after["deadline"], before["deadline"]);
+    let task = wait_config_experiment_gone(&d);
+    assert_eq!(task["operation"], "auto_stop_config_experiment", "{task}");
+    assert_eq!(task["error"]["code"], "experiment_expired", "{task}");
+    assert_eq!(config_link(&s.root(), "experiment"), None);
+    let past = config_history(&d);
+    assert_eq!(past.len(), 1, "{past:?}");
+    assert_eq!(past[0]["outcome"], "experiment_expired");
+}

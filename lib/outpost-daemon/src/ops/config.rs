@@ -171,7 +171,13 @@ impl Daemon {
                         true,
                     ));
                 }
-                this.begin_config_watch(&name, &id, stable_config.as_ref(), &state.stable, policy);
+                this.begin_config_watch(
+                    &name,
+                    &id,
+                    stable_config.as_ref(),
+                    Some(&state.stable),
+                    policy,
+                );
                 Ok(())
             },
         )

@@ -24,18 +24,21 @@ use crate::watch::HealthSubject;
 
 impl Daemon {
     /// Starts (and persists) the watch of config experiment `id` of `name`, replacing the
-    /// previous config watch. Called under the operation lock, after the switch.
+    /// previous config watch. Called under the operation lock, after the switch (or at
+    /// start-up); `package_stable` is `None` for a package removed since (its config stays).
     pub(super) fn begin_config_watch(
         self: &Arc<Self>,
         name: &PackageName,
         id: &Version,
         stable_config: Option<&Version>,
-        package_stable: &Version,
+        package_stable: Option<&Version>,
         policy: WatchPolicy,
     ) {
-        let dir = self.version_dir(name, package_stable);
+        // Without a stable version there is no `outpost/health` to fall back on.
+        let dir = package_stable.map(|v| self.version_dir(name, v));
         let stable = stable_config.map(Version::as_str).unwrap_or_default();
-        self.begin(name, Target::Config, id.as_str(), stable, &dir, policy);
+        let (id, dir) = (id.as_str(), dir.as_deref());
+        self.begin(name, Target::Config, id, stable, dir, policy);
     }
 
     /// Where and with what a config watch's health command runs: the package's stable
@@ -79,8 +82,9 @@ impl Daemon {
         })
     }
 
-    /// At start-up, after the persisted watches are resumed: a config experiment of an
-    /// installed package with no watch gets one with the default deadline.
+    /// At start-up, after the persisted watches are resumed: a config experiment with no
+    /// watch gets one with the default deadline (a removed package's too: its config stays,
+    /// and no experiment is unbounded).
     pub(super) fn start_config_watches(
         self: &Arc<Self>,
         states: &BTreeMap<PackageName, outpost_repo::PackageState>,
@@ -93,7 +97,7 @@ impl Daemon {
             }
         };
         for (name, config) in configs {
-            let (Some(id), Some(state)) = (&config.experiment, states.get(&name)) else {
+            let Some(id) = &config.experiment else {
                 continue;
             };
             if self.watches.get(&WatchKey::config(name.as_str())).is_some() {
@@ -102,7 +106,8 @@ impl Daemon {
             tracing::warn!(package.name = %name, config.id = %id, "config experiment without a watch; watching it with the default deadline");
             let policy =
                 self.policy_over(&ExperimentStartParams::default(), &HealthPolicy::default());
-            self.begin_config_watch(&name, id, config.stable.as_ref(), &state.stable, policy);
+            let stable = states.get(&name).map(|s| &s.stable);
+            self.begin_config_watch(&name, id, config.stable.as_ref(), stable, policy);
         }
     }
 

@@ -138,23 +138,23 @@ impl Daemon {
     ) {
         let dir = self.version_dir(name, version);
         let (version, stable) = (version.as_str(), stable.as_str());
-        self.begin(name, Target::Package, version, stable, &dir, policy);
+        self.begin(name, Target::Package, version, stable, Some(&dir), policy);
     }
 
     /// Starts (and persists) a watch of `target`; `package_dir` is the version directory
-    /// whose `outpost/health` is the command when the policy has none.
+    /// whose `outpost/health` is the command when the policy has none (`None`: no fallback).
     pub(super) fn begin(
         self: &Arc<Self>,
         name: &PackageName,
         target: Target,
         version: &str,
         stable: &str,
-        package_dir: &Path,
+        package_dir: Option<&Path>,
         policy: WatchPolicy,
     ) {
         let started = watch::now_ms();
         let command = policy.command.or_else(|| {
-            let file = package_dir.join(PACKAGE_HEALTH);
+            let file = package_dir?.join(PACKAGE_HEALTH);
             file.is_file().then(|| vec![PACKAGE_HEALTH.to_string()])
         });
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -296,9 +296,10 @@ impl Daemon {
             let key = WatchKey::from_store_key(&stored);
             // The key says the target: a record written before targets existed has none.
             spec.target = key.target;
+            // A config outlives its package's removal: its watch is resumed all the same.
             let name = PackageName::new(key.package.clone())
                 .ok()
-                .filter(|n| states.contains_key(n));
+                .filter(|n| key.target == Target::Config || states.contains_key(n));
             let experiment = match &name {
                 Some(n) => self.experiment_on_disk(n, key.target).ok().flatten(),
                 None => None,
