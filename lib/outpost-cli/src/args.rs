@@ -284,11 +284,14 @@ pub struct ConfigCatalogSetArgs {
 pub enum ConfigExperimentCommand {
     /// Build a config from the stable one and the operations of a config catalog entry (or of
     /// a file), and point the package's config `experiment` at it
-    Start(ConfigStartArgs),
+    Start(Box<ConfigStartArgs>),
     /// Drop the config experiment; the stable config is untouched
     Stop(PackageArgs),
     /// Make the config experiment the new stable config
     Promote(PackageArgs),
+    /// Follow the watch of a running config experiment, one line per health run; exits 0 when
+    /// it is promoted, 1 when it is rolled back
+    Watch(PackageArgs),
 }
 
 /// `outpost config-experiment start`
@@ -315,6 +318,10 @@ pub struct ConfigStartArgs {
     /// not on the command line (repeatable)
     #[arg(long = "secret-file", value_name = "KEY=PATH")]
     pub secret_files: Vec<String>,
+    /// The watch's policy (as for `experiment start`; the health command runs in the
+    /// package's stable version directory)
+    #[command(flatten)]
+    pub policy: ExperimentPolicyArgs,
 }
 
 /// `outpost config ...`

@@ -88,6 +88,10 @@ pub struct ConfigCatalogEntry {
     /// The operations.
     #[serde(default)]
     pub file_operations: Vec<FileOperation>,
+    /// The health policy of the watch of a config experiment started from this entry, below
+    /// the one the start gives (the same form as a package catalog entry's `health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<outpost_types::wire::HealthPolicy>,
 }
 
 impl ConfigCatalogEntry {

@@ -7,6 +7,7 @@
 //! | POST | `/{package}/config_experiment/start` | [`start_config_experiment`] |
 //! | POST | `/{package}/config_experiment/stop` | [`stop_config_experiment`] |
 //! | POST | `/{package}/config_experiment/promote` | [`promote_config_experiment`] |
+//! | GET | `/{package}/config_experiment/history` | [`config_experiment_history`] |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use outpost_api::{Caller, ErrorResponse, Json, Module};
 use outpost_config::{ConfigCatalog, ConfigOperations};
-use outpost_types::wire::{Empty, ExpectedState};
+use outpost_types::wire::{Empty, ExpectedState, ExperimentHistory, ExperimentStartParams};
 use serde::Deserialize;
 
 use crate::ops::Daemon;
@@ -36,11 +37,17 @@ pub fn module(daemon: Arc<Daemon>) -> Module {
             "/{package}/config_experiment/promote",
             promote_config_experiment,
         )
+        .get(
+            "/{package}/config_experiment/history",
+            config_experiment_history,
+        )
         .with_state(daemon)
 }
 
 /// Body of `POST /{package}/config_experiment/start`: a config catalog id, or the operations
-/// inline; sealed secrets for either; an optional expected state. Other fields are ignored.
+/// inline; sealed secrets for either; an optional expected state; the watch's policy
+/// (`health`, `max_duration`, `auto_promote_after`, read by [`ExperimentStartParams`]). Other
+/// fields are ignored.
 #[derive(Debug, Deserialize)]
 struct StartBody {
     /// An id of the config catalog.
@@ -80,7 +87,8 @@ pub async fn set_config_catalog(
 
 /// `POST /{package}/config_experiment/start`: `{"version": "<id>"}` or
 /// `{"operations": {"deployment_id", "file_operations"}}`, with optional
-/// `"encrypted_secrets"`.
+/// `"encrypted_secrets"` and the optional safety policy of the watch (a malformed one is a
+/// 400 naming the field, before any work).
 pub async fn start_config_experiment(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
@@ -88,13 +96,23 @@ pub async fn start_config_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    let map = body.as_ref().map(|Json(map)| map.clone());
     let Some(body) = decode::<StartBody>(body)? else {
         return Err(ErrorResponse::bad_request(
             "a body is required: {\"version\": \"<config id>\"} or {\"operations\": {...}}",
         ));
     };
+    let mut params = ExperimentStartParams::from_map(&map.unwrap_or_default())
+        .map_err(|e| ErrorResponse::bad_request(format!("invalid request body: {e}")))?;
     let ops = match (body.version, body.operations) {
-        (Some(id), None) if !id.is_empty() => d.config_from_catalog(&id)?,
+        (Some(id), None) if !id.is_empty() => {
+            let entry = d.config_catalog_entry(&id)?;
+            // The start's policy over the entry's, field by field.
+            if let Some(below) = &entry.health {
+                params.health = Some(params.health.unwrap_or_default().or(below));
+            }
+            entry.operations()
+        }
         (None, Some(ops)) => ops,
         (Some(_), Some(_)) => {
             return Err(ErrorResponse::bad_request(
@@ -112,6 +130,7 @@ pub async fn start_config_experiment(
         name,
         ops,
         secrets,
+        params,
         body.expected_state,
         requester(caller.as_ref()),
     )
@@ -143,4 +162,14 @@ pub async fn promote_config_experiment(
     d.promote_config_experiment(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
+}
+
+/// `GET /{package}/config_experiment/history`: the last 20 watches of the package's config
+/// experiments, oldest first, with their last health runs (`{"package", "watches": [...]}`,
+/// the shape of `/{package}/experiment/history`); empty for a package that never had one.
+pub async fn config_experiment_history(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Result<ExperimentHistory> {
+    Ok(Json(d.config_experiment_history(&package(name)?)?))
 }

@@ -328,6 +328,9 @@ pub struct HealthRun<'a> {
     pub command: &'a [String],
     /// How long the run may take before its process group is killed.
     pub timeout: Duration,
+    /// Variables set after the standard ones (a name given twice takes the later value): the
+    /// versions of a config experiment's watch.
+    pub env: &'a [(String, String)],
 }
 
 /// What one health run did.
@@ -347,7 +350,7 @@ pub struct HealthOutcome {
 ///
 /// The command gets the hooks' clean environment (`OUTPOST_PACKAGE`, `OUTPOST_VERSION` and
 /// `OUTPOST_PATH` of the experiment, `OUTPOST_EVENT=health`, the system `PATH`) plus
-/// `OUTPOST_EXPERIMENT_VERSION` and `OUTPOST_STABLE_VERSION`, no stdin, and one pipe for
+/// `OUTPOST_EXPERIMENT_VERSION` and `OUTPOST_STABLE_VERSION`, then [`HealthRun::env`], no stdin, and one pipe for
 /// stdout and stderr. It runs in its own process group, which is killed whole when the run
 /// ends (on a timeout, and after the command exits, so that nothing it left behind lingers).
 pub async fn run_health(run: HealthRun<'_>) -> HealthOutcome {
@@ -393,6 +396,7 @@ fn spawn_health(
         .env("OUTPOST_EVENT", "health")
         .env("OUTPOST_EXPERIMENT_VERSION", run.experiment.as_str())
         .env("OUTPOST_STABLE_VERSION", run.stable.as_str())
+        .envs(run.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(write_err))
@@ -676,6 +680,7 @@ mod tests {
             version_dir: dir,
             command: &command,
             timeout,
+            env: &[],
         }))
     }
 
@@ -731,6 +736,7 @@ mod tests {
             version_dir: dir.path(),
             command: &command,
             timeout: Duration::from_secs(5),
+            env: &[],
         }))
     }
 

@@ -11,6 +11,7 @@
 //! | `outpost_daemon_gc_removed_versions_total` | counter | |
 //! | `outpost_daemon_start_time_seconds` | gauge | |
 //! | `outpost_daemon_experiment_watches_total` | counter | `package`, `outcome` (`promoted`, `auto_promoted`, `stopped`, `health_check_failed`, `experiment_expired`, `replaced`, `removed`, `abandoned`) |
+//! | `outpost_daemon_config_experiment_watches_total` | counter | `package`, `outcome` (the same), for the watches of config experiments |
 //!
 //! With `fleet:` configured, the fleet poller's series (declared by [`DaemonMetrics::fleet_enabled`]):
 //!
@@ -34,6 +35,7 @@ const GC_RUNS: &str = "outpost_daemon_gc_runs_total";
 const GC_REMOVED: &str = "outpost_daemon_gc_removed_versions_total";
 const START_TIME: &str = "outpost_daemon_start_time_seconds";
 const WATCHES: &str = "outpost_daemon_experiment_watches_total";
+const CONFIG_WATCHES: &str = "outpost_daemon_config_experiment_watches_total";
 /// The generation of the fleet document applied.
 pub(crate) const FLEET_GENERATION: &str = "outpost_fleet_generation";
 /// 1 when the host is converged to the applied fleet document, else 0.
@@ -99,6 +101,12 @@ impl DaemonMetrics {
                 MetricKind::Counter,
             ),
             (
+                CONFIG_WATCHES,
+                "Config experiment watches ended, by package and outcome (a rollback is \
+                 health_check_failed or experiment_expired).",
+                MetricKind::Counter,
+            ),
+            (
                 START_TIME,
                 "When the daemon started, in seconds since the Unix epoch.",
                 MetricKind::Gauge,
@@ -157,6 +165,16 @@ impl DaemonMetrics {
     pub(crate) fn watch_ended(&self, package: &str, outcome: &str) {
         logged(self.telemetry.add_counter(
             WATCHES,
+            &[("package", package), ("outcome", outcome)],
+            1.0,
+        ));
+    }
+
+    /// One config experiment watch ended with `outcome`: a series of its own, so that the
+    /// rollbacks of package rollouts are counted apart.
+    pub(crate) fn config_watch_ended(&self, package: &str, outcome: &str) {
+        logged(self.telemetry.add_counter(
+            CONFIG_WATCHES,
             &[("package", package), ("outcome", outcome)],
             1.0,
         ));

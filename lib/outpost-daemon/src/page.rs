@@ -153,7 +153,23 @@ pub fn tables(status: &StatusResponse) -> Vec<TableInput> {
                 Cell::Value(error),
             ],
         });
-        if let Some(w) = &p.experiment_watch {
+        // The package experiment's watch, then the config experiment's (`pkg (config)`).
+        let watches = [
+            (
+                p.experiment_watch.as_ref(),
+                p.package.clone(),
+                p.package.clone(),
+            ),
+            (
+                p.config_experiment_watch.as_ref(),
+                format!("{}/config", p.package),
+                format!("{} (config)", p.package),
+            ),
+        ];
+        for (w, key, label) in watches {
+            let Some(w) = w else {
+                continue;
+            };
             let (health, output) = match &w.last_check {
                 Some(c) => {
                     let code = c
@@ -167,9 +183,9 @@ pub fn tables(status: &StatusResponse) -> Vec<TableInput> {
                 None => (json!("pending"), Value::Null),
             };
             watch.push(RowInput {
-                key: p.package.clone(),
+                key,
                 cells: vec![
-                    Cell::Value(json!(p.package)),
+                    Cell::Value(json!(label)),
                     Cell::Value(json!(w.version)),
                     Cell::Value(unix_seconds(&w.deadline)),
                     Cell::Value(
@@ -316,6 +332,7 @@ mod tests {
                         finished_at: None,
                     }),
                     experiment_watch: None,
+                    config_experiment_watch: None,
                     stable_config_version: String::new(),
                     experiment_config_version: String::new(),
                     extensions: Vec::new(),
@@ -349,6 +366,14 @@ mod tests {
                             exit_code: Some(3),
                             output_tail: "pulling oci://u:p@r/x\n".into(),
                         }),
+                    }),
+                    config_experiment_watch: Some(ExperimentWatch {
+                        version: "c7".into(),
+                        started_at: "2026-12-03T06:00:00Z".into(),
+                        deadline: "2026-12-03T07:00:00Z".into(),
+                        auto_promote_at: Some("2026-12-03T06:10:00Z".into()),
+                        consecutive_failures: 0,
+                        last_check: None,
                     }),
                     stable_config_version: String::new(),
                     experiment_config_version: String::new(),
@@ -386,6 +411,20 @@ mod tests {
             watch[6],
             json!({"m": "exit 3, 2026-12-03T06:01:00Z", "tb": "pulling oci://***@r/x\n"})
         );
+        // The config experiment's watch has a row of its own, after the package's.
+        assert_eq!(t[1].rows.len(), 2);
+        assert_eq!(t[1].rows[1].key, "pkg/config");
+        let config: Vec<Value> = t[1].rows[1]
+            .cells
+            .iter()
+            .map(|c| match c {
+                Cell::Value(v) => v.clone(),
+                Cell::Series { .. } => Value::Null,
+            })
+            .collect();
+        assert_eq!(config[0], json!("pkg (config)"));
+        assert_eq!(config[1], json!("c7"));
+        assert_eq!(config[5], json!("pending"));
         assert!(t[3].rows.is_empty(), "no fleet row without a fleet source");
     }
 

@@ -3,9 +3,14 @@
 //! command keeps failing, flaps, or the deadline passes; or promotes it after a clean run of
 //! `auto_promote_after`.
 //!
+//! A watch has a [`Target`]: the package experiment or the config experiment of a package
+//! (`docs/config-experiments.md`). The two watches of one package are independent: they are
+//! kept, persisted and ended under distinct [`WatchKey`]s, and each acts only on its own kind
+//! of experiment.
+//!
 //! # Guarantees
 //! - A watch acts only through the daemon's serialised operations, and only while it is still
-//!   the current watch of its package and the experiment on disk is still its version: a
+//!   the current watch of its key and the experiment on disk is still its version: a
 //!   promote, stop, remove or new start that wins the race leaves the watch with nothing to
 //!   do, and the watch leaves no task behind.
 //! - The specification (policy, start time, deadline, last failure) is persisted in the state
@@ -41,14 +46,83 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What a watch watches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Target {
+    /// The package experiment (`experiment` link of the package's versions).
+    #[default]
+    Package,
+    /// The config experiment (`experiment` link of the package's config tree).
+    Config,
+}
+
+/// Which watch: one per package and target.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct WatchKey {
+    pub(crate) package: String,
+    pub(crate) target: Target,
+}
+
+/// What the store key of a config watch ends with. A package name has no `/`, so the keys
+/// of the two targets never meet.
+const CONFIG_SUFFIX: &str = "/config";
+
+impl WatchKey {
+    pub(crate) fn new(package: &str, target: Target) -> Self {
+        Self {
+            package: package.to_string(),
+            target,
+        }
+    }
+
+    /// The package watch of `package`.
+    pub(crate) fn package(package: &str) -> Self {
+        Self::new(package, Target::Package)
+    }
+
+    /// The config watch of `package`.
+    pub(crate) fn config(package: &str) -> Self {
+        Self::new(package, Target::Config)
+    }
+
+    /// The key in the state file: the package name for a package watch (as before config
+    /// watches existed), `<package>/config` for a config watch.
+    pub(crate) fn store_key(&self) -> String {
+        match self.target {
+            Target::Package => self.package.clone(),
+            Target::Config => format!("{}{CONFIG_SUFFIX}", self.package),
+        }
+    }
+
+    /// The key of a state-file entry.
+    pub(crate) fn from_store_key(key: &str) -> Self {
+        match key.strip_suffix(CONFIG_SUFFIX) {
+            Some(package) => Self::config(package),
+            None => Self::package(key),
+        }
+    }
+
+    /// `pkg 2` or `config experiment c2 of pkg`, for messages.
+    pub(crate) fn subject(&self, version: &str) -> String {
+        match self.target {
+            Target::Package => format!("{} {version}", self.package),
+            Target::Config => format!("config experiment {version} of {}", self.package),
+        }
+    }
+}
+
 /// What the daemon persists of a watch: enough to resume it with the same deadlines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct WatchSpec {
     /// Unique per watch; an action checks it is still the current one.
     pub(crate) id: String,
-    /// The experiment version watched.
+    /// What is watched; absent in the records of package watches.
+    #[serde(default)]
+    pub(crate) target: Target,
+    /// The experiment version watched (a config deployment id for a config watch).
     pub(crate) version: String,
-    /// The stable version beside it at the start.
+    /// The stable version beside it at the start (`""`: an empty stable config).
     pub(crate) stable: String,
     /// The health command; `None` when neither the start, the catalog nor the package gave one.
     pub(crate) command: Option<Vec<String>>,
@@ -68,6 +142,19 @@ impl WatchSpec {
     fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms)
     }
+}
+
+/// Where and with what one health run of a watch runs (see [`crate::hooks::HealthRun`]).
+#[derive(Debug, Clone)]
+pub(crate) struct HealthSubject {
+    /// `OUTPOST_VERSION` and `OUTPOST_EXPERIMENT_VERSION` (unless `env` says otherwise).
+    pub(crate) experiment: Version,
+    /// `OUTPOST_STABLE_VERSION`.
+    pub(crate) stable: Version,
+    /// The working directory and base of a relative program path.
+    pub(crate) dir: std::path::PathBuf,
+    /// Variables set after the standard ones.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// What a watch decided after a run.
@@ -118,28 +205,28 @@ struct Active {
     task: Option<tokio::task::AbortHandle>,
 }
 
-/// The watches of the running experiments, by package name.
+/// The watches of the running experiments, by package and target.
 #[derive(Debug, Default)]
 pub(crate) struct Watches {
-    map: Mutex<BTreeMap<String, Active>>,
+    map: Mutex<BTreeMap<WatchKey, Active>>,
 }
 
 impl Watches {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Active>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<WatchKey, Active>> {
         // Every update is a single field change or insert: a poisoned map is still whole.
         self.map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Installs the watch of a package; returns the one it replaces (its task aborted).
+    /// Installs the watch of a key; returns the one it replaces (its task aborted).
     pub(crate) fn insert(
         &self,
-        package: &str,
+        key: &WatchKey,
         spec: WatchSpec,
     ) -> Option<(WatchSpec, Vec<HealthCheck>)> {
         let old = self.lock().insert(
-            package.to_string(),
+            key.clone(),
             Active {
                 spec,
                 live: Live::default(),
@@ -155,44 +242,44 @@ impl Watches {
     }
 
     /// Attaches the running task of a watch, if it is still current.
-    pub(crate) fn set_task(&self, package: &str, id: &str, task: tokio::task::AbortHandle) {
-        match self.lock().get_mut(package).filter(|a| a.spec.id == id) {
+    pub(crate) fn set_task(&self, key: &WatchKey, id: &str, task: tokio::task::AbortHandle) {
+        match self.lock().get_mut(key).filter(|a| a.spec.id == id) {
             Some(a) => a.task = Some(task),
             None => task.abort(),
         }
     }
 
-    /// Removes the watch of a package (aborting its task unless it is the caller); returns
+    /// Removes the watch of a key (aborting its task unless it is the caller); returns
     /// its specification and last runs.
-    pub(crate) fn remove(&self, package: &str) -> Option<(WatchSpec, Vec<HealthCheck>)> {
-        let a = self.lock().remove(package)?;
+    pub(crate) fn remove(&self, key: &WatchKey) -> Option<(WatchSpec, Vec<HealthCheck>)> {
+        let a = self.lock().remove(key)?;
         if let Some(t) = a.task {
             t.abort();
         }
         Some((a.spec, a.live.checks.into()))
     }
 
-    /// The current watch of a package.
-    pub(crate) fn get(&self, package: &str) -> Option<WatchSpec> {
-        self.lock().get(package).map(|a| a.spec.clone())
+    /// The current watch of a key.
+    pub(crate) fn get(&self, key: &WatchKey) -> Option<WatchSpec> {
+        self.lock().get(key).map(|a| a.spec.clone())
     }
 
-    /// Whether the watch `id` is still the current one of `package`.
-    pub(crate) fn is_current(&self, package: &str, id: &str) -> bool {
-        self.lock().get(package).is_some_and(|a| a.spec.id == id)
+    /// Whether the watch `id` is still the current one of `key`.
+    pub(crate) fn is_current(&self, key: &WatchKey, id: &str) -> bool {
+        self.lock().get(key).is_some_and(|a| a.spec.id == id)
     }
 
     /// Records a run of watch `id`; returns what to do next, and the specification to
     /// persist when the run failed (its auto-promote clock restarts).
     pub(crate) fn record(
         &self,
-        package: &str,
+        key: &WatchKey,
         id: &str,
         outcome: &HealthOutcome,
         at_ms: u64,
     ) -> (Verdict, Option<WatchSpec>) {
         let mut map = self.lock();
-        let Some(a) = map.get_mut(package).filter(|a| a.spec.id == id) else {
+        let Some(a) = map.get_mut(key).filter(|a| a.spec.id == id) else {
             return (Verdict::Gone, None);
         };
         let live = &mut a.live;
@@ -221,15 +308,15 @@ impl Watches {
         }
         let spec = &a.spec;
         let last = describe(outcome);
+        let subject = key.subject(&spec.version);
         let verdict = if live.consecutive_failures >= spec.failures {
             Verdict::Fail(format!(
-                "health check of {package} {} failed {} time(s) in a row (last: {last}); output:\n{}",
-                spec.version, live.consecutive_failures, outcome.output_tail
+                "health check of {subject} failed {} time(s) in a row (last: {last}); output:\n{}",
+                live.consecutive_failures, outcome.output_tail
             ))
         } else if live.flips() > MAX_FLIPS {
             Verdict::Fail(format!(
-                "health check of {package} {} is flapping: {} changes between pass and fail in its last {} runs (last: {last}); output:\n{}",
-                spec.version,
+                "health check of {subject} is flapping: {} changes between pass and fail in its last {} runs (last: {last}); output:\n{}",
                 live.flips(),
                 live.recent.len(),
                 outcome.output_tail
@@ -243,17 +330,17 @@ impl Watches {
     /// When watch `id` may promote (ms since the epoch): `None` when it has no
     /// `auto_promote_after`, is flapping, or no run passed since its last failure (a watch
     /// without a health command cannot fail, and needs no passing run).
-    pub(crate) fn promote_at(&self, package: &str, id: &str) -> Option<u64> {
+    pub(crate) fn promote_at(&self, key: &WatchKey, id: &str) -> Option<u64> {
         let map = self.lock();
-        let a = map.get(package).filter(|a| a.spec.id == id)?;
+        let a = map.get(key).filter(|a| a.spec.id == id)?;
         promote_at(&a.spec, &a.live)
     }
 
-    /// What `/status` shows, by package.
-    pub(crate) fn snapshot(&self) -> BTreeMap<String, ExperimentWatch> {
+    /// What `/status` shows, by key.
+    pub(crate) fn snapshot(&self) -> BTreeMap<WatchKey, ExperimentWatch> {
         self.lock()
             .iter()
-            .map(|(pkg, a)| {
+            .map(|(key, a)| {
                 let auto = a.spec.auto_promote_after_ms.map(|after| {
                     format_rfc3339(
                         a.spec
@@ -263,7 +350,7 @@ impl Watches {
                     )
                 });
                 (
-                    pkg.clone(),
+                    key.clone(),
                     ExperimentWatch {
                         version: a.spec.version.clone(),
                         started_at: format_rfc3339(a.spec.started_at_ms),
@@ -278,9 +365,9 @@ impl Watches {
     }
 
     /// The last output of watch `id`, for a message.
-    pub(crate) fn last_output(&self, package: &str, id: &str) -> Option<String> {
+    pub(crate) fn last_output(&self, key: &WatchKey, id: &str) -> Option<String> {
         let map = self.lock();
-        let a = map.get(package).filter(|a| a.spec.id == id)?;
+        let a = map.get(key).filter(|a| a.spec.id == id)?;
         a.live.checks.back().map(|c| c.output_tail.clone())
     }
 }
@@ -328,20 +415,21 @@ pub(crate) fn summary(
 /// acts. Ends when it acted or when it is aborted (its experiment ended another way).
 pub(crate) async fn run(daemon: Arc<Daemon>, package: PackageName, spec: WatchSpec) {
     let name = package.as_str();
+    let key = WatchKey::new(name, spec.target);
     // Wall-clock times (persisted, shared across restarts) to this process's monotonic clock.
     let (t0, w0) = (Instant::now(), now_ms());
     let at = |ms: u64| t0 + Duration::from_millis(ms.saturating_sub(w0));
     let deadline = at(spec.deadline_ms);
     let mut next_run = at(spec.started_at_ms.saturating_add(spec.grace_ms));
-    let (Ok(experiment), Ok(stable)) = (
-        Version::new(spec.version.clone()),
-        Version::new(spec.stable.clone()),
-    ) else {
-        tracing::warn!(package.name = name, "watch with invalid versions; ignored");
+    if Version::new(spec.version.clone()).is_err() {
+        tracing::warn!(
+            package.name = name,
+            "watch with an invalid version; ignored"
+        );
         return;
-    };
+    }
     loop {
-        let promote = daemon.watches().promote_at(name, &spec.id).map(at);
+        let promote = daemon.watches().promote_at(&key, &spec.id).map(at);
         let mut wake = deadline;
         if spec.command.is_some() {
             wake = wake.min(next_run);
@@ -353,12 +441,15 @@ pub(crate) async fn run(daemon: Arc<Daemon>, package: PackageName, spec: WatchSp
         let now = Instant::now();
         if now >= deadline {
             let after = Duration::from_millis(spec.deadline_ms.saturating_sub(spec.started_at_ms));
+            let what = match spec.target {
+                Target::Package => format!("experiment {}", key.subject(&spec.version)),
+                Target::Config => key.subject(&spec.version),
+            };
             let mut message = format!(
-                "experiment {name} {} reached its deadline ({} after its start) without a promote; stopped",
-                spec.version,
+                "{what} reached its deadline ({} after its start) without a promote; stopped",
                 outpost_types::wire::WireDuration(after)
             );
-            if let Some(out) = daemon.watches().last_output(name, &spec.id) {
+            if let Some(out) = daemon.watches().last_output(&key, &spec.id) {
                 message.push_str("; last health output:\n");
                 message.push_str(&out);
             }
@@ -380,28 +471,37 @@ pub(crate) async fn run(daemon: Arc<Daemon>, package: PackageName, spec: WatchSp
             continue;
         }
         let started = Instant::now();
-        let dir = daemon.version_dir(&package, &experiment);
-        let outcome = hooks::run_health(HealthRun {
-            package: &package,
-            experiment: &experiment,
-            stable: &stable,
-            version_dir: &dir,
-            command,
-            timeout: Duration::from_millis(spec.timeout_ms),
-        })
-        .await;
+        let outcome = match daemon.health_subject(&package, &spec) {
+            Ok(subject) => {
+                hooks::run_health(HealthRun {
+                    package: &package,
+                    experiment: &subject.experiment,
+                    stable: &subject.stable,
+                    version_dir: &subject.dir,
+                    command,
+                    timeout: Duration::from_millis(spec.timeout_ms),
+                    env: &subject.env,
+                })
+                .await
+            }
+            Err(e) => HealthOutcome {
+                ok: false,
+                exit_code: None,
+                output_tail: format!("could not prepare the health run: {e}"),
+            },
+        };
         let ended = now_ms();
         tracing::debug!(
-            package.name = name, package.version = %experiment, ok = outcome.ok,
+            package.name = name, experiment = %key.subject(&spec.version), ok = outcome.ok,
             exit_code = outcome.exit_code, "health check"
         );
-        let (verdict, persist) = daemon.watches().record(name, &spec.id, &outcome, ended);
-        daemon.watch_changed(name, persist.as_ref());
+        let (verdict, persist) = daemon.watches().record(&key, &spec.id, &outcome, ended);
+        daemon.watch_changed(&key, persist.as_ref());
         match verdict {
             Verdict::Continue => {}
             Verdict::Gone => return,
             Verdict::Fail(message) => {
-                tracing::warn!(package.name = name, package.version = %experiment, "{message}");
+                tracing::warn!(package.name = name, experiment = %key.subject(&spec.version), "{message}");
                 let action = Action::Stop {
                     code: ErrorCode::HealthCheckFailed,
                     message,
@@ -418,6 +518,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, package: PackageName, spec: WatchSp
 /// (at least every second) while it fails for another reason than the watch being
 /// superseded, e.g. a `pre-experiment-stop` hook that refuses.
 async fn act(daemon: &Arc<Daemon>, package: &PackageName, spec: &WatchSpec, action: Action) {
+    let key = WatchKey::new(package.as_str(), spec.target);
     loop {
         match daemon
             .watch_action(package.clone(), spec.clone(), action.clone())
@@ -427,11 +528,11 @@ async fn act(daemon: &Arc<Daemon>, package: &PackageName, spec: &WatchSpec, acti
             Err(e) if e.is_watch_outcome() => return,
             Err(e) => {
                 tracing::warn!(
-                    package.name = %package, package.version = %spec.version, error = %e,
+                    package.name = %package, experiment = %key.subject(&spec.version), error = %e,
                     "the watch could not act on the experiment; will retry"
                 );
                 tokio::time::sleep(spec.interval().max(Duration::from_secs(1))).await;
-                if !daemon.watches().is_current(package.as_str(), &spec.id) {
+                if !daemon.watches().is_current(&key, &spec.id) {
                     return;
                 }
             }
@@ -446,6 +547,7 @@ mod tests {
     fn spec(failures: u32) -> WatchSpec {
         WatchSpec {
             id: "w".into(),
+            target: Target::Package,
             version: "2".into(),
             stable: "1".into(),
             command: Some(vec!["check".into()]),
@@ -471,14 +573,26 @@ mod tests {
     #[test]
     fn consecutive_failures_stop_and_a_pass_resets_them() {
         let w = Watches::default();
-        w.insert("p", spec(3));
-        assert_eq!(w.record("p", "w", &run(false), 2_000).0, Verdict::Continue);
-        assert_eq!(w.record("p", "w", &run(false), 2_100).0, Verdict::Continue);
-        assert_eq!(w.record("p", "w", &run(true), 2_200).0, Verdict::Continue);
-        assert_eq!(w.snapshot()["p"].consecutive_failures, 0);
-        w.record("p", "w", &run(false), 2_300);
-        w.record("p", "w", &run(false), 2_400);
-        let (verdict, persist) = w.record("p", "w", &run(false), 2_500);
+        w.insert(&WatchKey::package("p"), spec(3));
+        assert_eq!(
+            w.record(&WatchKey::package("p"), "w", &run(false), 2_000).0,
+            Verdict::Continue
+        );
+        assert_eq!(
+            w.record(&WatchKey::package("p"), "w", &run(false), 2_100).0,
+            Verdict::Continue
+        );
+        assert_eq!(
+            w.record(&WatchKey::package("p"), "w", &run(true), 2_200).0,
+            Verdict::Continue
+        );
+        assert_eq!(
+            w.snapshot()[&WatchKey::package("p")].consecutive_failures,
+            0
+        );
+        w.record(&WatchKey::package("p"), "w", &run(false), 2_300);
+        w.record(&WatchKey::package("p"), "w", &run(false), 2_400);
+        let (verdict, persist) = w.record(&WatchKey::package("p"), "w", &run(false), 2_500);
         let Verdict::Fail(message) = verdict else {
             panic!("{verdict:?}")
         };
@@ -487,16 +601,23 @@ mod tests {
             "{message}"
         );
         assert_eq!(persist.unwrap().last_failure_ms, Some(2_500));
-        assert_eq!(w.record("p", "other", &run(true), 2_600).0, Verdict::Gone);
+        assert_eq!(
+            w.record(&WatchKey::package("p"), "other", &run(true), 2_600)
+                .0,
+            Verdict::Gone
+        );
     }
 
     #[test]
     fn flapping_counts_as_failing_and_blocks_promotion() {
         let w = Watches::default();
-        w.insert("p", spec(100));
+        w.insert(&WatchKey::package("p"), spec(100));
         let mut verdicts = Vec::new();
         for (i, ok) in [true, false, true, false, true].into_iter().enumerate() {
-            verdicts.push(w.record("p", "w", &run(ok), 2_000 + i as u64).0);
+            verdicts.push(
+                w.record(&WatchKey::package("p"), "w", &run(ok), 2_000 + i as u64)
+                    .0,
+            );
         }
         // Four flips among five runs: flapping on the fifth.
         assert!(
@@ -507,23 +628,55 @@ mod tests {
             matches!(&verdicts[4], Verdict::Fail(m) if m.contains("flapping")),
             "{verdicts:?}"
         );
-        assert_eq!(w.promote_at("p", "w"), None);
+        assert_eq!(w.promote_at(&WatchKey::package("p"), "w"), None);
     }
 
     #[test]
     fn promotion_needs_a_pass_and_restarts_after_a_failure() {
         let w = Watches::default();
-        w.insert("p", spec(3));
-        assert_eq!(w.promote_at("p", "w"), None, "no pass yet");
-        w.record("p", "w", &run(true), 1_100);
-        assert_eq!(w.promote_at("p", "w"), Some(1_500));
-        w.record("p", "w", &run(false), 1_200);
-        assert_eq!(w.promote_at("p", "w"), None);
-        w.record("p", "w", &run(true), 1_300);
-        assert_eq!(w.promote_at("p", "w"), Some(1_700));
+        w.insert(&WatchKey::package("p"), spec(3));
+        assert_eq!(
+            w.promote_at(&WatchKey::package("p"), "w"),
+            None,
+            "no pass yet"
+        );
+        w.record(&WatchKey::package("p"), "w", &run(true), 1_100);
+        assert_eq!(w.promote_at(&WatchKey::package("p"), "w"), Some(1_500));
+        w.record(&WatchKey::package("p"), "w", &run(false), 1_200);
+        assert_eq!(w.promote_at(&WatchKey::package("p"), "w"), None);
+        w.record(&WatchKey::package("p"), "w", &run(true), 1_300);
+        assert_eq!(w.promote_at(&WatchKey::package("p"), "w"), Some(1_700));
         let mut no_command = spec(3);
         no_command.command = None;
-        w.insert("q", no_command);
-        assert_eq!(w.promote_at("q", "w"), Some(1_500));
+        w.insert(&WatchKey::package("q"), no_command);
+        assert_eq!(w.promote_at(&WatchKey::package("q"), "w"), Some(1_500));
+    }
+
+    #[test]
+    fn the_package_and_config_watches_of_a_package_have_their_own_keys() {
+        let w = Watches::default();
+        let (package, config) = (WatchKey::package("p"), WatchKey::config("p"));
+        assert_eq!(package.store_key(), "p");
+        assert_eq!(config.store_key(), "p/config");
+        for key in [&package, &config] {
+            assert_eq!(&WatchKey::from_store_key(&key.store_key()), key);
+        }
+        let mut other = spec(1);
+        other.id = "c".into();
+        other.target = Target::Config;
+        w.insert(&package, spec(1));
+        assert!(
+            w.insert(&config, other).is_none(),
+            "a config watch replaces nothing"
+        );
+        let (verdict, _) = w.record(&config, "c", &run(false), 2_000);
+        assert!(
+            matches!(&verdict, Verdict::Fail(m) if m.contains("config experiment 2 of p")),
+            "{verdict:?}"
+        );
+        assert_eq!(w.snapshot()[&package].consecutive_failures, 0);
+        assert_eq!(w.record(&package, "c", &run(true), 2_100).0, Verdict::Gone);
+        assert!(w.remove(&config).is_some());
+        assert!(w.is_current(&package, "w"));
     }
 }

@@ -340,6 +340,10 @@ pub struct PackageStatus {
     /// The daemon's watch over the running experiment, while there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_watch: Option<ExperimentWatch>,
+    /// The daemon's watch over the running config experiment, while there is one (the shape
+    /// of `experiment_watch`; its `version` is the config's deployment id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_experiment_watch: Option<ExperimentWatch>,
     /// The extensions installed with the package, sorted (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<String>,
@@ -497,6 +501,7 @@ mod tests {
                 finished_at: None,
             }),
             experiment_watch: None,
+            config_experiment_watch: None,
         });
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["packages"]["a"]["Stable"], "1");

@@ -1,5 +1,7 @@
 //! Config experiments on the command line (`docs/config-experiments.md`):
-//! `config-catalog set|show`, `config-experiment start|stop|promote` and `config show`.
+//! `config-catalog set|show`, `config-experiment start|stop|promote|watch` and `config show`.
+//! `config-experiment start` takes the watch's policy flags of `experiment start`, and
+//! `config-experiment watch` is `experiment watch` on the config experiment's watch.
 //!
 //! `config-experiment start` seals every `--secret` / `--secret-file` to the daemon's public
 //! key (`secrets_pub_key` of `/status`) before anything is sent: a plaintext never crosses the
@@ -27,15 +29,17 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::client::{path_segment, pick_socket, report_client_error};
+use super::experiment::{Watched, follow, policy_fields};
 
 /// The config commands that talk to the daemon.
 #[derive(Debug)]
 pub(crate) enum ConfigVerb {
     CatalogSet(String),
     CatalogShow,
-    Start(ConfigStartArgs),
+    Start(Box<ConfigStartArgs>),
     Stop(String),
     Promote(String),
+    Watch(String),
     Show(ConfigShowArgs),
 }
 
@@ -47,6 +51,7 @@ impl ConfigVerb {
             Self::Start(_) => "starting config experiment",
             Self::Stop(_) => "stopping config experiment",
             Self::Promote(_) => "promoting config experiment",
+            Self::Watch(_) => "watching config experiment",
             Self::Show(_) => "showing config",
         }
     }
@@ -67,6 +72,7 @@ impl From<ConfigExperimentCommand> for ConfigVerb {
             ConfigExperimentCommand::Start(args) => Self::Start(args),
             ConfigExperimentCommand::Stop(args) => Self::Stop(args.package),
             ConfigExperimentCommand::Promote(args) => Self::Promote(args.package),
+            ConfigExperimentCommand::Watch(args) => Self::Watch(args.package),
         }
     }
 }
@@ -84,6 +90,8 @@ enum Failure {
     /// Before or beside the daemon: bad input, an unreadable file.
     Local(&'static str, String),
     Client(outpost_api::ClientError),
+    /// Already said on the output: only the exit status is left.
+    Reported(ExitStatus),
 }
 
 impl From<outpost_api::ClientError> for Failure {
@@ -118,6 +126,7 @@ pub(crate) fn run(global: &GlobalArgs, verb: ConfigVerb) -> ExitStatus {
             ExitStatus::Failure
         }
         Err(Failure::Client(e)) => report_client_error(global, doing, &socket, &e),
+        Err(Failure::Reported(status)) => status,
     }
 }
 
@@ -216,6 +225,7 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: ConfigVerb) -> R
                 }
                 _ => return Err(input("give a config catalog ID or --file OPS".into())),
             }
+            body.extend(policy_fields(&args.policy));
             let secrets = read_secrets(&args)?;
             if !secrets.is_empty() {
                 let key = PublicKey::from_base64(&status.secrets_pub_key).map_err(|e| {
@@ -282,6 +292,12 @@ async fn execute(client: &ApiClient, global: &GlobalArgs, verb: ConfigVerb) -> R
             });
         }
         ConfigVerb::Show(args) => show(client, global, &args).await?,
+        ConfigVerb::Watch(package) => {
+            let status = follow(client, global, &package, Watched::Config).await?;
+            if status != ExitStatus::Success {
+                return Err(Failure::Reported(status));
+            }
+        }
     }
     Ok(())
 }

@@ -1,13 +1,15 @@
 //! The safe-experiment parts of the command line (`docs/experiment-safety.md`): the body of
 //! `experiment start` with its policy flags, the watch lines of `outpost status`, and
 //! `outpost experiment watch PKG`, which follows a watch until the experiment is promoted
-//! (exit 0) or rolled back (exit 1).
+//! (exit 0) or rolled back (exit 1). The same follows the watch of a config experiment for
+//! `outpost config-experiment watch PKG` (see [`Watched`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use outpost_api::ApiClient;
 use outpost_types::wire::{
-    ExperimentHistory, ExperimentWatch, HealthCheck, StatusResponse, WatchSummary, parse_rfc3339,
+    ExperimentHistory, ExperimentWatch, HealthCheck, PackageStatus, StatusResponse, WatchSummary,
+    parse_rfc3339,
 };
 use serde_json::{Map, Value, json};
 
@@ -23,9 +25,52 @@ const POLL: Duration = Duration::from_millis(200);
 /// (every [`POLL`]).
 const HISTORY_TRIES: u32 = 25;
 
+/// Which watch of a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Watched {
+    /// The package experiment's (`experiment_watch`).
+    Package,
+    /// The config experiment's (`config_experiment_watch`).
+    Config,
+}
+
+impl Watched {
+    fn of(self, p: &PackageStatus) -> Option<ExperimentWatch> {
+        match self {
+            Self::Package => p.experiment_watch.clone(),
+            Self::Config => p.config_experiment_watch.clone(),
+        }
+    }
+
+    fn history_path(self, package: &str) -> String {
+        let route = match self {
+            Self::Package => "experiment",
+            Self::Config => "config_experiment",
+        };
+        format!("/{}/{route}/history", path_segment(package))
+    }
+
+    /// `pkg` or `pkg config`, before a version in a line.
+    fn label(self, package: &str) -> String {
+        match self {
+            Self::Package => package.to_string(),
+            Self::Config => format!("{package} config"),
+        }
+    }
+}
+
 /// The body of `POST /{package}/experiment/start`: the version and the flags given (the
 /// daemon fills in the rest and checks everything).
 pub(crate) fn start_body(version: &str, policy: &ExperimentPolicyArgs) -> Value {
+    let mut body = Map::new();
+    body.insert("version".into(), json!(version));
+    body.extend(policy_fields(policy));
+    Value::Object(body)
+}
+
+/// The policy fields of a start body (`health`, `max_duration`, `auto_promote_after`) for the
+/// flags given.
+pub(crate) fn policy_fields(policy: &ExperimentPolicyArgs) -> Map<String, Value> {
     let mut health = Map::new();
     if let Some(cmd) = &policy.health_cmd {
         health.insert("command".into(), json!(["/bin/sh", "-c", cmd]));
@@ -43,7 +88,6 @@ pub(crate) fn start_body(version: &str, policy: &ExperimentPolicyArgs) -> Value 
         health.insert("failures".into(), json!(n));
     }
     let mut body = Map::new();
-    body.insert("version".into(), json!(version));
     if !health.is_empty() {
         body.insert("health".into(), Value::Object(health));
     }
@@ -53,7 +97,7 @@ pub(crate) fn start_body(version: &str, policy: &ExperimentPolicyArgs) -> Value 
     if let Some(d) = &policy.auto_promote_after {
         body.insert("auto_promote_after".into(), json!(d));
     }
-    Value::Object(body)
+    body
 }
 
 fn now_ms() -> u64 {
@@ -82,10 +126,11 @@ fn until(at: &str, now: u64) -> String {
 pub(crate) fn print_watches(status: &StatusResponse) {
     let now = now_ms();
     for p in &status.remote_config_state {
-        let Some(w) = &p.experiment_watch else {
-            continue;
-        };
-        println!("{}", watch_line(&p.package, w, now));
+        for which in [Watched::Package, Watched::Config] {
+            if let Some(w) = which.of(p) {
+                println!("{}", watch_line(&which.label(&p.package), &w, now));
+            }
+        }
     }
 }
 
@@ -129,6 +174,11 @@ fn check_line(c: &HealthCheck) -> String {
 
 /// `outpost experiment watch PKG`.
 pub(crate) fn watch(global: &GlobalArgs, package: &str) -> ExitStatus {
+    watch_of(global, package, Watched::Package)
+}
+
+/// Follows watch `which` of `package`.
+pub(crate) fn watch_of(global: &GlobalArgs, package: &str, which: Watched) -> ExitStatus {
     let runtime = match outpost_cli::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
@@ -138,16 +188,18 @@ pub(crate) fn watch(global: &GlobalArgs, package: &str) -> ExitStatus {
     };
     let socket = pick_socket(&global.daemon_sockets());
     let client = ApiClient::new(&socket);
-    match runtime.block_on(follow(&client, global, package)) {
+    match runtime.block_on(follow(&client, global, package, which)) {
         Ok(code) => code,
         Err(e) => report_client_error(global, "watching experiment", &socket, &e),
     }
 }
 
-async fn follow(
+/// Follows watch `which` of `package` until it ends; 0 when its experiment became stable.
+pub(crate) async fn follow(
     client: &ApiClient,
     global: &GlobalArgs,
     package: &str,
+    which: Watched,
 ) -> Result<ExitStatus, outpost_api::ClientError> {
     let mut watched: Option<String> = None;
     let mut last_at = String::new();
@@ -162,11 +214,11 @@ async fn follow(
             .remote_config_state
             .iter()
             .find(|p| p.package == package)
-            .and_then(|p| p.experiment_watch.clone());
+            .and_then(|p| which.of(p));
         match watch {
             Some(w) if watched.as_ref().is_none_or(|v| *v == w.version) => {
                 if watched.is_none() {
-                    say(watch_line(package, &w, now_ms()));
+                    say(watch_line(&which.label(package), &w, now_ms()));
                     watched = Some(w.version.clone());
                 }
                 if let Some(c) = w.last_check.filter(|c| c.at > last_at) {
@@ -179,7 +231,7 @@ async fn follow(
                 // The watch leaves /status as its operation ends; its history entry is
                 // written under the same operation, so a watch seen running may need a moment
                 // to appear there.
-                let path = format!("/{}/experiment/history", path_segment(package));
+                let path = which.history_path(package);
                 let mut tries = if watched.is_some() { HISTORY_TRIES } else { 1 };
                 let history: ExperimentHistory = loop {
                     let history: ExperimentHistory = client.get(&path).await?;
@@ -200,7 +252,8 @@ async fn follow(
                     .find(|s| watched.as_ref().is_none_or(|v| *v == s.version))
                 else {
                     eprintln!(
-                        "error watching experiment: {package} has no experiment and no past watch"
+                        "error watching experiment: {} has no experiment and no past watch",
+                        which.label(package)
                     );
                     return Ok(ExitStatus::Failure);
                 };
@@ -209,7 +262,7 @@ async fn follow(
                         emit(global, c);
                     }
                 }
-                return Ok(finish(global, package, end));
+                return Ok(finish(global, &which.label(package), end));
             }
         }
         tokio::time::sleep(POLL).await;

@@ -12,6 +12,9 @@
 //!   experiment as they were.
 //! - Which files a start may touch, and their modes, come from the package's stable version
 //!   (`outpost/config-files`, or the defaults).
+//! - Every config experiment has a watch (health command, deadline, auto-promote: see
+//!   [`super::config_watch`]), started after the switch under the same lock; the operations
+//!   that end the config experiment end its watch.
 //! - Secrets are opened from their sealed boxes in memory that is wiped on drop, substituted
 //!   into the patches only while they are applied, and appear in no log line, task, error or
 //!   status.
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use outpost_config::{ConfigCatalog, ConfigError, ConfigOperations, Rules, copy_tree};
 use outpost_secrets::zeroize::Zeroizing;
 use outpost_types::PackageName;
-use outpost_types::wire::{ExpectedState, Phase};
+use outpost_types::wire::{ExpectedState, ExperimentStartParams, Phase};
 
 use super::{Daemon, Precheck, Requester, after_switch, after_switch_undone, not_installed};
 use crate::error::{DaemonError, StateConflict};
@@ -67,10 +70,21 @@ impl Daemon {
     /// # Errors
     /// `package_not_found` (422) when the config catalog has no such entry.
     pub fn config_from_catalog(&self, id: &str) -> Result<ConfigOperations, DaemonError> {
+        Ok(self.config_catalog_entry(id)?.operations())
+    }
+
+    /// Config catalog entry `id`: its operations and the health policy of its watch.
+    ///
+    /// # Errors
+    /// `package_not_found` (422) when the config catalog has no such entry.
+    pub fn config_catalog_entry(
+        &self,
+        id: &str,
+    ) -> Result<outpost_config::ConfigCatalogEntry, DaemonError> {
         self.store
             .config_catalog()?
             .get(id)
-            .map(outpost_config::ConfigCatalogEntry::operations)
+            .cloned()
             .ok_or_else(|| ConfigError::NotInCatalog { id: id.to_owned() }.into())
     }
 
@@ -83,18 +97,22 @@ impl Daemon {
         Ok(outpost_secrets::open_map(self.secret_key(), sealed)?)
     }
 
-    /// Starts a config experiment of `name` with `ops`, replacing a running one. The same
-    /// deployment as the running experiment is a no-op; the stable deployment is refused (409).
+    /// Starts a config experiment of `name` with `ops`, replacing a running one, watched by
+    /// the policy of `params` (`health`, `max_duration`, `auto_promote_after`; its `version`
+    /// is not read) over the defaults. The same deployment as the running experiment is a
+    /// no-op that leaves its watch as it is; the stable deployment is refused (409).
     pub async fn start_config_experiment(
         self: &Arc<Self>,
         name: PackageName,
         ops: ConfigOperations,
         secrets: Secrets,
+        params: ExperimentStartParams,
         expected: Option<ExpectedState>,
         who: Requester,
     ) -> Result<(), DaemonError> {
         // The form first, before waiting for the lock: a malformed body is a 400 at once.
         let id = ops.validate()?.deployment_id().clone();
+        let policy = self.policy_over(&params, &Default::default());
         let this = self.clone();
         self.run_op(
             name.clone(),
@@ -127,6 +145,7 @@ impl Daemon {
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();
                 let (n, i) = (name.clone(), id.clone());
+                let stable_config = current.stable.clone();
                 this.blocking(move || {
                     let staged = repo.staging(&format!("config-{n}-{i}"))?;
                     if let Some(stable) = &current.stable {
@@ -154,6 +173,13 @@ impl Daemon {
                         true,
                     ));
                 }
+                this.begin_config_watch(
+                    &name,
+                    &id,
+                    stable_config.as_ref(),
+                    Some(&state.stable),
+                    policy,
+                );
                 Ok(())
             },
         )

@@ -39,9 +39,10 @@ use crate::hooks::{self, HookEvent};
 use crate::metrics::DaemonMetrics;
 use crate::store::Store;
 use crate::tasks::{ProgressCell, TaskTable};
-use crate::watch::{self, Action, WatchSpec, Watches};
+use crate::watch::{self, Action, Target, WatchKey, WatchSpec, Watches};
 
 mod config;
+mod config_watch;
 pub mod expected;
 mod extensions;
 mod gc;
@@ -65,7 +66,11 @@ enum Precheck {
     Installed(fn(&PackageName) -> DaemonError),
     /// The watch `id` is still current and its version is still the experiment on disk;
     /// else [`DaemonError::Superseded`].
-    Watch { id: String, version: String },
+    Watch {
+        target: Target,
+        id: String,
+        version: String,
+    },
 }
 
 /// A hook's failure after the switch it follows: the message starts with what is now true
@@ -707,9 +712,15 @@ impl Daemon {
                         return Err(e);
                     }
                 }
-                Precheck::Watch { id, version } => {
-                    let experiment = this.repo.state(&name)?.and_then(|s| s.experiment);
-                    if !this.watches.is_current(name.as_str(), id)
+                Precheck::Watch {
+                    target,
+                    id,
+                    version,
+                } => {
+                    let experiment = this.experiment_on_disk(&name, *target)?;
+                    if !this
+                        .watches
+                        .is_current(&WatchKey::new(name.as_str(), *target), id)
                         || experiment.as_ref().is_none_or(|e| e.as_str() != version)
                     {
                         tracing::info!(package.name = %name, package.version = %version, operation, "experiment watch superseded; nothing to do");

@@ -12,6 +12,7 @@ use outpost_types::{PackageName, Version};
 
 use super::Daemon;
 use crate::error::DaemonError;
+use crate::watch::WatchKey;
 
 /// How long a cached `/status` body may be served without looking at the disk again. Every
 /// change the daemon makes invalidates it at once; this bounds how long a change made behind
@@ -145,12 +146,18 @@ impl Daemon {
                 );
             }
             let experiment_watch = watches
-                .remove(&name)
+                .remove(&WatchKey::package(&name))
                 .filter(|w| !experiment.is_empty() && w.version == experiment);
             let config = PackageName::new(name.clone())
                 .ok()
                 .and_then(|n| configs.get(&n).cloned())
                 .unwrap_or_default();
+            let config_experiment_watch = watches.remove(&WatchKey::config(&name)).filter(|w| {
+                config
+                    .experiment
+                    .as_ref()
+                    .is_some_and(|e| e.as_str() == w.version)
+            });
             let id = |v: Option<Version>| v.map(|v| v.to_string()).unwrap_or_default();
             resp.remote_config_state.push(PackageStatus {
                 package: name.clone(),
@@ -160,6 +167,7 @@ impl Daemon {
                 experiment_config_version: id(config.experiment),
                 task: tasks.get(&name).cloned(),
                 experiment_watch,
+                config_experiment_watch,
                 extensions: extensions.remove(&name).unwrap_or_default(),
             });
         }

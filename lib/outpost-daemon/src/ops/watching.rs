@@ -2,7 +2,8 @@
 //! (request, then catalog entry, then package file, then defaults), starting, ending and
 //! persisting watches, resuming them at start-up, and the history of past watches. The watch
 //! loop itself is in [`crate::watch`]; every stop or promote it decides goes through the same
-//! serialised operation path as an API call ([`Daemon::run_op`]).
+//! serialised operation path as an API call ([`Daemon::run_op`]). What is particular to the
+//! watch of a config experiment is in [`super::config_watch`].
 
 use super::*;
 
@@ -47,11 +48,17 @@ impl Daemon {
             .lookup_host(name.as_str(), version.as_str())
             .and_then(|e| e.health.clone())
             .unwrap_or_default();
-        let health = params
-            .health
-            .clone()
-            .unwrap_or_default()
-            .or(&catalog_health);
+        self.policy_over(params, &catalog_health)
+    }
+
+    /// The watch policy of `params` over the health policy `below` (a catalog entry's) over
+    /// the defaults; `max_duration` clamped.
+    pub(super) fn policy_over(
+        &self,
+        params: &ExperimentStartParams,
+        below: &HealthPolicy,
+    ) -> WatchPolicy {
+        let health = params.health.clone().unwrap_or_default().or(below);
         let HealthPolicy {
             command,
             interval,
@@ -80,6 +87,29 @@ impl Daemon {
         self.repo.version_dir(name, version)
     }
 
+    /// Where and with what the next health run of watch `spec` runs.
+    pub(crate) fn health_subject(
+        &self,
+        name: &PackageName,
+        spec: &WatchSpec,
+    ) -> Result<watch::HealthSubject, DaemonError> {
+        if spec.target == Target::Config {
+            return self.config_health_subject(name, spec);
+        }
+        let version = |v: &str| {
+            Version::new(v.to_string()).map_err(|_| DaemonError::WatchVersion {
+                package: name.to_string(),
+            })
+        };
+        let (experiment, stable) = (version(&spec.version)?, version(&spec.stable)?);
+        Ok(watch::HealthSubject {
+            dir: self.version_dir(name, &experiment),
+            experiment,
+            stable,
+            env: Vec::new(),
+        })
+    }
+
     /// The watches of the running experiments.
     pub(crate) fn watches(&self) -> &Watches {
         &self.watches
@@ -87,12 +117,12 @@ impl Daemon {
 
     /// A watch recorded a run: `/status` must look again, and a changed specification is
     /// persisted (a failure restarts the auto-promote clock, across restarts too).
-    pub(crate) fn watch_changed(&self, name: &str, persist: Option<&WatchSpec>) {
+    pub(crate) fn watch_changed(&self, key: &WatchKey, persist: Option<&WatchSpec>) {
         if let Some(spec) = persist
-            && self.watches.is_current(name, &spec.id)
-            && let Err(e) = self.store.put_watch(name, spec)
+            && self.watches.is_current(key, &spec.id)
+            && let Err(e) = self.store.put_watch(&key.store_key(), spec)
         {
-            tracing::warn!(package.name = name, error = %e, "could not persist the experiment watch");
+            tracing::warn!(package.name = %key.package, error = %e, "could not persist the experiment watch");
         }
         self.state_changed();
     }
@@ -106,14 +136,31 @@ impl Daemon {
         stable: &Version,
         policy: WatchPolicy,
     ) {
+        let dir = self.version_dir(name, version);
+        let (version, stable) = (version.as_str(), stable.as_str());
+        self.begin(name, Target::Package, version, stable, Some(&dir), policy);
+    }
+
+    /// Starts (and persists) a watch of `target`; `package_dir` is the version directory
+    /// whose `outpost/health` is the command when the policy has none (`None`: no fallback).
+    pub(super) fn begin(
+        self: &Arc<Self>,
+        name: &PackageName,
+        target: Target,
+        version: &str,
+        stable: &str,
+        package_dir: Option<&Path>,
+        policy: WatchPolicy,
+    ) {
         let started = watch::now_ms();
         let command = policy.command.or_else(|| {
-            let file = self.version_dir(name, version).join(PACKAGE_HEALTH);
+            let file = package_dir?.join(PACKAGE_HEALTH);
             file.is_file().then(|| vec![PACKAGE_HEALTH.to_string()])
         });
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let spec = WatchSpec {
             id: format!("{started:x}-{}", self.watch_seq()),
+            target,
             version: version.to_string(),
             stable: stable.to_string(),
             command,
@@ -127,8 +174,9 @@ impl Daemon {
             last_failure_ms: None,
         };
         tracing::info!(
-            package.name = %name, package.version = %version, deadline_ms = spec.deadline_ms,
-            health_command = spec.command.is_some(), "experiment watch started"
+            package.name = %name, experiment = %WatchKey::new(name.as_str(), target).subject(version),
+            deadline_ms = spec.deadline_ms, health_command = spec.command.is_some(),
+            "experiment watch started"
         );
         self.install_watch(name, spec);
     }
@@ -141,74 +189,97 @@ impl Daemon {
 
     /// Persists a watch, makes it current (ending the one it replaces) and starts its task.
     pub(super) fn install_watch(self: &Arc<Self>, name: &PackageName, spec: WatchSpec) {
-        if let Err(e) = self.store.put_watch(name.as_str(), &spec) {
+        let key = WatchKey::new(name.as_str(), spec.target);
+        if let Err(e) = self.store.put_watch(&key.store_key(), &spec) {
             tracing::warn!(package.name = %name, error = %e, "could not persist the experiment watch; it runs until the daemon stops");
         }
-        if let Some((old, checks)) = self.watches.insert(name.as_str(), spec.clone()) {
+        if let Some((old, checks)) = self.watches.insert(&key, spec.clone()) {
             let message = format!("replaced by the watch of {}", spec.version);
-            self.record_end(name.as_str(), &old, checks, "replaced", message);
+            self.record_end(&key, &old, checks, "replaced", message);
         }
         let id = spec.id.clone();
         let task = tokio::spawn(watch::run(self.clone(), name.clone(), spec));
-        self.watches
-            .set_task(name.as_str(), &id, task.abort_handle());
+        self.watches.set_task(&key, &id, task.abort_handle());
         self.state_changed();
     }
 
-    /// Ends the current watch of `name`, if any, recording how.
-    pub(super) fn end_watch(&self, name: &str, outcome: &str, message: String) {
-        if let Some((spec, checks)) = self.watches.remove(name) {
-            self.record_end(name, &spec, checks, outcome, message);
+    /// Ends the current watch of `key`, if any, recording how.
+    pub(super) fn end_watch(&self, key: &WatchKey, outcome: &str, message: String) {
+        if let Some((spec, checks)) = self.watches.remove(key) {
+            self.record_end(key, &spec, checks, outcome, message);
             self.state_changed();
         }
     }
 
     pub(super) fn record_end(
         &self,
-        name: &str,
+        key: &WatchKey,
         spec: &WatchSpec,
         checks: Vec<outpost_types::wire::HealthCheck>,
         outcome: &str,
         message: String,
     ) {
-        tracing::info!(package.name = name, package.version = %spec.version, outcome, "experiment watch ended");
-        self.metrics.watch_ended(name, outcome);
+        let name = key.package.as_str();
+        tracing::info!(package.name = name, experiment = %key.subject(&spec.version), outcome, "experiment watch ended");
+        match key.target {
+            Target::Package => self.metrics.watch_ended(name, outcome),
+            Target::Config => self.metrics.config_watch_ended(name, outcome),
+        }
         let summary = watch::summary(spec, checks, outcome, message);
-        if let Err(e) = self.store.end_watch(name, &spec.id, &summary) {
+        if let Err(e) = self.store.end_watch(&key.store_key(), &spec.id, &summary) {
             tracing::warn!(package.name = name, error = %e, "could not record the end of the experiment watch");
         }
     }
 
-    /// After an operation: ends the watch of `name` if its experiment is no longer the one on
-    /// disk, naming the operation that ended it.
+    /// The experiment of `target` on disk now.
+    pub(super) fn experiment_on_disk(
+        &self,
+        name: &PackageName,
+        target: Target,
+    ) -> Result<Option<Version>, DaemonError> {
+        Ok(match target {
+            Target::Package => self.repo.state(name)?.and_then(|s| s.experiment),
+            Target::Config => self.repo.config_state(name)?.experiment,
+        })
+    }
+
+    /// After an operation: ends each watch of `name` (package and config) whose experiment is
+    /// no longer the one on disk, naming the operation that ended it.
     pub(super) fn reconcile_watch(&self, name: &PackageName, operation: &str) {
-        let Some(spec) = self.watches.get(name.as_str()) else {
-            return;
-        };
-        let experiment = match self.repo.state(name) {
-            Ok(state) => state.and_then(|s| s.experiment),
-            Err(e) => {
-                tracing::warn!(package.name = %name, error = %e, "could not read the package state");
-                return;
+        for target in [Target::Package, Target::Config] {
+            let key = WatchKey::new(name.as_str(), target);
+            let Some(spec) = self.watches.get(&key) else {
+                continue;
+            };
+            let experiment = match self.experiment_on_disk(name, target) {
+                Ok(experiment) => experiment,
+                Err(e) => {
+                    tracing::warn!(package.name = %name, error = %e, "could not read the package state");
+                    continue;
+                }
+            };
+            if experiment
+                .as_ref()
+                .is_some_and(|e| e.as_str() == spec.version)
+            {
+                continue;
             }
-        };
-        if experiment
-            .as_ref()
-            .is_some_and(|e| e.as_str() == spec.version)
-        {
-            return;
+            let (outcome, message) = match operation {
+                "promote_experiment" | "promote_config_experiment" => {
+                    ("promoted", "promoted by a request".to_string())
+                }
+                "stop_experiment" | "stop_config_experiment" => {
+                    ("stopped", "stopped by a request".to_string())
+                }
+                "remove" => ("removed", "the package was removed".to_string()),
+                "start_experiment" | "start_config_experiment" => (
+                    "replaced",
+                    "another experiment start replaced it".to_string(),
+                ),
+                other => ("abandoned", format!("its experiment ended during {other}")),
+            };
+            self.end_watch(&key, outcome, message);
         }
-        let (outcome, message) = match operation {
-            "promote_experiment" => ("promoted", "promoted by a request".to_string()),
-            "stop_experiment" => ("stopped", "stopped by a request".to_string()),
-            "remove" => ("removed", "the package was removed".to_string()),
-            "start_experiment" => (
-                "replaced",
-                "another experiment start replaced it".to_string(),
-            ),
-            other => ("abandoned", format!("its experiment ended during {other}")),
-        };
-        self.end_watch(name.as_str(), outcome, message);
     }
 
     /// Resumes the persisted watches at start-up, and gives a default one to any experiment
@@ -221,30 +292,39 @@ impl Daemon {
     pub fn start_watches(self: &Arc<Self>) -> Result<(), DaemonError> {
         let persisted = self.store.watches()?;
         let states = self.repo.states()?;
-        for (pkg, spec) in persisted {
-            let experiment = PackageName::new(pkg.clone())
+        for (stored, mut spec) in persisted {
+            let key = WatchKey::from_store_key(&stored);
+            // The key says the target: a record written before targets existed has none.
+            spec.target = key.target;
+            // A config outlives its package's removal: its watch is resumed all the same.
+            let name = PackageName::new(key.package.clone())
                 .ok()
-                .and_then(|n| states.get(&n).map(|s| (n, s.experiment.clone())));
-            match experiment {
-                Some((name, Some(e))) if e.as_str() == spec.version => {
-                    tracing::info!(package.name = %name, package.version = %e, deadline_ms = spec.deadline_ms, "experiment watch resumed");
+                .filter(|n| key.target == Target::Config || states.contains_key(n));
+            let experiment = match &name {
+                Some(n) => self.experiment_on_disk(n, key.target).ok().flatten(),
+                None => None,
+            };
+            match (name, experiment) {
+                (Some(name), Some(e)) if e.as_str() == spec.version => {
+                    tracing::info!(package.name = %name, experiment = %key.subject(e.as_str()), deadline_ms = spec.deadline_ms, "experiment watch resumed");
                     self.install_watch(&name, spec);
                 }
                 _ => {
                     let message = "its experiment was gone when the daemon started".to_string();
-                    self.record_end(&pkg, &spec, Vec::new(), "abandoned", message);
+                    self.record_end(&key, &spec, Vec::new(), "abandoned", message);
                 }
             }
         }
         for (name, state) in &states {
-            let (Some(experiment), None) = (&state.experiment, self.watches.get(name.as_str()))
-            else {
+            let key = WatchKey::package(name.as_str());
+            let (Some(experiment), None) = (&state.experiment, self.watches.get(&key)) else {
                 continue;
             };
             tracing::warn!(package.name = %name, package.version = %experiment, "experiment without a watch; watching it with the default deadline");
             let policy = self.watch_policy(name, experiment, &ExperimentStartParams::default());
             self.begin_watch(name, experiment, &state.stable, policy);
         }
+        self.start_config_watches(&states);
         Ok(())
     }
 
@@ -266,12 +346,16 @@ impl Daemon {
         spec: WatchSpec,
         action: Action,
     ) -> Result<(), DaemonError> {
+        if spec.target == Target::Config {
+            return self.config_watch_action(name, spec, action).await;
+        }
         let operation = match action {
             Action::Stop { .. } => "auto_stop_experiment",
             Action::Promote => "auto_promote_experiment",
         };
         let version = Version::new(spec.version.clone()).ok();
         let precheck = Precheck::Watch {
+            target: Target::Package,
             id: spec.id.clone(),
             version: spec.version.clone(),
         };
@@ -295,7 +379,8 @@ impl Daemon {
                         let n = name.clone();
                         this.blocking(move || repo.stop_experiment(&n).map_err(DaemonError::from))
                             .await?;
-                        this.end_watch(name.as_str(), code.as_str(), message.clone());
+                        let key = WatchKey::package(name.as_str());
+                        this.end_watch(&key, code.as_str(), message.clone());
                         Err(DaemonError::RolledBack { code, message })
                     }
                     Action::Promote => {
@@ -308,7 +393,7 @@ impl Daemon {
                         .await?;
                         let after = spec.auto_promote_after_ms.unwrap_or(0);
                         this.end_watch(
-                            name.as_str(),
+                            &WatchKey::package(name.as_str()),
                             "auto_promoted",
                             format!(
                                 "promoted after {} without a failed health check",
