@@ -536,6 +536,74 @@ mod tests {
         wait_gone(pid);
     }
 
+    /// A run dropped half-way (its watch ended) kills the command's group and reaps the
+    /// command: neither it nor what it started lingers, not even as a zombie.
+    #[test]
+    fn an_abandoned_run_kills_and_reaps_its_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!(
+            "#!/bin/sh\nsleep 300 &\necho $$ $! > {}\nwait\n",
+            pids.display()
+        );
+        let path = dir.path().join("check");
+        fs_err::write(&path, script).unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (p, v) = names();
+        let command = vec!["./check".to_string()];
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let run = HealthRun {
+            package: &p,
+            experiment: &v,
+            stable: &v,
+            version_dir: dir.path(),
+            command: &command,
+            timeout: Duration::from_secs(60),
+        };
+        let pids_file = pids.clone();
+        rt.block_on(async move {
+            let abandoned = tokio::time::timeout(Duration::from_secs(30), async {
+                let running = run_health(run);
+                tokio::pin!(running);
+                // Drive the run until the command wrote its pids, then drop it.
+                loop {
+                    tokio::select! {
+                        _ = &mut running => panic!("the run ended by itself"),
+                        () = tokio::time::sleep(Duration::from_millis(20)) => {
+                            if fs_err::read_to_string(&pids_file)
+                                .is_ok_and(|s| s.trim().split(' ').count() == 2)
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+            assert!(abandoned.is_ok(), "the command never started");
+            // The reaping task runs on this runtime: keep it turning for a while.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        let text = fs_err::read_to_string(&pids).unwrap();
+        let mut both = text.split_whitespace().map(|p| p.parse::<i32>().unwrap());
+        let (command_pid, background) = (both.next().unwrap(), both.next().unwrap());
+        wait_gone(background);
+        // Reaped: not even a zombie entry is left (the runtime may need a moment).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{command_pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "command {command_pid} was not reaped"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(rt);
+    }
+
     fn wait_gone(pid: i32) {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while alive(pid) {
