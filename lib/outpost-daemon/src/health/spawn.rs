@@ -176,7 +176,7 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
             libc::_exit(127)
         };
         // Handlers installed by the daemon go back to the default; so does SIGPIPE.
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             let mut act: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(sig, std::ptr::null(), &mut act) != 0 {
                 continue;
