@@ -9,7 +9,9 @@
 //! * **watch CPU** (printed before criterion runs): 100 packages, each with an experiment whose
 //!   health command (`/bin/true`) runs every second; the daemon's own CPU time (utime + stime
 //!   from `/proc/<pid>/stat`, exited threads included, its reaped children apart) over a
-//!   20-second window, as a share of one core. The target is 2 % at most.
+//!   20-second window, as a share of one core. The target is 2 % at most. `watch_cpu_bare`
+//!   is the same with the bare name `true` as the command, which the daemon resolves on the
+//!   health command's `PATH` (a bare name left to the standard library means fork and exec).
 //!
 //! `cargo bench -p outpost-daemon --bench experiment_watch`. The `outpost` binary is built
 //! with `cargo build --release -p outpost --bin outpost` unless `OUTPOST_BIN` names one.
@@ -142,7 +144,7 @@ fn cpu_ticks(pid: u32) -> (u64, u64) {
 /// architecture.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-fn watch_cpu(bin: &Path, rt: &tokio::runtime::Runtime) {
+fn watch_cpu(bin: &Path, rt: &tokio::runtime::Runtime, label: &str, command: &str) {
     let d = DaemonProc::start(bin);
     let mut entries = Vec::new();
     for i in 0..WATCHED {
@@ -166,7 +168,7 @@ fn watch_cpu(bin: &Path, rt: &tokio::runtime::Runtime) {
                 .unwrap();
             let body = json!({
                 "version": "2",
-                "health": {"command": ["/bin/true"], "interval": "1s"},
+                "health": {"command": [command], "interval": "1s"},
                 "max_duration": "1h",
             });
             let _: Empty = d
@@ -197,7 +199,7 @@ fn watch_cpu(bin: &Path, rt: &tokio::runtime::Runtime) {
         })
         .count();
     println!(
-        "watch_cpu: {WATCHED} experiments ({watching} with health runs), 1 s interval, {wall:.1} s: daemon {:.2} % of a core ({own:.2} s CPU), health commands {:.2} % ({children:.2} s)",
+        "{label}: {WATCHED} experiments ({command}) ({watching} with health runs), 1 s interval, {wall:.1} s: daemon {:.2} % of a core ({own:.2} s CPU), health commands {:.2} % ({children:.2} s)",
         own / wall * 100.0,
         children / wall * 100.0,
     );
@@ -266,8 +268,13 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    if filters.is_empty() || filters.iter().any(|f| "watch_cpu".contains(f.as_str())) {
-        watch_cpu(&bin, &rt);
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if wanted("watch_cpu") {
+        watch_cpu(&bin, &rt, "watch_cpu", "/bin/true");
+    }
+    if wanted("watch_cpu_bare") {
+        watch_cpu(&bin, &rt, "watch_cpu_bare", "true");
     }
 
     let d = DaemonProc::start(&bin);

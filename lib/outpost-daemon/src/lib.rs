@@ -16,6 +16,7 @@ pub mod allocator;
 pub mod config_routes;
 pub mod error;
 pub mod fleet;
+pub mod health;
 pub mod hooks;
 pub mod listener;
 pub mod metrics;
