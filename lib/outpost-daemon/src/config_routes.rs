@@ -7,6 +7,11 @@
 //! | POST | `/{package}/config_experiment/start` | [`start_config_experiment`] |
 //! | POST | `/{package}/config_experiment/stop` | [`stop_config_experiment`] |
 //! | POST | `/{package}/config_experiment/promote` | [`promote_config_experiment`] |
+//!
+//! The config experiment routes of a package the fleet document manages answer 409
+//! `managed_by_fleet` unless the body says `"force": true`, like the package's other local
+//! mutations (see [`crate::fleet`]). The config catalog names no package (its entries are
+//! keyed by id), so setting it touches no managed package.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +23,7 @@ use outpost_types::wire::{Empty, ExpectedState};
 use serde::Deserialize;
 
 use crate::ops::Daemon;
-use crate::routes::{ObjectBody, decode, expected, package, requester};
+use crate::routes::{ObjectBody, decode, expected, managed, package, requester};
 
 type Result<T> = std::result::Result<Json<T>, ErrorResponse>;
 
@@ -88,6 +93,7 @@ pub async fn start_config_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "start_config_experiment", caller.as_ref())?;
     let Some(body) = decode::<StartBody>(body)? else {
         return Err(ErrorResponse::bad_request(
             "a body is required: {\"version\": \"<config id>\"} or {\"operations\": {...}}",
@@ -127,6 +133,7 @@ pub async fn stop_config_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "stop_config_experiment", caller.as_ref())?;
     d.stop_config_experiment(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
@@ -140,6 +147,13 @@ pub async fn promote_config_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(
+        &d,
+        &name,
+        &body,
+        "promote_config_experiment",
+        caller.as_ref(),
+    )?;
     d.promote_config_experiment(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
