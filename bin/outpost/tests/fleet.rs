@@ -209,10 +209,27 @@ fn converges_counts_one_head_per_unchanged_poll_and_guards_managed_packages() {
             json!({"web": {"stable": "1.0.0"}}),
         ),
     );
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    assert_eq!(
+        metric(&telemetry(&d), "outpost_fleet_applied_timestamp_seconds"),
+        None,
+        "no applied time before a generation is reached"
+    );
+    let before_push = unix_now();
     env.push_signed(&gen1);
     let f = wait_fleet(&d, "generation 1 applied and converged", |f| {
         f["applied_generation"] == 1 && f["converged"] == true
     });
+    let applied_at = metric(&telemetry(&d), "outpost_fleet_applied_timestamp_seconds").unwrap();
+    assert!(
+        before_push < applied_at && applied_at <= unix_now(),
+        "{before_push} < {applied_at}"
+    );
     assert_eq!(d.versions("web"), Some(("1.0.0".into(), String::new())));
     assert_eq!(f["last_error"], Value::Null, "{f}");
     assert_eq!(f["unsigned"], false);
@@ -381,6 +398,15 @@ fn converges_counts_one_head_per_unchanged_poll_and_guards_managed_packages() {
     wait_fleet(&d, "generation 2 applied and converged", |f| {
         f["applied_generation"] == 2 && f["converged"] == true
     });
+    // A new generation reached: a new applied time; unchanged polls leave it.
+    let applied_at2 = metric(&telemetry(&d), "outpost_fleet_applied_timestamp_seconds").unwrap();
+    assert!(applied_at2 > applied_at, "{applied_at2} > {applied_at}");
+    let p0 = polls(&d);
+    wait_for("two more polls", || (polls(&d) >= p0 + 2.0).then_some(()));
+    assert_eq!(
+        metric(&telemetry(&d), "outpost_fleet_applied_timestamp_seconds"),
+        Some(applied_at2)
+    );
     assert_eq!(d.versions("web"), Some(("1.0.0".into(), "2.0.0".into())));
     assert_eq!(
         metric(&telemetry(&d), "outpost_fleet_generation"),

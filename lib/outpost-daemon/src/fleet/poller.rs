@@ -82,6 +82,9 @@ struct Poller {
     /// The digest last fetched, and the refusal of its document if it was refused: an
     /// unchanged refused document is refused again without a download.
     last_seen: Option<(Digest, Option<PollError>)>,
+    /// The generation whose desired state the host has reached (and
+    /// `outpost_fleet_applied_timestamp_seconds` tells when), since the daemon started.
+    reached: Option<u64>,
     cancel: Cancel,
 }
 
@@ -151,6 +154,7 @@ impl Poller {
             state,
             document,
             last_seen: None,
+            reached: None,
             cancel: Cancel::new(),
         }
     }
@@ -297,6 +301,9 @@ impl Poller {
                     s.converged = false;
                     *m = managed;
                 });
+                // The gauges change together: a scrape during the convergence must not see
+                // the new generation beside the previous one's `converged`.
+                self.daemon.metrics().fleet_converged(false);
                 self.daemon.metrics().fleet_generation(generation);
                 self.document = Some(accepted.document);
                 Ok(())
@@ -514,7 +521,12 @@ impl Poller {
         }
     }
 
-    fn report_converged(&self, converged: bool) {
+    fn report_converged(&mut self, converged: bool) {
+        let generation = self.state.applied_generation;
+        if converged && generation.is_some() && self.reached != generation {
+            self.reached = generation;
+            self.daemon.metrics().fleet_applied_at(now_ms());
+        }
         self.daemon.metrics().fleet_converged(converged);
         self.update(|s, _| s.converged = converged);
     }
