@@ -85,6 +85,9 @@ struct Poller {
     /// The generation whose desired state the host has reached (and
     /// `outpost_fleet_applied_timestamp_seconds` tells when), since the daemon started.
     reached: Option<u64>,
+    /// This poll fetched a document or ran an operation: the memory it used is handed back
+    /// at its end.
+    busy: bool,
     cancel: Cancel,
 }
 
@@ -155,6 +158,7 @@ impl Poller {
             document,
             last_seen: None,
             reached: None,
+            busy: false,
             cancel: Cancel::new(),
         }
     }
@@ -188,6 +192,16 @@ impl Poller {
             s.last_error = error.as_ref().map(|e| e.message.clone());
             s.last_error_reason = error.as_ref().map(|e| e.reason.to_owned());
         });
+        if std::mem::take(&mut self.busy) {
+            // The download, unpack and TLS code and buffers of this poll are not what an
+            // idle daemon runs: hand them back (see `crate::allocator`).
+            let released = crate::allocator::release_code_pages();
+            crate::allocator::trim();
+            tracing::debug!(
+                released_bytes = released,
+                "fleet: memory handed back after a busy poll"
+            );
+        }
     }
 
     /// Fetches the artifact unless unchanged, and applies its document if accepted.
@@ -230,6 +244,7 @@ impl Poller {
             }
             ArtifactPoll::Changed(a) => a,
         };
+        self.busy = true;
         let digest = artifact.digest.clone();
         let accepted = match artifact.blob(MEDIA_TYPE) {
             None => Err(PollError::new(
@@ -326,6 +341,7 @@ impl Poller {
         let plan = self.plan(&doc, &host, &state);
         let mut first_error: Option<PollError> = None;
         let mut failed: BTreeSet<PackageName> = BTreeSet::new();
+        self.busy |= !plan.actions.is_empty();
         for action in plan.actions {
             if failed.contains(action.package()) {
                 continue;
