@@ -91,7 +91,8 @@ struct Poller {
     cancel: Cancel,
 }
 
-/// Polls until the task is aborted: once at once, then after each spaced delay.
+/// Polls until the task is aborted: once at once, then after each spaced delay (the first
+/// one a phase of the host's own).
 pub(super) async fn run(daemon: Arc<Daemon>, config: FleetConfig) {
     let mut poller = Poller::new(daemon, config);
     let interval = poller.config.poll_interval.0;
@@ -104,8 +105,13 @@ pub(super) async fn run(daemon: Arc<Daemon>, config: FleetConfig) {
     loop {
         poller.poll_once().await;
         n += 1;
-        let delay =
-            outpost_fleet::poll_delay(interval, &host_id, n).max(Duration::from_millis(100));
+        // After the start-up poll, a phase of the host's own; then the interval ±10 %.
+        let delay = if n == 1 {
+            outpost_fleet::first_delay(interval, &host_id)
+        } else {
+            outpost_fleet::poll_delay(interval, &host_id, n)
+        }
+        .max(Duration::from_millis(100));
         tokio::time::sleep(delay).await;
     }
 }
