@@ -29,7 +29,7 @@ fn main() -> ExitCode {
                 .and_then(|m| m.subcommand_matches("run"))
                 .and_then(|m| m.value_source("times"))
                 == Some(clap::parser::ValueSource::CommandLine);
-            pyagent::run::run(global, args, times_given)
+            pyagent::check_run::run(global, args, times_given)
         }
         Command::Check(CheckCommand::Validate(args)) => {
             one_shot(global);

@@ -37,8 +37,6 @@ pub(crate) struct Shared {
     pub(crate) access: AccessPolicy,
     pub(crate) modules: BTreeMap<String, ModuleHandle>,
     pub(crate) unmatched: StatusCounters,
-    /// The same templates the axum router has, to find a request's route before dispatch.
-    pub(crate) paths: matchit::Router<Arc<PathInfo>>,
 }
 
 /// One method of one path.
@@ -140,30 +138,99 @@ impl StatusCounters {
     }
 }
 
+/// The conventions of one path, as a layer on the path's `MethodRouter`: axum matches the
+/// path (it is the only router), then [`PathService`] applies them before the handler.
+#[derive(Clone)]
+pub(crate) struct PathLayer {
+    shared: Arc<Shared>,
+    info: Arc<PathInfo>,
+}
+
+impl PathLayer {
+    pub(crate) fn new(shared: Arc<Shared>, info: Arc<PathInfo>) -> Self {
+        Self { shared, info }
+    }
+}
+
+impl<S> tower::Layer<S> for PathLayer {
+    type Service = PathService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PathService {
+            shared: Arc::clone(&self.shared),
+            info: Arc::clone(&self.info),
+            inner,
+        }
+    }
+}
+
+/// See [`PathLayer`].
+#[derive(Clone)]
+pub(crate) struct PathService<S> {
+    shared: Arc<Shared>,
+    info: Arc<PathInfo>,
+    inner: S,
+}
+
+/// Marks a response that went through a route's conventions (and was counted there).
+#[derive(Clone, Copy)]
+struct Routed;
+
+impl<S> Service<Request> for PathService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let info = Arc::clone(&self.info);
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let mut response = routed(&shared, &info, inner, req).await;
+            response.extensions_mut().insert(Routed);
+            Ok(response)
+        })
+    }
+}
+
 /// The checks for a request whose path matched a route: module state, 405, caller,
-/// authorisation, body conventions; then the handler (through the axum router), counted.
-async fn routed(shared: &Shared, info: &PathInfo, router: Router, req: Request) -> Response {
+/// authorisation, body conventions; then the handler, counted.
+async fn routed<S>(shared: &Shared, info: &PathInfo, inner: S, req: Request) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let method = req.method().clone();
     let found = info.find(&method);
     let module = found.map_or(&info.primary, |(_, r)| &r.module);
     let span = tracing::Span::current();
     span.record("api.module", module.name());
     span.record("http.route", info.template.as_str());
-    let response = route_inner(shared, info, module, found.map(|(_, r)| r), router, req).await;
+    let response = route_inner(shared, info, module, found.map(|(_, r)| r), inner, req).await;
     let slot = found.map_or(usize::MAX, |(i, _)| i);
     info.counters
         .count(slot, module.name(), &method, response.status());
     response
 }
 
-async fn route_inner(
+async fn route_inner<S>(
     shared: &Shared,
     info: &PathInfo,
     module: &ModuleHandle,
     route: Option<&MethodRoute>,
-    router: Router,
+    inner: S,
     mut req: Request,
-) -> Response {
+) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     if !module.is_running() {
         return error_response(ErrorCode::Unavailable, "module stopped");
     }
@@ -216,7 +283,7 @@ async fn route_inner(
         Ok(req) => req,
         Err(response) => return response,
     };
-    match AssertUnwindSafe(router.oneshot(req)).catch_unwind().await {
+    match AssertUnwindSafe(inner.oneshot(req)).catch_unwind().await {
         Ok(Ok(response)) => response,
         Ok(Err(never)) => match never {},
         Err(_) => {
@@ -501,18 +568,14 @@ async fn handle(router: Router, shared: Arc<Shared>, req: Request) -> Response {
                 ),
                 false,
             ),
-            None => match shared.paths.at(req.uri().path()) {
-                Ok(matched) => {
-                    let info = Arc::clone(matched.value);
-                    (routed(&shared, &info, router, req).await, true)
-                }
-                Err(_) => (
-                    not_found(req.method().clone(), req.uri().clone())
-                        .await
-                        .into_response(),
-                    false,
-                ),
-            },
+            None => {
+                let response = match router.oneshot(req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                let counted = response.extensions().get::<Routed>().is_some();
+                (response, counted)
+            }
         };
         let response = normalise(response, is_head).await;
         if !counted {

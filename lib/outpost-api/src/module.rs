@@ -405,7 +405,16 @@ impl ApiBuilder {
             "API requests by module, route template, method and status code.",
             MetricKind::Counter,
         )?;
-        let mut paths = matchit::Router::new();
+        // axum panics on two templates that overlap; this check, made once while building,
+        // turns that into an error. Requests are routed by axum alone.
+        let mut conflicts = matchit::Router::new();
+        let shared = Arc::new(Shared {
+            unmatched: StatusCounters::new(self.telemetry.clone(), "-".to_owned()),
+            telemetry: self.telemetry,
+            callers: self.callers,
+            access: self.access,
+            modules: self.modules,
+        });
         let mut router = Router::new();
         for (path, methods) in self.routes {
             let Some(primary) = methods.values().next().map(|m| m.module.clone()) else {
@@ -428,31 +437,26 @@ impl ApiBuilder {
                     access: mounted.access,
                 });
             }
+            conflicts
+                .insert(path.as_str(), ())
+                .map_err(|source| Error::RouteConflict {
+                    path: path.clone(),
+                    module: primary.name().to_owned(),
+                    source,
+                })?;
             let info = Arc::new(PathInfo {
-                counters: StatusCounters::new(self.telemetry.clone(), path.clone()),
+                counters: StatusCounters::new(shared.telemetry.clone(), path.clone()),
                 template: path.clone(),
                 routes,
                 primary,
                 allow,
             });
-            paths
-                .insert(path.as_str(), Arc::clone(&info))
-                .map_err(|source| Error::RouteConflict {
-                    path: path.clone(),
-                    module: info.primary.name().to_owned(),
-                    source,
-                })?;
+            // The path's conventions wrap every method of it, the 405 fallback included.
+            let method_router =
+                method_router.layer(middleware::PathLayer::new(Arc::clone(&shared), info));
             router = router.route(&path, method_router);
         }
         let router = router.fallback(middleware::not_found);
-        let shared = Arc::new(Shared {
-            unmatched: StatusCounters::new(self.telemetry.clone(), "-".to_owned()),
-            telemetry: self.telemetry,
-            callers: self.callers,
-            access: self.access,
-            modules: self.modules,
-            paths,
-        });
         Ok(Api { router, shared })
     }
 }

@@ -402,7 +402,7 @@ pub struct ExperimentPolicyArgs {
 }
 
 /// Checks a duration flag locally, so a typo is reported before anything is sent.
-fn duration_arg(s: &str) -> Result<String, String> {
+fn duration_arg(s: &str) -> Result<String, outpost_types::wire::DurationError> {
     outpost_types::wire::WireDuration::parse(s).map(|_| s.to_string())
 }
 

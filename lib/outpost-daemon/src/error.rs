@@ -4,15 +4,75 @@ use std::path::{Path, PathBuf};
 
 use outpost_types::ErrorCode;
 use outpost_types::error::ApiError;
+use outpost_types::{PackageName, Version};
 
 use crate::hooks::HookError;
+
+/// Why an operation is not valid in a package's current state (409 `invalid_state`).
+#[derive(Debug, thiserror::Error)]
+pub enum StateConflict {
+    /// An experiment start on a package with no stable version.
+    #[error("package {package} is not installed: install a stable version first")]
+    NotInstalled {
+        /// The package.
+        package: PackageName,
+    },
+    /// A config experiment start on a package with no stable version.
+    #[error("package {package} is not installed: install it before starting a config experiment")]
+    NotInstalledForConfig {
+        /// The package.
+        package: PackageName,
+    },
+    /// An experiment start of the stable version.
+    #[error("{version} is already the stable version of {package}")]
+    AlreadyStable {
+        /// The package.
+        package: PackageName,
+        /// The version asked for.
+        version: Version,
+    },
+    /// An install of the stable version with other extensions.
+    #[error(
+        "{version} is already the stable version of {package}: extensions are changed by \
+         installing another version"
+    )]
+    ExtensionsOfStable {
+        /// The package.
+        package: PackageName,
+        /// The version asked for.
+        version: Version,
+    },
+    /// A promote with no experiment.
+    #[error("no experiment to promote")]
+    NoExperiment,
+    /// A config experiment start of the stable config.
+    #[error("config {id} is already the stable config of {package}")]
+    ConfigAlreadyStable {
+        /// The package.
+        package: PackageName,
+        /// The config's deployment id.
+        id: String,
+    },
+}
 
 /// Everything a daemon operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// The request was invalid.
-    #[error("{0}")]
-    BadRequest(String),
+    /// A catalog holds an invalid entry (set by `POST /catalog`, or read back).
+    #[error(transparent)]
+    InvalidCatalog(#[from] outpost_types::wire::CatalogError),
+    /// An extension name breaks the naming rule.
+    #[error(transparent)]
+    InvalidExtensionName(#[from] outpost_fetch::extension::ExtensionNameError),
+    /// An environment variable the daemon reads holds a value it cannot use.
+    #[error("{name}: {source}")]
+    InvalidEnvironment {
+        /// The variable.
+        name: &'static str,
+        /// Why its value is refused.
+        #[source]
+        source: outpost_types::wire::DurationError,
+    },
     /// No catalog entry for this package and version on this host.
     #[error(
         "could not get package {package}, {} for {arch}, {os}: not in the catalog",
@@ -29,8 +89,8 @@ pub enum DaemonError {
         os: &'static str,
     },
     /// The operation is not valid in the package's current state.
-    #[error("{0}")]
-    InvalidState(String),
+    #[error(transparent)]
+    InvalidState(#[from] StateConflict),
     /// Not enough free space for the package.
     #[error("not enough disk space at {}: {available} bytes available, {required} bytes required", root.display())]
     NotEnoughDiskSpace {
@@ -201,7 +261,9 @@ impl DaemonError {
     /// The API error code for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::InvalidCatalog(_)
+            | Self::InvalidExtensionName(_)
+            | Self::InvalidEnvironment { .. } => ErrorCode::BadRequest,
             Self::PackageNotFound { .. } => ErrorCode::PackageNotFound,
             Self::InvalidState(_) => ErrorCode::InvalidState,
             Self::NotEnoughDiskSpace { .. } => ErrorCode::NotEnoughDiskSpace,

@@ -29,7 +29,7 @@ mod store;
 pub mod tasks;
 mod watch;
 
-pub use error::DaemonError;
+pub use error::{DaemonError, StateConflict};
 pub use ops::{Daemon, GcSummary, Requester, Secrets, StatusBody};
 pub use serve::{RunError, RunOptions, run};
 pub use socket_access::SocketAccessError;

@@ -29,9 +29,9 @@ impl Prepared {
             return Ok(self);
         }
         for name in &names {
-            extension::validate_name(name).map_err(|reason| OciError::BadImage {
+            extension::validate_name(name).map_err(|e| OciError::BadImage {
                 what: format!("extension {name:?}"),
-                reason,
+                reason: e.to_string(),
             })?;
         }
         let url = self.resolved().url.clone();

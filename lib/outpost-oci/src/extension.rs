@@ -38,25 +38,35 @@ pub fn is_extension_layer(media_type: &str) -> bool {
     )
 }
 
+/// Why an extension name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtensionNameError {
+    /// Empty, or longer than 64 characters.
+    #[error("extension name {0:?} must be 1 to 64 characters long")]
+    Length(String),
+    /// A character outside `a-z`, `0-9`, `.`, `_`, `-`, or a first character that is not a
+    /// letter or digit.
+    #[error(
+        "extension name {0:?} may hold only a-z, 0-9, '.', '_' and '-', and must start with a \
+         letter or digit"
+    )]
+    Characters(String),
+}
+
 /// Checks an extension name: 1 to 64 characters of `a-z`, `0-9`, `.`, `_`, `-`, starting with
 /// a letter or digit (so it is one safe path component).
 ///
 /// # Errors
-/// The rule broken, for people.
-pub fn validate_name(name: &str) -> Result<(), String> {
+/// The rule broken, as an [`ExtensionNameError`].
+pub fn validate_name(name: &str) -> Result<(), ExtensionNameError> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
     if name.is_empty() || name.len() > 64 {
-        return Err(format!(
-            "extension name {name:?} must be 1 to 64 characters long"
-        ));
+        return Err(ExtensionNameError::Length(name.to_owned()));
     }
     if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         || !name.chars().all(ok_char)
     {
-        return Err(format!(
-            "extension name {name:?} may hold only a-z, 0-9, '.', '_' and '-', and must start \
-             with a letter or digit"
-        ));
+        return Err(ExtensionNameError::Characters(name.to_owned()));
     }
     Ok(())
 }
@@ -86,9 +96,9 @@ pub fn extension_layers(
                     "it has no {DATADOG_EXTENSION_NAME} (or {OUTPOST_EXTENSION_NAME}) annotation"
                 ),
             })?;
-        validate_name(name).map_err(|reason| OciError::BadImage {
+        validate_name(name).map_err(|e| OciError::BadImage {
             what: what.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         if out.insert(name.clone(), layer.clone()).is_some() {
             return Err(OciError::BadImage {

@@ -16,31 +16,55 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct WireDuration(pub Duration);
 
+/// Why a duration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// A number that is negative or not finite.
+    #[error("invalid duration {0}: must be a non-negative number of seconds")]
+    NotSeconds(String),
+    /// A JSON value that is neither a string nor a number.
+    #[error(
+        "invalid duration {0}: expected a string with a unit (ms, s, m, h) or a number of seconds"
+    )]
+    WrongType(String),
+    /// Text that is not a number followed by a unit.
+    #[error("invalid duration {0:?}")]
+    Malformed(String),
+    /// A unit other than `ms`, `s`, `m`, `h`.
+    #[error("invalid duration {0:?}: units are ms, s, m, h")]
+    Unit(String),
+    /// A value too large for a duration (as written, quoted when it was text).
+    #[error("invalid duration {0}: too large")]
+    TooLarge(String),
+}
+
 impl WireDuration {
     /// Parses a JSON value; the error says what is wrong, without the field name.
-    pub fn from_value(v: &Value) -> Result<Self, String> {
+    ///
+    /// # Errors
+    /// A [`DurationError`] naming the value.
+    pub fn from_value(v: &Value) -> Result<Self, DurationError> {
         match v {
             Value::Number(n) => {
                 let secs = n
                     .as_f64()
                     .filter(|s| s.is_finite() && *s >= 0.0)
-                    .ok_or_else(|| {
-                        format!("invalid duration {n}: must be a non-negative number of seconds")
-                    })?;
+                    .ok_or_else(|| DurationError::NotSeconds(n.to_string()))?;
                 Duration::try_from_secs_f64(secs)
                     .map(Self)
-                    .map_err(|_| format!("invalid duration {n}"))
+                    .map_err(|_| DurationError::TooLarge(n.to_string()))
             }
             Value::String(s) => Self::parse(s),
-            other => Err(format!(
-                "invalid duration {other}: expected a string with a unit (ms, s, m, h) or a number of seconds"
-            )),
+            other => Err(DurationError::WrongType(other.to_string())),
         }
     }
 
     /// Parses the textual form: digits (with an optional fraction) and a unit among
     /// `ms`, `s`, `m`, `h`; a bare number is seconds.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    ///
+    /// # Errors
+    /// A [`DurationError`] naming the text.
+    pub fn parse(text: &str) -> Result<Self, DurationError> {
         let s = text.trim();
         let split = s
             .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -50,19 +74,17 @@ impl WireDuration {
             .parse()
             .ok()
             .filter(|n: &f64| n.is_finite())
-            .ok_or_else(|| format!("invalid duration {text:?}"))?;
+            .ok_or_else(|| DurationError::Malformed(text.to_owned()))?;
         let secs = match unit {
             "" | "s" => n,
             "ms" => n / 1000.0,
             "m" => n * 60.0,
             "h" => n * 3600.0,
-            _ => {
-                return Err(format!("invalid duration {text:?}: units are ms, s, m, h"));
-            }
+            _ => return Err(DurationError::Unit(text.to_owned())),
         };
         Duration::try_from_secs_f64(secs)
             .map(Self)
-            .map_err(|_| format!("invalid duration {text:?}"))
+            .map_err(|_| DurationError::TooLarge(format!("{text:?}")))
     }
 }
 

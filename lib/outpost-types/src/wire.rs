@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::names::{PackageName, Version};
+use crate::names::{NameError, PackageName, Version};
 use crate::platform;
-use crate::source::{PackageSource, is_sha256_hex};
+use crate::source::{PackageSource, SourceError, is_sha256_hex};
 
 /// One catalog entry, as posted and stored. Field names are the Datadog ones.
 ///
@@ -70,21 +70,22 @@ pub struct ResolvedPackage {
 
 impl CatalogEntry {
     /// Checks every field and returns the typed form.
-    pub fn resolve(&self) -> Result<ResolvedPackage, String> {
-        let name = PackageName::new(self.package.clone()).map_err(|e| e.to_string())?;
-        let version = Version::new(self.version.clone()).map_err(|e| e.to_string())?;
-        let source = PackageSource::parse(&self.url).map_err(|e| e.to_string())?;
+    ///
+    /// # Errors
+    /// The first field at fault, as an [`EntryError`].
+    pub fn resolve(&self) -> Result<ResolvedPackage, EntryError> {
+        let name = PackageName::new(self.package.clone()).map_err(EntryError::Package)?;
+        let version = Version::new(self.version.clone()).map_err(EntryError::Version)?;
+        let source = PackageSource::parse(&self.url)?;
         if !self.sha256.is_empty() && !is_sha256_hex(&self.sha256) {
-            return Err(format!(
-                "invalid sha256 {:?}: expected 64 lowercase hex digits",
-                self.sha256
-            ));
+            return Err(EntryError::Sha256 {
+                value: self.sha256.clone(),
+            });
         }
         if source.is_tarball() && self.sha256.is_empty() {
-            return Err(format!(
-                "sha256 is required for the tarball url {:?}",
-                self.url
-            ));
+            return Err(EntryError::Sha256Required {
+                url: self.url.clone(),
+            });
         }
         for (field, value) in [("platform", &self.platform), ("arch", &self.arch)] {
             if !value
@@ -92,7 +93,10 @@ impl CatalogEntry {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 || value.len() > 32
             {
-                return Err(format!("invalid {field} {value:?}"));
+                return Err(EntryError::Platform {
+                    field,
+                    value: value.clone(),
+                });
             }
         }
         Ok(ResolvedPackage {
@@ -111,6 +115,55 @@ impl CatalogEntry {
     }
 }
 
+/// Why a catalog entry is refused: the first field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// The package name breaks the naming rule.
+    #[error(transparent)]
+    Package(NameError),
+    /// The version breaks the naming rule.
+    #[error(transparent)]
+    Version(NameError),
+    /// The URL is not a source outpost can fetch.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The sha256 is not 64 lowercase hex digits.
+    #[error("invalid sha256 {value:?}: expected 64 lowercase hex digits")]
+    Sha256 {
+        /// The value as given.
+        value: String,
+    },
+    /// A tarball URL without the sha256 that pins its content.
+    #[error("sha256 is required for the tarball url {url:?}")]
+    Sha256Required {
+        /// The URL as given.
+        url: String,
+    },
+    /// `platform` or `arch` is not up to 32 ASCII letters, digits or `_`.
+    #[error("invalid {field} {value:?}")]
+    Platform {
+        /// `platform` or `arch`.
+        field: &'static str,
+        /// The value as given.
+        value: String,
+    },
+}
+
+/// The first invalid entry of a catalog.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("catalog entry {index} ({package:?} {version:?}): {reason}")]
+pub struct CatalogError {
+    /// Position of the entry in `packages`.
+    pub index: usize,
+    /// The entry's package, as given.
+    pub package: String,
+    /// The entry's version, as given.
+    pub version: String,
+    /// What is wrong with it.
+    #[source]
+    pub reason: EntryError,
+}
+
 /// The catalog: `{"packages": [...]}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
@@ -124,14 +177,17 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CatalogEn
 }
 
 impl Catalog {
-    /// Validates every entry; the error names the first invalid one by index, name and version.
-    pub fn validate(&self) -> Result<(), String> {
-        for (i, entry) in self.packages.iter().enumerate() {
-            entry.resolve().map_err(|reason| {
-                format!(
-                    "catalog entry {i} ({:?} {:?}): {reason}",
-                    entry.package, entry.version
-                )
+    /// Validates every entry.
+    ///
+    /// # Errors
+    /// The first invalid entry, by index, name and version, with why ([`CatalogError`]).
+    pub fn validate(&self) -> Result<(), CatalogError> {
+        for (index, entry) in self.packages.iter().enumerate() {
+            entry.resolve().map_err(|reason| CatalogError {
+                index,
+                package: entry.package.clone(),
+                version: entry.version.clone(),
+                reason,
             })?;
         }
         Ok(())
@@ -320,8 +376,8 @@ pub struct BriefStatus {
 pub use crate::fleet::FleetStatus;
 
 pub use crate::experiment::{
-    ExperimentHistory, ExperimentStartParams, ExperimentWatch, HealthCheck, HealthPolicy,
-    WatchSummary, WireDuration, format_rfc3339, parse_rfc3339,
+    DurationError, ExperimentHistory, ExperimentStartParams, ExperimentWatch, HealthCheck,
+    HealthPolicy, WatchSummary, WireDuration, format_rfc3339, parse_rfc3339,
 };
 
 /// The empty success body `{}`.
@@ -360,7 +416,10 @@ mod tests {
         let c = Catalog {
             packages: vec![entry("file:///a.tar.gz", "")],
         };
-        let e = c.validate().unwrap_err();
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.index, 0);
+        assert!(matches!(err.reason, EntryError::Sha256Required { .. }));
+        let e = err.to_string();
         assert!(
             e.contains("catalog entry 0") && e.contains("sha256 is required"),
             "{e}"
@@ -372,7 +431,12 @@ mod tests {
         let c = Catalog {
             packages: vec![entry("ftp://a", "")],
         };
-        assert!(c.validate().unwrap_err().contains("unsupported scheme"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("unsupported scheme")
+        );
     }
 
     #[test]

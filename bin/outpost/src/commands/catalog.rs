@@ -92,7 +92,7 @@ pub(crate) fn check(value: &Value, allow_empty: bool) -> Result<usize, String> {
     }
     // Deserialises now: the same rules the daemon applies (names, versions, URLs).
     let catalog: Catalog = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
-    catalog.validate()?;
+    catalog.validate().map_err(|e| e.to_string())?;
     Ok(entries.len())
 }
 

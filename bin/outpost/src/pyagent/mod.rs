@@ -2,8 +2,8 @@
 //! `check validate` and `version`. Only `outpost-agent` compiles this module.
 
 pub(crate) mod agent;
+pub(crate) mod check_run;
 pub(crate) mod output;
-pub(crate) mod run;
 pub(crate) mod validate;
 pub(crate) mod version;
 

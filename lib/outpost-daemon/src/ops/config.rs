@@ -25,7 +25,7 @@ use outpost_types::PackageName;
 use outpost_types::wire::{ExpectedState, Phase};
 
 use super::{Daemon, Precheck, Requester, after_switch, after_switch_undone, not_installed};
-use crate::error::DaemonError;
+use crate::error::{DaemonError, StateConflict};
 use crate::hooks::HookEvent;
 
 /// Plaintext secrets by key, wiped when dropped. Never logged.
@@ -33,9 +33,9 @@ pub type Secrets = BTreeMap<String, Zeroizing<String>>;
 
 /// The refusal of a config experiment on a package that is not installed.
 fn not_installed_for_config(name: &PackageName) -> DaemonError {
-    DaemonError::InvalidState(format!(
-        "package {name} is not installed: install it before starting a config experiment"
-    ))
+    DaemonError::from(StateConflict::NotInstalledForConfig {
+        package: name.clone(),
+    })
 }
 
 impl Daemon {
@@ -110,9 +110,11 @@ impl Daemon {
                     .ok_or_else(|| not_installed_for_config(&name))?;
                 let current = this.repo.config_state(&name)?;
                 if current.stable.as_ref() == Some(&id) {
-                    return Err(DaemonError::InvalidState(format!(
-                        "config {id} is already the stable config of {name}"
-                    )));
+                    return Err(StateConflict::ConfigAlreadyStable {
+                        package: name.clone(),
+                        id: id.to_string(),
+                    }
+                    .into());
                 }
                 if current.experiment.as_ref() == Some(&id) {
                     tracing::info!(package.name = %name, config.id = %id, "already the config experiment");

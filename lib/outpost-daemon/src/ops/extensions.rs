@@ -30,7 +30,7 @@ impl Daemon {
         names.sort();
         names.dedup();
         for n in &names {
-            outpost_fetch::extension::validate_name(n).map_err(DaemonError::BadRequest)?;
+            outpost_fetch::extension::validate_name(n)?;
         }
         Ok(names)
     }

@@ -34,7 +34,7 @@ use outpost_types::wire::{
 };
 use outpost_types::{PackageName, Version};
 
-use crate::error::DaemonError;
+use crate::error::{DaemonError, StateConflict};
 use crate::hooks::{self, HookEvent};
 use crate::metrics::DaemonMetrics;
 use crate::store::Store;
@@ -186,7 +186,10 @@ impl Daemon {
         let min_max_duration = match std::env::var(MIN_DURATION_ENV) {
             Ok(v) => {
                 let d = WireDuration::parse(&v)
-                    .map_err(|e| DaemonError::BadRequest(format!("{MIN_DURATION_ENV}: {e}")))?
+                    .map_err(|source| DaemonError::InvalidEnvironment {
+                        name: MIN_DURATION_ENV,
+                        source,
+                    })?
                     .0
                     .min(MIN_MAX_DURATION);
                 tracing::warn!(
@@ -320,7 +323,7 @@ impl Daemon {
     /// `POST /catalog`: validates every entry, then replaces and persists the catalog. Any
     /// invalid entry leaves the catalog unchanged.
     pub fn set_catalog(&self, catalog: Catalog, who: Requester) -> Result<(), DaemonError> {
-        catalog.validate().map_err(DaemonError::BadRequest)?;
+        catalog.validate()?;
         self.store.set_catalog(&catalog)?;
         let count = catalog.packages.len();
         self.metrics.catalog_entries(count);
@@ -352,7 +355,18 @@ impl Daemon {
             }
         })?;
         // Entries were validated when the catalog was set; a failure here means a bug.
-        entry.resolve().map_err(DaemonError::BadRequest)
+        entry.resolve().map_err(|reason| {
+            DaemonError::InvalidCatalog(outpost_types::wire::CatalogError {
+                index: catalog
+                    .packages
+                    .iter()
+                    .position(|e| std::ptr::eq(e, entry))
+                    .unwrap_or_default(),
+                package: entry.package.clone(),
+                version: entry.version.clone(),
+                reason,
+            })
+        })
     }
 
     /// The version an install asks for: the body's, or the only one the catalog has for this
@@ -425,10 +439,11 @@ impl Daemon {
             let extensions = this.extensions_for(&name, extensions.as_deref())?;
             if this.repo.state(&name)?.is_some_and(|s| s.stable == version) {
                 if extensions != this.extensions_for(&name, None)? {
-                    return Err(DaemonError::InvalidState(format!(
-                        "{version} is already the stable version of {name}: extensions are \
-                         changed by installing another version"
-                    )));
+                    return Err(StateConflict::ExtensionsOfStable {
+                        package: name.clone(),
+                        version: version.clone(),
+                    }
+                    .into());
                 }
                 tracing::info!(package.name = %name, package.version = %version, "already the stable version");
                 return Ok(());
@@ -477,17 +492,19 @@ impl Daemon {
         let policy = self.watch_policy(&name, &version, &params);
         let this = self.clone();
         let not_installed = |name: &PackageName| {
-            DaemonError::InvalidState(format!(
-                "package {name} is not installed: install a stable version first"
-            ))
+            DaemonError::from(StateConflict::NotInstalled {
+                package: name.clone(),
+            })
         };
         self.run_op(name.clone(), "start_experiment", Some(version.clone()), who, Precheck::Installed(not_installed), move |cell| async move {
             this.check_expected(&name, expected.as_ref())?;
             let state = this.repo.state(&name)?.ok_or_else(|| not_installed(&name))?;
             if state.stable == version {
-                return Err(DaemonError::InvalidState(format!(
-                    "{version} is already the stable version of {name}"
-                )));
+                return Err(StateConflict::AlreadyStable {
+                    package: name.clone(),
+                    version: version.clone(),
+                }
+                .into());
             }
             if state.experiment.as_ref() == Some(&version) {
                 tracing::info!(package.name = %name, package.version = %version, "already the experiment");
@@ -585,7 +602,7 @@ impl Daemon {
                 this.check_expected(&name, expected.as_ref())?;
                 let state = this.installed(&name)?;
                 let Some(experiment) = state.experiment else {
-                    return Err(DaemonError::InvalidState("no experiment to promote".into()));
+                    return Err(StateConflict::NoExperiment.into());
                 };
                 cell.set(Phase::Switch, 0, None);
                 let repo = this.repo.clone();

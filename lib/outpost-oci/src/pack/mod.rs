@@ -163,9 +163,9 @@ pub fn pack_with_extensions(
 ) -> Result<PackedImage, OciError> {
     let mut seen = std::collections::BTreeSet::new();
     for (ext, ext_dir) in extensions {
-        crate::extension::validate_name(ext).map_err(|reason| OciError::PackInput {
+        crate::extension::validate_name(ext).map_err(|e| OciError::PackInput {
             path: ext_dir.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         if !seen.insert(ext) {
             return Err(OciError::PackInput {
