@@ -209,10 +209,27 @@ fn converges_counts_one_head_per_unchanged_poll_and_guards_managed_packages() {
             json!({"web": {"stable": "1.0.0"}}),
         ),
     );
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    assert_eq!(
+        metric(&telemetry(&d), "outpost_fleet_applied_timestamp_seconds"),
+        None,
+        "no applied time before a generation is reached"
+    );
+    let before_push = unix_now();
     env.push_signed(&gen1);
     let f = wait_fleet(&d, "generation 1 applied and converged", |f| {
         f["applied_generation"] == 1 && f["converged"] == true
     });
+    let applied_at = metric(&telemetry(&d), "outpost_fleet_applied_timestamp_seconds").unwrap();
+    assert!(
+        before_push < applied_at && applied_at <= unix_now(),
+        "{before_push} < {applied_at}"
+    );
     assert_eq!(d.versions("web"), Some(("1.0.0".into(), String::new())));
     assert_eq!(f["last_error"], Value::Null, "{f}");
     assert_eq!(f["unsigned"], false);
@@ -272,6 +289,100 @@ fn converges_counts_one_head_per_unchanged_poll_and_guards_managed_packages() {
         .assert_ok_empty();
     assert!(d.log().contains("local override"), "{}", d.log());
 
+    // The catalog: a local catalog may change other packages' entries, and carry the managed
+    // ones exactly as the daemon holds them; adding, removing or changing one is refused.
+    let held = d.get("/catalog").json()["packages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let managed_entries: Vec<Value> = held
+        .iter()
+        .filter(|e| e["package"] == "web")
+        .cloned()
+        .collect();
+    let mut other = local.layout_entry();
+    other["version"] = json!("1.1");
+    let mut with_other = managed_entries.clone();
+    with_other.push(other.clone());
+    d.post("/catalog", Some(&json!({"packages": with_other})))
+        .assert_ok_empty();
+    let refused = |packages: Vec<Value>, change: &str| {
+        let message = d
+            .post("/catalog", Some(&json!({"packages": packages})))
+            .assert_error(409, "managed_by_fleet");
+        assert!(
+            message.contains(&format!("the catalog {change} the entries of web")),
+            "{message}"
+        );
+    };
+    refused(vec![other.clone()], "removes");
+    let mut web3 = web2.layout_entry();
+    web3["version"] = json!("3.0.0");
+    let mut added = with_other.clone();
+    added.push(web3);
+    refused(added, "adds");
+    let mut changed = with_other.clone();
+    changed[0]["url"] = json!(format!("file://{}/elsewhere", fx.display()));
+    refused(changed, "changes");
+    // Refused means unchanged.
+    let names = |entries: &[Value]| -> Vec<(String, String, String)> {
+        entries
+            .iter()
+            .map(|e| {
+                let f = |k: &str| e[k].as_str().unwrap().to_owned();
+                (f("package"), f("version"), f("url"))
+            })
+            .collect()
+    };
+    let now = d.get("/catalog").json()["packages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(names(&now), names(&with_other));
+    // Forced: taken, and logged as an override naming the operation.
+    d.post(
+        "/catalog",
+        Some(&json!({"packages": [other.clone()], "force": true})),
+    )
+    .assert_ok_empty();
+    assert!(
+        d.log()
+            .lines()
+            .any(|l| l.contains("local override") && l.contains("set_catalog")),
+        "{}",
+        d.log()
+    );
+    d.post(
+        "/catalog",
+        Some(&json!({"packages": with_other, "force": true})),
+    )
+    .assert_ok_empty();
+
+    // Config experiments of a managed package follow the same rule; the config catalog,
+    // which names no package, is not concerned.
+    d.post(
+        "/config_catalog",
+        Some(&json!({"c1": {"id": "c1", "file_operations": []}})),
+    )
+    .assert_ok_empty();
+    let config = json!({"operations": {"deployment_id": "cfg1", "file_operations": [
+        {"file_op": "merge-patch", "file_path": "/web.yaml", "patch": {"level": "debug"}}]}});
+    d.post("/web/config_experiment/start", Some(&config))
+        .assert_error(409, "managed_by_fleet");
+    let mut forced = config.clone();
+    forced["force"] = json!(true);
+    d.post("/web/config_experiment/start", Some(&forced))
+        .assert_ok_empty();
+    d.post("/web/config_experiment/promote", None)
+        .assert_error(409, "managed_by_fleet");
+    d.post("/web/config_experiment/stop", Some(&json!({})))
+        .assert_error(409, "managed_by_fleet");
+    d.post("/web/config_experiment/stop", Some(&json!({"force": true})))
+        .assert_ok_empty();
+    // An unmanaged package gets its own answer (it was removed above), not the fleet's.
+    d.post("/local/config_experiment/start", Some(&config))
+        .assert_error(409, "invalid_state");
+
     // Generation 2: an experiment for every web host; converged is recomputed for it.
     let gen2 = env.doc(
         "gen2",
@@ -287,6 +398,15 @@ fn converges_counts_one_head_per_unchanged_poll_and_guards_managed_packages() {
     wait_fleet(&d, "generation 2 applied and converged", |f| {
         f["applied_generation"] == 2 && f["converged"] == true
     });
+    // A new generation reached: a new applied time; unchanged polls leave it.
+    let applied_at2 = metric(&telemetry(&d), "outpost_fleet_applied_timestamp_seconds").unwrap();
+    assert!(applied_at2 > applied_at, "{applied_at2} > {applied_at}");
+    let p0 = polls(&d);
+    wait_for("two more polls", || (polls(&d) >= p0 + 2.0).then_some(()));
+    assert_eq!(
+        metric(&telemetry(&d), "outpost_fleet_applied_timestamp_seconds"),
+        Some(applied_at2)
+    );
     assert_eq!(d.versions("web"), Some(("1.0.0".into(), "2.0.0".into())));
     assert_eq!(
         metric(&telemetry(&d), "outpost_fleet_generation"),
@@ -334,6 +454,21 @@ fn converges_counts_one_head_per_unchanged_poll_and_guards_managed_packages() {
         "{}",
         stdout(&out)
     );
+    // Plain `outpost status` carries the fleet line and the error, cut to one line.
+    let out = d.cli(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("outpost daemon "), "{text}");
+    assert!(
+        lines[1].starts_with(&format!(
+            "fleet: oci://{}/fleet/doc:prod, generation 3, converged: no, last poll ",
+            env.proxy.host()
+        )) && lines[1].ends_with(" ago"),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("fleet error (apply): "), "{text}");
+    assert!(!text.contains("WARNING"), "{text}");
 
     // The state survives a restart: the same digest is not fetched again.
     drop(d);
@@ -516,6 +651,22 @@ fn unsigned_documents_are_accepted_only_when_allowed_and_said_loudly() {
     assert!(d.log().contains("UNSIGNED"), "{}", d.log());
     let out = d.cli(&["fleet", "status"]);
     assert!(stdout(&out).contains("UNSIGNED"), "{}", stdout(&out));
+    let out = d.cli(&["status"]);
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .contains("generation 1, converged: yes"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "WARNING: fleet.allow_unsigned is on: unsigned documents are accepted; the applied \
+             document is UNSIGNED"
+        ),
+        "{text}"
+    );
     // A signature that is present is still checked.
     let other = keypair(&env.s.fixtures(), "other");
     let gen2 = env.doc(

@@ -8,6 +8,11 @@
 //! | POST | `/{package}/config_experiment/stop` | [`stop_config_experiment`] |
 //! | POST | `/{package}/config_experiment/promote` | [`promote_config_experiment`] |
 //! | GET | `/{package}/config_experiment/history` | [`config_experiment_history`] |
+//!
+//! The config experiment routes of a package the fleet document manages answer 409
+//! `managed_by_fleet` unless the body says `"force": true`, like the package's other local
+//! mutations (see [`crate::fleet`]). The config catalog names no package (its entries are
+//! keyed by id), so setting it touches no managed package.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +24,7 @@ use outpost_types::wire::{Empty, ExpectedState, ExperimentHistory, ExperimentSta
 use serde::Deserialize;
 
 use crate::ops::Daemon;
-use crate::routes::{ObjectBody, decode, expected, package, requester};
+use crate::routes::{ObjectBody, decode, expected, managed, package, requester};
 
 type Result<T> = std::result::Result<Json<T>, ErrorResponse>;
 
@@ -96,6 +101,7 @@ pub async fn start_config_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "start_config_experiment", caller.as_ref())?;
     let map = body.as_ref().map(|Json(map)| map.clone());
     let Some(body) = decode::<StartBody>(body)? else {
         return Err(ErrorResponse::bad_request(
@@ -146,6 +152,7 @@ pub async fn stop_config_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(&d, &name, &body, "stop_config_experiment", caller.as_ref())?;
     d.stop_config_experiment(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))
@@ -159,6 +166,13 @@ pub async fn promote_config_experiment(
     body: ObjectBody,
 ) -> Result<Empty> {
     let name = package(name)?;
+    managed(
+        &d,
+        &name,
+        &body,
+        "promote_config_experiment",
+        caller.as_ref(),
+    )?;
     d.promote_config_experiment(name, expected(body)?, requester(caller.as_ref()))
         .await?;
     Ok(Json(Empty {}))

@@ -226,6 +226,21 @@ pub enum DaemonError {
         /// The generation of the document that manages it.
         generation: u64,
     },
+    /// A local catalog that adds, removes or changes an entry of a package the fleet's
+    /// document manages, without `"force": true`.
+    #[error(
+        "the catalog {change} the entries of {package}, which the fleet document manages \
+         (generation {generation}); keep that package's entries as `GET /catalog` shows them, \
+         publish a new document, or pass \"force\": true to override locally"
+    )]
+    CatalogManagedByFleet {
+        /// The first managed package whose entries differ.
+        package: String,
+        /// `adds`, `removes` or `changes`.
+        change: &'static str,
+        /// The generation of the document that manages it.
+        generation: u64,
+    },
 }
 
 impl DaemonError {
@@ -271,7 +286,9 @@ impl DaemonError {
             Self::VersionRequired { .. } | Self::InvalidVersion(_) => ErrorCode::BadRequest,
             Self::RolledBack { code, .. } => *code,
             Self::Superseded { .. } | Self::UnexpectedState { .. } => ErrorCode::InvalidState,
-            Self::ManagedByFleet { .. } => ErrorCode::ManagedByFleet,
+            Self::ManagedByFleet { .. } | Self::CatalogManagedByFleet { .. } => {
+                ErrorCode::ManagedByFleet
+            }
         }
     }
 

@@ -21,6 +21,7 @@
 //! | `outpost_fleet_converged` | gauge | | 1 when the host is in the applied document's state |
 //! | `outpost_fleet_poll_errors_total` | counter | `reason` |
 //! | `outpost_fleet_polls_total` | counter | |
+//! | `outpost_fleet_applied_timestamp_seconds` | gauge | | when the host first reached the applied generation's state (absent before) |
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +45,8 @@ pub(crate) const FLEET_CONVERGED: &str = "outpost_fleet_converged";
 pub(crate) const FLEET_POLL_ERRORS: &str = "outpost_fleet_poll_errors_total";
 /// Polls of the fleet document.
 pub(crate) const FLEET_POLLS: &str = "outpost_fleet_polls_total";
+/// When the host first reached the applied generation's desired state (Unix seconds).
+pub(crate) const FLEET_APPLIED_AT: &str = "outpost_fleet_applied_timestamp_seconds";
 
 /// Operation durations: from a no-op switch to a download of many minutes.
 const DURATION_BUCKETS: [f64; 13] = [
@@ -204,6 +207,12 @@ impl DaemonMetrics {
                 "Polls of the fleet document.",
                 MetricKind::Counter,
             ),
+            (
+                FLEET_APPLIED_AT,
+                "When this host first reached the desired state of the applied generation \
+                 (Unix time, seconds); absent until it does.",
+                MetricKind::Gauge,
+            ),
         ] {
             logged(self.telemetry.describe(name, help, kind));
         }
@@ -230,6 +239,14 @@ impl DaemonMetrics {
         logged(
             self.telemetry
                 .set_gauge(FLEET_CONVERGED, &[], if converged { 1.0 } else { 0.0 }),
+        );
+    }
+
+    /// The host reached the applied generation's desired state at `unix_ms`.
+    pub(crate) fn fleet_applied_at(&self, unix_ms: u64) {
+        logged(
+            self.telemetry
+                .set_gauge(FLEET_APPLIED_AT, &[], unix_ms as f64 / 1000.0),
         );
     }
 

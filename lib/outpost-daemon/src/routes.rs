@@ -98,7 +98,7 @@ fn force(body: &ObjectBody) -> std::result::Result<bool, ErrorResponse> {
 
 /// Refuses (409 `managed_by_fleet`) a local mutation of a package the fleet document
 /// manages, unless the body says `"force": true`.
-fn managed(
+pub(crate) fn managed(
     d: &Daemon,
     name: &PackageName,
     body: &ObjectBody,
@@ -133,17 +133,21 @@ pub async fn catalog(State(d): State<Arc<Daemon>>) -> Json<Catalog> {
     Json(d.catalog())
 }
 
-/// `POST /catalog`: replace the catalog (validated; unchanged on any invalid entry).
+/// `POST /catalog`: replace the catalog (validated; unchanged on any invalid entry). A
+/// catalog that touches the entries of a package the fleet manages is refused (409
+/// `managed_by_fleet`) unless the body says `"force": true`.
 pub async fn set_catalog(
     State(d): State<Arc<Daemon>>,
     caller: Option<Caller>,
     body: ObjectBody,
 ) -> Result<Empty> {
+    let force = force(&body)?;
     let Some(catalog) = decode::<Catalog>(body)? else {
         return Err(ErrorResponse::bad_request(
             "a catalog body is required: {\"packages\": [...]}",
         ));
     };
+    d.check_catalog_managed(&catalog, force, requester(caller.as_ref()))?;
     d.set_catalog(catalog, requester(caller.as_ref()))?;
     Ok(Json(Empty {}))
 }

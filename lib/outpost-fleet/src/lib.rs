@@ -79,5 +79,5 @@ pub use document::{
 pub use error::{FleetError, Refusal};
 pub use jiff::Timestamp;
 pub use plan::{Action, Host, HostState, PackageLinks, Plan, RolledBack, Skip, plan};
-pub use poll::poll_delay;
+pub use poll::{first_delay, poll_delay};
 pub use signature::{Accepted, SigningKey, TrustedKey, accept, verify};

@@ -491,7 +491,7 @@ async fn with_progress<T>(
 }
 
 /// How wide a task's error may be in the status table before it is cut (without `--wide`).
-const SHORT_ERROR: usize = 60;
+pub(super) const SHORT_ERROR: usize = 60;
 
 /// Whether `p` is what is left of a removed package (nothing installed, last task a finished
 /// `remove`): not worth a line.
@@ -504,7 +504,7 @@ fn is_removed(p: &PackageStatus) -> bool {
 }
 
 /// `s` up to its first line and `max` characters, with `…` when anything was cut.
-fn one_line(s: &str, max: usize) -> (String, bool) {
+pub(super) fn one_line(s: &str, max: usize) -> (String, bool) {
     let first = s.lines().next().unwrap_or("");
     let mut out: String = first.chars().take(max).collect();
     let cut = out.len() < s.trim_end().len();
@@ -560,7 +560,7 @@ fn task_age(t: &Task) -> String {
 }
 
 /// `42s`, `7m`, `5h` (under two days), `3d`.
-fn compact_age(d: Duration) -> String {
+pub(super) fn compact_age(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{s}s"),
@@ -622,6 +622,10 @@ fn print_status(status: &StatusResponse, args: &StatusArgs, given: &str) -> Resu
         return Ok(());
     }
     println!("outpost daemon {}", status.version);
+    let mut any_cut = false;
+    if let Some(fleet) = &status.fleet {
+        any_cut |= super::fleet::print_status_lines(fleet, args.wide);
+    }
     let shown: Vec<&PackageStatus> = status
         .remote_config_state
         .iter()
@@ -629,9 +633,11 @@ fn print_status(status: &StatusResponse, args: &StatusArgs, given: &str) -> Resu
         .collect();
     if shown.is_empty() {
         println!("no packages installed");
+        if any_cut {
+            println!("(errors shortened: `outpost status --wide{given}` shows them in full)");
+        }
         return Ok(());
     }
-    let mut any_cut = false;
     let rows: Vec<[String; 5]> = shown
         .iter()
         .map(|p| {

@@ -9,6 +9,8 @@
 //!   acceptance rule (a trusted signature, a valid document, not expired); `--save DIR` writes
 //!   `document.json` and `document.json.minisig` for `minisign -V`.
 //! - `status`: the `fleet` object of the daemon's `/status`.
+//!
+//! [`print_status_lines`] is the fleet part of plain `outpost status`.
 
 use std::path::Path;
 
@@ -22,7 +24,7 @@ use outpost_fleet::{
 };
 use outpost_oci::{ArtifactPoll, ArtifactSource};
 use outpost_types::source::OciReference;
-use outpost_types::wire::StatusResponse;
+use outpost_types::wire::{FleetStatus, StatusResponse, parse_rfc3339};
 
 /// Runs `outpost fleet ...`.
 pub(crate) fn run(global: &GlobalArgs, command: FleetCommand) -> ExitStatus {
@@ -276,4 +278,65 @@ fn status(global: &GlobalArgs) -> ExitStatus {
         println!("WARNING: fleet.allow_unsigned is on: unsigned documents are accepted");
     }
     ExitStatus::Success
+}
+
+/// The fleet lines of plain `outpost status`, under the daemon's version:
+///
+/// ```text
+/// fleet: oci://registry.example/fleet/desired:prod, generation 7, converged: yes, last poll 3s ago
+/// fleet error (registry): connection refused
+/// WARNING: fleet.allow_unsigned is on: unsigned documents are accepted
+/// ```
+///
+/// The error line is there only when the last poll failed, cut to one short line unless
+/// `wide`; the warning only with `fleet.allow_unsigned`, and says when the applied document
+/// came unsigned. Returns whether the error was cut.
+pub(super) fn print_status_lines(fleet: &FleetStatus, wide: bool) -> bool {
+    let generation = fleet.applied_generation.map_or_else(
+        || "no document applied".to_owned(),
+        |g| format!("generation {g}"),
+    );
+    let poll = match fleet.last_poll_at.as_deref() {
+        None => "not polled yet".to_owned(),
+        Some(at) => match parse_rfc3339(at) {
+            Some(ms) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let age = std::time::Duration::from_millis(now.saturating_sub(ms));
+                format!("last poll {} ago", super::client::compact_age(age))
+            }
+            None => format!("last poll {at}"),
+        },
+    };
+    println!(
+        "fleet: {}, {generation}, converged: {}, {poll}",
+        fleet.source,
+        if fleet.converged { "yes" } else { "no" }
+    );
+    let mut cut = false;
+    if let Some(error) = &fleet.last_error {
+        let message = if wide {
+            error.clone()
+        } else {
+            let (m, c) = super::client::one_line(error, super::client::SHORT_ERROR);
+            cut = c;
+            m
+        };
+        match fleet.last_error_reason.as_deref() {
+            Some(reason) => println!("fleet error ({reason}): {message}"),
+            None => println!("fleet error: {message}"),
+        }
+    }
+    if fleet.allow_unsigned {
+        println!(
+            "WARNING: fleet.allow_unsigned is on: unsigned documents are accepted{}",
+            if fleet.unsigned {
+                "; the applied document is UNSIGNED"
+            } else {
+                ""
+            }
+        );
+    }
+    cut
 }

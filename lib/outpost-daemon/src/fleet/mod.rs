@@ -15,7 +15,8 @@
 //!   the applied generation, digest and document.
 //! - A registry that is down changes nothing: the error is reported, and the next poll that
 //!   reaches the registry carries on.
-//! - Packages the applied document names are managed: local mutations of them are refused
+//! - Packages the applied document names are managed: local mutations of them, and local
+//!   catalogs that add, remove or change one of their entries ([`managed`]), are refused
 //!   with 409 `managed_by_fleet` unless the request says `"force": true` (logged as an
 //!   override).
 //! - `converged` in `/status` and `outpost_fleet_converged` are recomputed from the host's
@@ -33,6 +34,7 @@ use crate::error::DaemonError;
 use crate::metrics::DaemonMetrics;
 use crate::ops::{Daemon, Requester};
 
+mod managed;
 mod poller;
 pub mod state;
 

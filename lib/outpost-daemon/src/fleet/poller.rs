@@ -82,10 +82,17 @@ struct Poller {
     /// The digest last fetched, and the refusal of its document if it was refused: an
     /// unchanged refused document is refused again without a download.
     last_seen: Option<(Digest, Option<PollError>)>,
+    /// The generation whose desired state the host has reached (and
+    /// `outpost_fleet_applied_timestamp_seconds` tells when), since the daemon started.
+    reached: Option<u64>,
+    /// This poll fetched a document or ran an operation: the memory it used is handed back
+    /// at its end.
+    busy: bool,
     cancel: Cancel,
 }
 
-/// Polls until the task is aborted: once at once, then after each spaced delay.
+/// Polls until the task is aborted: once at once, then after each spaced delay (the first
+/// one a phase of the host's own).
 pub(super) async fn run(daemon: Arc<Daemon>, config: FleetConfig) {
     let mut poller = Poller::new(daemon, config);
     let interval = poller.config.poll_interval.0;
@@ -98,8 +105,13 @@ pub(super) async fn run(daemon: Arc<Daemon>, config: FleetConfig) {
     loop {
         poller.poll_once().await;
         n += 1;
-        let delay =
-            outpost_fleet::poll_delay(interval, &host_id, n).max(Duration::from_millis(100));
+        // After the start-up poll, a phase of the host's own; then the interval ±10 %.
+        let delay = if n == 1 {
+            outpost_fleet::first_delay(interval, &host_id)
+        } else {
+            outpost_fleet::poll_delay(interval, &host_id, n)
+        }
+        .max(Duration::from_millis(100));
         tokio::time::sleep(delay).await;
     }
 }
@@ -151,6 +163,8 @@ impl Poller {
             state,
             document,
             last_seen: None,
+            reached: None,
+            busy: false,
             cancel: Cancel::new(),
         }
     }
@@ -184,6 +198,16 @@ impl Poller {
             s.last_error = error.as_ref().map(|e| e.message.clone());
             s.last_error_reason = error.as_ref().map(|e| e.reason.to_owned());
         });
+        if std::mem::take(&mut self.busy) {
+            // The download, unpack and TLS code and buffers of this poll are not what an
+            // idle daemon runs: hand them back (see `crate::allocator`).
+            let released = crate::allocator::release_code_pages();
+            crate::allocator::trim();
+            tracing::debug!(
+                released_bytes = released,
+                "fleet: memory handed back after a busy poll"
+            );
+        }
     }
 
     /// Fetches the artifact unless unchanged, and applies its document if accepted.
@@ -226,6 +250,7 @@ impl Poller {
             }
             ArtifactPoll::Changed(a) => a,
         };
+        self.busy = true;
         let digest = artifact.digest.clone();
         let accepted = match artifact.blob(MEDIA_TYPE) {
             None => Err(PollError::new(
@@ -297,6 +322,9 @@ impl Poller {
                     s.converged = false;
                     *m = managed;
                 });
+                // The gauges change together: a scrape during the convergence must not see
+                // the new generation beside the previous one's `converged`.
+                self.daemon.metrics().fleet_converged(false);
                 self.daemon.metrics().fleet_generation(generation);
                 self.document = Some(accepted.document);
                 Ok(())
@@ -319,6 +347,7 @@ impl Poller {
         let plan = self.plan(&doc, &host, &state);
         let mut first_error: Option<PollError> = None;
         let mut failed: BTreeSet<PackageName> = BTreeSet::new();
+        self.busy |= !plan.actions.is_empty();
         for action in plan.actions {
             if failed.contains(action.package()) {
                 continue;
@@ -514,7 +543,12 @@ impl Poller {
         }
     }
 
-    fn report_converged(&self, converged: bool) {
+    fn report_converged(&mut self, converged: bool) {
+        let generation = self.state.applied_generation;
+        if converged && generation.is_some() && self.reached != generation {
+            self.reached = generation;
+            self.daemon.metrics().fleet_applied_at(now_ms());
+        }
         self.daemon.metrics().fleet_converged(converged);
         self.update(|s, _| s.converged = converged);
     }
