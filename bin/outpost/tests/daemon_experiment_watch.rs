@@ -621,3 +621,78 @@ fn the_cli_starts_with_a_policy_shows_the_watch_and_follows_it_to_the_end() {
     let out = d.cli(&["experiment", "start", "pkg", "2", "--max-duration", "soon"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// The start times (ms) each package's health command logged in `log`, in order.
+fn logged_starts(log: &Path, name: &str) -> Vec<u64> {
+    fs_err::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(p, _)| *p == name)
+        .filter_map(|(_, ns)| ns.trim().parse::<u64>().ok())
+        .map(|ns| ns / 1_000_000)
+        .collect()
+}
+
+#[test]
+fn watches_with_one_interval_run_together_after_their_first_run() {
+    // Two packages whose experiments start 150 ms apart with a 300 ms interval: each first
+    // run comes right after its start; from the second on, the runs of both fall on the
+    // daemon's shared grid, so they start together (the daemon wakes once for both), never
+    // less than an interval after the previous run of the same package.
+    let s = Scratch::new();
+    let fx = s.fixtures();
+    let log = s.root().join("health-starts.log");
+    let d = fast_daemon(&s.root());
+    let mut entries = Vec::new();
+    for name in ["a", "b"] {
+        for v in ["1", "2"] {
+            entries.push(package(&fx, name, v, standard_files(name, v)).layout_entry());
+        }
+    }
+    d.set_catalog(&entries);
+    let script = format!(
+        "echo \"$OUTPOST_PACKAGE $(date +%s%N)\" >> {}",
+        log.display()
+    );
+    let mut started_at = Vec::new();
+    for name in ["a", "b"] {
+        d.post(&format!("/{name}/install"), Some(&json!({"version": "1"})))
+            .assert_ok_empty();
+        if name == "b" {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        }
+        started_at.push(outpost_now_ms());
+        let body = json!({
+            "version": "2",
+            "health": {"command": ["/bin/sh", "-c", script], "interval": "300ms"},
+        });
+        d.post(&format!("/{name}/experiment/start"), Some(&body))
+            .assert_ok_empty();
+    }
+    wait_for("five runs of each watch", || {
+        (logged_starts(&log, "a").len() >= 5 && logged_starts(&log, "b").len() >= 5).then_some(())
+    });
+    let (a, b) = (logged_starts(&log, "a"), logged_starts(&log, "b"));
+    for (starts, start) in [(&a, started_at[0]), (&b, started_at[1])] {
+        assert!(
+            starts[0] < start + 150,
+            "the first run follows the start: {starts:?} after {start}"
+        );
+        for pair in starts.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= 280,
+                "runs closer than the interval: {starts:?}"
+            );
+        }
+    }
+    // From the second run on, each run of b starts with one of a (a few ms apart, where
+    // their own grids would have kept them 150 ms apart).
+    for run in &b[1..] {
+        let nearest = a.iter().map(|t| t.abs_diff(*run)).min().unwrap();
+        assert!(
+            nearest < 60,
+            "b's run at {run} is {nearest} ms from a's runs {a:?}"
+        );
+    }
+}

@@ -156,6 +156,10 @@ fn metrics_over_tcp_show_packages_operations_and_watch_outcomes() {
             "outpost_daemon_experiment_watches_total{outcome=\"health_check_failed\",package=\"pkg\"}",
             1.0,
         ),
+        (
+            "outpost_daemon_health_runs_total{package=\"pkg\",result=\"fail\",target=\"package\"}",
+            2.0,
+        ),
         ("outpost_daemon_catalog_entries", 3.0),
         ("outpost_daemon_packages_installed", 1.0),
         ("outpost_daemon_operations_waiting", 0.0),

@@ -68,55 +68,91 @@ pub struct HealthOutcome {
 /// stdout and stderr. It runs in its own process group, which is killed whole when the run
 /// ends (on a timeout, and after the command exits, so that nothing it left behind lingers).
 pub async fn run_health(run: HealthRun<'_>) -> HealthOutcome {
-    match spawn_health(&run) {
-        Ok((child, reader)) => wait_health(child, reader, run.timeout).await,
-        Err(e) => HealthOutcome {
+    let started = match HealthCommand::prepare(&run) {
+        Ok(command) => command.run(run.timeout).await,
+        Err(e) => Err(e),
+    };
+    started.unwrap_or_else(|e| HealthOutcome::not_started(run.command, &e))
+}
+
+impl HealthOutcome {
+    /// The failed run of a command that could not start.
+    #[must_use]
+    pub fn not_started(command: &[String], e: &std::io::Error) -> Self {
+        Self {
             ok: false,
             exit_code: None,
             output_tail: format!(
                 "could not run {:?}: {e}",
-                run.command.first().map_or("", String::as_str)
+                command.first().map_or("", String::as_str)
             ),
-        },
+        }
     }
 }
 
-fn spawn_health(run: &HealthRun<'_>) -> std::io::Result<(Child, Receiver)> {
-    let Some((program, args)) = run.command.split_first() else {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "empty command",
-        ));
-    };
-    let path = resolve_program(program, run.version_dir)?;
-    let dir = run.version_dir.as_os_str();
-    let mut env: Vec<(&str, &OsStr)> = vec![
-        ("PATH", OsStr::new(HOOK_PATH)),
-        ("OUTPOST_PACKAGE", OsStr::new(run.package.as_str())),
-        ("OUTPOST_VERSION", OsStr::new(run.experiment.as_str())),
-        ("OUTPOST_PATH", dir),
-        ("OUTPOST_EVENT", OsStr::new("health")),
-        (
-            "OUTPOST_EXPERIMENT_VERSION",
-            OsStr::new(run.experiment.as_str()),
-        ),
-        ("OUTPOST_STABLE_VERSION", OsStr::new(run.stable.as_str())),
-    ];
-    // execve keeps duplicates and getenv takes the first: a later value replaces in place.
-    for (k, v) in run.env {
-        match env.iter_mut().find(|(name, _)| *name == k.as_str()) {
-            Some(slot) => slot.1 = OsStr::new(v.as_str()),
-            None => env.push((k.as_str(), OsStr::new(v.as_str()))),
+/// A health command ready to run: program resolved, arguments and environment built, so
+/// that a watch running the same command every interval prepares it once
+/// ([`HealthCommand::run`] may be called any number of times).
+#[derive(Debug)]
+pub struct HealthCommand {
+    spawn: Spawn,
+}
+
+impl HealthCommand {
+    /// Resolves the program of `run` and builds what its runs need ([`run_health`] says
+    /// what the command gets). `run.timeout` is not kept: each run is given its own.
+    ///
+    /// # Errors
+    /// The command is empty, a bare program name is on none of the `PATH` directories, or
+    /// an argument, variable or the directory holds a NUL byte.
+    pub fn prepare(run: &HealthRun<'_>) -> std::io::Result<Self> {
+        let Some((program, args)) = run.command.split_first() else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "empty command",
+            ));
+        };
+        let path = resolve_program(program, run.version_dir)?;
+        let dir = run.version_dir.as_os_str();
+        let mut env: Vec<(&str, &OsStr)> = vec![
+            ("PATH", OsStr::new(HOOK_PATH)),
+            ("OUTPOST_PACKAGE", OsStr::new(run.package.as_str())),
+            ("OUTPOST_VERSION", OsStr::new(run.experiment.as_str())),
+            ("OUTPOST_PATH", dir),
+            ("OUTPOST_EVENT", OsStr::new("health")),
+            (
+                "OUTPOST_EXPERIMENT_VERSION",
+                OsStr::new(run.experiment.as_str()),
+            ),
+            ("OUTPOST_STABLE_VERSION", OsStr::new(run.stable.as_str())),
+        ];
+        // execve keeps duplicates and getenv takes the first: a later value replaces in place.
+        for (k, v) in run.env {
+            match env.iter_mut().find(|(name, _)| *name == k.as_str()) {
+                Some(slot) => slot.1 = OsStr::new(v.as_str()),
+                None => env.push((k.as_str(), OsStr::new(v.as_str()))),
+            }
         }
+        Ok(Self {
+            spawn: Spawn::new(&path, program, args, &env, run.version_dir)?,
+        })
     }
-    let spawn = Spawn::new(&path, program, args, &env, run.version_dir)?;
-    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let reader = Receiver::from_owned_fd(read)?;
-    // The write end is closed here once the command has it, so the reader sees EOF once the
-    // command's group is gone.
-    let pid = spawn.start(write.as_fd())?;
-    drop(write);
-    Child::watch(pid).map(|child| (child, reader))
+
+    /// Runs the command once, killed with its group after `timeout`.
+    ///
+    /// # Errors
+    /// The command could not start (no pipe, the clone or `execve` failed): the run did not
+    /// happen. Anything after the start is in the outcome.
+    pub async fn run(&self, timeout: Duration) -> std::io::Result<HealthOutcome> {
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let reader = Receiver::from_owned_fd(read)?;
+        // The write end is closed here once the command has it, so the reader sees EOF once
+        // the command's group is gone.
+        let (pid, pidfd) = self.spawn.start(write.as_fd())?;
+        drop(write);
+        let child = Child::watch(pid, pidfd)?;
+        Ok(wait_health(child, reader, timeout).await)
+    }
 }
 
 /// The program a health command names: a path with a slash is used as it is, relative to the
@@ -156,23 +192,18 @@ struct Child {
 }
 
 impl Child {
-    fn watch(pid: rustix::process::Pid) -> std::io::Result<Self> {
-        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-            .map_err(std::io::Error::from)
-            .and_then(|fd| {
-                // SAFETY: an OwnedFd is open and stays the same descriptor while owned.
-                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-                    .map_err(std::io::Error::from)
-            });
-        match pidfd {
+    fn watch(pid: rustix::process::Pid, pidfd: OwnedFd) -> std::io::Result<Self> {
+        // SAFETY: an OwnedFd is open and stays the same descriptor while owned.
+        match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
             Ok(pidfd) => Ok(Self {
                 pid,
                 pidfd: Some(pidfd),
             }),
-            Err(e) => {
+            Err(refused) => {
                 // Without a handle on it, the command is not left running unwatched.
+                let (pidfd, e) = refused.into_parts();
                 let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-                let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+                let _ = spawn::wait_exit(pidfd.as_fd(), false);
                 Err(e)
             }
         }
@@ -201,12 +232,7 @@ impl Child {
 
 /// Reaps the command behind `pidfd` if it exited.
 fn reap(pidfd: BorrowedFd<'_>) -> std::io::Result<Option<WaitIdStatus>> {
-    use rustix::process::{WaitId, WaitIdOptions};
-    Ok(rustix::process::waitid(
-        WaitId::PidFd(pidfd),
-        WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-    )?
-    .filter(|s| s.exited() || s.killed() || s.dumped()))
+    spawn::wait_exit(pidfd, true)
 }
 
 impl Drop for Child {
@@ -230,8 +256,7 @@ impl Drop for Child {
                 });
             }
             Err(_) => {
-                let _ =
-                    rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
+                let _ = spawn::wait_exit(pidfd.get_ref().as_fd(), false);
             }
         }
     }
@@ -329,7 +354,6 @@ mod tests {
         )
     }
 
-    /// True while `pid` exists and is not a zombie (a container's init may not reap it).
     /// True while `pid` exists and is not a zombie (a container's init may not reap it).
     fn alive(pid: i32) -> bool {
         match fs_err::read_to_string(format!("/proc/{pid}/stat")) {

@@ -181,7 +181,7 @@ fn stderr_tail(lines: &std::collections::VecDeque<String>) -> String {
 /// The system `PATH` hooks get.
 pub(crate) const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub use crate::health::{HEALTH_OUTPUT_TAIL, HealthOutcome, HealthRun, run_health};
+pub use crate::health::{HEALTH_OUTPUT_TAIL, HealthCommand, HealthOutcome, HealthRun, run_health};
 
 /// Runs the hook for `event` if the version directory has one. A missing hook is success.
 pub async fn run(

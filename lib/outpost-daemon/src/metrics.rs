@@ -12,6 +12,7 @@
 //! | `outpost_daemon_start_time_seconds` | gauge | |
 //! | `outpost_daemon_experiment_watches_total` | counter | `package`, `outcome` (`promoted`, `auto_promoted`, `stopped`, `health_check_failed`, `experiment_expired`, `replaced`, `removed`, `abandoned`) |
 //! | `outpost_daemon_config_experiment_watches_total` | counter | `package`, `outcome` (the same), for the watches of config experiments |
+//! | `outpost_daemon_health_runs_total` | counter | `package`, `target` (`package`, `config`), `result` (`pass`, `fail`) |
 //!
 //! With `fleet:` configured, the fleet poller's series (declared by [`DaemonMetrics::fleet_enabled`]):
 //!
@@ -37,6 +38,7 @@ const GC_REMOVED: &str = "outpost_daemon_gc_removed_versions_total";
 const START_TIME: &str = "outpost_daemon_start_time_seconds";
 const WATCHES: &str = "outpost_daemon_experiment_watches_total";
 const CONFIG_WATCHES: &str = "outpost_daemon_config_experiment_watches_total";
+const HEALTH_RUNS: &str = "outpost_daemon_health_runs_total";
 /// The generation of the fleet document applied.
 pub(crate) const FLEET_GENERATION: &str = "outpost_fleet_generation";
 /// 1 when the host is converged to the applied fleet document, else 0.
@@ -110,6 +112,12 @@ impl DaemonMetrics {
                 MetricKind::Counter,
             ),
             (
+                HEALTH_RUNS,
+                "Health command runs of experiment watches, by package, target (package or \
+                 config) and result (pass or fail).",
+                MetricKind::Counter,
+            ),
+            (
                 START_TIME,
                 "When the daemon started, in seconds since the Unix epoch.",
                 MetricKind::Gauge,
@@ -179,6 +187,16 @@ impl DaemonMetrics {
         logged(self.telemetry.add_counter(
             CONFIG_WATCHES,
             &[("package", package), ("outcome", outcome)],
+            1.0,
+        ));
+    }
+
+    /// One health run of a watch of `package`'s `target` (`package` or `config`).
+    pub(crate) fn health_run(&self, package: &str, target: &str, passed: bool) {
+        let result = if passed { "pass" } else { "fail" };
+        logged(self.telemetry.add_counter(
+            HEALTH_RUNS,
+            &[("package", package), ("target", target), ("result", result)],
             1.0,
         ));
     }

@@ -31,7 +31,7 @@ use outpost_types::{ErrorCode, PackageName, Version};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::hooks::{self, HealthOutcome, HealthRun};
+use crate::hooks::{HealthCommand, HealthOutcome, HealthRun};
 use crate::ops::Daemon;
 
 /// Runs kept for the flapping rule and for the history.
@@ -145,7 +145,7 @@ impl WatchSpec {
 }
 
 /// Where and with what one health run of a watch runs (see [`crate::hooks::HealthRun`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HealthSubject {
     /// `OUTPOST_VERSION` and `OUTPOST_EXPERIMENT_VERSION` (unless `env` says otherwise).
     pub(crate) experiment: Version,
@@ -411,6 +411,68 @@ pub(crate) fn summary(
     }
 }
 
+/// The origin of the grid every watch's runs fall on (see [`on_grid`]).
+static GRID_EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// The first point at or after `t` of the daemon's grid of `interval`: the multiples of
+/// `interval` after one origin shared by every watch. Runs of watches with the same interval
+/// (or intervals that are multiples of each other) then fall due together, and the daemon
+/// wakes once for all of them instead of once for each: what keeps watching many packages
+/// cheap. A time before the origin is returned as it is (it is due).
+fn on_grid(t: Instant, interval: Duration) -> Instant {
+    let epoch = *GRID_EPOCH.get_or_init(Instant::now);
+    let step = interval.as_nanos().max(1);
+    let Some(since) = t.checked_duration_since(epoch).filter(|d| !d.is_zero()) else {
+        return t;
+    };
+    let n = since.as_nanos().div_ceil(step);
+    u64::try_from(n * step)
+        .ok()
+        .and_then(|ns| epoch.checked_add(Duration::from_nanos(ns)))
+        .unwrap_or(t)
+}
+
+/// The health command of a watch, prepared once for the subject it was prepared for (a
+/// config watch's subject follows the package's experiment, so it is compared each run).
+type Prepared = Option<(HealthSubject, HealthCommand)>;
+
+/// One health run of `subject`, with the command prepared for it (prepared again when the
+/// subject changed, or when the last start failed: a program may have been installed since).
+async fn health_run(
+    prepared: &mut Prepared,
+    package: &PackageName,
+    subject: HealthSubject,
+    command: &[String],
+    timeout: Duration,
+) -> HealthOutcome {
+    if prepared.as_ref().is_none_or(|(s, _)| *s != subject) {
+        *prepared = None;
+        let run = HealthRun {
+            package,
+            experiment: &subject.experiment,
+            stable: &subject.stable,
+            version_dir: &subject.dir,
+            command,
+            timeout,
+            env: &subject.env,
+        };
+        match HealthCommand::prepare(&run) {
+            Ok(c) => *prepared = Some((subject, c)),
+            Err(e) => return HealthOutcome::not_started(command, &e),
+        }
+    }
+    let Some((_, c)) = prepared.as_ref() else {
+        return HealthOutcome::not_started(command, &std::io::Error::other("not prepared"));
+    };
+    match c.run(timeout).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            *prepared = None;
+            HealthOutcome::not_started(command, &e)
+        }
+    }
+}
+
 /// The task of one watch: sleeps until the next run, the deadline or the promote time, and
 /// acts. Ends when it acted or when it is aborted (its experiment ended another way).
 pub(crate) async fn run(daemon: Arc<Daemon>, package: PackageName, spec: WatchSpec) {
@@ -420,7 +482,9 @@ pub(crate) async fn run(daemon: Arc<Daemon>, package: PackageName, spec: WatchSp
     let (t0, w0) = (Instant::now(), now_ms());
     let at = |ms: u64| t0 + Duration::from_millis(ms.saturating_sub(w0));
     let deadline = at(spec.deadline_ms);
+    // The first run comes right after the grace period; the next ones on the grid.
     let mut next_run = at(spec.started_at_ms.saturating_add(spec.grace_ms));
+    let mut prepared: Prepared = None;
     if Version::new(spec.version.clone()).is_err() {
         tracing::warn!(
             package.name = name,
@@ -470,19 +534,10 @@ pub(crate) async fn run(daemon: Arc<Daemon>, package: PackageName, spec: WatchSp
         if now < next_run {
             continue;
         }
-        let started = Instant::now();
         let outcome = match daemon.health_subject(&package, &spec) {
             Ok(subject) => {
-                hooks::run_health(HealthRun {
-                    package: &package,
-                    experiment: &subject.experiment,
-                    stable: &subject.stable,
-                    version_dir: &subject.dir,
-                    command,
-                    timeout: Duration::from_millis(spec.timeout_ms),
-                    env: &subject.env,
-                })
-                .await
+                let timeout = Duration::from_millis(spec.timeout_ms);
+                health_run(&mut prepared, &package, subject, command, timeout).await
             }
             Err(e) => HealthOutcome {
                 ok: false,
@@ -495,6 +550,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, package: PackageName, spec: WatchSp
             package.name = name, experiment = %key.subject(&spec.version), ok = outcome.ok,
             exit_code = outcome.exit_code, "health check"
         );
+        daemon.health_ran(&key, outcome.ok);
         let (verdict, persist) = daemon.watches().record(&key, &spec.id, &outcome, ended);
         daemon.watch_changed(&key, persist.as_ref());
         match verdict {
@@ -510,7 +566,12 @@ pub(crate) async fn run(daemon: Arc<Daemon>, package: PackageName, spec: WatchSp
                 return;
             }
         }
-        next_run = (started + spec.interval()).max(Instant::now());
+        // The first point of the grid at least one interval after this run's start (or
+        // after now, when the run outlasted the interval: runs never overlap).
+        next_run = on_grid(
+            (next_run + spec.interval()).max(Instant::now()),
+            spec.interval(),
+        );
     }
 }
 
@@ -650,6 +711,26 @@ mod tests {
         no_command.command = None;
         w.insert(&WatchKey::package("q"), no_command);
         assert_eq!(w.promote_at(&WatchKey::package("q"), "w"), Some(1_500));
+    }
+
+    #[test]
+    fn grid_points_are_multiples_of_the_interval_from_one_origin() {
+        let second = Duration::from_secs(1);
+        let _ = on_grid(Instant::now(), second);
+        let epoch = *GRID_EPOCH.get().unwrap();
+        let ms = Duration::from_millis;
+        // On the grid already, or rounded up to the next point.
+        assert_eq!(on_grid(epoch + ms(2000), second), epoch + ms(2000));
+        assert_eq!(on_grid(epoch + ms(1500), second), epoch + ms(2000));
+        assert_eq!(on_grid(epoch + ms(2001), second), epoch + ms(3000));
+        // Intervals that divide each other share points; any interval has its own grid.
+        assert_eq!(on_grid(epoch + ms(9100), ms(500)), epoch + ms(9500));
+        assert_eq!(on_grid(epoch + ms(9100), ms(300)), epoch + ms(9300));
+        // Times at or before the origin are due as they are.
+        assert_eq!(on_grid(epoch, second), epoch);
+        if let Some(before) = epoch.checked_sub(ms(10)) {
+            assert_eq!(on_grid(before, second), before);
+        }
     }
 
     #[test]

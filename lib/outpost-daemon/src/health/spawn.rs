@@ -5,6 +5,12 @@
 //! child runs on one stack kept for the life of the daemon (spawns take turns on it), so a
 //! start is the clone and the `execve`, nothing more.
 //!
+//! The clone also returns the child's pidfd (`CLONE_PIDFD`: no `pidfd_open` afterwards) and
+//! asks for no exit signal: the daemon learns of the exit through the pidfd, so no `SIGCHLD`
+//! wakes the runtime's signal handling (installed once a lifecycle hook ran) for each run. A
+//! child without an exit signal is a "clone" child to the kernel: it is reaped with `__WALL`
+//! ([`WALL`]), and a `waitpid` of any child elsewhere in the daemon never takes it.
+//!
 //! The child does what `posix_spawn` with the standard library's attributes does: it resets
 //! the signal handlers the daemon installed (they must not run on the daemon's memory) and
 //! `SIGPIPE` (which the Rust runtime ignores) to their defaults, starts its own process group,
@@ -13,8 +19,11 @@
 //! the daemon is close-on-exec, so nothing else leaks into the command.
 
 use std::ffi::{CString, c_int, c_void};
-use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::sync::{Mutex, OnceLock};
+
+/// `__WALL`: what a wait for a child started here needs (it has no exit signal).
+pub(crate) const WALL: u32 = libc::__WALL as u32;
 
 /// The child's stack: it runs a few system calls before `execve`.
 const STACK_SIZE: usize = 64 * 1024;
@@ -75,9 +84,12 @@ impl Spawn {
     }
 
     /// Starts the program in a new process group whose id is its pid, with stdout and stderr
-    /// on `output`. The error is the child's when it could not execute the program (the
-    /// failed child is reaped here).
-    pub(crate) fn start(&self, output: BorrowedFd<'_>) -> std::io::Result<rustix::process::Pid> {
+    /// on `output`; returns the pid and a pidfd of the child. The error is the child's when
+    /// it could not execute the program (the failed child is reaped here).
+    pub(crate) fn start(
+        &self,
+        output: BorrowedFd<'_>,
+    ) -> std::io::Result<(rustix::process::Pid, OwnedFd)> {
         let null = match DEV_NULL.get_or_init(|| {
             rustix::fs::open(
                 "/dev/null",
@@ -121,16 +133,20 @@ impl Spawn {
         // reads `args` and the strings it points to, all alive until the clone returns
         // (CLONE_VFORK suspends this thread until the child executed the program or exited),
         // writes `args.errno`, and runs on `stack`, held locked for that time.
+        let mut pidfd: c_int = -1;
         let pid = unsafe {
             let mut all: libc::sigset_t = std::mem::zeroed();
             let mut old: libc::sigset_t = std::mem::zeroed();
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            // Exit signal 0 (the low byte of the flags): no SIGCHLD. With CLONE_PIDFD the
+            // kernel stores the child's pidfd (close-on-exec) at the parent-tid pointer.
             let pid = libc::clone(
                 child,
                 top,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD,
                 std::ptr::from_mut(&mut args).cast::<c_void>(),
+                std::ptr::from_mut(&mut pidfd),
             );
             let clone_error = std::io::Error::last_os_error();
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
@@ -139,15 +155,45 @@ impl Spawn {
             }
             pid
         };
+        if pidfd < 0 {
+            // Not expected once the clone succeeded with CLONE_PIDFD; without a handle on
+            // it, the child is not left running unwatched.
+            // SAFETY: plain system calls on the child just started (a clone child: __WALL).
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
+            }
+            return Err(std::io::Error::other("clone returned no pidfd"));
+        }
+        // SAFETY: a descriptor the kernel just opened for us, owned by nothing else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         let pid = rustix::process::Pid::from_raw(pid)
             .ok_or_else(|| std::io::Error::other("clone returned pid 0"))?;
         if args.errno != 0 {
             // The child exited at once; reap it.
-            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+            let _ = wait_exit(pidfd.as_fd(), false);
             return Err(std::io::Error::from_raw_os_error(args.errno));
         }
-        Ok(pid)
+        Ok((pid, pidfd))
     }
+}
+
+/// Reaps the child behind `pidfd` once it exited (with `nohang`: only if it already did).
+///
+/// # Errors
+/// `waitid` failed.
+pub(crate) fn wait_exit(
+    pidfd: BorrowedFd<'_>,
+    nohang: bool,
+) -> std::io::Result<Option<rustix::process::WaitIdStatus>> {
+    use rustix::process::{WaitId, WaitIdOptions};
+    let mut options = WaitIdOptions::EXITED | WaitIdOptions::from_bits_retain(WALL);
+    if nohang {
+        options |= WaitIdOptions::NOHANG;
+    }
+    Ok(rustix::process::waitid(WaitId::PidFd(pidfd), options)?
+        .filter(|s| s.exited() || s.killed() || s.dumped()))
 }
 
 #[repr(C)]

@@ -115,6 +115,15 @@ impl Daemon {
         &self.watches
     }
 
+    /// A watch ran its health command: counted by package, target and result.
+    pub(crate) fn health_ran(&self, key: &WatchKey, passed: bool) {
+        let target = match key.target {
+            Target::Package => "package",
+            Target::Config => "config",
+        };
+        self.metrics.health_run(&key.package, target, passed);
+    }
+
     /// A watch recorded a run: `/status` must look again, and a changed specification is
     /// persisted (a failure restarts the auto-promote clock, across restarts too).
     pub(crate) fn watch_changed(&self, key: &WatchKey, persist: Option<&WatchSpec>) {
