@@ -15,7 +15,8 @@
 //!   holds `(szidx + 1) * 16` bytes;
 //! * a block elsewhere is a `malloc` block, sized by `malloc_usable_size`;
 //! * the bytes in use in pymalloc's blocks are the sum over the pools of the blocks each
-//!   counts (`ref.count`) times its size class ([`live_bytes`]).
+//!   counts (`ref.count`) times its size class, and the blocks in use the sum of those
+//!   counts ([`live`]).
 //!
 //! The layout read (pool header, size classes, pool size) is CPython's, the same from 3.10
 //! to 3.13 on 64-bit builds; it is verified when tracking is confirmed ([`verify`]), by
@@ -43,7 +44,7 @@ const SZIDX_OFFSET: usize = 36;
 /// pymalloc's `ALIGNMENT_SHIFT` on 64-bit platforms (16-byte size classes).
 const ALIGNMENT_SHIFT: u32 = 4;
 /// pymalloc's largest small request.
-const SMALL_REQUEST_THRESHOLD: usize = 512;
+pub(super) const SMALL_REQUEST_THRESHOLD: usize = 512;
 
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static LEN: AtomicUsize = AtomicUsize::new(0);
@@ -97,16 +98,16 @@ pub(super) unsafe fn malloc_size(ptr: *mut c_void) -> usize {
     unsafe { malloc_usable_size(ptr) }
 }
 
-/// The bytes of every pymalloc block in use: the blocks each pool counts, times the pool's
-/// size class, over every arena handed out. Read without the GIL: while Python runs, a
-/// count may be read before or after an allocation in flight.
-pub(super) fn live_bytes() -> u64 {
+/// The pymalloc blocks in use and their bytes: the blocks each pool counts, and those times
+/// the pool's size class, over every arena handed out. Read without the GIL: while Python
+/// runs, a count may be read before or after an allocation in flight.
+pub(super) fn live() -> (u64, u64) {
     let base = BASE.load(Ordering::Relaxed);
     if base == 0 {
-        return 0;
+        return (0, 0);
     }
     let end = ARENAS.lock().unwrap_or_else(PoisonError::into_inner).bump;
-    let mut sum = 0u64;
+    let (mut blocks, mut bytes) = (0u64, 0u64);
     for offset in (0..end).step_by(POOL_SIZE) {
         let pool = (base + offset) as *mut u32;
         // SAFETY: a pool-aligned address of an arena handed out, mapped whole (pages never
@@ -121,10 +122,11 @@ pub(super) fn live_bytes() -> u64 {
             )
         };
         if count != 0 {
-            sum += u64::from(count) * ((u64::from(szidx) + 1) << ALIGNMENT_SHIFT);
+            blocks += u64::from(count);
+            bytes += u64::from(count) * ((u64::from(szidx) + 1) << ALIGNMENT_SHIFT);
         }
     }
-    sum
+    (blocks, bytes)
 }
 
 /// The arena allocator in place before ours: serves every request of another size.
@@ -243,7 +245,7 @@ pub(super) unsafe fn take_arenas() -> bool {
 
 /// Checks, with the domain's underlying allocator `obj`, that blocks of every small size lie
 /// in the region with the size class their pool header names and are counted by their
-/// pools ([`live_bytes`]), and that a large block is a `malloc` block. False when sizes
+/// pools ([`live`]), and that a large block is a `malloc` block. False when sizes
 /// cannot be read this way.
 ///
 /// # Safety
@@ -256,14 +258,16 @@ pub(super) unsafe fn verify(obj: &PyMemAllocatorEx) -> bool {
     if LEN.load(Ordering::Acquire) == 0 {
         return false;
     }
-    let before = live_bytes();
+    let before = live();
     let blocks: Vec<(*mut c_void, usize)> = (1..=SMALL_REQUEST_THRESHOLD)
         .map(|size| (malloc(obj.ctx, size), size))
         .chain([(malloc(obj.ctx, 4000), 4000)])
         .collect();
     // The pools count the small blocks at their size classes.
     let small: usize = (1..=SMALL_REQUEST_THRESHOLD).map(size_class).sum();
-    let counted = live_bytes().wrapping_sub(before) == small as u64;
+    let after = live();
+    let counted = after.1.wrapping_sub(before.1) == small as u64
+        && after.0.wrapping_sub(before.0) == SMALL_REQUEST_THRESHOLD as u64;
     let pool = POOL_SIZE;
     let ok = counted
         && blocks.iter().all(|&(p, size)| {

@@ -1,11 +1,13 @@
 //! The `PyMem_SetAllocator` hooks of the `MEM` and `OBJ` domains.
 //!
 //! Fast paths: an allocation takes its size off the sampling countdown, forwards, and adds
-//! the block's size to the thread's counters; a free checks whether the address is in the
-//! sampled region, adds the block's size to the thread's counters and forwards (a tail
-//! call). Only sampled blocks (about one per sampling interval of bytes allocated) take the
-//! out-of-line paths. Two sets of hooks exist: `EXACT` ones read each block's size
-//! ([`arena`]), the others count requested sizes and no freed bytes.
+//! one and the block's size to the thread's counters; the free of a pymalloc block (with
+//! sizes known) checks that its address is in the arenas and forwards (a tail call, no
+//! frame: its pool counts it, see [`local::Counters`]). Other frees check the sampled region
+//! and add one and the block's size to the thread's counters. Only sampled blocks (about
+//! one per sampling interval of bytes allocated) take the out-of-line paths. Two sets of
+//! hooks exist: `EXACT` ones read each block's size ([`arena`]), the others count
+//! requested sizes, every free, and no freed bytes.
 //!
 //! Semantics kept from the underlying allocator: `malloc(0)` and `realloc(p, 0)` return a
 //! unique pointer; `free(NULL)` does nothing; a failed `realloc` leaves the block untouched;
@@ -50,13 +52,19 @@ fn sized<const EXACT: bool>(p: *mut c_void, requested: usize) -> (usize, bool) {
     }
 }
 
-/// What a free of the live block `p` (not a sampled one) counts as bytes freed: the size of
-/// a block outside pymalloc's arenas; 0 for one in them (their bytes in use are read from
-/// the pools) or when sizes are not known.
+/// Whether a free or reallocation of the live block `p` (not a sampled one) is counted: a
+/// block outside pymalloc's arenas, or any block when sizes are not known. A block in the
+/// arenas is counted by its pool (see [`local::Counters`]).
 #[inline(always)]
-fn freed_outside<const EXACT: bool>(p: *mut c_void) -> usize {
-    if EXACT && !arena::contains(p) {
-        // SAFETY: as in `sized`.
+fn counted_free<const EXACT: bool>(p: *mut c_void) -> bool {
+    !(EXACT && arena::contains(p))
+}
+
+/// The size a counted free of `p` counts: its `malloc` size when sizes are known, else 0.
+#[inline(always)]
+fn outside_size<const EXACT: bool>(p: *mut c_void) -> usize {
+    if EXACT {
+        // SAFETY: as in `sized`: a live block outside the arenas comes from `malloc`.
         unsafe { arena::malloc_size(p) }
     } else {
         0
@@ -64,22 +72,44 @@ fn freed_outside<const EXACT: bool>(p: *mut c_void) -> usize {
 }
 
 extern "C" fn hook_malloc<const EXACT: bool>(ctx: *mut c_void, size: usize) -> *mut c_void {
+    // Kept small: the sampled and `malloc` paths are out of line, so that the common one
+    // (a pymalloc block) saves few registers around its one call.
+    if local::with(|l| l.sample(size)) {
+        return malloc_sampled::<EXACT>(ctx, size);
+    }
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    let Some(malloc) = under.malloc else {
+        return std::ptr::null_mut();
+    };
+    let p = malloc(under.ctx, size);
+    if EXACT && arena::contains(p) {
+        // A fresh pymalloc block has the size class of the request (verified with the
+        // layout): no need to read its pool header.
+        local::with(|l| l.count_alloc((arena::size_class(size), true)));
+    } else if !p.is_null() {
+        count_outside::<EXACT>(p, size);
+    }
+    p
+}
+
+/// Counts the allocation of `p` outside pymalloc's arenas (or of any block without sizes).
+#[inline(never)]
+fn count_outside<const EXACT: bool>(p: *mut c_void, size: usize) {
+    let counted = sized::<EXACT>(p, size);
+    local::with(|l| l.count_alloc(counted));
+}
+
+/// A `malloc` that the sampling countdown picked.
+#[cold]
+#[inline(never)]
+extern "C" fn malloc_sampled<const EXACT: bool>(ctx: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
     local::with(|l| {
-        if l.sample(size) {
-            let (p, counted) = sampled_alloc::<EXACT>(under, size, l.owner(), false);
-            if !p.is_null() {
-                l.count_alloc(counted);
-            }
-            return p;
-        }
-        let Some(malloc) = under.malloc else {
-            return std::ptr::null_mut();
-        };
-        let p = malloc(under.ctx, size);
+        let (p, counted) = sampled_alloc::<EXACT>(under, size, l.owner(), false);
         if !p.is_null() {
-            l.count_alloc(sized::<EXACT>(p, size));
+            l.count_alloc(counted);
         }
         p
     })
@@ -135,11 +165,12 @@ extern "C" fn hook_realloc<const EXACT: bool>(
     let Some(realloc) = under.realloc else {
         return std::ptr::null_mut();
     };
-    // The old block's size, read while it is live.
-    let old = if ptr.is_null() {
-        0
+    // Whether the old block's free is counted, and its size, read while it is live.
+    let old_counted = !ptr.is_null() && counted_free::<EXACT>(ptr);
+    let old = if old_counted {
+        outside_size::<EXACT>(ptr)
     } else {
-        freed_outside::<EXACT>(ptr)
+        0
     };
     local::with(|l| {
         let sample = l.sample(new_size);
@@ -152,7 +183,7 @@ extern "C" fn hook_realloc<const EXACT: bool>(
             // The old block is untouched.
             return q;
         }
-        if !ptr.is_null() {
+        if old_counted {
             l.count_free(old);
         }
         if sample {
@@ -180,6 +211,22 @@ extern "C" fn hook_realloc<const EXACT: bool>(
 }
 
 extern "C" fn hook_free<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) {
+    // Most frees are of pymalloc blocks: with sizes known, their pools count them, and the
+    // free is two compares and the forward (no frame, no thread-local access).
+    if EXACT && arena::contains(ptr) {
+        // SAFETY: the hooks are only installed with an `Underlying` context.
+        let under = unsafe { underlying(ctx) };
+        if let Some(free) = under.free {
+            free(under.ctx, ptr);
+        }
+        return;
+    }
+    free_other::<EXACT>(ctx, ptr);
+}
+
+/// A free that is counted: a `malloc` block, a sampled one, or any block without sizes.
+#[inline(never)]
+extern "C" fn free_other<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
@@ -188,7 +235,7 @@ extern "C" fn hook_free<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) {
         unsafe { free_sampled(ptr) };
         return;
     }
-    let size = freed_outside::<EXACT>(ptr);
+    let size = outside_size::<EXACT>(ptr);
     local::with(|l| l.count_free(size));
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
@@ -489,6 +536,10 @@ mod tests {
     use super::super::slot;
     use super::*;
     use crate::memtrack::local::testing::{force_sample, mine, redraw};
+    use crate::memtrack::local::{
+        ARENA_ALLOCATED_BYTES, ARENA_ALLOCATIONS, OUTSIDE_ALLOCATED_BYTES, OUTSIDE_ALLOCATIONS,
+        OUTSIDE_FREES,
+    };
     use std::alloc::{GlobalAlloc, Layout, System};
 
     const PREFIX: usize = 16;
@@ -598,17 +649,23 @@ mod tests {
             hook_free::<false>(ctx, b);
         }
         let after = mine();
+        // Without sizes every block is counted as outside the arenas.
+        let delta = |i: usize| after[i] - before[i];
         assert_eq!(
-            after[0] - before[0],
+            delta(OUTSIDE_ALLOCATIONS),
             5,
             "malloc, calloc, two reallocs, malloc(0)"
         );
         assert_eq!(
-            after[1] - before[1],
+            delta(OUTSIDE_FREES),
             5,
             "realloc's free and four frees, not free(NULL)"
         );
-        assert_eq!(after[2] - before[2], 100 + 32 + 1000 + 24);
+        assert_eq!(delta(OUTSIDE_ALLOCATED_BYTES), 100 + 32 + 1000 + 24);
+        assert_eq!(
+            [delta(ARENA_ALLOCATIONS), delta(ARENA_ALLOCATED_BYTES)],
+            [0, 0]
+        );
         redraw();
     }
 
@@ -623,8 +680,9 @@ mod tests {
         assert!(hook_realloc::<false>(ctx, p, usize::MAX - 4).is_null());
         hook_free::<false>(ctx, p);
         let after = mine();
-        assert_eq!([after[0] - before[0], after[1] - before[1]], [1, 1]);
-        assert_eq!(after[2] - before[2], 8);
+        let delta = |i: usize| after[i] - before[i];
+        assert_eq!([delta(OUTSIDE_ALLOCATIONS), delta(OUTSIDE_FREES)], [1, 1]);
+        assert_eq!(delta(OUTSIDE_ALLOCATED_BYTES), 8);
         redraw();
     }
 

@@ -18,20 +18,24 @@ use std::sync::{Mutex, PoisonError};
 
 use super::{interval, slot};
 
-/// Exact counts of one thread: allocations, frees, bytes allocated, bytes freed of blocks
-/// outside pymalloc's arenas, bytes allocated in pymalloc's arenas (see [`super::arena`]).
-/// On a cache line of its own: written by its thread on every allocation and free.
+/// Exact counts of one thread: allocations and bytes allocated in pymalloc's arenas (see
+/// [`super::arena`]), allocations, bytes allocated, frees and bytes freed of every other
+/// block (`malloc` blocks and sampled ones; every block when sizes are not known). Frees of
+/// arena blocks are not counted: the pools count the blocks they hold, and the frees are the
+/// allocations no longer held. On a cache line of its own: written by its thread on every
+/// allocation.
 #[derive(Debug)]
 #[repr(align(64))]
 pub(super) struct Counters([AtomicU64; COUNTS]);
 
-const ALLOCATIONS: usize = 0;
-const FREES: usize = 1;
-const ALLOCATED_BYTES: usize = 2;
-const OUTSIDE_FREED_BYTES: usize = 3;
-const ARENA_ALLOCATED_BYTES: usize = 4;
+pub(super) const ARENA_ALLOCATIONS: usize = 0;
+pub(super) const ARENA_ALLOCATED_BYTES: usize = 1;
+pub(super) const OUTSIDE_ALLOCATIONS: usize = 2;
+pub(super) const OUTSIDE_ALLOCATED_BYTES: usize = 3;
+pub(super) const OUTSIDE_FREES: usize = 4;
+pub(super) const OUTSIDE_FREED_BYTES: usize = 5;
 /// Number of counts per thread (and per owner).
-pub(super) const COUNTS: usize = 5;
+pub(super) const COUNTS: usize = 6;
 
 impl Counters {
     const fn new() -> Self {
@@ -120,22 +124,23 @@ impl Local {
     #[inline(always)]
     pub(super) fn count_alloc(&self, (size, in_arena): (usize, bool)) {
         let c = self.counters.get();
-        c.bump(ALLOCATIONS, 1);
-        c.bump(ALLOCATED_BYTES, size as u64);
         if in_arena {
+            c.bump(ARENA_ALLOCATIONS, 1);
             c.bump(ARENA_ALLOCATED_BYTES, size as u64);
+        } else {
+            c.bump(OUTSIDE_ALLOCATIONS, 1);
+            c.bump(OUTSIDE_ALLOCATED_BYTES, size as u64);
         }
     }
 
-    /// Counts one free; `outside` is the size of a block outside pymalloc's arenas (0 for a
-    /// block in them, or when sizes are not known).
+    /// Counts the free of a block outside pymalloc's arenas, of `size` bytes (0 when sizes
+    /// are not known). Frees of arena blocks are not counted (see [`Counters`]).
     #[inline(always)]
-    pub(super) fn count_free(&self, outside: usize) {
+    pub(super) fn count_free(&self, size: usize) {
         let c = self.counters.get();
-        c.bump(FREES, 1);
-        // Most frees are of pymalloc blocks: no second write for them.
-        if outside != 0 {
-            c.bump(OUTSIDE_FREED_BYTES, outside as u64);
+        c.bump(OUTSIDE_FREES, 1);
+        if size != 0 {
+            c.bump(OUTSIDE_FREED_BYTES, size as u64);
         }
     }
 
@@ -186,7 +191,7 @@ impl Local {
             return;
         }
         let s = slot(owner);
-        for (counter, (n, m)) in s.counts().into_iter().zip(now.into_iter().zip(mark)) {
+        for (counter, (n, m)) in s.counts().iter().zip(now.into_iter().zip(mark)) {
             counter.fetch_add(n.wrapping_sub(m), Ordering::Relaxed);
         }
     }
@@ -358,10 +363,10 @@ mod tests {
         let (live, block) = handle.join().unwrap();
         let after = totals();
         // Other tests of this process may count too: at least ours, and nothing lost at exit.
-        assert!(live[ALLOCATIONS] - before[ALLOCATIONS] >= 1000);
-        assert!(after[ALLOCATIONS] - before[ALLOCATIONS] >= 1000);
-        assert!(after[ALLOCATED_BYTES] - before[ALLOCATED_BYTES] >= 10_000);
-        assert!(after[FREES] > before[FREES]);
+        assert!(live[OUTSIDE_ALLOCATIONS] - before[OUTSIDE_ALLOCATIONS] >= 1000);
+        assert!(after[OUTSIDE_ALLOCATIONS] - before[OUTSIDE_ALLOCATIONS] >= 1000);
+        assert!(after[OUTSIDE_ALLOCATED_BYTES] - before[OUTSIDE_ALLOCATED_BYTES] >= 10_000);
+        assert!(after[OUTSIDE_FREES] > before[OUTSIDE_FREES]);
         let registry = REGISTRY.lock().unwrap();
         assert!(
             registry
@@ -386,8 +391,8 @@ mod tests {
         let read = |s: u16| slot(s).read();
         let (a0, b0) = (read(a), read(b));
         let (a_freed, b_freed) = (
-            slot(a).outside_freed.load(Ordering::Relaxed),
-            slot(b).outside_freed.load(Ordering::Relaxed),
+            slot(a).counts()[OUTSIDE_FREED_BYTES].load(Ordering::Relaxed),
+            slot(b).counts()[OUTSIDE_FREED_BYTES].load(Ordering::Relaxed),
         );
         let outer = switch_owner(a);
         LOCAL.with(|l| {
@@ -411,7 +416,13 @@ mod tests {
         assert_eq!(b1.allocated_bytes - b0.allocated_bytes, 7);
         assert_eq!(b1.frees - b0.frees, 1);
         // Bytes freed outside the arenas, as counted.
-        assert_eq!(slot(b).outside_freed.load(Ordering::Relaxed) - b_freed, 10);
-        assert_eq!(slot(a).outside_freed.load(Ordering::Relaxed) - a_freed, 3);
+        assert_eq!(
+            slot(b).counts()[OUTSIDE_FREED_BYTES].load(Ordering::Relaxed) - b_freed,
+            10
+        );
+        assert_eq!(
+            slot(a).counts()[OUTSIDE_FREED_BYTES].load(Ordering::Relaxed) - a_freed,
+            3
+        );
     }
 }

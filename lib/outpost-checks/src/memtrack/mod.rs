@@ -5,30 +5,31 @@
 //! Python's `MEM` and `OBJ` allocator domains are wrapped with `PyMem_SetAllocator` before
 //! the interpreter starts (after its pre-initialisation, which only uses the raw domain), so
 //! no block of these domains predates the hooks. The hooks keep no per-block record: an
-//! allocation costs a few thread-local additions and two compares, a free two address
-//! compares and two thread-local additions, on top of the forwarding call itself. Per-check
-//! attribution of the bytes in use comes from sampling, the way tcmalloc and jemalloc
-//! profile heaps.
+//! allocation costs two thread-local additions and two compares, the free of a pymalloc
+//! block two address compares (nothing is counted: its pool counts it), on top of the
+//! forwarding call itself. Per-check attribution of the bytes in use comes from sampling,
+//! the way tcmalloc and jemalloc profile heaps.
 //!
 //! * **Exact counters, per thread** ([`local`]). Each thread that allocates owns a block of
-//!   counters (allocations, frees, bytes allocated, bytes freed outside pymalloc's arenas,
-//!   bytes allocated in them) that only it writes, with a relaxed load and store (plain
-//!   moves, no locked instruction, no shared cache line). Readers fold the blocks of the
-//!   live threads and those of exited threads, whose counts are added to a global when the
-//!   thread ends.
+//!   counters (allocations and bytes allocated in pymalloc's arenas; allocations, bytes
+//!   allocated, frees and bytes freed of the other blocks) that only it writes, with a
+//!   relaxed load and store (plain moves, no locked instruction, no shared cache line).
+//!   Readers fold the blocks of the live threads and those of exited threads, whose counts
+//!   are added to a global when the thread ends.
 //! * **Block sizes from addresses** ([`arena`]). Before the interpreter starts, pymalloc's
 //!   arena allocator (`PyObject_SetArenaAllocator`) is replaced by one that carves arenas out
 //!   of a reserved region of address space. A block in that region is a pymalloc block, and
 //!   the header of its pool (its address rounded down to the pool size) names its size
 //!   class; any other block of these domains comes from `malloc`, and `malloc_usable_size`
 //!   gives its size. Allocations count their block's size. A free of a `malloc` block counts
-//!   its size; a free of a pymalloc block counts nothing more than the free: the bytes in
-//!   use in pymalloc's blocks are read, when counters are read, from the pools themselves
-//!   (each pool counts its blocks in use; one pass over the pool headers of the arenas
-//!   handed out, 64 per MiB). So the total `InuseBytes` is exact, and `FreedBytes` is
-//!   `AllocatedBytes - InuseBytes`, exact too, without the free of a small block reading
-//!   its pool header (a cache miss when many objects are released at once: measured, see
-//!   `BENCHMARKS.md`). Sizes are the blocks' real sizes: requests rounded up to pymalloc's
+//!   one free and its size; a free of a pymalloc block counts nothing: the blocks in use in
+//!   pymalloc's pools and their bytes are read, when counters are read, from the pools
+//!   themselves (each pool counts its blocks in use; one pass over the pool headers of the
+//!   arenas handed out, 64 per MiB). So the total `InuseBytes` is exact, `FreedBytes` is
+//!   `AllocatedBytes - InuseBytes`, and `Frees` is the frees counted plus the allocations
+//!   in the arenas no longer in use, exact too, without the free of a small block reading
+//!   its pool header (a cache miss when many objects are released at once) or touching a
+//!   counter (measured, see `BENCHMARKS.md`). Sizes are the blocks' real sizes: requests rounded up to pymalloc's
 //!   16-byte size classes, or to `malloc`'s chunk. Counters read while Python runs (they
 //!   need no GIL) may see an allocation in flight on either side. The layout read is
 //!   verified once the interpreter runs (one block of every small size allocated, read back
@@ -38,11 +39,13 @@
 //!   [`MemorySnapshot::exact`] is false.
 //! * **Exact per-check counts.** The runner thread knows which check it runs: when an
 //!   [`OwnerGuard`] is entered or left, the thread's counts since the last switch are added
-//!   to the owner's slot. A check's `Allocations`, `AllocatedBytes` and `Frees` are
-//!   therefore what its runs did, updated when each run ends; the frees are those its runs
-//!   made (the hooks do not know whose block a free releases). A check's `FreedBytes` is
-//!   its `AllocatedBytes` minus its estimated `InuseBytes`, held at its last value rather
-//!   than go down (it is exported as a counter).
+//!   to the owner's slot. A check's `Allocations` and `AllocatedBytes` are therefore what
+//!   its runs did, updated when each run ends. A check's `FreedBytes` is its
+//!   `AllocatedBytes` minus its estimated `InuseBytes`, and its `Frees` the frees its runs
+//!   made of blocks outside the arenas plus its arena allocations minus the estimate of
+//!   its arena blocks still in use (each small sample stands for `1 / P(sampled) - 1`
+//!   unsampled blocks), both held at their last value rather than go down (they are
+//!   exported as counters). Without block sizes its `Frees` are the frees its runs made.
 //! * **Bytes in use per check, by sampling** ([`sampled`]). Each thread draws exponentially
 //!   distributed intervals of allocated bytes with a mean `T` of [`SAMPLE_INTERVAL`]; the
 //!   block during which an interval runs out is sampled, so a block of `s` bytes is sampled
@@ -110,22 +113,21 @@ fn set_interval(bytes: u64) {
 const MAX_SLOTS: usize = 1024;
 
 /// What is known of one owner: exact counts flushed by [`OwnerGuard`] switches, and the
-/// estimate of its bytes in use, kept by the sampled allocations and frees.
+/// estimates of its bytes in use and of its blocks in pymalloc's arenas, kept by the sampled
+/// allocations and frees.
 #[derive(Debug)]
 struct SlotCounters {
-    allocations: AtomicU64,
-    frees: AtomicU64,
-    allocated_bytes: AtomicU64,
-    /// Bytes its runs freed of blocks outside pymalloc's arenas, and allocated in them (the
-    /// threads' counts, kept for the unattributed remainder).
-    outside_freed: AtomicU64,
-    arena_allocated: AtomicU64,
+    /// The threads' counts charged to this owner, in the order of [`local::Counters`].
+    counts: [AtomicU64; local::COUNTS],
     /// Sum of the weights of the owner's live samples.
     inuse_estimate: AtomicU64,
+    /// Sum of the pymalloc blocks its live samples stand for ([`sampled::arena_blocks`]).
+    arena_blocks_estimate: AtomicU64,
     /// Live samples (the slot is reusable once this is 0).
     live_samples: AtomicU64,
-    /// The largest `FreedBytes` reported (a counter never goes down).
+    /// The largest `FreedBytes` and `Frees` reported (counters never go down).
     freed_reported: AtomicU64,
+    frees_reported: AtomicU64,
     /// Set when an allocation was refused for the check memory limit; taken after each run.
     over_limit: AtomicBool,
 }
@@ -133,37 +135,28 @@ struct SlotCounters {
 impl SlotCounters {
     const fn new() -> Self {
         Self {
-            allocations: AtomicU64::new(0),
-            frees: AtomicU64::new(0),
-            allocated_bytes: AtomicU64::new(0),
-            outside_freed: AtomicU64::new(0),
-            arena_allocated: AtomicU64::new(0),
+            counts: [const { AtomicU64::new(0) }; local::COUNTS],
             inuse_estimate: AtomicU64::new(0),
+            arena_blocks_estimate: AtomicU64::new(0),
             live_samples: AtomicU64::new(0),
             freed_reported: AtomicU64::new(0),
+            frees_reported: AtomicU64::new(0),
             over_limit: AtomicBool::new(false),
         }
     }
 
     /// The exact counts, in the order of the threads' counters.
-    fn counts(&self) -> [&AtomicU64; local::COUNTS] {
-        [
-            &self.allocations,
-            &self.frees,
-            &self.allocated_bytes,
-            &self.outside_freed,
-            &self.arena_allocated,
-        ]
+    fn counts(&self) -> &[AtomicU64; local::COUNTS] {
+        &self.counts
     }
 
     fn read(&self) -> MemoryStats {
-        MemoryStats::derive(
-            self.allocations.load(Ordering::Relaxed),
-            self.frees.load(Ordering::Relaxed),
-            self.allocated_bytes.load(Ordering::Relaxed),
+        MemoryStats::estimated(
+            self.counts.each_ref().map(|c| c.load(Ordering::Relaxed)),
             self.inuse_estimate.load(Ordering::Relaxed),
+            self.arena_blocks_estimate.load(Ordering::Relaxed),
         )
-        .monotonic(&self.freed_reported)
+        .monotonic(&self.freed_reported, &self.frees_reported)
     }
 }
 
@@ -174,8 +167,9 @@ static RETIRED_SLOTS: [AtomicU64; local::COUNTS] = [const { AtomicU64::new(0) };
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// Whether the hooks count the real size of every block, allocated and freed.
 static EXACT: AtomicBool = AtomicBool::new(false);
-/// The largest total `FreedBytes` reported.
+/// The largest total `FreedBytes` and `Frees` reported.
 static TOTAL_FREED_REPORTED: AtomicU64 = AtomicU64::new(0);
+static TOTAL_FREES_REPORTED: AtomicU64 = AtomicU64::new(0);
 
 /// The check memory limit in bytes (`agent.check_memory_limit`); 0 is none.
 static LIMIT: AtomicU64 = AtomicU64::new(0);
@@ -247,12 +241,15 @@ pub struct MemoryStats {
 }
 
 impl MemoryStats {
-    /// Keeps `freed_bytes` from going down (it is exported as a counter) when a new sample
-    /// raises the estimate faster than allocations grow: the larger of the derived value and
-    /// the largest reported, which `high` remembers.
-    fn monotonic(mut self, high: &AtomicU64) -> Self {
-        let previous = high.fetch_max(self.freed_bytes, Ordering::Relaxed);
+    /// Keeps `freed_bytes` and `frees` from going down (they are exported as counters) when
+    /// a new sample raises an estimate faster than allocations grow, or a read of the pools
+    /// catches an allocation in flight: the larger of the derived value and the largest
+    /// reported, which `high_bytes` and `high_frees` remember.
+    fn monotonic(mut self, high_bytes: &AtomicU64, high_frees: &AtomicU64) -> Self {
+        let previous = high_bytes.fetch_max(self.freed_bytes, Ordering::Relaxed);
         self.freed_bytes = self.freed_bytes.max(previous).min(self.allocated_bytes);
+        let previous = high_frees.fetch_max(self.frees, Ordering::Relaxed);
+        self.frees = self.frees.max(previous).min(self.allocations);
         self
     }
 
@@ -264,6 +261,23 @@ impl MemoryStats {
             freed_bytes: allocated_bytes.saturating_sub(inuse_bytes),
             inuse_bytes,
         }
+    }
+
+    /// The stats of an owner (or of the unattributed remainder) from its exact `counts` (in
+    /// the order of [`local::Counters`]) and its estimates: bytes in use, and blocks in
+    /// pymalloc's arenas, whose frees are not counted (its arena allocations no longer
+    /// live are).
+    fn estimated(counts: [u64; local::COUNTS], inuse: u64, arena_blocks: u64) -> Self {
+        let arena_allocations = counts[local::ARENA_ALLOCATIONS];
+        let frees = counts[local::OUTSIDE_FREES]
+            .wrapping_add(arena_allocations.saturating_sub(arena_blocks));
+        Self::derive(
+            arena_allocations.wrapping_add(counts[local::OUTSIDE_ALLOCATIONS]),
+            frees,
+            counts[local::ARENA_ALLOCATED_BYTES]
+                .wrapping_add(counts[local::OUTSIDE_ALLOCATED_BYTES]),
+            inuse,
+        )
     }
 }
 
@@ -368,13 +382,7 @@ pub fn snapshot() -> MemorySnapshot {
             stats: SLOTS[i + 1].read(),
         })
         .collect();
-    let [
-        allocations,
-        frees,
-        allocated_bytes,
-        outside_freed,
-        arena_allocated,
-    ] = local::totals();
+    let counts = local::totals();
     let inuse: u64 = SLOTS
         .iter()
         .map(|s| s.inuse_estimate.load(Ordering::Relaxed))
@@ -387,30 +395,38 @@ pub fn snapshot() -> MemorySnapshot {
         }
     }
     let exact = exact();
+    let allocations =
+        counts[local::ARENA_ALLOCATIONS].wrapping_add(counts[local::OUTSIDE_ALLOCATIONS]);
+    let allocated_bytes =
+        counts[local::ARENA_ALLOCATED_BYTES].wrapping_add(counts[local::OUTSIDE_ALLOCATED_BYTES]);
     let total = if exact {
-        // In use: pymalloc's blocks, counted in its pools, plus what was allocated outside
-        // its arenas and not freed.
-        let inuse = arena::live_bytes().wrapping_add(
-            allocated_bytes
-                .wrapping_sub(arena_allocated)
-                .wrapping_sub(outside_freed),
+        // pymalloc's blocks in use, counted in its pools; the arena allocations not among
+        // them were freed. Outside the arenas every allocation and free is counted.
+        let (arena_blocks, arena_bytes) = arena::live();
+        let inuse = arena_bytes.wrapping_add(
+            counts[local::OUTSIDE_ALLOCATED_BYTES].wrapping_sub(counts[local::OUTSIDE_FREED_BYTES]),
         );
         MemoryStats {
             allocations,
-            frees,
+            frees: counts[local::OUTSIDE_FREES]
+                .wrapping_add(counts[local::ARENA_ALLOCATIONS].saturating_sub(arena_blocks)),
             allocated_bytes,
-            freed_bytes: allocated_bytes.wrapping_sub(inuse),
+            freed_bytes: allocated_bytes.saturating_sub(inuse),
             inuse_bytes: inuse,
         }
     } else {
-        MemoryStats::derive(allocations, frees, allocated_bytes, inuse)
-            .monotonic(&TOTAL_FREED_REPORTED)
-    };
-    let unattributed = MemoryStats::derive(
-        allocations.saturating_sub(charged[0]),
-        frees.saturating_sub(charged[1]),
-        allocated_bytes.saturating_sub(charged[2]),
+        MemoryStats::derive(
+            allocations,
+            counts[local::OUTSIDE_FREES],
+            allocated_bytes,
+            inuse,
+        )
+    }
+    .monotonic(&TOTAL_FREED_REPORTED, &TOTAL_FREES_REPORTED);
+    let unattributed = MemoryStats::estimated(
+        std::array::from_fn(|i| counts[i].saturating_sub(charged[i])),
         SLOTS[0].inuse_estimate.load(Ordering::Relaxed),
+        SLOTS[0].arena_blocks_estimate.load(Ordering::Relaxed),
     );
     MemorySnapshot {
         enabled: enabled(),
@@ -455,7 +471,9 @@ impl Slot {
                     retired.fetch_add(counter.swap(0, Ordering::Relaxed), Ordering::Relaxed);
                 }
                 s.inuse_estimate.store(0, Ordering::Relaxed);
+                s.arena_blocks_estimate.store(0, Ordering::Relaxed);
                 s.freed_reported.store(0, Ordering::Relaxed);
+                s.frees_reported.store(0, Ordering::Relaxed);
                 s.over_limit.store(false, Ordering::Relaxed);
                 registry[i] = entry;
                 i
@@ -533,23 +551,63 @@ mod tests {
     }
 
     #[test]
-    fn freed_bytes_never_go_down() {
-        let high = AtomicU64::new(0);
+    fn freed_bytes_and_frees_never_go_down() {
+        let (high, frees) = (AtomicU64::new(0), AtomicU64::new(0));
         assert_eq!(
             MemoryStats::derive(2, 1, 1000, 300)
-                .monotonic(&high)
+                .monotonic(&high, &frees)
                 .freed_bytes,
             700
         );
         // A new sample raised the estimate by more than was allocated since.
-        let s = MemoryStats::derive(3, 1, 1100, 600).monotonic(&high);
+        let s = MemoryStats::derive(3, 1, 1100, 600).monotonic(&high, &frees);
         assert_eq!((s.freed_bytes, s.inuse_bytes), (700, 600));
         assert_eq!(
             MemoryStats::derive(4, 2, 1200, 100)
-                .monotonic(&high)
+                .monotonic(&high, &frees)
                 .freed_bytes,
             1100
         );
+        // Frees derived from a live count that caught an allocation in flight.
+        assert_eq!(
+            MemoryStats::derive(10, 9, 0, 0)
+                .monotonic(&high, &frees)
+                .frees,
+            9
+        );
+        assert_eq!(
+            MemoryStats::derive(11, 8, 0, 0)
+                .monotonic(&high, &frees)
+                .frees,
+            9
+        );
+    }
+
+    #[test]
+    fn arena_frees_are_the_allocations_no_longer_live() {
+        let mut counts = [0u64; local::COUNTS];
+        counts[local::ARENA_ALLOCATIONS] = 1000;
+        counts[local::ARENA_ALLOCATED_BYTES] = 32_000;
+        counts[local::OUTSIDE_ALLOCATIONS] = 10;
+        counts[local::OUTSIDE_ALLOCATED_BYTES] = 10_000;
+        counts[local::OUTSIDE_FREES] = 4;
+        // 300 arena blocks estimated live: 700 of them freed, plus the 4 counted.
+        let s = MemoryStats::estimated(counts, 5_000, 300);
+        assert_eq!(
+            (
+                s.allocations,
+                s.frees,
+                s.allocated_bytes,
+                s.inuse_bytes,
+                s.freed_bytes
+            ),
+            (1010, 704, 42_000, 5_000, 37_000)
+        );
+        // Without sizes nothing is in the arenas: the frees are those counted.
+        let mut plain = [0u64; local::COUNTS];
+        plain[local::OUTSIDE_ALLOCATIONS] = 10;
+        plain[local::OUTSIDE_FREES] = 3;
+        assert_eq!(MemoryStats::estimated(plain, 0, 0).frees, 3);
     }
 
     #[test]

@@ -43,9 +43,11 @@ static EXHAUSTED: AtomicU64 = AtomicU64::new(0);
 #[repr(C, align(16))]
 struct Header {
     magic: u32,
-    owner: u16,
     /// Pages of the run, 0 for a small slot.
     pages: u32,
+    owner: u16,
+    /// The unsampled pymalloc blocks this sample stands for ([`arena_blocks`]).
+    arena_blocks: u32,
     size: u64,
     weight: u64,
 }
@@ -123,6 +125,27 @@ pub(super) fn weight(size: usize) -> u64 {
     (size as f64 / p).round() as u64
 }
 
+/// The pymalloc blocks a sampled block of `size` bytes stands for besides itself, when
+/// sizes are known and pymalloc would have served it (up to 512 bytes): `1 / P(sampled) - 1`.
+/// Summed over an owner's live samples, an unbiased estimate of its blocks in pymalloc's
+/// arenas, from which its frees there are derived (see [`super::SlotCounters`]).
+pub(super) fn arena_blocks(size: usize) -> u32 {
+    if !super::exact() || size > super::arena::SMALL_REQUEST_THRESHOLD {
+        return 0;
+    }
+    let x = size.max(1) as f64 / interval() as f64;
+    let p = -(-x).exp_m1();
+    if p <= 0.0 {
+        return u32::MAX;
+    }
+    let n = (1.0 / p - 1.0).round();
+    if n >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        n as u32
+    }
+}
+
 /// Allocates a sampled block of `size` bytes for `owner`, zeroed if `zeroed`. Null when the
 /// region is full (the caller falls back to the underlying allocator).
 pub(super) fn alloc(size: usize, owner: u16, zeroed: bool) -> *mut c_void {
@@ -145,14 +168,16 @@ pub(super) fn alloc(size: usize, owner: u16, zeroed: bool) -> *mut c_void {
         }
     };
     let weight = weight(size);
+    let arena_blocks = arena_blocks(size);
     let block = (base + offset) as *mut Header;
     // SAFETY: `offset` starts a slot or run of the mapped region that the lock just gave to
     // this call alone, at least HEADER + size bytes long and 16-byte aligned.
     unsafe {
         block.write(Header {
             magic: MAGIC,
-            owner,
             pages: pages as u32,
+            owner,
+            arena_blocks,
             size: size as u64,
             weight,
         });
@@ -162,6 +187,8 @@ pub(super) fn alloc(size: usize, owner: u16, zeroed: bool) -> *mut c_void {
         }
         let s = slot(owner);
         s.inuse_estimate.fetch_add(weight, Ordering::Relaxed);
+        s.arena_blocks_estimate
+            .fetch_add(u64::from(arena_blocks), Ordering::Relaxed);
         s.live_samples.fetch_add(1, Ordering::Release);
         data.cast()
     }
@@ -191,6 +218,8 @@ pub(super) unsafe fn free(ptr: *mut c_void) {
     }
     let s = slot(header.owner);
     s.inuse_estimate.fetch_sub(header.weight, Ordering::Relaxed);
+    s.arena_blocks_estimate
+        .fetch_sub(u64::from(header.arena_blocks), Ordering::Relaxed);
     s.live_samples.fetch_sub(1, Ordering::Release);
     let offset = ptr as usize - HEADER - base;
     let pages = header.pages as usize;
