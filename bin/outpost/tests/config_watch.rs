@@ -616,18 +616,13 @@ fn the_cli_starts_with_a_policy_and_follows_the_config_watch_to_the_end() {
             || text.contains("watch pkg config c1: rolls back in 10m"),
         "{text}"
     );
-    let watch_out = d.cli(&["config-experiment", "watch", "pkg"]);
-    let text = stdout(&watch_out);
-    assert_eq!(
-        watch_out.status.code(),
-        Some(1),
-        "{text}{}",
-        stderr(&watch_out)
-    );
-    assert!(text.contains("FAIL exit 1 run 4 of c1"), "{text}");
-    assert!(
-        text.contains("pkg config c1 rolled back (health_check_failed)"),
-        "{text}"
+    d.assert_watch_exits(
+        &["config-experiment", "watch", "pkg"],
+        1,
+        &[
+            "FAIL exit 1 run 4 of c1",
+            "pkg config c1 rolled back (health_check_failed)",
+        ],
     );
     // A clean run with auto-promote: the watch exits 0.
     fs_err::write(&file, ops("c2").to_string()).unwrap();
@@ -645,18 +640,10 @@ fn the_cli_starts_with_a_policy_and_follows_the_config_watch_to_the_end() {
         "300ms",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let watch_out = d.cli(&["config-experiment", "watch", "pkg"]);
-    let text = stdout(&watch_out);
-    assert_eq!(
-        watch_out.status.code(),
-        Some(0),
-        "{text}{}",
-        stderr(&watch_out)
-    );
-    assert!(text.contains("pass healthy"), "{text}");
-    assert!(
-        text.contains("pkg config c2 promoted (auto_promoted)"),
-        "{text}"
+    d.assert_watch_exits(
+        &["config-experiment", "watch", "pkg"],
+        0,
+        &["pass healthy", "pkg config c2 promoted (auto_promoted)"],
     );
     assert_eq!(configs(&d), ("c2".into(), String::new()));
     // A bad duration is a usage error, caught before anything is sent.

@@ -196,14 +196,25 @@ impl Catalog {
     /// The first entry with this exact name and version whose platform and arch are empty or
     /// match the given host. No semver, no "latest".
     pub fn lookup(&self, name: &str, version: &str, os: &str, arch: &str) -> Option<&CatalogEntry> {
+        self.position(name, version, os, arch)
+            .map(|index| &self.packages[index])
+    }
+
+    /// The index of the entry [`Catalog::lookup`] finds (what a [`CatalogError`] names).
+    pub fn position(&self, name: &str, version: &str, os: &str, arch: &str) -> Option<usize> {
         self.packages
             .iter()
-            .find(|p| p.package == name && p.version == version && p.matches_host(os, arch))
+            .position(|p| p.package == name && p.version == version && p.matches_host(os, arch))
     }
 
     /// [`Catalog::lookup`] for the host this process runs on.
     pub fn lookup_host(&self, name: &str, version: &str) -> Option<&CatalogEntry> {
         self.lookup(name, version, platform::host_os(), platform::host_arch())
+    }
+
+    /// [`Catalog::position`] for the host this process runs on.
+    pub fn position_host(&self, name: &str, version: &str) -> Option<usize> {
+        self.position(name, version, platform::host_os(), platform::host_arch())
     }
 
     /// The versions of `name` available to this host, in catalog order, without repeats.
@@ -468,6 +479,16 @@ mod tests {
                 .url,
             "oci://r.io/p:1"
         );
+        // The index of what lookup finds: the one a refused entry's error names.
+        assert_eq!(
+            c.position("test-package", "1.0.0", "linux", "amd64"),
+            Some(1)
+        );
+        assert_eq!(
+            c.position("test-package", "1.0.0", "linux", "notanarch"),
+            Some(0)
+        );
+        assert_eq!(c.position("test-package", "2.0.0", "linux", "amd64"), None);
     }
 
     #[test]

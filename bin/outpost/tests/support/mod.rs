@@ -303,6 +303,20 @@ impl Daemon {
         cli(&self.socket, args, None)
     }
 
+    /// Runs a `watch` command of the CLI (`experiment watch`, `config-experiment watch`) to
+    /// its end and checks that it exits with `code` (0 promoted, 1 rolled back) having
+    /// printed each of `lines`; returns what it printed.
+    #[allow(dead_code)] // used by the watch tests only
+    pub(crate) fn assert_watch_exits(&self, args: &[&str], code: i32, lines: &[&str]) -> String {
+        let out = self.cli(args);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(code), "{text}{}", stderr(&out));
+        for line in lines {
+            assert!(text.contains(line), "{line:?} in:\n{text}");
+        }
+        text
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub(crate) fn stop(&mut self) {
         self.signal(rustix::process::Signal::TERM);

@@ -134,16 +134,7 @@ impl Daemon {
         spec: WatchSpec,
         action: Action,
     ) -> Result<(), DaemonError> {
-        let operation = match action {
-            Action::Stop { .. } => "auto_stop_config_experiment",
-            Action::Promote => "auto_promote_config_experiment",
-        };
-        let version = Version::new(spec.version.clone()).ok();
-        let precheck = Precheck::Watch {
-            target: Target::Config,
-            id: spec.id.clone(),
-            version: spec.version.clone(),
-        };
+        let (operation, version, precheck) = super::watching::watch_op(&spec, &action);
         let this = self.clone();
         self.run_op(
             name.clone(),

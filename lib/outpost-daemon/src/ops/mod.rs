@@ -351,22 +351,19 @@ impl Daemon {
             .catalog
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = catalog.lookup_host(name.as_str(), version).ok_or_else(|| {
-            DaemonError::PackageNotFound {
+        let index = catalog
+            .position_host(name.as_str(), version)
+            .ok_or_else(|| DaemonError::PackageNotFound {
                 package: name.to_string(),
                 version: Some(version.to_string()),
                 arch: platform::host_arch(),
                 os: platform::host_os(),
-            }
-        })?;
+            })?;
+        let entry = &catalog.packages[index];
         // Entries were validated when the catalog was set; a failure here means a bug.
         entry.resolve().map_err(|reason| {
             DaemonError::InvalidCatalog(outpost_types::wire::CatalogError {
-                index: catalog
-                    .packages
-                    .iter()
-                    .position(|e| std::ptr::eq(e, entry))
-                    .unwrap_or_default(),
+                index,
                 package: entry.package.clone(),
                 version: entry.version.clone(),
                 reason,

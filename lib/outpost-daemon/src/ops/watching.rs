@@ -358,16 +358,7 @@ impl Daemon {
         if spec.target == Target::Config {
             return self.config_watch_action(name, spec, action).await;
         }
-        let operation = match action {
-            Action::Stop { .. } => "auto_stop_experiment",
-            Action::Promote => "auto_promote_experiment",
-        };
-        let version = Version::new(spec.version.clone()).ok();
-        let precheck = Precheck::Watch {
-            target: Target::Package,
-            id: spec.id.clone(),
-            version: spec.version.clone(),
-        };
+        let (operation, version, precheck) = watch_op(&spec, &action);
         let this = self.clone();
         self.run_op(
             name.clone(),
@@ -418,4 +409,25 @@ impl Daemon {
         )
         .await
     }
+}
+
+/// What an automatic action of the watch `spec` runs as: its operation's name (by target
+/// and action), the version it concerns (`None` if the persisted one is invalid, which the
+/// operation then refuses) and the precheck that refuses it once the watch was superseded.
+pub(super) fn watch_op(
+    spec: &WatchSpec,
+    action: &Action,
+) -> (&'static str, Option<Version>, Precheck) {
+    let operation = match (spec.target, action) {
+        (Target::Package, Action::Stop { .. }) => "auto_stop_experiment",
+        (Target::Package, Action::Promote) => "auto_promote_experiment",
+        (Target::Config, Action::Stop { .. }) => "auto_stop_config_experiment",
+        (Target::Config, Action::Promote) => "auto_promote_config_experiment",
+    };
+    let precheck = Precheck::Watch {
+        target: spec.target,
+        id: spec.id.clone(),
+        version: spec.version.clone(),
+    };
+    (operation, Version::new(spec.version.clone()).ok(), precheck)
 }
