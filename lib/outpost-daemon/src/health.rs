@@ -2,10 +2,12 @@
 //! tail and its verdict, for the experiment watch.
 //!
 //! A run costs the daemon a process start, which is most of what watching costs an idle
-//! daemon (`BENCHMARKS.md`, "Watching experiments"). The program is resolved here, before
-//! spawning: a bare name is looked up on the clean environment's `PATH` by the daemon, so that
-//! the process starts by `posix_spawn` (a bare name with a changed `PATH` makes the standard
-//! library fall back to fork and exec), and a name found nowhere is a failed run that says so.
+//! daemon (`BENCHMARKS.md`, "Watching experiments"). A [`HealthCommand`] is prepared once
+//! and run any number of times: the program is resolved before spawning (a bare name is
+//! looked up on the clean environment's `PATH` by the daemon, and a name found nowhere is a
+//! failed run that says so), and the arguments and environment are built once. The process
+//! is started by `health/spawn.rs` on a stack kept for the daemon's life, without an exit
+//! signal, and waited for through the pidfd its clone returns.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
