@@ -445,31 +445,31 @@ async fn health_run(
     command: &[String],
     timeout: Duration,
 ) -> HealthOutcome {
-    if prepared.as_ref().is_none_or(|(s, _)| *s != subject) {
-        *prepared = None;
-        let run = HealthRun {
-            package,
-            experiment: &subject.experiment,
-            stable: &subject.stable,
-            version_dir: &subject.dir,
-            command,
-            timeout,
-            env: &subject.env,
-        };
-        match HealthCommand::prepare(&run) {
-            Ok(c) => *prepared = Some((subject, c)),
-            Err(e) => return HealthOutcome::not_started(command, &e),
+    let (subject, ready) = match prepared.take() {
+        Some((s, c)) if s == subject => (s, c),
+        _ => {
+            let run = HealthRun {
+                package,
+                experiment: &subject.experiment,
+                stable: &subject.stable,
+                version_dir: &subject.dir,
+                command,
+                timeout,
+                env: &subject.env,
+            };
+            match HealthCommand::prepare(&run) {
+                Ok(c) => (subject, c),
+                Err(e) => return HealthOutcome::not_started(command, &e),
+            }
         }
-    }
-    let Some((_, c)) = prepared.as_ref() else {
-        return HealthOutcome::not_started(command, &std::io::Error::other("not prepared"));
     };
-    match c.run(timeout).await {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            *prepared = None;
-            HealthOutcome::not_started(command, &e)
+    match ready.run(timeout).await {
+        Ok(outcome) => {
+            *prepared = Some((subject, ready));
+            outcome
         }
+        // Not kept: the next run prepares the command again.
+        Err(e) => HealthOutcome::not_started(command, &e),
     }
 }
 

@@ -171,15 +171,7 @@ impl Daemon {
                         let n = name.clone();
                         this.blocking(move || Ok(repo.promote_config_experiment(&n)?))
                             .await?;
-                        let after = spec.auto_promote_after_ms.unwrap_or(0);
-                        this.end_watch(
-                            &key,
-                            "auto_promoted",
-                            format!(
-                                "promoted after {} without a failed health check",
-                                WireDuration(Duration::from_millis(after))
-                            ),
-                        );
+                        this.end_watch_promoted(&key, &spec);
                         let Some(stable) = stable else {
                             return Ok(());
                         };

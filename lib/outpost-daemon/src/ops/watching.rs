@@ -220,6 +220,19 @@ impl Daemon {
         }
     }
 
+    /// Ends the watch `key` of `spec` as `auto_promoted`, saying after how long.
+    pub(super) fn end_watch_promoted(&self, key: &WatchKey, spec: &WatchSpec) {
+        let after = spec.auto_promote_after_ms.unwrap_or(0);
+        self.end_watch(
+            key,
+            "auto_promoted",
+            format!(
+                "promoted after {} without a failed health check",
+                WireDuration(Duration::from_millis(after))
+            ),
+        );
+    }
+
     pub(super) fn record_end(
         &self,
         key: &WatchKey,
@@ -391,15 +404,7 @@ impl Daemon {
                             repo.promote_experiment(&n).map_err(DaemonError::from)
                         })
                         .await?;
-                        let after = spec.auto_promote_after_ms.unwrap_or(0);
-                        this.end_watch(
-                            &WatchKey::package(name.as_str()),
-                            "auto_promoted",
-                            format!(
-                                "promoted after {} without a failed health check",
-                                WireDuration(Duration::from_millis(after))
-                            ),
-                        );
+                        this.end_watch_promoted(&WatchKey::package(name.as_str()), &spec);
                         this.hook(HookEvent::PostPromote, &name, &version, &[])
                             .await
                             .map_err(|e| after_switch(e, format!("{version} is now stable")))
