@@ -344,7 +344,7 @@ async fn wait_health(mut child: Child, mut reader: Receiver, timeout: Duration) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
@@ -357,7 +357,8 @@ mod tests {
     }
 
     /// True while `pid` exists and is not a zombie (a container's init may not reap it).
-    fn alive(pid: i32) -> bool {
+    /// Also used by the hooks' tests.
+    pub(crate) fn alive(pid: i32) -> bool {
         match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
             Ok(stat) => stat
                 .rsplit(')')
@@ -546,11 +547,7 @@ mod tests {
         assert!(hung.output_tail.starts_with("starting\n"), "{hung:?}");
         assert!(hung.output_tail.contains("timed out"), "{hung:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        let pid: i32 = fs_err::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = pid_in(&pidfile);
         wait_gone(pid);
         let started = std::time::Instant::now();
         let left = health(
@@ -566,11 +563,7 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "the run waited for its leftover"
         );
-        let pid: i32 = fs_err::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = pid_in(&pidfile);
         wait_gone(pid);
     }
 
@@ -641,6 +634,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         drop(rt);
+    }
+
+    /// The pid a test script wrote to `file`.
+    pub(crate) fn pid_in(file: &Path) -> i32 {
+        fs_err::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     fn wait_gone(pid: i32) {

@@ -314,6 +314,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::tests::{alive, pid_in};
 
     fn write_hook(dir: &Path, event: HookEvent, script: &str) {
         let hooks = dir.join("outpost/hooks");
@@ -433,11 +434,7 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(err, HookError::TimedOut { .. }), "{err}");
-        let pid: i32 = fs_err::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = pid_in(&pidfile);
         // The grandchild was in the hook's process group and got SIGKILL; wait for it to go.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while alive(pid) {
@@ -447,17 +444,6 @@ mod tests {
             );
             tokio::task::yield_now().await;
             std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// True while `pid` exists and is not a zombie (a container's init may not reap it).
-    fn alive(pid: i32) -> bool {
-        match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
-            Err(_) => false,
         }
     }
 

@@ -297,7 +297,12 @@ mod tests {
     use super::*;
 
     fn cells(t: &TableInput) -> Vec<Value> {
-        t.rows[0]
+        row_cells(t, 0)
+    }
+
+    /// The values of row `i` (a series as null).
+    fn row_cells(t: &TableInput, i: usize) -> Vec<Value> {
+        t.rows[i]
             .cells
             .iter()
             .map(|c| match c {
@@ -388,14 +393,7 @@ mod tests {
         assert_eq!(tool[4], json!("running"));
         assert_eq!(tool[5], json!(0.25));
         assert_eq!(tool[6], json!("download 1.0 of 4.0 MiB"));
-        let pkg: Vec<Value> = t[0].rows[1]
-            .cells
-            .iter()
-            .map(|c| match c {
-                Cell::Value(v) => v.clone(),
-                Cell::Series { .. } => Value::Null,
-            })
-            .collect();
+        let pkg = row_cells(&t[0], 1);
         assert_eq!(pkg[4], json!("failed"));
         assert_eq!(pkg[5], Value::Null, "no bar once it is over");
         assert_eq!(
@@ -414,14 +412,7 @@ mod tests {
         // The config experiment's watch has a row of its own, after the package's.
         assert_eq!(t[1].rows.len(), 2);
         assert_eq!(t[1].rows[1].key, "pkg/config");
-        let config: Vec<Value> = t[1].rows[1]
-            .cells
-            .iter()
-            .map(|c| match c {
-                Cell::Value(v) => v.clone(),
-                Cell::Series { .. } => Value::Null,
-            })
-            .collect();
+        let config = row_cells(&t[1], 1);
         assert_eq!(config[0], json!("pkg (config)"));
         assert_eq!(config[1], json!("c7"));
         assert_eq!(config[5], json!("pending"));
