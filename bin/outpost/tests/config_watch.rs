@@ -78,14 +78,7 @@ fn start(d: &Daemon, id: &str, policy: Value) {
 
 /// The entry of `pkg` in `/status`.
 fn entry(d: &Daemon) -> Value {
-    let s = d.status();
-    s["remote_config_state"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["package"] == "pkg")
-        .cloned()
-        .unwrap()
+    d.package_state("pkg").unwrap()
 }
 
 fn config_watch(d: &Daemon) -> Option<Value> {

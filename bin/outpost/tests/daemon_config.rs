@@ -31,14 +31,9 @@ fn installed_with(s: &Scratch, files: Files, options: DaemonOptions) -> Daemon {
 
 /// `(stable_config_version, experiment_config_version)` of a package in `/status`.
 fn config_versions(d: &Daemon, package: &str) -> (String, String) {
-    let status = d.status();
-    let entry = status["remote_config_state"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["package"] == package)
-        .cloned()
-        .unwrap_or_else(|| panic!("{package} not in /status: {status}"));
+    let entry = d
+        .package_state(package)
+        .unwrap_or_else(|| panic!("{package} not in /status: {}", d.status()));
     (
         entry["stable_config_version"].as_str().unwrap().to_owned(),
         entry["experiment_config_version"]

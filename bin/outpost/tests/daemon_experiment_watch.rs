@@ -59,12 +59,7 @@ fn installed(root: &Path, fixtures: &[&Fixture], stable: &Fixture) -> Daemon {
 
 /// The `experiment_watch` of `pkg` in `/status`.
 fn watch(d: &Daemon) -> Option<Value> {
-    let s = d.status();
-    s["remote_config_state"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["package"] == "pkg")
+    d.package_state("pkg")
         .and_then(|p| p.get("experiment_watch").cloned())
 }
 

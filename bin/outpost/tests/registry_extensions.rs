@@ -112,14 +112,8 @@ fn ext_file(root: &Path, version: &str, ext: &str) -> Option<String> {
 }
 
 fn extensions_in_status(d: &Daemon) -> Value {
-    let status = d.status();
-    status["remote_config_state"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["package"] == "agent")
-        .map(|p| p["extensions"].clone())
-        .unwrap_or(Value::Null)
+    d.package_state("agent")
+        .map_or(Value::Null, |p| p["extensions"].clone())
 }
 
 #[test]

@@ -267,14 +267,20 @@ impl Daemon {
         ))
     }
 
-    /// The last task of a package in `/status`.
-    pub(crate) fn task(&self, package: &str) -> Option<Value> {
+    /// The entry of a package in `/status`'s `remote_config_state`.
+    pub(crate) fn package_state(&self, package: &str) -> Option<Value> {
         let s = self.status();
         s["remote_config_state"]
             .as_array()
             .unwrap()
             .iter()
             .find(|p| p["package"] == package)
+            .cloned()
+    }
+
+    /// The last task of a package in `/status`.
+    pub(crate) fn task(&self, package: &str) -> Option<Value> {
+        self.package_state(package)
             .and_then(|p| p.get("task").cloned())
     }
 
