@@ -316,6 +316,9 @@ fn child_memtrack(root: &Path, mode: &str, check: &str) {
         let Ok(n) = line.trim().parse::<u64>() else {
             break;
         };
+        // Every batch starts from the same collector state (untimed), so that a batch does
+        // not take a full collection that its neighbour did not.
+        Python::attach(|py| py.import("gc")?.call_method0("collect").map(drop)).unwrap();
         let t0 = thread_cpu();
         for _ in 0..n {
             inst.run();
@@ -541,11 +544,17 @@ const MEMTRACK_WORKLOADS: [(&str, &str, u64); 2] =
 /// that only forward (the floor of any `PyMem_SetAllocator` wrapper).
 const MEMTRACK_SIDES: [&str; 3] = ["on", "off", "fwd"];
 
-/// Spawns the three sides of one workload (`on`, `off`, `fwd`, in that order).
-fn memtrack_sides(root: &Path, check: &str) -> Vec<Timer> {
+/// Spawns the three sides of one workload (`on`, `off`, `fwd`, in that order), with one
+/// string hash seed for the three: a seed decides how dictionaries collide, and so moves a
+/// process's speed by a few percent; sides compared with one seed differ only by the hooks.
+fn memtrack_sides(root: &Path, check: &str, seed: usize) -> Vec<Timer> {
     MEMTRACK_SIDES
         .iter()
-        .map(|side| Timer::spawn(self_child(&format!("memtrack-{check}-{side}"), root)))
+        .map(|side| {
+            let mut cmd = self_child(&format!("memtrack-{check}-{side}"), root);
+            cmd.env("PYTHONHASHSEED", (seed + 1).to_string());
+            Timer::spawn(cmd)
+        })
         .collect()
 }
 
@@ -571,7 +580,7 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn memtrack_bench(c: &mut Criterion, root: &Path) {
     let mut timers: Vec<(&str, Vec<Timer>)> = MEMTRACK_WORKLOADS
         .iter()
-        .map(|(label, check, _)| (*label, memtrack_sides(root, check)))
+        .map(|(label, check, _)| (*label, memtrack_sides(root, check, 0)))
         .collect();
     {
         let mut g = c.benchmark_group("memtrack");
@@ -607,7 +616,7 @@ fn memtrack_bench(c: &mut Criterion, root: &Path) {
         let mut sides = std::mem::take(first);
         for s in 0..series {
             if s > 0 {
-                sides = memtrack_sides(root, check);
+                sides = memtrack_sides(root, check, s);
             }
             let (mut on_r, mut fwd_r) = (Vec::new(), Vec::new());
             for r in 0..rounds {
