@@ -696,26 +696,32 @@ fn global_counters_are_exact_on_a_known_pattern() {
     });
 }
 
+/// Runs test `name` of this binary again in a child process with `vars` set (for what is
+/// chosen when the interpreter starts); true in that child, where the test goes on.
+fn in_child(name: &str, vars: &[(&str, &str)]) -> bool {
+    const CHILD: &str = "OUTPOST_TEST_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture"])
+        .env(CHILD, "1")
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "the case ran: {text}");
+    false
+}
+
 #[test]
 fn without_pymalloc_the_totals_fall_back_to_the_estimate() {
-    // The allocator is chosen when the interpreter starts: the case runs in a child process of
-    // this test binary, with `PYTHONMALLOC=malloc`.
-    const CHILD: &str = "OUTPOST_TEST_MALLOC_CHILD";
-    if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "without_pymalloc_the_totals_fall_back_to_the_estimate",
-                "--nocapture",
-            ])
-            .env(CHILD, "1")
-            .env("PYTHONMALLOC", "malloc")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{text}");
-        assert!(text.contains("1 passed"), "the case ran: {text}");
+    if !in_child(
+        "without_pymalloc_the_totals_fall_back_to_the_estimate",
+        &[("PYTHONMALLOC", "malloc")],
+    ) {
         return;
     }
     use pyo3::ffi;
@@ -743,5 +749,60 @@ fn without_pymalloc_the_totals_fall_back_to_the_estimate() {
         // FreedBytes follows AllocatedBytes - InuseBytes and never goes down.
         assert!(s2.freed_bytes >= s1.freed_bytes);
         assert!(s2.freed_bytes <= s2.allocated_bytes);
+    });
+}
+
+#[test]
+fn a_full_arena_region_leaves_counts_exact_but_not_bytes() {
+    // A region of 64 MiB holds the interpreter's start-up; the blocks below fill it, and
+    // pymalloc then serves small requests from `malloc`.
+    if !in_child(
+        "a_full_arena_region_leaves_counts_exact_but_not_bytes",
+        &[(outpost_checks::memtrack::REGION_MIB_ENV, "64")],
+    ) {
+        return;
+    }
+    use pyo3::ffi;
+    use pyo3::types::PyAnyMethods as _;
+    let _ = env();
+    Python::attach(|py| {
+        let snap = outpost_checks::memtrack::snapshot();
+        assert!(snap.enabled && snap.exact, "start-up fits: {snap:?}");
+        let s0 = snap.total;
+        // 96 MiB of 512-byte blocks: more than the region has left.
+        let blocks: Vec<*mut u8> = (0..196_608)
+            .map(|i| {
+                // SAFETY: the GIL is held; the blocks are freed below.
+                let p = unsafe { ffi::PyObject_Malloc(512) }.cast::<u8>();
+                assert!(!p.is_null(), "block {i}");
+                // SAFETY: a live block of 512 bytes.
+                unsafe { p.write_bytes(i as u8, 512) };
+                p
+            })
+            .collect();
+        let full = outpost_checks::memtrack::snapshot();
+        assert!(!full.exact, "the region ran out: {full:?}");
+        assert_eq!(
+            full.total.allocations - s0.allocations,
+            blocks.len() as u64,
+            "allocations stay exact"
+        );
+        for (i, p) in blocks.into_iter().enumerate() {
+            // SAFETY: live blocks of this domain, written above.
+            unsafe {
+                assert_eq!(*p.add(511), i as u8, "block {i} kept its bytes");
+                ffi::PyObject_Free(p.cast());
+            }
+        }
+        let after = outpost_checks::memtrack::snapshot();
+        assert!(!after.exact, "and stays reported inexact");
+        assert!(after.total.frees - s0.frees >= 196_608);
+        // The interpreter goes on, in the region again and out of it.
+        let n: usize = py
+            .eval(c"len({str(i): [i] * 3 for i in range(100000)})", None, None)
+            .unwrap()
+            .extract()
+            .unwrap();
+        assert_eq!(n, 100_000);
     });
 }

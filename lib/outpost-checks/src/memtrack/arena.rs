@@ -25,7 +25,7 @@
 //! sizes.
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use pyo3::ffi::{PyMemAllocatorEx, PyObjectArenaAllocator};
@@ -37,6 +37,11 @@ unsafe extern "C" {
 
 /// Reservation sizes tried in turn (virtual address space only).
 const REGION_SIZES: [usize; 3] = [64 << 30, 8 << 30, 1 << 30];
+/// Environment variable that sets the region's size in MiB instead (a test of what happens
+/// when it is full).
+pub const REGION_MIB_ENV: &str = "OUTPOST_MEMTRACK_ARENA_MIB";
+/// Size of CPython's `struct pool_header` (64-bit).
+const POOL_HEADER_SIZE: usize = 48;
 /// pymalloc's arenas hold this many pools (256 KiB / 4 KiB and 1 MiB / 16 KiB alike).
 const POOLS_PER_ARENA: usize = 64;
 /// Offset of `szidx` in CPython's `struct pool_header` (64-bit).
@@ -48,6 +53,21 @@ pub(super) const SMALL_REQUEST_THRESHOLD: usize = 512;
 
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static LEN: AtomicUsize = AtomicUsize::new(0);
+/// See [`refusals`].
+static REFUSALS: AtomicU64 = AtomicU64::new(0);
+
+/// Times pymalloc was left without a new arena: the region was full, or pymalloc gave an
+/// arena back unused (its radix tree of arenas could not record it). Each time, pymalloc
+/// served the small request in flight from `malloc`, where the hooks, which count a small
+/// request before forwarding it (see `hooks`), counted a pool block: the totals may be
+/// off by those blocks, and are no longer reported exact.
+///
+/// One case goes unseen: pymalloc gives up before asking for an arena when `malloc` fails
+/// to grow its table of arenas (at 16, 32, 64... arenas). Only a process already out of
+/// memory gets there.
+pub(super) fn refusals() -> u64 {
+    REFUSALS.load(Ordering::Relaxed)
+}
 
 #[derive(Default)]
 struct Arenas {
@@ -80,6 +100,13 @@ pub(super) unsafe fn pool_block_size(ptr: *mut c_void) -> usize {
     // read is wrong).
     let szidx = unsafe { (pool as *const u8).add(SZIDX_OFFSET).cast::<u32>().read() };
     ((szidx as usize) + 1) << ALIGNMENT_SHIFT
+}
+
+/// Whether pymalloc serves a request of `size` bytes from its arenas (1 to 512 bytes): it
+/// always does, unless it cannot get an arena ([`refusals`]).
+#[inline(always)]
+pub(super) fn is_small(size: usize) -> bool {
+    size.wrapping_sub(1) < SMALL_REQUEST_THRESHOLD
 }
 
 /// The size class pymalloc serves a request of `size` bytes (1 to 512) from.
@@ -167,7 +194,8 @@ extern "C" fn arena_alloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
         return std::ptr::null_mut();
     };
     if end > LEN.load(Ordering::Relaxed) {
-        // Region full: pymalloc serves small requests from `malloc`, sized correctly too.
+        // Region full: pymalloc serves the request in flight from `malloc`.
+        REFUSALS.fetch_add(1, Ordering::Relaxed);
         return std::ptr::null_mut();
     }
     a.bump = end;
@@ -182,6 +210,14 @@ extern "C" fn arena_free(_ctx: *mut c_void, ptr: *mut c_void, size: usize) {
             free(p.0.ctx, ptr, size);
         }
         return;
+    }
+    // pymalloc carves pools from an arena's start (aligned here) as it needs them, so an
+    // arena it used has its first pool's header written. One given back with none was
+    // refused after all (see `refusals`).
+    // SAFETY: an arena of the region, mapped whole.
+    let header = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), POOL_HEADER_SIZE) };
+    if header.iter().all(|&b| b == 0) {
+        REFUSALS.fetch_add(1, Ordering::Relaxed);
     }
     // SAFETY: an arena of the region that pymalloc no longer uses: its pages can go.
     let _ = unsafe { rustix::mm::madvise(ptr, size, rustix::mm::Advice::LinuxDontNeed) };
@@ -203,7 +239,15 @@ pub(super) unsafe fn take_arenas() -> bool {
     if LEN.load(Ordering::Acquire) != 0 {
         return true;
     }
-    for len in REGION_SIZES {
+    let chosen = std::env::var(REGION_MIB_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .and_then(|mib| mib.checked_mul(1 << 20));
+    let sizes = match chosen {
+        Some(len) => vec![len],
+        None => REGION_SIZES.to_vec(),
+    };
+    for len in sizes {
         // Room to align the region to 1 MiB (arenas then start on a pool boundary).
         let Some(map_len) = len.checked_add(1 << 20) else {
             continue;

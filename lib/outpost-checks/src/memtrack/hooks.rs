@@ -1,10 +1,11 @@
 //! The `PyMem_SetAllocator` hooks of the `MEM` and `OBJ` domains.
 //!
-//! Fast paths: an allocation takes its size off the sampling countdown, forwards, and adds
-//! one and the block's size to the thread's counters; the free of a pymalloc block (with
-//! sizes known) checks that its address is in the arenas and forwards (a tail call, no
-//! frame: its pool counts it, see [`local::Counters`]). Other frees check the sampled region
-//! and add one and the block's size to the thread's counters. Only sampled blocks (about
+//! Fast paths, with sizes known: a request of 1 to 512 bytes (pymalloc's) takes its size
+//! off the sampling countdown, adds one to its size class's count, and tail-calls pymalloc
+//! (no frame, nothing after the call); the free of a pymalloc block checks that its address
+//! is in the arenas and tail-calls pymalloc (its pool counts it, see [`local::Counters`]).
+//! Larger requests are counted after the call, with the block's `malloc` size. Other frees
+//! check the sampled region and add one and the block's size to the thread's counters. Only sampled blocks (about
 //! one per sampling interval of bytes allocated) take the out-of-line paths. Two sets of
 //! hooks exist: `EXACT` ones read each block's size ([`arena`]), the others count
 //! requested sizes, every free, and no freed bytes.
@@ -21,16 +22,57 @@ use pyo3::ffi::{PyMemAllocatorDomain, PyMemAllocatorEx};
 
 use super::{EXACT, INSTALLED, arena, local, sampled};
 
-/// The allocator that was in place before ours, passed to the hooks as their context.
-#[repr(transparent)]
-struct Underlying(PyMemAllocatorEx);
+/// The allocator that was in place before ours, passed to the hooks as their context: its
+/// functions, a missing one replaced by one that fails (a null block, a free that does
+/// nothing), so that the hooks call them without a check.
+struct Underlying {
+    ctx: *mut c_void,
+    malloc: Malloc,
+    calloc: Calloc,
+    realloc: Realloc,
+    free: Free,
+}
+
+extern "C" fn no_malloc(_: *mut c_void, _: usize) -> *mut c_void {
+    std::ptr::null_mut()
+}
+extern "C" fn no_calloc(_: *mut c_void, _: usize, _: usize) -> *mut c_void {
+    std::ptr::null_mut()
+}
+extern "C" fn no_realloc(_: *mut c_void, _: *mut c_void, _: usize) -> *mut c_void {
+    std::ptr::null_mut()
+}
+extern "C" fn no_free(_: *mut c_void, _: *mut c_void) {}
+
+impl Underlying {
+    fn new(a: &PyMemAllocatorEx) -> Self {
+        Self {
+            ctx: a.ctx,
+            malloc: a.malloc.unwrap_or(no_malloc),
+            calloc: a.calloc.unwrap_or(no_calloc),
+            realloc: a.realloc.unwrap_or(no_realloc),
+            free: a.free.unwrap_or(no_free),
+        }
+    }
+
+    /// As the C API has it.
+    fn allocator(&self) -> PyMemAllocatorEx {
+        PyMemAllocatorEx {
+            ctx: self.ctx,
+            malloc: Some(self.malloc),
+            calloc: Some(self.calloc),
+            realloc: Some(self.realloc),
+            free: Some(self.free),
+        }
+    }
+}
 
 /// # Safety
 /// `ctx` is the context installed with the hooks: a leaked `Underlying`.
 #[inline(always)]
-unsafe fn underlying<'a>(ctx: *mut c_void) -> &'a PyMemAllocatorEx {
+unsafe fn underlying<'a>(ctx: *mut c_void) -> &'a Underlying {
     // SAFETY: per the contract; leaked, so valid for the rest of the process.
-    unsafe { &(*ctx.cast::<Underlying>()).0 }
+    unsafe { &*ctx.cast::<Underlying>() }
 }
 
 /// What is counted for the block `p` that the underlying allocator returned for
@@ -72,32 +114,46 @@ fn outside_size<const EXACT: bool>(p: *mut c_void) -> usize {
 }
 
 extern "C" fn hook_malloc<const EXACT: bool>(ctx: *mut c_void, size: usize) -> *mut c_void {
-    // Kept small: the sampled and `malloc` paths are out of line, so that the common one
-    // (a pymalloc block) saves few registers around its one call.
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    if !(EXACT && arena::is_small(size)) {
+        return malloc_other::<EXACT>(ctx, size);
+    }
+    // pymalloc serves it from its arenas (see `arena` for when it cannot): counted before
+    // the call, so that the call is a tail call, and the draw of a sample is out of line,
+    // so that nothing needs a frame.
+    if !local::with(|l| l.count_small_unsampled(size)) {
+        return malloc_small_drawn::<EXACT>(ctx, size);
+    }
+    (under.malloc)(under.ctx, size)
+}
+
+/// A small `malloc` whose request outlasts the sampling countdown: sampled, or counted and
+/// forwarded as in `hook_malloc`.
+#[inline(never)]
+extern "C" fn malloc_small_drawn<const EXACT: bool>(ctx: *mut c_void, size: usize) -> *mut c_void {
+    if local::with(|l| l.sample_small(size)) {
+        return malloc_sampled::<EXACT>(ctx, size);
+    }
+    // SAFETY: the hooks are only installed with an `Underlying` context.
+    let under = unsafe { underlying(ctx) };
+    (under.malloc)(under.ctx, size)
+}
+
+/// A `malloc` of a large block (or of any block, without sizes): counted after the call.
+#[inline(never)]
+extern "C" fn malloc_other<const EXACT: bool>(ctx: *mut c_void, size: usize) -> *mut c_void {
     if local::with(|l| l.sample(size)) {
         return malloc_sampled::<EXACT>(ctx, size);
     }
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
-    let Some(malloc) = under.malloc else {
-        return std::ptr::null_mut();
-    };
-    let p = malloc(under.ctx, size);
-    if EXACT && arena::contains(p) {
-        // A fresh pymalloc block has the size class of the request (verified with the
-        // layout): no need to read its pool header.
-        local::with(|l| l.count_alloc((arena::size_class(size), true)));
-    } else if !p.is_null() {
-        count_outside::<EXACT>(p, size);
+    let p = (under.malloc)(under.ctx, size);
+    if !p.is_null() {
+        let counted = sized::<EXACT>(p, size);
+        local::with(|l| l.count_alloc(counted));
     }
     p
-}
-
-/// Counts the allocation of `p` outside pymalloc's arenas (or of any block without sizes).
-#[inline(never)]
-fn count_outside<const EXACT: bool>(p: *mut c_void, size: usize) {
-    let counted = sized::<EXACT>(p, size);
-    local::with(|l| l.count_alloc(counted));
 }
 
 /// A `malloc` that the sampling countdown picked.
@@ -122,15 +178,18 @@ extern "C" fn hook_calloc<const EXACT: bool>(
 ) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
-    let Some(calloc) = under.calloc else {
-        return std::ptr::null_mut();
-    };
+    let calloc = under.calloc;
     let Some(size) = nelem.checked_mul(elsize) else {
         // An overflowing product is the underlying allocator's to refuse.
         return calloc(under.ctx, nelem, elsize);
     };
+    if EXACT && arena::is_small(size) && !local::with(|l| l.sample_small(size)) {
+        // As in `hook_malloc`: counted before the call.
+        return calloc(under.ctx, nelem, elsize);
+    }
     local::with(|l| {
-        let (p, counted) = if l.sample(size) {
+        let (p, counted) = if (EXACT && arena::is_small(size)) || l.sample(size) {
+            // Picked by the countdown (a small block's draw was made above).
             sampled_alloc::<EXACT>(under, size, l.owner(), true)
         } else {
             let p = calloc(under.ctx, nelem, elsize);
@@ -162,9 +221,7 @@ extern "C" fn hook_realloc<const EXACT: bool>(
         // reallocates live blocks of this domain).
         return unsafe { realloc_sampled::<EXACT>(under, ptr, new_size) };
     }
-    let Some(realloc) = under.realloc else {
-        return std::ptr::null_mut();
-    };
+    let realloc = under.realloc;
     // Whether the old block's free is counted, and its size, read while it is live.
     let old_counted = !ptr.is_null() && counted_free::<EXACT>(ptr);
     let old = if old_counted {
@@ -192,9 +249,7 @@ extern "C" fn hook_realloc<const EXACT: bool>(
             if !s.is_null() {
                 // SAFETY: `q` holds `new_size` bytes, `s` has room for them; distinct blocks.
                 unsafe { std::ptr::copy_nonoverlapping(q.cast::<u8>(), s.cast::<u8>(), new_size) };
-                if let Some(free) = under.free {
-                    free(under.ctx, q);
-                }
+                (under.free)(under.ctx, q);
                 l.count_alloc((new_size, false));
                 return s;
             }
@@ -216,9 +271,7 @@ extern "C" fn hook_free<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) {
     if EXACT && arena::contains(ptr) {
         // SAFETY: the hooks are only installed with an `Underlying` context.
         let under = unsafe { underlying(ctx) };
-        if let Some(free) = under.free {
-            free(under.ctx, ptr);
-        }
+        (under.free)(under.ctx, ptr);
         return;
     }
     free_other::<EXACT>(ctx, ptr);
@@ -239,9 +292,7 @@ extern "C" fn free_other<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) 
     local::with(|l| l.count_free(size));
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
-    if let Some(free) = under.free {
-        free(under.ctx, ptr);
-    }
+    (under.free)(under.ctx, ptr);
 }
 
 /// Frees a sampled block, counting its size.
@@ -264,7 +315,7 @@ unsafe fn free_sampled(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 fn sampled_alloc<const EXACT: bool>(
-    under: &PyMemAllocatorEx,
+    under: &Underlying,
     size: usize,
     owner: u16,
     zeroed: bool,
@@ -276,10 +327,10 @@ fn sampled_alloc<const EXACT: bool>(
     if !p.is_null() {
         return (p, (size, false));
     }
-    let p = match (zeroed, under.malloc, under.calloc) {
-        (false, Some(malloc), _) => malloc(under.ctx, size),
-        (true, _, Some(calloc)) => calloc(under.ctx, 1, size),
-        _ => std::ptr::null_mut(),
+    let p = if zeroed {
+        (under.calloc)(under.ctx, 1, size)
+    } else {
+        (under.malloc)(under.ctx, size)
     };
     (
         p,
@@ -299,7 +350,7 @@ fn sampled_alloc<const EXACT: bool>(
 #[cold]
 #[inline(never)]
 unsafe fn realloc_sampled<const EXACT: bool>(
-    under: &PyMemAllocatorEx,
+    under: &Underlying,
     ptr: *mut c_void,
     new_size: usize,
 ) -> *mut c_void {
@@ -307,9 +358,7 @@ unsafe fn realloc_sampled<const EXACT: bool>(
         let (q, counted) = if l.sample(new_size) {
             sampled_alloc::<EXACT>(under, new_size, l.owner(), false)
         } else {
-            let q = under
-                .malloc
-                .map_or(std::ptr::null_mut(), |m| m(under.ctx, new_size));
+            let q = (under.malloc)(under.ctx, new_size);
             (
                 q,
                 if q.is_null() {
@@ -339,33 +388,25 @@ unsafe fn realloc_sampled<const EXACT: bool>(
 extern "C" fn forward_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
-    under
-        .malloc
-        .map_or(std::ptr::null_mut(), |f| f(under.ctx, size))
+    (under.malloc)(under.ctx, size)
 }
 
 extern "C" fn forward_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
-    under
-        .calloc
-        .map_or(std::ptr::null_mut(), |f| f(under.ctx, nelem, elsize))
+    (under.calloc)(under.ctx, nelem, elsize)
 }
 
 extern "C" fn forward_realloc(ctx: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
-    under
-        .realloc
-        .map_or(std::ptr::null_mut(), |f| f(under.ctx, ptr, size))
+    (under.realloc)(under.ctx, ptr, size)
 }
 
 extern "C" fn forward_free(ctx: *mut c_void, ptr: *mut c_void) {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
-    if let Some(f) = under.free {
-        f(under.ctx, ptr);
-    }
+    (under.free)(under.ctx, ptr);
 }
 
 type Malloc = extern "C" fn(*mut c_void, usize) -> *mut c_void;
@@ -415,7 +456,7 @@ unsafe fn set_hooks(hooks: Hooks, contexts: Option<[*mut c_void; 2]>) -> [*mut c
                 };
                 // SAFETY: valid out-pointer; no concurrent allocator use (contract).
                 unsafe { pyo3::ffi::PyMem_GetAllocator(domain, &mut old) };
-                let ctx: *mut Underlying = Box::leak(Box::new(Underlying(old)));
+                let ctx: *mut Underlying = Box::leak(Box::new(Underlying::new(&old)));
                 ctx.cast()
             }
         };
@@ -515,7 +556,7 @@ pub(crate) unsafe fn confirm() {
     }
     let obj = CONTEXTS[1].load(Ordering::SeqCst);
     // SAFETY: the OBJ context installed by `install`, a leaked `Underlying`; the GIL is held.
-    if unsafe { arena::verify(underlying(obj)) } {
+    if unsafe { arena::verify(&underlying(obj).allocator()) } {
         return;
     }
     tracing::warn!(
@@ -601,13 +642,13 @@ mod tests {
 
     fn ctx() -> *mut c_void {
         assert!(sampled::reserve());
-        let u = Box::leak(Box::new(Underlying(PyMemAllocatorEx {
+        let u = Box::leak(Box::new(Underlying {
             ctx: std::ptr::null_mut(),
-            malloc: Some(sys_malloc),
-            calloc: Some(sys_calloc),
-            realloc: Some(sys_realloc),
-            free: Some(sys_free),
-        })));
+            malloc: sys_malloc,
+            calloc: sys_calloc,
+            realloc: sys_realloc,
+            free: sys_free,
+        }));
         (u as *mut Underlying).cast()
     }
 

@@ -18,16 +18,23 @@ use std::sync::{Mutex, PoisonError};
 
 use super::{interval, slot};
 
-/// Exact counts of one thread: allocations and bytes allocated in pymalloc's arenas (see
-/// [`super::arena`]), allocations, bytes allocated, frees and bytes freed of every other
-/// block (`malloc` blocks and sampled ones; every block when sizes are not known). Frees of
-/// arena blocks are not counted: the pools count the blocks they hold, and the frees are the
-/// allocations no longer held. On a cache line of its own: written by its thread on every
-/// allocation.
+/// Exact counts of one thread: its allocations in pymalloc's arenas by size class (see
+/// [`super::arena`]), then the allocations, bytes allocated, frees and bytes freed of every
+/// other block (`malloc` blocks and sampled ones; every block when sizes are not known).
+/// An arena allocation is one increment, of its class's count: the bytes are the counts
+/// times the classes' sizes, summed when read. Frees of arena blocks are not counted: the
+/// pools count the blocks they hold, and the frees are the allocations no longer held.
+/// Written by its thread on every allocation: cache lines of its own.
 #[derive(Debug)]
 #[repr(align(64))]
-pub(super) struct Counters([AtomicU64; COUNTS]);
+pub(super) struct Counters([AtomicU64; RAW]);
 
+/// pymalloc's size classes: 16 to 512 bytes in steps of 16.
+pub(super) const CLASSES: usize = super::arena::SMALL_REQUEST_THRESHOLD >> 4;
+/// Raw counts of a thread: one per size class, then the four of other blocks.
+const RAW: usize = CLASSES + 4;
+
+/// The counts read from a thread (and kept per owner), in this order.
 pub(super) const ARENA_ALLOCATIONS: usize = 0;
 pub(super) const ARENA_ALLOCATED_BYTES: usize = 1;
 pub(super) const OUTSIDE_ALLOCATIONS: usize = 2;
@@ -39,23 +46,51 @@ pub(super) const COUNTS: usize = 6;
 
 impl Counters {
     const fn new() -> Self {
-        Self([const { AtomicU64::new(0) }; COUNTS])
+        Self([const { AtomicU64::new(0) }; RAW])
     }
 
     /// Single writer (the owning thread, or the GIL holder for [`BOOT`]): a relaxed load and
     /// store, no locked instruction.
     #[inline(always)]
-    fn bump(&self, which: usize, by: u64) {
-        let c = &self.0[which];
+    fn bump(&self, raw: usize, by: u64) {
+        let c = &self.0[raw];
         c.store(
             c.load(Ordering::Relaxed).wrapping_add(by),
             Ordering::Relaxed,
         );
     }
 
+    /// The counts, in the order of [`COUNTS`]: the classes' counts summed, and their
+    /// bytes.
     fn read(&self) -> [u64; COUNTS] {
-        self.0.each_ref().map(|c| c.load(Ordering::Relaxed))
+        let (mut allocations, mut bytes) = (0u64, 0u64);
+        for (class, c) in self.0[..CLASSES].iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            allocations = allocations.wrapping_add(n);
+            bytes = bytes.wrapping_add(n.wrapping_mul(((class as u64) + 1) << 4));
+        }
+        let other = |k: usize| self.0[outside(k)].load(Ordering::Relaxed);
+        [
+            allocations,
+            bytes,
+            other(OUTSIDE_ALLOCATIONS),
+            other(OUTSIDE_ALLOCATED_BYTES),
+            other(OUTSIDE_FREES),
+            other(OUTSIDE_FREED_BYTES),
+        ]
     }
+
+    /// Adds every raw count of `other` to this block's (whose writer is the caller).
+    fn add(&self, other: &Counters) {
+        for (mine, theirs) in self.0.iter().zip(&other.0) {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The raw index of an outside count.
+const fn outside(which: usize) -> usize {
+    CLASSES + which - OUTSIDE_ALLOCATIONS
 }
 
 /// Counts of threads that have no block of their own.
@@ -120,17 +155,24 @@ pub(super) fn with<R>(f: impl FnOnce(&Local) -> R) -> R {
 }
 
 impl Local {
-    /// Counts one allocation of `size` bytes, in pymalloc's arenas or not.
+    /// Counts one allocation of `size` bytes: in pymalloc's arenas (then `size` is a size
+    /// class, 16 to 512) or not.
     #[inline(always)]
     pub(super) fn count_alloc(&self, (size, in_arena): (usize, bool)) {
-        let c = self.counters.get();
         if in_arena {
-            c.bump(ARENA_ALLOCATIONS, 1);
-            c.bump(ARENA_ALLOCATED_BYTES, size as u64);
+            self.count_small(size);
         } else {
-            c.bump(OUTSIDE_ALLOCATIONS, 1);
-            c.bump(OUTSIDE_ALLOCATED_BYTES, size as u64);
+            let c = self.counters.get();
+            c.bump(outside(OUTSIDE_ALLOCATIONS), 1);
+            c.bump(outside(OUTSIDE_ALLOCATED_BYTES), size as u64);
         }
+    }
+
+    /// Counts the allocation in pymalloc's arenas of a request of `size` bytes (1 to 512):
+    /// one increment, of its size class's count.
+    #[inline(always)]
+    pub(super) fn count_small(&self, size: usize) {
+        self.counters.get().bump((size - 1) >> 4, 1);
     }
 
     /// Counts the free of a block outside pymalloc's arenas, of `size` bytes (0 when sizes
@@ -138,9 +180,9 @@ impl Local {
     #[inline(always)]
     pub(super) fn count_free(&self, size: usize) {
         let c = self.counters.get();
-        c.bump(OUTSIDE_FREES, 1);
+        c.bump(outside(OUTSIDE_FREES), 1);
         if size != 0 {
-            c.bump(OUTSIDE_FREED_BYTES, size as u64);
+            c.bump(outside(OUTSIDE_FREED_BYTES), size as u64);
         }
     }
 
@@ -155,6 +197,32 @@ impl Local {
             return false;
         }
         self.sample_slow(size)
+    }
+
+    /// For a request of `size` bytes (1 to 512) that pymalloc serves from its arenas:
+    /// whether it is sampled (the sampled path counts it), else counts it.
+    #[inline(always)]
+    pub(super) fn sample_small(&self, size: usize) -> bool {
+        if self.sample(size) {
+            return true;
+        }
+        self.count_small(size);
+        false
+    }
+
+    /// The common case of [`Self::sample_small`], with no call in it: counts the request of
+    /// `size` bytes (1 to 512) and returns true when the countdown outlasts it; false, with
+    /// nothing done, when [`Self::sample_small`] must decide.
+    #[inline(always)]
+    pub(super) fn count_small_unsampled(&self, size: usize) -> bool {
+        let left = self.countdown.get();
+        let size64 = size as u64;
+        if size64 >= left {
+            return false;
+        }
+        self.countdown.set(left - size64);
+        self.count_small(size);
+        true
     }
 
     /// The countdown ran out, or was never drawn (a thread's first allocation: the block of
@@ -278,9 +346,7 @@ impl Drop for ExitGuard {
             l.mark.set(BOOT.read());
         });
         let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-        for (exited, count) in EXITED.0.iter().zip(block.read()) {
-            exited.fetch_add(count, Ordering::Relaxed);
-        }
+        EXITED.add(block);
         for c in &block.0 {
             c.store(0, Ordering::Relaxed);
         }

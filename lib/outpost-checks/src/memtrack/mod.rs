@@ -4,16 +4,18 @@
 //!
 //! Python's `MEM` and `OBJ` allocator domains are wrapped with `PyMem_SetAllocator` before
 //! the interpreter starts (after its pre-initialisation, which only uses the raw domain), so
-//! no block of these domains predates the hooks. The hooks keep no per-block record: an
-//! allocation costs two thread-local additions and two compares, the free of a pymalloc
-//! block two address compares (nothing is counted: its pool counts it), on top of the
-//! forwarding call itself. Per-check attribution of the bytes in use comes from sampling,
+//! no block of these domains predates the hooks. The hooks keep no per-block record: a
+//! small allocation (pymalloc's, up to 512 bytes) costs a compare, the sampling countdown
+//! and one thread-local increment, made before a tail call to pymalloc (no frame); the free
+//! of a pymalloc block one address compare (nothing is counted: its pool counts it) before
+//! its tail call. Per-check attribution of the bytes in use comes from sampling,
 //! the way tcmalloc and jemalloc profile heaps.
 //!
 //! * **Exact counters, per thread** ([`local`]). Each thread that allocates owns a block of
-//!   counters (allocations and bytes allocated in pymalloc's arenas; allocations, bytes
-//!   allocated, frees and bytes freed of the other blocks) that only it writes, with a
-//!   relaxed load and store (plain moves, no locked instruction, no shared cache line).
+//!   counters (allocations in pymalloc's arenas per size class, whose bytes are the counts
+//!   times the classes' sizes; allocations, bytes allocated, frees and bytes freed of the
+//!   other blocks) that only it writes, with a relaxed load and store (plain moves, no
+//!   locked instruction, no shared cache line).
 //!   Readers fold the blocks of the live threads and those of exited threads, whose counts
 //!   are added to a global when the thread ends.
 //! * **Block sizes from addresses** ([`arena`]). Before the interpreter starts, pymalloc's
@@ -21,7 +23,10 @@
 //!   of a reserved region of address space. A block in that region is a pymalloc block, and
 //!   the header of its pool (its address rounded down to the pool size) names its size
 //!   class; any other block of these domains comes from `malloc`, and `malloc_usable_size`
-//!   gives its size. Allocations count their block's size. A free of a `malloc` block counts
+//!   gives its size. Allocations count their block's size. A request of 1 to 512 bytes is
+//!   counted in its size class before it is forwarded: pymalloc serves it from its arenas
+//!   unless it cannot get an arena, which the arena allocator sees (the region full, or an
+//!   arena given back unused) and which turns [`MemorySnapshot::exact`] false. A free of a `malloc` block counts
 //!   one free and its size; a free of a pymalloc block counts nothing: the blocks in use in
 //!   pymalloc's pools and their bytes are read, when counters are read, from the pools
 //!   themselves (each pool counts its blocks in use; one pass over the pool headers of the
@@ -89,6 +94,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 
+pub use arena::REGION_MIB_ENV;
 #[doc(hidden)]
 pub use hooks::install_forwarding_only;
 pub(crate) use hooks::{confirm, install};
@@ -299,8 +305,9 @@ pub struct CheckMemory {
 pub struct MemorySnapshot {
     /// Whether tracking is installed (`memtrack_enabled` and a GIL build).
     pub enabled: bool,
-    /// Whether `FreedBytes` and the total `InuseBytes` are exact (block sizes known); when
-    /// false they are derived from the sampled estimate.
+    /// Whether the totals are exact: block sizes known (else `FreedBytes` and the total
+    /// `InuseBytes` are derived from the sampled estimate), and pymalloc never short of an
+    /// arena (else a few small blocks it then took from `malloc` are miscounted).
     pub exact: bool,
     /// Mean bytes allocated between two samples (the estimates' resolution).
     pub sample_interval: u64,
@@ -430,7 +437,7 @@ pub fn snapshot() -> MemorySnapshot {
     );
     MemorySnapshot {
         enabled: enabled(),
-        exact,
+        exact: exact && arena::refusals() == 0,
         sample_interval: interval(),
         total,
         untracked_frees: 0,
