@@ -1,13 +1,15 @@
-//! Memory tracking on vs off, at the agent level: an allocation-heavy check (the workload of
-//! `outpost-checks`' benchmark: 20,000 small dicts with lists and strings, indexed) run
-//! through the whole agent (`run-now`: the scheduler hands the run to a runner thread, the
-//! sinks commit it), in two child processes of this benchmark, one started with
+//! Memory tracking on vs off, at the agent level: the two workloads of `outpost-checks`'
+//! benchmark (an allocation-heavy check: 20,000 small dicts with lists and strings, indexed;
+//! and a JSON-parsing one: a 0.5 MB status document parsed and submitted from) run through
+//! the whole agent (`run-now`: the scheduler hands the run to a runner thread, the sinks
+//! commit it), in pairs of child processes of this benchmark, one started with
 //! `memtrack_enabled: true`, one with `false` (the interpreter starts once per process).
 //!
 //! Each child answers "N" on stdin with the wall time of N runs and the runner threads' CPU
-//! time inside them. Criterion times both sides back to back; then 15 alternating rounds
-//! give the median of the per-round on/off ratios, which a change of machine load affects
-//! less.
+//! time inside them. Criterion times both sides back to back; then, per workload, series of
+//! alternating rounds, each series in a fresh pair of children sharing one string hash seed
+//! (`OUTPOST_BENCH_SERIES`, default 6, of `OUTPOST_BENCH_ROUNDS`, default 10, rounds), give
+//! the median of the per-round on/off ratios, which a change of machine load affects less.
 //!
 //! `cargo bench -p outpost-agent --bench memtrack`; without `--bench` a smoke pass.
 
@@ -27,19 +29,22 @@ use outpost_types::config::AgentConfig;
 mod common;
 use common::{NoFormat, venv};
 
-const ALLOC: &str = r#"
-from datadog_checks.base import AgentCheck
+/// The workloads (shared with `outpost-checks`' benchmark) and the runs per round.
+const WORKLOADS: [(&str, &str, u64); 2] = [
+    (
+        "alloc",
+        include_str!("../../outpost-checks/benches/checks/alloc.py"),
+        20,
+    ),
+    (
+        "jsoncheck",
+        include_str!("../../outpost-checks/benches/checks/jsoncheck.py"),
+        100,
+    ),
+];
 
-class AllocCheck(AgentCheck):
-    def check(self, instance):
-        data = [{"key": str(i), "values": [i, i + 1, float(i)], "name": "item-%d" % i} for i in range(20000)]
-        index = {d["key"]: d for d in data}
-        total = sum(len(d["name"]) for d in index.values())
-        self.gauge("alloc.total", total)
-"#;
-
-/// Child mode: an agent with memory tracking `on` or not, timing run-now of the check.
-fn child(root: &Path, on: bool) {
+/// Child mode: an agent with memory tracking `on` or not, timing run-now of `check`.
+fn child(root: &Path, on: bool, check: &str) {
     let agent_config = AgentConfig {
         memtrack_enabled: on,
         ..AgentConfig::default()
@@ -69,7 +74,7 @@ fn child(root: &Path, on: bool) {
         options.runtime = Some(runtime);
         let agent = Agent::start(options).await.unwrap();
         for _ in 0..20 {
-            let doc = agent.run_check("alloc").await.unwrap();
+            let doc = agent.run_check(check).await.unwrap();
             assert_eq!(doc["instances"].as_array().unwrap().len(), 1);
         }
         println!("ready");
@@ -81,7 +86,7 @@ fn child(root: &Path, on: bool) {
             let cpu0 = agent.scheduler_stats().run_cpu;
             let t0 = Instant::now();
             for _ in 0..n {
-                agent.run_check("alloc").await.unwrap();
+                agent.run_check(check).await.unwrap();
             }
             let wall = t0.elapsed();
             let cpu = agent.scheduler_stats().run_cpu - cpu0;
@@ -99,10 +104,15 @@ struct Timer {
 }
 
 impl Timer {
-    fn spawn(root: &Path, mode: &str) -> Self {
+    /// A child with tracking `mode` ("on" or "off") running `check`, with the string hash
+    /// seed `seed` (a seed decides how dictionaries collide, and so moves a process's speed
+    /// by a few percent: the two sides of a series share one).
+    fn spawn(root: &Path, mode: &str, check: &str, seed: usize) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .env("OUTPOST_BENCH_CHILD", mode)
+            .env("OUTPOST_BENCH_CHECK", check)
             .env("OUTPOST_BENCH_ROOT", root)
+            .env("PYTHONHASHSEED", (seed + 1).to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -141,10 +151,24 @@ impl Drop for Timer {
     }
 }
 
+/// A number from the environment, or `default`.
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
     if let Ok(mode) = std::env::var("OUTPOST_BENCH_CHILD") {
         let root = PathBuf::from(std::env::var_os("OUTPOST_BENCH_ROOT").unwrap());
-        child(&root, mode == "on");
+        let check = std::env::var("OUTPOST_BENCH_CHECK").unwrap();
+        child(&root, mode == "on", &check);
         return;
     }
     let full = std::env::args().any(|a| a == "--bench");
@@ -152,93 +176,120 @@ fn main() {
     let root = dir.path();
     fs_err::create_dir_all(root.join("conf.d")).unwrap();
     fs_err::create_dir_all(root.join("checks.d")).unwrap();
-    fs_err::write(root.join("checks.d/alloc.py"), ALLOC).unwrap();
-    // A day's interval: the check runs when asked to (its first scheduled run is hours away
-    // unless its spread offset is unlucky; a scheduled run would only delay one sample).
-    fs_err::write(
-        root.join("conf.d/alloc.yaml"),
-        "instances:\n  - {min_collection_interval: 86400}\n",
-    )
-    .unwrap();
-    let mut on = Timer::spawn(root, "on");
-    let mut off = Timer::spawn(root, "off");
-
+    for (name, source, _) in WORKLOADS {
+        fs_err::write(root.join(format!("checks.d/{name}.py")), source).unwrap();
+        // A day's interval: the check runs when asked to (its first scheduled run is hours
+        // away unless its spread offset is unlucky; a scheduled run would only delay one
+        // sample).
+        fs_err::write(
+            root.join(format!("conf.d/{name}.yaml")),
+            "instances:\n  - {min_collection_interval: 86400}\n",
+        )
+        .unwrap();
+    }
+    let series = if full {
+        env_number("OUTPOST_BENCH_SERIES", 6)
+    } else {
+        1
+    };
+    let rounds = if full {
+        env_number("OUTPOST_BENCH_ROUNDS", 10)
+    } else {
+        2
+    };
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))
         .sample_size(20)
         .configure_from_args();
-    let (mut sums_on, mut sums_off) = ((0u128, 0u64), (0u128, 0u64));
-    {
-        let mut g = c.benchmark_group("memtrack_agent");
-        g.bench_function("on", |b| {
-            b.iter_custom(|iters| {
-                let (wall, _) = on.time(iters);
-                sums_on.0 += wall.as_nanos();
-                sums_on.1 += iters;
-                wall
-            })
-        });
-        g.bench_function("off", |b| {
-            b.iter_custom(|iters| {
-                let (wall, _) = off.time(iters);
-                sums_off.0 += wall.as_nanos();
-                sums_off.1 += iters;
-                wall
-            })
-        });
-        g.finish();
+    let mut report = Vec::new();
+    for (check, _, runs) in WORKLOADS {
+        let per_round = if full { runs } else { 2 };
+        let mut on = Timer::spawn(root, "on", check, 0);
+        let mut off = Timer::spawn(root, "off", check, 0);
+        let (mut sums_on, mut sums_off) = ((0u128, 0u64), (0u128, 0u64));
+        {
+            let mut g = c.benchmark_group(format!("memtrack_agent_{check}"));
+            g.bench_function("on", |b| {
+                b.iter_custom(|iters| {
+                    let (wall, _) = on.time(iters);
+                    sums_on.0 += wall.as_nanos();
+                    sums_on.1 += iters;
+                    wall
+                })
+            });
+            g.bench_function("off", |b| {
+                b.iter_custom(|iters| {
+                    let (wall, _) = off.time(iters);
+                    sums_off.0 += wall.as_nanos();
+                    sums_off.1 += iters;
+                    wall
+                })
+            });
+            g.finish();
+        }
+        let (mut wall_ratios, mut cpu_ratios, mut series_cpu) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let mut totals = [Duration::ZERO; 4];
+        for s in 0..series {
+            if s > 0 {
+                on = Timer::spawn(root, "on", check, s);
+                off = Timer::spawn(root, "off", check, s);
+            }
+            let mut cpu = Vec::new();
+            for round in 0..rounds {
+                // Alternate which side goes first.
+                let (a, b) = if (round + s) % 2 == 0 {
+                    let a = on.time(per_round);
+                    (a, off.time(per_round))
+                } else {
+                    let b = off.time(per_round);
+                    (on.time(per_round), b)
+                };
+                wall_ratios.push(a.0.as_secs_f64() / b.0.as_secs_f64());
+                cpu.push(a.1.as_secs_f64() / b.1.as_secs_f64());
+                for (t, d) in totals.iter_mut().zip([a.0, b.0, a.1, b.1]) {
+                    *t += d;
+                }
+            }
+            series_cpu.push(median(&mut cpu.clone()));
+            cpu_ratios.extend(cpu);
+        }
+        drop((on, off));
+        let n = (series * rounds) as f64 * per_round as f64;
+        let mean = |(ns, iters): (u128, u64)| ns as f64 / iters.max(1) as f64 / 1e6;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / n;
+        let pct = |x: f64| (x - 1.0) * 100.0;
+        let lo = series_cpu.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = series_cpu.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        report.push(format!(
+            "{check} through the agent (run-now):\n\
+             criterion means: on {:.2} ms, off {:.2} ms per run: {:+.1}%\n\
+             interleaved ({series} series x {rounds} rounds x {per_round} runs): wall on {:.2} ms, \
+             off {:.2} ms; CPU in runs on {:.2} ms, off {:.2} ms\n\
+             median per-round overhead: wall {:+.1}%, CPU in runs {:+.1}% (series medians \
+             {:+.1}% .. {:+.1}%; target <= 5%)",
+            mean(sums_on),
+            mean(sums_off),
+            pct(mean(sums_on) / mean(sums_off)),
+            ms(totals[0]),
+            ms(totals[1]),
+            ms(totals[2]),
+            ms(totals[3]),
+            pct(median(&mut wall_ratios)),
+            pct(median(&mut cpu_ratios)),
+            pct(lo),
+            pct(hi),
+        ));
     }
     c.final_summary();
-
-    let rounds = if full { 15 } else { 3 };
-    let per_round = if full { 20 } else { 2 };
-    let (mut wall_ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
-    let (mut wall_on, mut wall_off, mut cpu_on, mut cpu_off) = (
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-    );
-    for round in 0..rounds {
-        // Alternate which side goes first.
-        let (a, b) = if round % 2 == 0 {
-            let a = on.time(per_round);
-            (a, off.time(per_round))
-        } else {
-            let b = off.time(per_round);
-            (on.time(per_round), b)
-        };
-        wall_ratios.push(a.0.as_secs_f64() / b.0.as_secs_f64());
-        cpu_ratios.push(a.1.as_secs_f64() / b.1.as_secs_f64());
-        wall_on += a.0;
-        wall_off += b.0;
-        cpu_on += a.1;
-        cpu_off += b.1;
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let n = (rounds as u64 * per_round) as f64;
-    let mean = |(ns, iters): (u128, u64)| ns as f64 / iters.max(1) as f64 / 1e6;
     let load = fs_err::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("\nmemory tracking on vs off:");
+    for r in report {
+        println!("{r}");
+    }
     println!(
-        "\nmemory tracking, allocation-heavy check through the agent (run-now):\n\
-         criterion means: on {:.2} ms, off {:.2} ms per run: {:+.1}%\n\
-         interleaved ({rounds} rounds x {per_round} runs): wall on {:.2} ms, off {:.2} ms; \
-         CPU in runs on {:.2} ms, off {:.2} ms\n\
-         median per-round overhead: wall {:+.1}%, CPU in runs {:+.1}% (target <= 5%)\n\
-         load average: {}",
-        mean(sums_on),
-        mean(sums_off),
-        (mean(sums_on) / mean(sums_off) - 1.0) * 100.0,
-        wall_on.as_secs_f64() * 1e3 / n,
-        wall_off.as_secs_f64() * 1e3 / n,
-        cpu_on.as_secs_f64() * 1e3 / n,
-        cpu_off.as_secs_f64() * 1e3 / n,
-        (median(&mut wall_ratios) - 1.0) * 100.0,
-        (median(&mut cpu_ratios) - 1.0) * 100.0,
+        "load average: {}",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
