@@ -267,7 +267,7 @@ extern "C" fn hook_realloc<const EXACT: bool>(
 
 extern "C" fn hook_free<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) {
     // Most frees are of pymalloc blocks: with sizes known, their pools count them, and the
-    // free is two compares and the forward (no frame, no thread-local access).
+    // free is one address compare and a tail call (no frame, no thread-local access).
     if EXACT && arena::contains(ptr) {
         // SAFETY: the hooks are only installed with an `Underlying` context.
         let under = unsafe { underlying(ctx) };
