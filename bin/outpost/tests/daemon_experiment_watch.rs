@@ -673,7 +673,16 @@ fn watches_with_one_interval_run_together_after_their_first_run() {
         nearest_a(b[0]) >= 300,
         "b's first run follows its own start, off a's runs: {b:?} against {a:?}"
     );
-    for run in &b[1..] {
+    // A run of b after a's last logged one may be ahead of a's at the same point of the
+    // grid, not yet logged: compared are b's runs up to half an interval past a's last.
+    let a_last = *a.last().unwrap();
+    let compared: Vec<u64> = b[1..]
+        .iter()
+        .copied()
+        .filter(|r| *r < a_last + 500)
+        .collect();
+    assert!(compared.len() >= 2, "b's later runs: {b:?} against {a:?}");
+    for run in &compared {
         assert!(
             nearest_a(*run) < 100,
             "b's run at {run} is {} ms from a's runs {a:?}",

@@ -806,3 +806,66 @@ fn a_full_arena_region_leaves_counts_exact_but_not_bytes() {
         assert_eq!(n, 100_000);
     });
 }
+
+#[test]
+fn reallocations_between_pymalloc_and_malloc_are_counted_and_pymalloc_keeps_its_count() {
+    use pyo3::ffi;
+    let _ = env();
+    Python::attach(|py| {
+        let total = || outpost_checks::memtrack::snapshot().total;
+        unsafe extern "C" {
+            /// What `sys.getallocatedblocks()` returns.
+            fn _Py_GetAllocatedBlocks() -> isize;
+        }
+        // SAFETY: the GIL is held.
+        let blocks = || unsafe { _Py_GetAllocatedBlocks() };
+        let (s0, b0) = (total(), blocks());
+        // A block through every move: pymalloc to pymalloc, to malloc, within malloc, back.
+        // SAFETY: the GIL is held; freed below.
+        let mut p = unsafe { ffi::PyMem_Malloc(100) };
+        for size in [300, 2000, 100_000, 400, 48] {
+            // SAFETY: a live block of this domain, replaced by the result.
+            p = unsafe { ffi::PyMem_Realloc(p, size) };
+            assert!(!p.is_null());
+            // SAFETY: a live block of `size` bytes.
+            unsafe { p.cast::<u8>().add(size - 1).write(7) };
+        }
+        // SAFETY: a live block of this domain.
+        unsafe { ffi::PyMem_Free(p) };
+        let s1 = total();
+        assert_eq!(
+            s1.allocations - s0.allocations,
+            6,
+            "a malloc, five reallocs"
+        );
+        assert_eq!(s1.frees - s0.frees, 6);
+        assert_eq!(
+            s1.inuse_bytes, s0.inuse_bytes,
+            "back to the baseline exactly"
+        );
+        assert_eq!(blocks(), b0);
+
+        // Sampled and large blocks reach pymalloc's free through the RAW domain, and pymalloc
+        // counted them when they were made: what sys.getallocatedblocks() says does not drift.
+        let churn = c"
+for _ in range(5):
+    xs = [str(i) * 3 for i in range(200000)]
+    ys = [bytearray(2000) for _ in range(2000)]
+    zs = [[i] * 100 for i in range(2000)]
+    del xs, ys, zs
+";
+        let collect = || py.run(c"import gc; gc.collect()", None, None).unwrap();
+        py.run(churn, None, None).unwrap();
+        collect();
+        let (before, samples) = (blocks(), outpost_checks::memtrack::snapshot());
+        py.run(churn, None, None).unwrap();
+        collect();
+        let after = blocks();
+        let bytes = outpost_checks::memtrack::snapshot().total.allocated_bytes
+            - samples.total.allocated_bytes;
+        // Some 80 MB allocated: about 300 samples at 256 KiB, each of which would be one block
+        // of drift.
+        assert!(bytes > 50_000_000, "{bytes}");
+        assert!((after - before).abs() < 50, "{before} -> {after}");
+    });
+}

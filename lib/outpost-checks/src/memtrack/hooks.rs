@@ -1,14 +1,10 @@
-//! The `PyMem_SetAllocator` hooks of the `MEM` and `OBJ` domains.
+//! The `PyMem_SetAllocator` hooks of the `MEM` and `OBJ` domains that do without block
+//! sizes, and the installation of every set of hooks (those with sizes are in
+//! [`super::exact`]).
 //!
-//! Fast paths, with sizes known: a request of 1 to 512 bytes (pymalloc's) takes its size
-//! off the sampling countdown, adds one to its size class's count, and tail-calls pymalloc
-//! (no frame, nothing after the call); the free of a pymalloc block checks that its address
-//! is in the arenas and tail-calls pymalloc (its pool counts it, see [`local::Counters`]).
-//! Larger requests are counted after the call, with the block's `malloc` size. Other frees
-//! check the sampled region and add one and the block's size to the thread's counters. Only sampled blocks (about
-//! one per sampling interval of bytes allocated) take the out-of-line paths. Two sets of
-//! hooks exist: `EXACT` ones read each block's size ([`arena`]), the others count
-//! requested sizes, every free, and no freed bytes.
+//! Without sizes every allocation counts its requested size and every free is counted (a
+//! free checks the sampled region, then adds one to the thread's frees). Only sampled blocks
+//! (about one per sampling interval of bytes allocated) take the out-of-line paths.
 //!
 //! Semantics kept from the underlying allocator: `malloc(0)` and `realloc(p, 0)` return a
 //! unique pointer; `free(NULL)` does nothing; a failed `realloc` leaves the block untouched;
@@ -20,17 +16,17 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use pyo3::ffi::{PyMemAllocatorDomain, PyMemAllocatorEx};
 
-use super::{EXACT, INSTALLED, arena, local, sampled};
+use super::{EXACT, INSTALLED, arena, exact, local, sampled};
 
 /// The allocator that was in place before ours, passed to the hooks as their context: its
 /// functions, a missing one replaced by one that fails (a null block, a free that does
 /// nothing), so that the hooks call them without a check.
-struct Underlying {
-    ctx: *mut c_void,
-    malloc: Malloc,
-    calloc: Calloc,
-    realloc: Realloc,
-    free: Free,
+pub(super) struct Underlying {
+    pub(super) ctx: *mut c_void,
+    pub(super) malloc: Malloc,
+    pub(super) calloc: Calloc,
+    pub(super) realloc: Realloc,
+    pub(super) free: Free,
 }
 
 extern "C" fn no_malloc(_: *mut c_void, _: usize) -> *mut c_void {
@@ -70,88 +66,20 @@ impl Underlying {
 /// # Safety
 /// `ctx` is the context installed with the hooks: a leaked `Underlying`.
 #[inline(always)]
-unsafe fn underlying<'a>(ctx: *mut c_void) -> &'a Underlying {
+pub(super) unsafe fn underlying<'a>(ctx: *mut c_void) -> &'a Underlying {
     // SAFETY: per the contract; leaked, so valid for the rest of the process.
     unsafe { &*ctx.cast::<Underlying>() }
 }
 
-/// What is counted for the block `p` that the underlying allocator returned for
-/// `requested` bytes: its size and whether it is in pymalloc's arenas. Its real size when
-/// sizes are known ([`super::arena`]), else the request.
-#[inline(always)]
-fn sized<const EXACT: bool>(p: *mut c_void, requested: usize) -> (usize, bool) {
-    if !EXACT {
-        return (requested, false);
-    }
-    if arena::contains(p) {
-        // A fresh pymalloc block has the size class of the request (verified with the
-        // layout): no need to read its pool header.
-        (arena::size_class(requested), true)
-    } else {
-        // SAFETY: a live block of these domains outside pymalloc's arenas comes from
-        // `malloc`, and `EXACT` hooks are only installed when that holds.
-        (unsafe { arena::malloc_size(p) }, false)
-    }
-}
-
-/// Whether a free or reallocation of the live block `p` (not a sampled one) is counted: a
-/// block outside pymalloc's arenas, or any block when sizes are not known. A block in the
-/// arenas is counted by its pool (see [`local::Counters`]).
-#[inline(always)]
-fn counted_free<const EXACT: bool>(p: *mut c_void) -> bool {
-    !(EXACT && arena::contains(p))
-}
-
-/// The size a counted free of `p` counts: its `malloc` size when sizes are known, else 0.
-#[inline(always)]
-fn outside_size<const EXACT: bool>(p: *mut c_void) -> usize {
-    if EXACT {
-        // SAFETY: as in `sized`: a live block outside the arenas comes from `malloc`.
-        unsafe { arena::malloc_size(p) }
-    } else {
-        0
-    }
-}
-
-extern "C" fn hook_malloc<const EXACT: bool>(ctx: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: the hooks are only installed with an `Underlying` context.
-    let under = unsafe { underlying(ctx) };
-    if !(EXACT && arena::is_small(size)) {
-        return malloc_other::<EXACT>(ctx, size);
-    }
-    // pymalloc serves it from its arenas (see `arena` for when it cannot): counted before
-    // the call, so that the call is a tail call, and the draw of a sample is out of line,
-    // so that nothing needs a frame.
-    if !local::with(|l| l.count_small_unsampled(size)) {
-        return malloc_small_drawn::<EXACT>(ctx, size);
-    }
-    (under.malloc)(under.ctx, size)
-}
-
-/// A small `malloc` whose request outlasts the sampling countdown: sampled, or counted and
-/// forwarded as in `hook_malloc`.
-#[inline(never)]
-extern "C" fn malloc_small_drawn<const EXACT: bool>(ctx: *mut c_void, size: usize) -> *mut c_void {
-    if local::with(|l| l.sample_small(size)) {
-        return malloc_sampled::<EXACT>(ctx, size);
-    }
-    // SAFETY: the hooks are only installed with an `Underlying` context.
-    let under = unsafe { underlying(ctx) };
-    (under.malloc)(under.ctx, size)
-}
-
-/// A `malloc` of a large block (or of any block, without sizes): counted after the call.
-#[inline(never)]
-extern "C" fn malloc_other<const EXACT: bool>(ctx: *mut c_void, size: usize) -> *mut c_void {
+extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
     if local::with(|l| l.sample(size)) {
-        return malloc_sampled::<EXACT>(ctx, size);
+        return malloc_sampled(ctx, size);
     }
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
     let p = (under.malloc)(under.ctx, size);
     if !p.is_null() {
-        let counted = sized::<EXACT>(p, size);
-        local::with(|l| l.count_alloc(counted));
+        local::with(|l| l.count_alloc((size, false)));
     }
     p
 }
@@ -159,89 +87,59 @@ extern "C" fn malloc_other<const EXACT: bool>(ctx: *mut c_void, size: usize) -> 
 /// A `malloc` that the sampling countdown picked.
 #[cold]
 #[inline(never)]
-extern "C" fn malloc_sampled<const EXACT: bool>(ctx: *mut c_void, size: usize) -> *mut c_void {
+extern "C" fn malloc_sampled(ctx: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
     local::with(|l| {
-        let (p, counted) = sampled_alloc::<EXACT>(under, size, l.owner(), false);
+        let p = sampled_alloc(under, size, l.owner(), false);
         if !p.is_null() {
-            l.count_alloc(counted);
+            l.count_alloc((size, false));
         }
         p
     })
 }
 
-extern "C" fn hook_calloc<const EXACT: bool>(
-    ctx: *mut c_void,
-    nelem: usize,
-    elsize: usize,
-) -> *mut c_void {
+extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
-    let calloc = under.calloc;
     let Some(size) = nelem.checked_mul(elsize) else {
         // An overflowing product is the underlying allocator's to refuse.
-        return calloc(under.ctx, nelem, elsize);
+        return (under.calloc)(under.ctx, nelem, elsize);
     };
-    if EXACT && arena::is_small(size) && !local::with(|l| l.sample_small(size)) {
-        // As in `hook_malloc`: counted before the call.
-        return calloc(under.ctx, nelem, elsize);
-    }
     local::with(|l| {
-        let (p, counted) = if (EXACT && arena::is_small(size)) || l.sample(size) {
-            // Picked by the countdown (a small block's draw was made above).
-            sampled_alloc::<EXACT>(under, size, l.owner(), true)
+        let p = if l.sample(size) {
+            sampled_alloc(under, size, l.owner(), true)
         } else {
-            let p = calloc(under.ctx, nelem, elsize);
-            (
-                p,
-                if p.is_null() {
-                    (0, false)
-                } else {
-                    sized::<EXACT>(p, size)
-                },
-            )
+            (under.calloc)(under.ctx, nelem, elsize)
         };
         if !p.is_null() {
-            l.count_alloc(counted);
+            l.count_alloc((size, false));
         }
         p
     })
 }
 
-extern "C" fn hook_realloc<const EXACT: bool>(
-    ctx: *mut c_void,
-    ptr: *mut c_void,
-    new_size: usize,
-) -> *mut c_void {
+extern "C" fn hook_realloc(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) -> *mut c_void {
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
     if sampled::contains(ptr) {
         // SAFETY: `ptr` is in the sampled region, so it is a live sampled block (Python only
         // reallocates live blocks of this domain).
-        return unsafe { realloc_sampled::<EXACT>(under, ptr, new_size) };
+        return unsafe { realloc_sampled(under, ptr, new_size) };
     }
-    let realloc = under.realloc;
-    // Whether the old block's free is counted, and its size, read while it is live.
-    let old_counted = !ptr.is_null() && counted_free::<EXACT>(ptr);
-    let old = if old_counted {
-        outside_size::<EXACT>(ptr)
-    } else {
-        0
-    };
     local::with(|l| {
         let sample = l.sample(new_size);
         if sample && super::refuse(l.owner(), new_size) {
             // The old block is untouched, as after any failed realloc.
             return std::ptr::null_mut();
         }
-        let q = realloc(under.ctx, ptr, new_size);
+        let q = (under.realloc)(under.ctx, ptr, new_size);
         if q.is_null() {
             // The old block is untouched.
             return q;
         }
-        if old_counted {
-            l.count_free(old);
+        if !ptr.is_null() {
+            l.count_free(0);
         }
         if sample {
             // Move the block into the sampled region; keep it where it is if that fails.
@@ -254,32 +152,13 @@ extern "C" fn hook_realloc<const EXACT: bool>(
                 return s;
             }
         }
-        // A pymalloc block may be resized in place, keeping a larger size class.
-        l.count_alloc(if EXACT && arena::contains(q) {
-            // SAFETY: in the region.
-            (unsafe { arena::pool_block_size(q) }, true)
-        } else {
-            sized::<EXACT>(q, new_size)
-        });
+        l.count_alloc((new_size, false));
         q
     })
 }
 
-extern "C" fn hook_free<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) {
-    // Most frees are of pymalloc blocks: with sizes known, their pools count them, and the
-    // free is one address compare and a tail call (no frame, no thread-local access).
-    if EXACT && arena::contains(ptr) {
-        // SAFETY: the hooks are only installed with an `Underlying` context.
-        let under = unsafe { underlying(ctx) };
-        (under.free)(under.ctx, ptr);
-        return;
-    }
-    free_other::<EXACT>(ctx, ptr);
-}
-
-/// A free that is counted: a `malloc` block, a sampled one, or any block without sizes.
-#[inline(never)]
-extern "C" fn free_other<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) {
+/// Every free is counted; a sampled block's gives its size back to its owner.
+extern "C" fn hook_free(ctx: *mut c_void, ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
@@ -288,8 +167,7 @@ extern "C" fn free_other<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) 
         unsafe { free_sampled(ptr) };
         return;
     }
-    let size = outside_size::<EXACT>(ptr);
-    local::with(|l| l.count_free(size));
+    local::with(|l| l.count_free(0));
     // SAFETY: the hooks are only installed with an `Underlying` context.
     let under = unsafe { underlying(ctx) };
     (under.free)(under.ctx, ptr);
@@ -301,7 +179,7 @@ extern "C" fn free_other<const EXACT: bool>(ctx: *mut c_void, ptr: *mut c_void) 
 /// `ptr` is a live sampled block, not used afterwards.
 #[cold]
 #[inline(never)]
-unsafe fn free_sampled(ptr: *mut c_void) {
+pub(super) unsafe fn free_sampled(ptr: *mut c_void) {
     // SAFETY: per the contract.
     unsafe {
         let size = sampled::size_of(ptr);
@@ -311,35 +189,22 @@ unsafe fn free_sampled(ptr: *mut c_void) {
 }
 
 /// A sampled block, or an unsampled one from the underlying allocator when the region is
-/// full; with the bytes to count for it.
+/// full.
 #[cold]
 #[inline(never)]
-fn sampled_alloc<const EXACT: bool>(
-    under: &Underlying,
-    size: usize,
-    owner: u16,
-    zeroed: bool,
-) -> (*mut c_void, (usize, bool)) {
+fn sampled_alloc(under: &Underlying, size: usize, owner: u16, zeroed: bool) -> *mut c_void {
     if super::refuse(owner, size) {
-        return (std::ptr::null_mut(), (0, false));
+        return std::ptr::null_mut();
     }
     let p = sampled::alloc(size, owner, zeroed);
     if !p.is_null() {
-        return (p, (size, false));
+        return p;
     }
-    let p = if zeroed {
+    if zeroed {
         (under.calloc)(under.ctx, 1, size)
     } else {
         (under.malloc)(under.ctx, size)
-    };
-    (
-        p,
-        if p.is_null() {
-            (0, false)
-        } else {
-            sized::<EXACT>(p, size)
-        },
-    )
+    }
 }
 
 /// `realloc` of a sampled block: a new block (sampled or not, as any allocation), the data
@@ -349,24 +214,12 @@ fn sampled_alloc<const EXACT: bool>(
 /// `ptr` is a live sampled block.
 #[cold]
 #[inline(never)]
-unsafe fn realloc_sampled<const EXACT: bool>(
-    under: &Underlying,
-    ptr: *mut c_void,
-    new_size: usize,
-) -> *mut c_void {
+unsafe fn realloc_sampled(under: &Underlying, ptr: *mut c_void, new_size: usize) -> *mut c_void {
     local::with(|l| {
-        let (q, counted) = if l.sample(new_size) {
-            sampled_alloc::<EXACT>(under, new_size, l.owner(), false)
+        let q = if l.sample(new_size) {
+            sampled_alloc(under, new_size, l.owner(), false)
         } else {
-            let q = (under.malloc)(under.ctx, new_size);
-            (
-                q,
-                if q.is_null() {
-                    (0, false)
-                } else {
-                    sized::<EXACT>(q, new_size)
-                },
-            )
+            (under.malloc)(under.ctx, new_size)
         };
         if q.is_null() {
             return q;
@@ -380,7 +233,7 @@ unsafe fn realloc_sampled<const EXACT: bool>(
             old
         };
         l.count_free(old);
-        l.count_alloc(counted);
+        l.count_alloc((new_size, false));
         q
     })
 }
@@ -409,10 +262,10 @@ extern "C" fn forward_free(ctx: *mut c_void, ptr: *mut c_void) {
     (under.free)(under.ctx, ptr);
 }
 
-type Malloc = extern "C" fn(*mut c_void, usize) -> *mut c_void;
-type Calloc = extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
-type Realloc = extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void;
-type Free = extern "C" fn(*mut c_void, *mut c_void);
+pub(super) type Malloc = extern "C" fn(*mut c_void, usize) -> *mut c_void;
+pub(super) type Calloc = extern "C" fn(*mut c_void, usize, usize) -> *mut c_void;
+pub(super) type Realloc = extern "C" fn(*mut c_void, *mut c_void, usize) -> *mut c_void;
+pub(super) type Free = extern "C" fn(*mut c_void, *mut c_void);
 
 /// The four functions of one set of hooks.
 type Hooks = (Malloc, Calloc, Realloc, Free);
@@ -422,13 +275,9 @@ const DOMAINS: [PyMemAllocatorDomain; 2] = [
     PyMemAllocatorDomain::PYMEM_DOMAIN_OBJ,
 ];
 
-fn hooks<const EXACT: bool>() -> Hooks {
-    (
-        hook_malloc::<EXACT>,
-        hook_calloc::<EXACT>,
-        hook_realloc::<EXACT>,
-        hook_free::<EXACT>,
-    )
+/// The hooks that do without block sizes.
+fn hooks() -> Hooks {
+    (hook_malloc, hook_calloc, hook_realloc, hook_free)
 }
 
 /// The contexts of the tracking hooks (`MEM`, `OBJ`): each domain's previous allocator.
@@ -527,21 +376,73 @@ pub(crate) unsafe fn install() {
     }
     // SAFETY: before the interpreter starts (contract): no arena exists yet.
     let exact = pymalloc_expected() && unsafe { arena::take_arenas() };
+    // The domains' allocators, each wrapped in a context for the hooks without sizes.
+    let mut old = [const { empty_allocator() }; 2];
+    for (o, domain) in old.iter_mut().zip(DOMAINS) {
+        // SAFETY: valid out-pointer; no concurrent allocator use (contract).
+        unsafe { pyo3::ffi::PyMem_GetAllocator(domain, o) };
+    }
+    let contexts = old.each_ref().map(|o| {
+        let ctx: *mut Underlying = Box::leak(Box::new(Underlying::new(o)));
+        ctx.cast::<c_void>()
+    });
+    // The exact hooks call pymalloc's functions for both domains with each domain's context.
+    let addresses = |o: &PyMemAllocatorEx| {
+        [
+            o.malloc.map(|f| f as usize),
+            o.calloc.map(|f| f as usize),
+            o.realloc.map(|f| f as usize),
+            o.free.map(|f| f as usize),
+        ]
+    };
+    let same = addresses(&old[0]) == addresses(&old[1]) && old[0].free.is_some();
+    let exact = exact && same;
     INSTALLED.store(true, Ordering::SeqCst);
     EXACT.store(exact, Ordering::SeqCst);
-    // SAFETY: no concurrent allocator use (contract).
-    let contexts = unsafe {
-        set_hooks(
-            if exact {
-                hooks::<true>()
-            } else {
-                hooks::<false>()
-            },
-            None,
-        )
-    };
     for (slot, ctx) in CONTEXTS.iter().zip(contexts) {
         slot.store(ctx, Ordering::SeqCst);
+    }
+    if !exact {
+        // SAFETY: no concurrent allocator use (contract); the contexts wrap the domains'.
+        unsafe { set_hooks(hooks(), Some(contexts)) };
+        return;
+    }
+    // SAFETY: `contexts[1]` is the OBJ domain's, just leaked.
+    exact::set_pymalloc(unsafe { underlying(contexts[1]) });
+    // SAFETY: no concurrent allocator use (contract).
+    unsafe {
+        let mut raw = empty_allocator();
+        pyo3::ffi::PyMem_GetAllocator(PyMemAllocatorDomain::PYMEM_DOMAIN_RAW, &mut raw);
+        let ctx: *mut Underlying = Box::leak(Box::new(Underlying::new(&raw)));
+        let mut hooks = PyMemAllocatorEx {
+            ctx: ctx.cast(),
+            malloc: Some(exact::raw_malloc),
+            calloc: Some(exact::raw_calloc),
+            realloc: Some(exact::raw_realloc),
+            free: Some(exact::raw_free),
+        };
+        pyo3::ffi::PyMem_SetAllocator(PyMemAllocatorDomain::PYMEM_DOMAIN_RAW, &mut hooks);
+        for (o, domain) in old.iter().zip(DOMAINS) {
+            // pymalloc's own context and free: a free reaches pymalloc with no hook.
+            let mut hooks = PyMemAllocatorEx {
+                ctx: o.ctx,
+                malloc: Some(exact::malloc),
+                calloc: Some(exact::calloc),
+                realloc: Some(exact::realloc),
+                free: o.free,
+            };
+            pyo3::ffi::PyMem_SetAllocator(domain, &mut hooks);
+        }
+    }
+}
+
+const fn empty_allocator() -> PyMemAllocatorEx {
+    PyMemAllocatorEx {
+        ctx: std::ptr::null_mut(),
+        malloc: None,
+        calloc: None,
+        realloc: None,
+        free: None,
     }
 }
 
@@ -565,8 +466,8 @@ pub(crate) unsafe fn confirm() {
     );
     EXACT.store(false, Ordering::SeqCst);
     let contexts = CONTEXTS.each_ref().map(|c| c.load(Ordering::SeqCst));
-    // SAFETY: the GIL is held; the contexts are those of the installed hooks.
-    unsafe { set_hooks(hooks::<false>(), Some(contexts)) };
+    // SAFETY: the GIL is held; the contexts wrap the domains' allocators (pymalloc's).
+    unsafe { set_hooks(hooks(), Some(contexts)) };
 }
 
 #[cfg(test)]
@@ -676,18 +577,18 @@ mod tests {
         let ctx = ctx();
         force_sample(false);
         let before = mine();
-        let p = hook_malloc::<false>(ctx, 100);
+        let p = hook_malloc(ctx, 100);
         fill(p, 100, 0xab);
-        let z = hook_calloc::<false>(ctx, 4, 8);
+        let z = hook_calloc(ctx, 4, 8);
         assert!(all(z, 32, 0));
-        let p2 = hook_realloc::<false>(ctx, p, 1000);
+        let p2 = hook_realloc(ctx, p, 1000);
         assert!(all(p2, 100, 0xab), "realloc keeps the data");
-        let fresh = hook_realloc::<false>(ctx, std::ptr::null_mut(), 24);
-        let empty = hook_malloc::<false>(ctx, 0);
+        let fresh = hook_realloc(ctx, std::ptr::null_mut(), 24);
+        let empty = hook_malloc(ctx, 0);
         assert!(!empty.is_null());
-        hook_free::<false>(ctx, std::ptr::null_mut());
+        hook_free(ctx, std::ptr::null_mut());
         for b in [p2, z, fresh, empty] {
-            hook_free::<false>(ctx, b);
+            hook_free(ctx, b);
         }
         let after = mine();
         // Without sizes every block is counted as outside the arenas.
@@ -715,11 +616,11 @@ mod tests {
         let ctx = ctx();
         force_sample(false);
         let before = mine();
-        assert!(hook_malloc::<false>(ctx, usize::MAX - 4).is_null());
-        assert!(hook_calloc::<false>(ctx, usize::MAX, 2).is_null());
-        let p = hook_malloc::<false>(ctx, 8);
-        assert!(hook_realloc::<false>(ctx, p, usize::MAX - 4).is_null());
-        hook_free::<false>(ctx, p);
+        assert!(hook_malloc(ctx, usize::MAX - 4).is_null());
+        assert!(hook_calloc(ctx, usize::MAX, 2).is_null());
+        let p = hook_malloc(ctx, 8);
+        assert!(hook_realloc(ctx, p, usize::MAX - 4).is_null());
+        hook_free(ctx, p);
         let after = mine();
         let delta = |i: usize| after[i] - before[i];
         assert_eq!([delta(OUTSIDE_ALLOCATIONS), delta(OUTSIDE_FREES)], [1, 1]);
@@ -735,20 +636,20 @@ mod tests {
         as_owner(owner, || {
             // malloc, sampled.
             force_sample(true);
-            let a = hook_malloc::<false>(ctx, 300);
+            let a = hook_malloc(ctx, 300);
             assert!(sampled::contains(a));
             assert_eq!(a as usize % 16, 0, "16-byte aligned");
             fill(a, 300, 7);
             // Grows into an unsampled block: data kept, weight returned.
             force_sample(false);
-            let b = hook_realloc::<false>(ctx, a, 5000);
+            let b = hook_realloc(ctx, a, 5000);
             assert!(!sampled::contains(b));
             assert!(all(b, 300, 7));
             assert_eq!(slot(owner).read().inuse_bytes, s0.inuse_bytes);
             // An unsampled block moves into the region when its realloc is sampled.
             fill(b, 5000, 9);
             force_sample(true);
-            let c = hook_realloc::<false>(ctx, b, 6000);
+            let c = hook_realloc(ctx, b, 6000);
             assert!(sampled::contains(c));
             assert!(all(c, 5000, 9));
             assert_eq!(
@@ -757,12 +658,12 @@ mod tests {
             );
             // Sampled to sampled, shrinking.
             force_sample(true);
-            let d = hook_realloc::<false>(ctx, c, 100);
+            let d = hook_realloc(ctx, c, 100);
             assert!(sampled::contains(d));
             assert!(all(d, 100, 9));
             // calloc, sampled: zeroed even on a reused (dirty) slot.
             force_sample(true);
-            let e = hook_calloc::<false>(ctx, 10, 40);
+            let e = hook_calloc(ctx, 10, 40);
             assert!(sampled::contains(e));
             assert!(all(e, 400, 0));
             assert_eq!(
@@ -770,8 +671,8 @@ mod tests {
                 sampled::weight(100) + sampled::weight(400)
             );
             force_sample(false);
-            hook_free::<false>(ctx, d);
-            hook_free::<false>(ctx, e);
+            hook_free(ctx, d);
+            hook_free(ctx, e);
         });
         let s1 = slot(owner).read();
         assert_eq!(s1.inuse_bytes, s0.inuse_bytes, "every sample freed");
@@ -798,15 +699,13 @@ mod tests {
         // One large buffer, and the same amount in 1 KiB blocks (the hard case for
         // sampling: about 1,500 samples, standard error 2.6%, 10% is 3.9 of them).
         let (big, small) = as_owner(owner, || {
-            let big = hook_calloc::<false>(ctx, 1, mb50);
+            let big = hook_calloc(ctx, 1, mb50);
             let after_big = slot(owner).read().inuse_bytes - s0.inuse_bytes;
             assert!(
                 after_big.abs_diff(mb50 as u64) < mb50 as u64 / 10,
                 "{after_big}"
             );
-            let small: Vec<_> = (0..mb50 / 1024)
-                .map(|_| hook_malloc::<false>(ctx, 1024))
-                .collect();
+            let small: Vec<_> = (0..mb50 / 1024).map(|_| hook_malloc(ctx, 1024)).collect();
             (big, small)
         });
         let est = slot(owner).read().inuse_bytes - s0.inuse_bytes;
@@ -824,7 +723,7 @@ mod tests {
         let ctx = ctx as usize;
         std::thread::spawn(move || {
             for a in addrs {
-                hook_free::<false>(ctx as *mut c_void, a as *mut c_void);
+                hook_free(ctx as *mut c_void, a as *mut c_void);
             }
         })
         .join()
@@ -843,7 +742,7 @@ mod tests {
             std::thread::spawn(move || {
                 as_owner(owner, || {
                     (0..blocks)
-                        .map(|_| hook_malloc::<false>(ctx as *mut c_void, 64 * 1024) as usize)
+                        .map(|_| hook_malloc(ctx as *mut c_void, 64 * 1024) as usize)
                         .collect::<Vec<_>>()
                 })
             })
@@ -860,7 +759,7 @@ mod tests {
         assert!(eb.abs_diff(tb) < tb / 10, "b: {eb} for {tb}");
         assert_eq!(slot(a).read().allocations - n0, 640, "exact, per owner");
         for p in ka.into_iter().chain(kb) {
-            hook_free::<false>(ctx as *mut c_void, p as *mut c_void);
+            hook_free(ctx as *mut c_void, p as *mut c_void);
         }
         assert_eq!(slot(a).read().inuse_bytes, a0);
         assert_eq!(slot(b).read().inuse_bytes, b0);

@@ -121,6 +121,18 @@ pub(super) fn totals() -> [u64; COUNTS] {
     sum
 }
 
+/// What the `RAW` domain's hook does with this thread's next allocation (see
+/// `super::exact`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RawMode {
+    /// Forward it, uncounted: the interpreter's own buffers.
+    Forward,
+    /// A block of the `MEM` or `OBJ` domain: tracked and counted.
+    Count,
+    /// A sampled block of the `MEM` or `OBJ` domain, of this many bytes.
+    Sample(usize),
+}
+
 /// The hooks' thread-local state. `const`-initialised and without a destructor, so that an
 /// access is a plain thread-pointer-relative load.
 pub(super) struct Local {
@@ -132,6 +144,7 @@ pub(super) struct Local {
     owner: Cell<u16>,
     /// The counts at the last owner switch (what was already charged).
     mark: Cell<[u64; COUNTS]>,
+    raw: Cell<RawMode>,
 }
 
 thread_local! {
@@ -142,6 +155,7 @@ thread_local! {
             rng: Cell::new(0),
             owner: Cell::new(0),
             mark: Cell::new([0; COUNTS]),
+            raw: Cell::new(RawMode::Forward),
         }
     };
     /// Registered with the thread's own block: returns it when the thread ends.
@@ -241,6 +255,16 @@ impl Local {
         }
         self.countdown.set(self.draw());
         true
+    }
+
+    /// What the `RAW` hook does with this thread's next allocation.
+    #[inline(always)]
+    pub(super) fn raw_mode(&self) -> RawMode {
+        self.raw.get()
+    }
+
+    pub(super) fn set_raw_mode(&self, mode: RawMode) {
+        self.raw.set(mode);
     }
 
     /// The owner charged with what this thread allocates now.

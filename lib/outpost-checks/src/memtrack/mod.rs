@@ -6,10 +6,11 @@
 //! the interpreter starts (after its pre-initialisation, which only uses the raw domain), so
 //! no block of these domains predates the hooks. The hooks keep no per-block record: a
 //! small allocation (pymalloc's, up to 512 bytes) costs a compare, the sampling countdown
-//! and one thread-local increment, made before a tail call to pymalloc (no frame); the free
-//! of a pymalloc block one address compare (nothing is counted: its pool counts it) before
-//! its tail call. Per-check attribution of the bytes in use comes from sampling,
-//! the way tcmalloc and jemalloc profile heaps.
+//! and one thread-local increment, made before a tail call to pymalloc (no frame), and a
+//! free reaches pymalloc with no hook at all: a pymalloc block is counted by its pool, and
+//! pymalloc hands any other block to the `RAW` domain, whose hook counts those these
+//! domains made there ([`exact`]). Per-check attribution of the bytes in use comes from
+//! sampling, the way tcmalloc and jemalloc profile heaps.
 //!
 //! * **Exact counters, per thread** ([`local`]). Each thread that allocates owns a block of
 //!   counters (allocations in pymalloc's arenas per size class, whose bytes are the counts
@@ -26,8 +27,10 @@
 //!   gives its size. Allocations count their block's size. A request of 1 to 512 bytes is
 //!   counted in its size class before it is forwarded: pymalloc serves it from its arenas
 //!   unless it cannot get an arena, which the arena allocator sees (the region full, or an
-//!   arena given back unused) and which turns [`MemorySnapshot::exact`] false. A free of a `malloc` block counts
-//!   one free and its size; a free of a pymalloc block counts nothing: the blocks in use in
+//!   arena given back unused) and which turns [`MemorySnapshot::exact`] false. A larger
+//!   block is made in the `RAW` domain with a header that marks it as tracked, and counted
+//!   at its `malloc` size; its free, which pymalloc hands to the `RAW` domain, counts one
+//!   free and that size. A free of a pymalloc block counts nothing: the blocks in use in
 //!   pymalloc's pools and their bytes are read, when counters are read, from the pools
 //!   themselves (each pool counts its blocks in use; one pass over the pool headers of the
 //!   arenas handed out, 64 per MiB). So the total `InuseBytes` is exact, `FreedBytes` is
@@ -73,9 +76,12 @@
 //! * **Without sizes** (layout not verified): `FreedBytes` is `AllocatedBytes - InuseBytes`
 //!   from the sampled estimate, held at its last value rather than go down (it is exported
 //!   as a counter), and `AllocatedBytes` counts requested sizes.
-//! * **`RAW` is not wrapped.** The raw domain is called without the GIL (thread states, the
-//!   GIL machinery, C extensions releasing the GIL) and holds the interpreter's internal
-//!   buffers, not the objects checks create.
+//! * **`RAW`'s own blocks are not counted.** The raw domain is called without the GIL
+//!   (thread states, the GIL machinery, C extensions releasing the GIL) and holds the
+//!   interpreter's internal buffers, not the objects checks create. Its hook (with sizes
+//!   known) serves the blocks the `MEM` and `OBJ` hooks ask pymalloc for, and recognises
+//!   them and sampled blocks when they are freed; every other call is forwarded after one
+//!   compare (and, for a free, one read of the eight bytes before the block).
 //! * **Slots** are a fixed table of 1023 owners. A slot is reused only once its previous
 //!   owner is gone and every block of it that was sampled has been freed. When all are
 //!   taken, new instances are counted as unattributed.
@@ -85,6 +91,7 @@
 //! tracking is not installed and [`snapshot`] reports it as disabled.
 
 mod arena;
+mod exact;
 mod hooks;
 mod local;
 mod sampled;
