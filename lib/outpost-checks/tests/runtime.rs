@@ -809,17 +809,27 @@ fn a_full_arena_region_leaves_counts_exact_but_not_bytes() {
 
 #[test]
 fn reallocations_between_pymalloc_and_malloc_are_counted_and_pymalloc_keeps_its_count() {
+    // In a process of its own: `sys.getallocatedblocks()` counts every thread's blocks, and
+    // the Python code below lets other tests' threads take the GIL.
+    if !in_child(
+        "reallocations_between_pymalloc_and_malloc_are_counted_and_pymalloc_keeps_its_count",
+        &[],
+    ) {
+        return;
+    }
     use pyo3::ffi;
+    use pyo3::types::PyAnyMethods as _;
     let _ = env();
     Python::attach(|py| {
         let total = || outpost_checks::memtrack::snapshot().total;
-        unsafe extern "C" {
-            /// What `sys.getallocatedblocks()` returns.
-            fn _Py_GetAllocatedBlocks() -> isize;
-        }
-        // SAFETY: the GIL is held.
-        let blocks = || unsafe { _Py_GetAllocatedBlocks() };
-        let (s0, b0) = (total(), blocks());
+        let getallocatedblocks = py
+            .import("sys")
+            .unwrap()
+            .getattr("getallocatedblocks")
+            .unwrap();
+        let blocks = || -> isize { getallocatedblocks.call0().unwrap().extract().unwrap() };
+        let b0 = blocks();
+        let s0 = total();
         // A block through every move: pymalloc to pymalloc, to malloc, within malloc, back.
         // SAFETY: the GIL is held; freed below.
         let mut p = unsafe { ffi::PyMem_Malloc(100) };
