@@ -261,22 +261,19 @@ fn raw_alloc(under: &Underlying, size: usize, zeroed: bool) -> Option<*mut c_voi
 fn raw_alloc_tracked(under: &Underlying, size: usize, zeroed: bool, mode: RawMode) -> *mut c_void {
     // One `RAW` call per mode set.
     local::with(|l| l.set_raw_mode(RawMode::Forward));
-    let size = match mode {
-        RawMode::Sample(size) => {
-            let owner = local::with(|l| l.owner());
-            if super::refuse(owner, size) {
-                return std::ptr::null_mut();
-            }
-            let p = sampled::alloc(size, owner, zeroed);
-            if !p.is_null() {
-                local::with(|l| l.count_alloc((size, false)));
-                return p;
-            }
-            // The sampled region is full: a tracked block, unsampled.
-            size.max(arena::SMALL_REQUEST_THRESHOLD + 1)
+    if let RawMode::Sample(sample) = mode {
+        let owner = local::with(|l| l.owner());
+        if super::refuse(owner, sample) {
+            return std::ptr::null_mut();
         }
-        _ => size,
-    };
+        let p = sampled::alloc(sample, owner, zeroed);
+        if !p.is_null() {
+            local::with(|l| l.count_alloc((sample, false)));
+            return p;
+        }
+        // The sampled region is full: a tracked block of the size asked (at least the
+        // sample's), unsampled.
+    }
     let Some(total) = size.checked_add(TAG_HEADER) else {
         return std::ptr::null_mut();
     };
