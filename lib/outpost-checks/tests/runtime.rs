@@ -830,7 +830,8 @@ fn reallocations_between_pymalloc_and_malloc_are_counted_and_pymalloc_keeps_its_
         let blocks = || -> isize { getallocatedblocks.call0().unwrap().extract().unwrap() };
         let b0 = blocks();
         let s0 = total();
-        // A block through every move: pymalloc to pymalloc, to malloc, within malloc, back.
+        // A block through every move: within pymalloc, out to malloc, within malloc (a malloc
+        // block stays one when it shrinks: pymalloc cannot know how much of it is valid).
         // SAFETY: the GIL is held; freed below.
         let mut p = unsafe { ffi::PyMem_Malloc(100) };
         for size in [300, 2000, 100_000, 400, 48] {
