@@ -428,46 +428,8 @@ unsafe fn free_tracked(under: &Underlying, ptr: *mut c_void) {
 mod tests {
     //! The `RAW` hooks over the C library's allocator, not installed (the runtime tests
     //! check the counts under Python, with the hooks installed).
+    use super::super::hooks::testing::ctx;
     use super::*;
-
-    unsafe extern "C" {
-        #[link_name = "malloc"]
-        fn c_malloc(size: usize) -> *mut c_void;
-        #[link_name = "calloc"]
-        fn c_calloc(nelem: usize, elsize: usize) -> *mut c_void;
-        #[link_name = "realloc"]
-        fn c_realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
-        #[link_name = "free"]
-        fn c_free(ptr: *mut c_void);
-    }
-    extern "C" fn sys_malloc(_: *mut c_void, size: usize) -> *mut c_void {
-        // SAFETY: the C library's malloc.
-        unsafe { c_malloc(size.max(1)) }
-    }
-    extern "C" fn sys_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-        // SAFETY: the C library's calloc.
-        unsafe { c_calloc(nelem.max(1), elsize.max(1)) }
-    }
-    extern "C" fn sys_realloc(_: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
-        // SAFETY: a block of the C library's allocator (the callers').
-        unsafe { c_realloc(ptr, size.max(1)) }
-    }
-    extern "C" fn sys_free(_: *mut c_void, ptr: *mut c_void) {
-        // SAFETY: a block of the C library's allocator (the callers').
-        unsafe { c_free(ptr) }
-    }
-
-    fn ctx() -> *mut c_void {
-        assert!(sampled::reserve());
-        let u = Box::leak(Box::new(Underlying {
-            ctx: std::ptr::null_mut(),
-            malloc: sys_malloc,
-            calloc: sys_calloc,
-            realloc: sys_realloc,
-            free: sys_free,
-        }));
-        (u as *mut Underlying).cast()
-    }
 
     #[test]
     fn a_mode_serves_one_call_and_tracked_blocks_stay_tracked() {

@@ -471,77 +471,40 @@ pub(crate) unsafe fn confirm() {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The hooks over the system allocator (each block carries its size in a 16-byte
-    //! prefix), so they are tested without an interpreter; the runtime tests check
-    //! attribution under Python.
-    use super::super::slot;
+pub(super) mod testing {
+    //! An `Underlying` over the C library's allocator, for the hooks' unit tests (the `RAW`
+    //! hooks read the eight bytes before a block, where `malloc` keeps its chunk's size).
     use super::*;
-    use crate::memtrack::local::testing::{force_sample, mine, redraw};
-    use crate::memtrack::local::{
-        ARENA_ALLOCATED_BYTES, ARENA_ALLOCATIONS, OUTSIDE_ALLOCATED_BYTES, OUTSIDE_ALLOCATIONS,
-        OUTSIDE_FREES,
-    };
-    use std::alloc::{GlobalAlloc, Layout, System};
 
-    const PREFIX: usize = 16;
-
-    fn layout(size: usize) -> Option<Layout> {
-        Layout::from_size_align(size.checked_add(PREFIX)?, 16).ok()
+    unsafe extern "C" {
+        #[link_name = "malloc"]
+        fn c_malloc(size: usize) -> *mut c_void;
+        #[link_name = "calloc"]
+        fn c_calloc(nelem: usize, elsize: usize) -> *mut c_void;
+        #[link_name = "realloc"]
+        fn c_realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
+        #[link_name = "free"]
+        fn c_free(ptr: *mut c_void);
     }
     extern "C" fn sys_malloc(_: *mut c_void, size: usize) -> *mut c_void {
-        let Some(l) = layout(size) else {
-            return std::ptr::null_mut();
-        };
-        // SAFETY: non-zero layout; the prefix holds the size.
-        unsafe {
-            let p = System.alloc(l);
-            if p.is_null() {
-                return std::ptr::null_mut();
-            }
-            p.cast::<usize>().write(size);
-            p.add(PREFIX).cast()
-        }
+        // SAFETY: the C library's malloc.
+        unsafe { c_malloc(size.max(1)) }
     }
-    extern "C" fn sys_calloc(c: *mut c_void, n: usize, e: usize) -> *mut c_void {
-        let Some(size) = n.checked_mul(e) else {
-            return std::ptr::null_mut();
-        };
-        let p = sys_malloc(c, size);
-        if !p.is_null() {
-            // SAFETY: `size` writable bytes.
-            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, size) };
-        }
-        p
+    extern "C" fn sys_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+        // SAFETY: the C library's calloc (it refuses an overflowing product).
+        unsafe { c_calloc(nelem.max(1), elsize.max(1)) }
     }
-    extern "C" fn sys_free(_: *mut c_void, p: *mut c_void) {
-        if p.is_null() {
-            return;
-        }
-        // SAFETY: `p` came from sys_malloc: its size is in the prefix.
-        unsafe {
-            let start = p.cast::<u8>().sub(PREFIX);
-            let size = start.cast::<usize>().read();
-            System.dealloc(start, layout(size).unwrap());
-        }
+    extern "C" fn sys_realloc(_: *mut c_void, ptr: *mut c_void, size: usize) -> *mut c_void {
+        // SAFETY: a block of the C library's allocator (the callers').
+        unsafe { c_realloc(ptr, size.max(1)) }
     }
-    extern "C" fn sys_realloc(c: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
-        if p.is_null() {
-            return sys_malloc(c, size);
-        }
-        let q = sys_malloc(c, size);
-        if !q.is_null() {
-            // SAFETY: both blocks are live; their sizes are in the prefixes.
-            unsafe {
-                let old = p.cast::<u8>().sub(PREFIX).cast::<usize>().read();
-                std::ptr::copy_nonoverlapping(p.cast::<u8>(), q.cast::<u8>(), old.min(size));
-            }
-            sys_free(c, p);
-        }
-        q
+    extern "C" fn sys_free(_: *mut c_void, ptr: *mut c_void) {
+        // SAFETY: a block of the C library's allocator (the callers').
+        unsafe { c_free(ptr) }
     }
 
-    fn ctx() -> *mut c_void {
+    /// A hooks' context over the C library's allocator (the sampled region reserved).
+    pub(crate) fn ctx() -> *mut c_void {
         assert!(sampled::reserve());
         let u = Box::leak(Box::new(Underlying {
             ctx: std::ptr::null_mut(),
@@ -552,6 +515,20 @@ mod tests {
         }));
         (u as *mut Underlying).cast()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hooks over the C library's allocator ([`testing::ctx`]), so they are tested
+    //! without an interpreter; the runtime tests check attribution under Python.
+    use super::super::slot;
+    use super::testing::ctx;
+    use super::*;
+    use crate::memtrack::local::testing::{force_sample, mine, redraw};
+    use crate::memtrack::local::{
+        ARENA_ALLOCATED_BYTES, ARENA_ALLOCATIONS, OUTSIDE_ALLOCATED_BYTES, OUTSIDE_ALLOCATIONS,
+        OUTSIDE_FREES,
+    };
 
     fn fill(p: *mut c_void, n: usize, byte: u8) {
         // SAFETY: callers pass blocks of at least `n` bytes.
