@@ -200,17 +200,24 @@ impl Local {
         }
     }
 
+    /// Takes `size` bytes off the countdown if it outlasts them; false, with nothing taken,
+    /// when it runs out during them (or was never drawn).
+    #[inline(always)]
+    fn outlasts(&self, size: u64) -> bool {
+        let left = self.countdown.get();
+        if size < left {
+            self.countdown.set(left - size);
+            return true;
+        }
+        false
+    }
+
     /// Whether the allocation of `size` bytes about to be made is sampled: true when the
     /// countdown runs out during it (then a new interval is drawn).
     #[inline(always)]
     pub(super) fn sample(&self, size: usize) -> bool {
-        let left = self.countdown.get();
         let size = size as u64;
-        if size < left {
-            self.countdown.set(left - size);
-            return false;
-        }
-        self.sample_slow(size)
+        !self.outlasts(size) && self.sample_slow(size)
     }
 
     /// For a request of `size` bytes (1 to 512) that pymalloc serves from its arenas:
@@ -229,12 +236,9 @@ impl Local {
     /// nothing done, when [`Self::sample_small`] must decide.
     #[inline(always)]
     pub(super) fn count_small_unsampled(&self, size: usize) -> bool {
-        let left = self.countdown.get();
-        let size64 = size as u64;
-        if size64 >= left {
+        if !self.outlasts(size as u64) {
             return false;
         }
-        self.countdown.set(left - size64);
         self.count_small(size);
         true
     }
