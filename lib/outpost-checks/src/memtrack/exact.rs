@@ -101,7 +101,7 @@ pub(super) extern "C" fn calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -
 /// A small request whose size outlasts the sampling countdown: sampled, or counted and
 /// forwarded.
 #[inline(never)]
-fn malloc_small_drawn(ctx: *mut c_void, size: usize, zeroed: bool) -> *mut c_void {
+extern "C" fn malloc_small_drawn(ctx: *mut c_void, size: usize, zeroed: bool) -> *mut c_void {
     if local::with(|l| l.sample_small(size)) {
         return through_raw(ctx, size, RawMode::Sample(size), zeroed);
     }
@@ -115,7 +115,7 @@ fn malloc_small_drawn(ctx: *mut c_void, size: usize, zeroed: bool) -> *mut c_voi
 /// A request of more than 512 bytes (or of 0): sampled or not, a block the `RAW` hook
 /// allocates and counts.
 #[inline(never)]
-fn malloc_raw(ctx: *mut c_void, size: usize, zeroed: bool) -> *mut c_void {
+extern "C" fn malloc_raw(ctx: *mut c_void, size: usize, zeroed: bool) -> *mut c_void {
     let mode = if local::with(|l| l.sample(size)) {
         RawMode::Sample(size)
     } else {
