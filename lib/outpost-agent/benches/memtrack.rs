@@ -210,22 +210,19 @@ fn main() {
         let (mut sums_on, mut sums_off) = ((0u128, 0u64), (0u128, 0u64));
         {
             let mut g = c.benchmark_group(format!("memtrack_agent_{check}"));
-            g.bench_function("on", |b| {
-                b.iter_custom(|iters| {
-                    let (wall, _) = on.time(iters);
-                    sums_on.0 += wall.as_nanos();
-                    sums_on.1 += iters;
-                    wall
-                })
-            });
-            g.bench_function("off", |b| {
-                b.iter_custom(|iters| {
-                    let (wall, _) = off.time(iters);
-                    sums_off.0 += wall.as_nanos();
-                    sums_off.1 += iters;
-                    wall
-                })
-            });
+            for (side, timer, sums) in [
+                ("on", &mut on, &mut sums_on),
+                ("off", &mut off, &mut sums_off),
+            ] {
+                g.bench_function(side, |b| {
+                    b.iter_custom(|iters| {
+                        let (wall, _) = timer.time(iters);
+                        sums.0 += wall.as_nanos();
+                        sums.1 += iters;
+                        wall
+                    })
+                });
+            }
             g.finish();
         }
         let (mut wall_ratios, mut cpu_ratios, mut series_cpu) =
