@@ -178,6 +178,8 @@ fn agent_runs_checks_serves_its_api_and_stops_cleanly() {
     assert!(vars["checks"][good_id]["stats"]["runs"].as_u64().unwrap() >= 2);
     assert_eq!(vars["agent"]["python"]["available"], true);
     assert!(vars["memtrack"]["enabled"].as_bool().unwrap());
+    // Block sizes known and pymalloc never short of an arena: the totals are exact.
+    assert_eq!(vars["memtrack"]["exact"], true, "{}", vars["memtrack"]);
 
     // POST /checks/good/run: the `check run --json` document.
     let doc = agent.post("/checks/good/run").json();
